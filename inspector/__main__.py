@@ -1,0 +1,3 @@
+from inspector.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,320 @@
+"""The configuration: strict pydantic models for every section, loaded from YAML.
+
+Rules: unknown keys are errors; every field has a description and bounds; any field can be
+overridden by `INSPECTOR_<SECTION>__<FIELD>` (nested with `__`); secrets (MQTT password, S3
+keys) come only from the environment and are refused in the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from inspector.errors import ConfigError
+
+ENV_PREFIX = "INSPECTOR_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- source ------------------------------------------------------------------------------------
+TriggerMode = Literal["free_run", "triggered"]
+
+
+class _SourceBase(Strict):
+    trigger: TriggerMode = Field(
+        "triggered",
+        description="triggered: every frame is a part and is never dropped; free_run: a live stream, "
+        "stale frames are dropped (counted) and only the freshest is inspected.",
+    )
+    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between grabber and detector.")
+
+
+class SyntheticSource(_SourceBase):
+    kind: Literal["synthetic"] = "synthetic"
+    seed: int = Field(777, ge=0, le=2**31 - 1, description="Seed of the synthetic conveyor (not a training seed).")
+    parts_per_s: float = Field(10.0, gt=0, le=1000, description="Conveyor pace: parts per second.")
+    width: int = Field(640, ge=320, le=4096, description="Frame width in pixels.")
+    height: int = Field(480, ge=240, le=4096, description="Frame height in pixels.")
+    defect_free_ratio: float = Field(1 / 3, ge=0, le=1, description="Share of parts without defects.")
+
+
+class VideoSource(_SourceBase):
+    kind: Literal["video"] = "video"
+    path: Path = Field(description="Video file to read.")
+    pace: Literal["native", "fast"] = Field("native", description="native: at the file's fps; fast: as fast as read.")
+    loop: bool = Field(False, description="Start again at the end of the file.")
+
+
+class FolderSource(_SourceBase):
+    kind: Literal["folder"] = "folder"
+    path: Path = Field(description="Folder of images (jpg, png, bmp, tif), read in name order.")
+    parts_per_s: float = Field(0.0, ge=0, le=1000, description="Pace; 0 reads as fast as possible.")
+    loop: bool = Field(False, description="Start again after the last image.")
+
+
+class OpenCVSource(_SourceBase):
+    kind: Literal["opencv"] = "opencv"
+    trigger: TriggerMode = Field("free_run", description="Live cameras are usually free-running.")
+    url: str | None = Field(None, description="RTSP/HTTP URL (mutually exclusive with device).")
+    device: int | None = Field(None, ge=0, le=63, description="USB/V4L2 device index.")
+    open_timeout_ms: int = Field(5000, ge=100, le=120_000, description="CAP_PROP_OPEN_TIMEOUT_MSEC.")
+    read_timeout_ms: int = Field(2000, ge=50, le=60_000, description="CAP_PROP_READ_TIMEOUT_MSEC: a frozen stream is declared lost after this.")
+    reconnect_initial_ms: int = Field(250, ge=10, le=60_000, description="First reconnect delay.")
+    reconnect_max_ms: int = Field(5000, ge=100, le=600_000, description="Cap of the exponential reconnect backoff.")
+    max_frame_age_ms: int = Field(200, ge=1, le=60_000, description="free_run: a frame older than this is stale and dropped.")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "OpenCVSource":
+        if (self.url is None) == (self.device is None):
+            raise ValueError("set exactly one of url or device")
+        if self.reconnect_max_ms < self.reconnect_initial_ms:
+            raise ValueError(f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_initial_ms ({self.reconnect_initial_ms})")
+        return self
+
+
+SourceConfig = Annotated[
+    Union[SyntheticSource, VideoSource, FolderSource, OpenCVSource], Field(discriminator="kind")
+]
+
+
+# -- model -------------------------------------------------------------------------------------
+class ModelConfig(Strict):
+    path: Path = Field(Path("models/demo"), description="Model bundle directory (IR files + model_card.json).")
+    precision: Literal["int8", "fp32"] = Field("int8", description="Which IR of the bundle to run.")
+    device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:[A-Z0-9.,]+)?|HETERO:[A-Z0-9.,]+)$",
+                        description="OpenVINO device: CPU, GPU, NPU, AUTO or AUTO:GPU,CPU ...")
+    threads: int = Field(0, ge=0, le=256, description="CPU inference threads; 0 lets OpenVINO choose.")
+    cache_dir: Path | None = Field(None, description="OpenVINO model cache (speeds up GPU/NPU start).")
+    classes: list[str] | None = Field(None, description="Expected class names, in order; start is refused if the model differs.")
+    input_size: tuple[int, int] | None = Field(None, description="Expected model input [height, width]; refused if different.")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold (ultralytics' default).")
+    max_detections: int = Field(300, ge=1, le=10_000, description="Detections kept per frame after NMS.")
+
+
+# -- decision ----------------------------------------------------------------------------------
+class DecisionConfig(Strict):
+    budget_ms: float = Field(50.0, gt=0, le=60_000, description="Deadline = captured_at + budget_ms.")
+    on_late: Literal["reject", "pass"] = Field("reject", description="Action when no verdict was made before the deadline (fail safe: reject).")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-class confidence thresholds; overrides the model card's.")
+    default_threshold: float = Field(0.5, gt=0, lt=1, description="Threshold for a class the card and config do not name.")
+    uncertain_margin: float = Field(0.15, ge=0, lt=1, description="A detection within ±margin of its class threshold is 'uncertain'.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x0,y0,x1,y1 (source px); defects whose centre is outside are ignored.")
+    min_box_px: float = Field(0.0, ge=0, le=10_000, description="Ignore defects whose box is smaller than this on both sides.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: t for k, t in v.items() if not 0 < t < 1}
+        if bad:
+            raise ValueError(f"thresholds must be within (0, 1), got {bad}")
+        return v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_ordered(cls, v):
+        if v is not None and (v[2] <= v[0] or v[3] <= v[1] or min(v) < 0):
+            raise ValueError(f"roi must be x0,y0,x1,y1 with x1>x0, y1>y0, all >= 0; got {list(v)}")
+        return v
+
+
+# -- MQTT --------------------------------------------------------------------------------------
+class TLSConfig(Strict):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Client key (mutual TLS).")
+    insecure: bool = Field(False, description="Skip hostname verification (testing only).")
+
+    @model_validator(mode="after")
+    def _pair(self) -> "TLSConfig":
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+_TOPIC_PART = r"^[A-Za-z0-9_.\-]+$"
+
+
+class MQTTConfig(Strict):
+    enabled: bool = Field(True, description="Publish verdicts over MQTT. false: verdicts go to the JSONL sink only.")
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port.")
+    protocol: Literal["v5", "v311"] = Field("v5", description="MQTT 5 (message expiry) or 3.1.1.")
+    client_id: str | None = Field(None, max_length=128, description="Client id; default inspector-<line>-<station>.")
+    keepalive_s: int = Field(5, ge=1, le=3600, description="Keepalive; the broker publishes our last will after 1.5x this.")
+    username: str | None = Field(None, description="Username (the password comes from INSPECTOR_MQTT__PASSWORD).")
+    password: SecretStr | None = Field(None, description="Environment only: INSPECTOR_MQTT__PASSWORD.")
+    tls: TLSConfig | None = Field(None, description="TLS settings; absent means plain TCP.")
+    prefix: str = Field("inspector", pattern=_TOPIC_PART, description="Topic root.")
+    line: str = Field("line1", pattern=_TOPIC_PART, description="Line name in topics.")
+    station: str = Field("st1", pattern=_TOPIC_PART, description="Station name in topics.")
+    qos: Literal[1, 2] = Field(1, description="QoS of rejects and alarms.")
+    publish_verdicts: bool = Field(False, description="Also publish every verdict on .../verdict.")
+    verdict_qos: Literal[0, 1] = Field(0, description="QoS of .../verdict.")
+    heartbeat_ms: int = Field(1000, ge=50, le=600_000, description="Heartbeat period.")
+    outbox_path: Path = Field(Path("var/outbox.sqlite"), description="Durable outbox (SQLite).")
+    outbox_max: int = Field(100_000, ge=10, le=10_000_000, description="Bound of the outbox; reaching it raises an alarm.")
+    reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First reconnect delay.")
+    reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Reconnect backoff cap.")
+
+    @property
+    def topic_root(self) -> str:
+        return f"{self.prefix}/{self.line}/{self.station}"
+
+
+# -- sampling, spool, upload -------------------------------------------------------------------
+class RateLimits(Strict):
+    per_minute: int = Field(30, ge=0, le=100_000, description="Samples per minute at most.")
+    per_hour: int = Field(600, ge=0, le=1_000_000, description="Samples per hour at most.")
+    per_day: int = Field(5000, ge=0, le=10_000_000, description="Samples per day at most.")
+
+
+class StrategyConfig(Strict):
+    enabled: bool = Field(True, description="Use this strategy.")
+    rate: float = Field(1.0, ge=0, le=1, description="Probability that an eligible frame is kept.")
+    limits: RateLimits = Field(default_factory=RateLimits, description="Rate caps of this strategy.")
+
+
+class SamplingConfig(Strict):
+    enabled: bool = Field(True, description="Keep sampled frames for review.")
+    uncertain: StrategyConfig = Field(default_factory=StrategyConfig, description="Frames with a detection in the uncertain band.")
+    rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2), description="Rejected frames, at a rate.")
+    passes: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.01), description="Random passes (to catch escapes).")
+    per_class: dict[str, StrategyConfig] = Field(default_factory=dict, description="Extra strategy per defect class name.")
+    dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicates within this window are suppressed.")
+    dedup_hamming: int = Field(6, ge=0, le=64, description="Max perceptual-hash distance counted as a duplicate.")
+    seed: int | None = Field(None, description="Seed of the sampling dice (tests); None: random.")
+
+
+class SpoolConfig(Strict):
+    dir: Path = Field(Path("var/spool"), description="Spool directory.")
+    max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, le=2**50, description="Hard bound of the spool's disk use.")
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of spooled frames.")
+    queue_size: int = Field(64, ge=1, le=10_000, description="Samples waiting to be written; more are dropped (counted).")
+
+
+class UploadConfig(Strict):
+    destination: str = Field("file://var/uploads", description="s3://bucket/prefix or file:///path (file://relative also accepted).")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...); None: AWS.")
+    region: str = Field("us-east-1", description="S3 region.")
+    window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window; None disables in-service upload.")
+    bandwidth_bytes_per_s: int = Field(0, ge=0, description="Upload bandwidth cap; 0: unlimited.")
+    retries: int = Field(5, ge=0, le=100, description="Attempts per object before the night gives up.")
+    backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time).")
+
+    @field_validator("destination")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not re.match(r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file://.+)$", v):
+            raise ValueError(f"expected s3://bucket[/prefix] or file://path, got {v!r}")
+        return v
+
+
+class MetricsConfig(Strict):
+    enabled: bool = Field(True, description="Serve Prometheus metrics and /healthz.")
+    host: str = Field("127.0.0.1", description="Bind address of the metrics endpoint.")
+    port: int = Field(9108, ge=0, le=65535, description="Metrics port; 0 picks a free one.")
+
+
+class SinkConfig(Strict):
+    jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
+
+
+# -- root --------------------------------------------------------------------------------------
+class InspectorConfig(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    source: SourceConfig = Field(default_factory=SyntheticSource, description="Where frames come from.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Thresholds and deadline policy.")
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig, description="Reject signalling.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Which frames are kept for review.")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Bounded on-disk store of samples.")
+    upload: UploadConfig = Field(default_factory=UploadConfig, description="Nightly upload of the spool.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics and health.")
+    sink: SinkConfig = Field(default_factory=SinkConfig, description="Local verdict log.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the YAML (passed as init kwargs): a site overrides one value.
+        return (env_settings, init_settings)
+
+    def config_hash(self) -> str:
+        """Short hash of the effective config (secrets excluded), published in the birth message."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"mqtt": {"password"}}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Keys that may only come from the environment.
+_SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key")}
+
+
+def load_config(path: str | Path | None) -> InspectorConfig:
+    """Reads YAML (None: defaults), applies the environment, validates. Raises ConfigError."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config file: {e.strerror or e}") from e
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top, got {type(loaded).__name__}")
+        data = loaded
+        for section, key in _SECRET_KEYS:
+            if isinstance(data.get(section), dict) and key in data[section]:
+                raise ConfigError(
+                    f"{section}.{key}: secrets are not accepted in the config file; "
+                    f"set {ENV_PREFIX}{section.upper()}__{key.upper()} in the environment"
+                )
+    try:
+        return InspectorConfig(**data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, path)) from e
+
+
+def format_validation_error(e: ValidationError, path: str | Path | None = None) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part)) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section)"
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {msg}{shown}")
+    head = f"{path}: " if path else ""
+    return head + f"{len(lines)} problem(s)\n  " + "\n  ".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the discriminator value in the location (source.synthetic.seed): drop it.
+    return part in ("synthetic", "video", "folder", "opencv")
+
+
+def json_schema() -> dict[str, Any]:
+    return InspectorConfig.model_json_schema()

@@ -1,0 +1,78 @@
+"""The synthetic conveyor as a camera: parts arrive at a fixed pace, each with its ground truth."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+from inspector.config import SyntheticSource as SyntheticConfig
+from inspector.frames import Frame, TruthBox
+from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.synth import ConveyorGenerator
+
+
+class SyntheticSource:
+    name = "synthetic"
+
+    def __init__(self, cfg: SyntheticConfig, max_frames: int | None = None) -> None:
+        self.cfg = cfg
+        self.max_frames = max_frames
+        self._gen = ConveyorGenerator(cfg.seed, cfg.width, cfg.height, cfg.defect_free_ratio)
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="source-synthetic", daemon=True)
+        self._produced = 0
+        self._last_wall: float | None = None
+        self._done = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = 1.0 / self.cfg.parts_per_s
+        i = 0
+        nxt = self._gen.part(0)
+        t0 = time.monotonic()
+        while not self._stop.is_set() and (self.max_frames is None or i < self.max_frames):
+            # The part is rendered ahead; it is "captured" when its slot on the belt comes.
+            delay = t0 + i * period - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            part = nxt
+            frame = Frame(
+                frame_id=i,
+                image=part.image,
+                captured_at=time.monotonic(),
+                captured_wall=time.time(),
+                part_id=part.part_id if self.cfg.trigger == "triggered" else None,
+                source=self.name,
+                truth=tuple(TruthBox(d.class_id, d.name, d.box) for d in part.defects),
+            )
+            self._buf.put(frame)
+            self._produced += 1
+            self._last_wall = time.monotonic()
+            i += 1
+            if self.max_frames is None or i < self.max_frames:
+                nxt = self._gen.part(i)
+        self._done = True
+
+    def read(self, timeout: float) -> Frame | None:
+        return self._buf.get(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
+
+    @property
+    def finished(self) -> bool:
+        return self._done and len(self._buf) == 0
+
+    def state(self) -> SourceState:
+        age = None if self._last_wall is None else time.monotonic() - self._last_wall
+        return SourceState(
+            connection=Connection.ENDED if self.finished else Connection.CONNECTED,
+            frames=self._produced,
+            dropped=dict(self._buf.dropped),
+            last_frame_age_s=age,
+        )

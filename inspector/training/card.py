@@ -1,0 +1,127 @@
+"""`inspector model`: assemble a shipped model bundle from an FP32 and an INT8 IR.
+
+Thresholds are calibrated, not guessed: per class, the highest confidence that keeps the
+target defect recall on a validation split (INT8 predictions: the operating model). Then both
+IRs are evaluated on a held-out split with those thresholds, and the card records everything
+needed to trust and rebuild the bundle: classes, input size, thresholds, sha256 of each file,
+the calibration set's hash, FP32 vs INT8 metrics, versions, and the rebuild command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+
+from inspector.detector import CARD_NAME, Detector, load_bundle, sha256_file
+from inspector.training.evaluate import EVAL_CONF, collect, format_report, report, synthetic_samples
+from inspector.training.metrics import calibrate_thresholds
+
+
+def dir_hash(folder: Path) -> tuple[str, int]:
+    """sha256 over (name, sha256) of every image: identifies a calibration set."""
+    h = hashlib.sha256()
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    for p in files:
+        h.update(p.name.encode())
+        h.update(sha256_file(p).encode())
+    return h.hexdigest(), len(files)
+
+
+def _copy_ir(xml: Path, out: Path, stem: str) -> dict:
+    xml = Path(xml)
+    shutil.copyfile(xml, out / f"{stem}.xml")
+    shutil.copyfile(xml.with_suffix(".bin"), out / f"{stem}.bin")
+    return {
+        "xml": f"{stem}.xml",
+        "bin": f"{stem}.bin",
+        "xml_sha256": sha256_file(out / f"{stem}.xml"),
+        "bin_sha256": sha256_file(out / f"{stem}.bin"),
+        "bytes": (out / f"{stem}.xml").stat().st_size + (out / f"{stem}.bin").stat().st_size,
+    }
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("openvino", "nncf", "ultralytics-opencv-headless", "torch", "numpy", "opencv-python-headless"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, version: str, calibration: Path,
+                 val_seed: int, n_val: int, test_seed: int, n_test: int, target_recall: float,
+                 command: str, train_info: dict | None = None) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
+    meta = Path(fp32_xml).parent / "metadata.yaml"
+    if meta.exists():  # lets `ultralytics.YOLO(<dir>)` load the IR for parity checks and benchmarks
+        shutil.copyfile(meta, out / "metadata.yaml")
+
+    int8 = load_bundle(out / "model_int8.xml", "int8")
+    fp32 = load_bundle(out / "model_fp32.xml", "fp32")
+    classes = list(int8.classes)
+    nc = len(classes)
+
+    val = collect(Detector(int8, conf=EVAL_CONF), synthetic_samples(n_val, val_seed))
+    thresholds, reached = calibrate_thresholds(val, nc, target_recall)
+
+    test = list(synthetic_samples(n_test, test_seed))
+    r8 = report(collect(Detector(int8, conf=EVAL_CONF), iter(test)), int8, thresholds)
+    r32 = report(collect(Detector(fp32, conf=EVAL_CONF), iter(test)), fp32, thresholds)
+    calib_hash, calib_n = dir_hash(calibration)
+
+    card = {
+        "name": name,
+        "version": version,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": "detect",
+        "architecture": (train_info or {}).get("arch", "unknown"),
+        "classes": classes,
+        "input_size": list(int8.input_size),
+        "input": "BGR uint8 frame, letterboxed (pad 114) to input_size; normalisation is inside the IR",
+        "thresholds": {c: round(float(t), 4) for c, t in zip(classes, thresholds)},
+        "threshold_calibration": {
+            "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions)",
+            "target_recall": target_recall,
+            "split": {"generator": "inspector.synth", "seed": val_seed, "n": n_val},
+            "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached)},
+        },
+        "files": files,
+        "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
+        "training": train_info or {},
+        "evaluation": {
+            "split": {"generator": "inspector.synth", "seed": test_seed, "n": n_test, "held_out": True},
+            "fp32": r32,
+            "int8": r8,
+            "delta_int8_minus_fp32": {"mAP50": round(r8["mAP50"] - r32["mAP50"], 4),
+                                      "mAP50-95": round(r8["mAP50-95"] - r32["mAP50-95"], 4)},
+        },
+        "versions": _versions(),
+        "rebuild": command,
+    }
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    load_bundle(out, "int8")  # the bundle must load with its own card (sha256 checks)
+    print(format_report(r32))
+    print(format_report(r8))
+    print(f"thresholds: {card['thresholds']}")
+    return card
+
+
+def build_bundle_cli(a) -> int:
+    fp32 = Path(a.fp32)
+    info_path = fp32.parent.parent / "train_info.json"
+    train_info = json.loads(info_path.read_text()) if info_path.exists() else None
+    build_bundle(fp32, Path(a.int8), Path(a.out), name=a.name, version=a.version, calibration=Path(a.calibration),
+                 val_seed=a.val_seed, n_val=a.n_val, test_seed=a.test_seed, n_test=a.n_test,
+                 target_recall=a.target_recall, command=a.command, train_info=train_info)
+    return 0
+
+

@@ -1,0 +1,30 @@
+"""Synthetic dataset splits for the tool chain, made in parallel and reused when complete."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from inspector.synth import write_dataset
+
+_STAMP = ".complete.json"
+
+
+def make_split(root: Path, n: int, seed: int, workers: int = 2) -> Path:
+    """Writes `n` parts of `seed` under root/{images,labels}; skipped if already complete."""
+    root = Path(root)
+    stamp = root / _STAMP
+    want = {"n": n, "seed": seed}
+    if stamp.exists() and json.loads(stamp.read_text()) == want:
+        return root
+    chunks = [(i * n // workers, (i + 1) * n // workers) for i in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_write_chunk, [(root, b - a, seed, a) for a, b in chunks if b > a]))
+    stamp.write_text(json.dumps(want))
+    return root
+
+
+def _write_chunk(args) -> None:
+    root, n, seed, start = args
+    write_dataset(root, n, seed, start=start)
