@@ -209,7 +209,13 @@ class UploadConfig(Strict):
     window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window; None disables in-service upload.")
     bandwidth_bytes_per_s: int = Field(0, ge=0, description="Upload bandwidth cap; 0: unlimited.")
     retries: int = Field(5, ge=0, le=100, description="Attempts per object before the night gives up.")
-    backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time).")
+    backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time, capped at 60 s).")
+    concurrency: int = Field(4, ge=1, le=32, description="Objects uploaded in parallel (the bandwidth cap is shared).")
+    # Secrets: environment only (INSPECTOR_UPLOAD__ACCESS_KEY / __SECRET_KEY); load_config refuses them in
+    # YAML. exclude=True keeps them out of model_dump and so out of config_hash. When unset, boto3's
+    # standard chain applies (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, profiles, roles).
+    access_key: SecretStr | None = Field(None, exclude=True, description="Environment only: S3 access key id.")
+    secret_key: SecretStr | None = Field(None, exclude=True, description="Environment only: S3 secret access key.")
 
     @field_validator("destination")
     @classmethod

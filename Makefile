@@ -1,0 +1,74 @@
+# The two commands a new user needs (README): `make demo` and `make test`.
+# Each does its own set-up and is idempotent: a second run only re-checks stamps.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Keep the offline tool chain off the network (ultralytics, OpenVINO telemetry).
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := false
+export YOLO_CONFIG_DIR := $(CURDIR)/build/ultralytics
+export OPENVINO_TELEMETRY_ENABLE := 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+APT_TEST := mosquitto mosquitto-clients gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 \
+            gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi gir1.2-gstreamer-1.0 chromium
+APT_DEMO := mosquitto
+
+.PHONY: demo test setup setup-full apt-test apt-demo model bench schemas calibration clean
+
+demo: setup apt-demo
+	$(VENV)/bin/inspector demo --config configs/demo.yaml
+
+test: setup-full apt-test
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# --- set-up -----------------------------------------------------------------------------------
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip wheel setuptools
+
+$(VENV)/.runtime-stamp: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[demo]'
+	touch $@
+
+# train + dev extras: torch/ultralytics (parity tests, model rebuild) and the test tools.
+$(VENV)/.full-stamp: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e '.[demo,train,dev]'
+	touch $@ $(VENV)/.runtime-stamp
+
+setup: $(VENV)/.runtime-stamp
+setup-full: $(VENV)/.full-stamp
+
+# Debian packages: installed only when missing, so a second run costs nothing.
+apt-test:
+	@missing=$$(for p in $(APT_TEST); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+apt-demo:
+	@dpkg-query -W -f='$${Status}' mosquitto 2>/dev/null | grep -q "ok installed" || \
+	  { { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_DEMO); } || \
+	    echo "mosquitto could not be installed: the demo falls back to the embedded (demo-only) broker"; }
+
+# --- model tool chain (train extra) -------------------------------------------------------------
+calibration: setup-full
+	$(VENV)/bin/inspector synth --out calibration --n 300 --seed 3003
+
+# Rebuilds models/demo from nothing: data, training (~50 min on 2 cores), INT8, thresholds, card.
+model: setup-full calibration
+	$(VENV)/bin/inspector train --out build/train
+	$(VENV)/bin/inspector quantize --model build/train/fp32/model.xml --calibration calibration/images --out build/int8/model.xml
+	$(VENV)/bin/inspector model --fp32 build/train/fp32/model.xml --int8 build/int8/model.xml --out models/demo \
+	  --calibration calibration/images --command "make model"
+
+schemas: setup
+	$(VENV)/bin/inspector schema --out schemas
+
+bench: setup-full
+	$(VENV)/bin/inspector bench --model models/demo --json build/bench.json
+	$(PY) -m pytest -q benchmarks --benchmark-only
+
+clean:
+	rm -rf build var .pytest_cache
