@@ -1,0 +1,27 @@
+# Runtime image of the line-side service: no torch, no ultralytics (those are the `train` extra).
+# Installs the same way the README does: the package with its runtime dependencies only.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OPENVINO_TELEMETRY_ENABLE=0
+
+# OpenCV's headless wheel still needs these shared libraries.
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 curl \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/inspector
+COPY pyproject.toml README.md ./
+COPY inspector ./inspector
+COPY models ./models
+COPY configs ./configs
+RUN pip install . && useradd --system --uid 10001 --home /var/lib/inspector --create-home inspector
+
+USER inspector
+WORKDIR /var/lib/inspector
+# The outbox, spool and uploads live here: mount a volume so a restart keeps undelivered rejects.
+VOLUME ["/var/lib/inspector"]
+EXPOSE 9108
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD curl -fsS http://127.0.0.1:9108/healthz || exit 1
+ENTRYPOINT ["inspector", "run"]
+CMD ["--config", "/opt/inspector/configs/line-rtsp.yaml"]
