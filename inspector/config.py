@@ -72,6 +72,11 @@ class OpenCVSource(_SourceBase):
     reconnect_initial_ms: int = Field(250, ge=10, le=60_000, description="First reconnect delay.")
     reconnect_max_ms: int = Field(5000, ge=100, le=600_000, description="Cap of the exponential reconnect backoff.")
     max_frame_age_ms: int = Field(200, ge=1, le=60_000, description="free_run: a frame older than this is stale and dropped.")
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        "tcp",
+        description="RTSP transport. tcp (default): passes firewalls/NAT and loses no packets (a lost UDP "
+        "packet corrupts a frame); udp: lower latency on a clean LAN. Set through FFmpeg's capture options.",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> "OpenCVSource":
@@ -165,6 +170,19 @@ class MQTTConfig(Strict):
     outbox_max: int = Field(100_000, ge=10, le=10_000_000, description="Bound of the outbox; reaching it raises an alarm.")
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Reconnect backoff cap.")
+    subsecond_rejects: Literal["alarm", "expire_1s"] = Field(
+        "alarm",
+        description="MQTT v5 expiry is whole seconds. A reject with less than 1 s left to its deadline: "
+        "alarm = not published, raised as an escaped_part alarm (a reject never actuates late); "
+        "expire_1s = published with a 1 s expiry, the subscriber must drop it once `deadline` has passed. "
+        "With a decision budget under 1 s, 'alarm' turns every reject into an alarm.",
+    )
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> "MQTTConfig":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})")
+        return self
 
     @property
     def topic_root(self) -> str:

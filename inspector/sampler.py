@@ -59,20 +59,26 @@ class SampleDecision:
         return self.reasons[0]
 
 
-def dhash64(image: np.ndarray) -> int:
-    """64-bit difference hash: 9x8 grayscale, one bit per horizontal neighbour comparison.
+_GRAY = np.array([0.114, 0.587, 0.299], np.float32)  # BGR luma weights
+# Half a grey level of the cell means: steps smaller than this are sensor noise in flat regions
+# (belt, flange face), which would otherwise flip bits at random between two shots of one scene.
+_DEAD_ZONE = 0.5
 
-    The image is subsampled by striding before the area resize: the resize then reads a few
-    thousand pixels instead of the whole frame, which keeps the hash ~0.1 ms on the frame thread.
+
+def dhash64(image: np.ndarray) -> int:
+    """64-bit difference hash: 9x8 grayscale cells, one bit per horizontal neighbour comparison.
+
+    The image is subsampled by striding (~60 rows) before the area resize, so the hash reads a few
+    thousand pixels instead of the whole frame (~0.1 ms at 640x480 on the frame thread). Float
+    arithmetic and a small dead zone keep flat regions from flipping bits under sensor noise.
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {image.shape}")
     h, w = image.shape[:2]
-    step = max(1, min(h // 64, w // 72))
-    small = image[::step, ::step]
-    gray = cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_BGR2GRAY)
+    step = max(1, min(h, w) // 60)
+    gray = image[::step, ::step].astype(np.float32) @ _GRAY
     tiny = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
-    bits = tiny[:, 1:] > tiny[:, :-1]
+    bits = tiny[:, 1:] > tiny[:, :-1] + _DEAD_ZONE
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
 
 

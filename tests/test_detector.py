@@ -73,7 +73,7 @@ def test_postprocess_maps_boxes_back_to_source_pixels():
     raw[0, 4 + 1, 2] = 0.7
     d = postprocess(raw, lb, conf=0.25, iou=0.7)
     assert d.class_id.tolist() == [2, 1]
-    assert d.xyxy[0].tolist() == pytest.approx([300, 220, 340, 260])
+    assert d.xyxy[0].tolist() == pytest.approx([300, 230, 340, 250])
 
 
 def test_detects_synthetic_defects(detector):

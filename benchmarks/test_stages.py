@@ -1,0 +1,78 @@
+"""Per-stage costs: preprocessing placement, FP32 vs INT8 inference, postprocessing + decision.
+
+Run: `.venv/bin/python -m pytest benchmarks --benchmark-only` (or `make bench`). Variants of
+one stage share a group, so pytest-benchmark prints them side by side.
+"""
+
+import itertools
+
+import cv2
+import numpy as np
+import openvino as ov
+import pytest
+
+from inspector.config import DecisionConfig
+from inspector.decision import DecisionPolicy, decide
+from inspector.detector import PAD_VALUE, Preprocessor, load_bundle, postprocess
+from inspector.frames import Frame, StageTimings
+
+from .conftest import MODEL
+
+
+def _numpy_letterbox_float(img, hw=(320, 320)):
+    """The obvious alternative: everything on the CPU in numpy, float tensor out."""
+    h, w = img.shape[:2]
+    r = min(hw[0] / h, hw[1] / w)
+    nw, nh = round(w * r), round(h * r)
+    top, left = (hw[0] - nh) // 2, (hw[1] - nw) // 2
+    out = np.full((hw[0], hw[1], 3), PAD_VALUE, np.uint8)
+    out[top:top + nh, left:left + nw] = cv2.resize(img, (nw, nh))
+    return np.ascontiguousarray(cv2.cvtColor(out, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None], np.float32) / 255.0
+
+
+@pytest.mark.benchmark(group="preprocess")
+def test_preprocess_cv2_letterbox_u8_then_ppp_in_graph(benchmark, frames, bundle):
+    pre = Preprocessor(bundle.input_size)
+    buf = np.empty((1, *bundle.input_size, 3), np.uint8)
+    it = itertools.cycle(frames)
+    benchmark(lambda: pre(next(it), out=buf))
+
+
+@pytest.mark.benchmark(group="preprocess")
+def test_preprocess_numpy_letterbox_rgb_float_nchw(benchmark, frames):
+    it = itertools.cycle(frames)
+    benchmark(lambda: _numpy_letterbox_float(next(it)))
+
+
+@pytest.mark.benchmark(group="infer")
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_infer_raw_ir(benchmark, precision, float_tensors):
+    req = ov.Core().compile_model(str(load_bundle(MODEL, precision).xml), "CPU", {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    it = itertools.cycle(float_tensors)
+    benchmark(lambda: req.infer({0: next(it)}))
+
+
+@pytest.mark.benchmark(group="infer")
+def test_infer_int8_u8_input_with_ppp(benchmark, detector, frames):
+    pre = Preprocessor(detector.input_hw)
+    tensors = [pre(f)[0].copy() for f in frames]
+    it = itertools.cycle(tensors)
+    benchmark(lambda: detector.infer(next(it)))
+
+
+@pytest.mark.benchmark(group="post")
+def test_postprocess_and_decide(benchmark, detector, frames, bundle):
+    policy = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds)
+    pre = Preprocessor(detector.input_hw)
+    raws = []
+    for f in frames:
+        t, lb = pre(f)
+        raws.append((detector.infer(t), lb, f))
+    it = itertools.cycle(raws)
+
+    def step():
+        raw, lb, f = next(it)
+        d = postprocess(raw, lb, policy.conf_floor, 0.7)
+        return decide(Frame(0, f, 0.0, 0.0, "p"), d, policy, 0.0, 0.0, StageTimings(), bundle.info)
+
+    benchmark(step)

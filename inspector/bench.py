@@ -1,0 +1,323 @@
+"""`inspector bench`: how close the inspector comes to the hardware, side by side, in one run.
+
+Variants, measured on the same model and the same pre-rendered frames, interleaved in rounds so
+that the shared machine's noise hits all of them alike (single timings vary 30-80% here):
+
+  raw_int8     OpenVINO sync inference, LATENCY hint, pre-letterboxed float tensor: the floor
+  raw_fp32     the same for the FP32 IR (INT8 speed-up)
+  inspector    capture -> verdict through the real pipeline (source thread, letterbox, async
+               infer, NMS, decision), frames paced so each finds the pipeline idle
+  ultralytics  `YOLO(ir_dir).predict(frame)` per frame (only with the `train` extra)
+
+Then throughput: the highest parts/s the pipeline sustains with no deadline miss, against
+OpenVINO's THROUGHPUT-hint asynchronous fps; and, when a Mosquitto is available, capture to
+publish acknowledgement through the durable outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inspector.config import DecisionConfig, InspectorConfig
+from inspector.decision import DecisionPolicy
+from inspector.detector import Detector, Preprocessor, load_bundle
+from inspector.frames import Frame
+from inspector.pipeline import Pipeline
+from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.synth import ConveyorGenerator
+
+log = logging.getLogger(__name__)
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, float)
+    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
+            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3)}
+
+
+class ReplaySource:
+    """Pre-rendered frames released at a fixed pace (rendering would steal CPU from inference)."""
+
+    name = "replay"
+
+    def __init__(self, images: list[np.ndarray], rate: float, n: int) -> None:
+        self.images, self.rate, self.n = images, rate, n
+        self._buf = FrameBuffer("triggered", 1 << 16)
+        self._done = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._t.start()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        for i in range(self.n):
+            delay = t0 + i / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._buf.put(Frame(i, self.images[i % len(self.images)], time.monotonic(), time.time(), part_id=f"B{i}",
+                                source=self.name))
+        self._done = True
+
+    def read(self, timeout: float) -> Frame | None:
+        return self._buf.get(timeout)
+
+    def stop(self) -> None:
+        self._t.join(5)
+
+    @property
+    def finished(self) -> bool:
+        return self._done and len(self._buf) == 0
+
+    def state(self) -> SourceState:
+        return SourceState(Connection.ENDED if self.finished else Connection.CONNECTED)
+
+
+class _Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.verdicts = []
+
+    def start(self) -> None: ...
+
+    def submit(self, v) -> None:
+        self.verdicts.append(v)
+
+    def stop(self, timeout: float = 2.0) -> None: ...
+
+    def state(self) -> dict:
+        return {}
+
+
+@dataclass
+class Bench:
+    model_dir: Path
+    frames: int = 300
+    rounds: int = 10
+    budget_ms: float = 50.0
+
+    def __post_init__(self) -> None:
+        gen = ConveyorGenerator(2468)
+        self.images = [gen.part(i).image for i in range(min(self.frames, 60))]
+        self.int8 = load_bundle(self.model_dir, "int8")
+        self.fp32 = load_bundle(self.model_dir, "fp32")
+        self.policy = DecisionPolicy.build(DecisionConfig(budget_ms=self.budget_ms), self.int8.classes, self.int8.thresholds)
+        self.detector = Detector(self.int8, conf=self.policy.conf_floor, warmup=5)
+        self.raw = {p: self._raw_request(b) for p, b in (("int8", self.int8), ("fp32", self.fp32))}
+        pre = Preprocessor(self.int8.input_size)
+        self.tensors = [np.ascontiguousarray(pre(im)[0][..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
+                        for im in self.images]
+        self.ultra = self._ultralytics()
+
+    # -- variants -----------------------------------------------------------------------------
+    @staticmethod
+    def _raw_request(bundle):
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(bundle.xml), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        return compiled.create_infer_request()
+
+    def _ultralytics(self):
+        try:
+            from inspector.training import offline
+
+            self._ultra_dir = Path(tempfile.mkdtemp()) / "demo_int8_openvino_model"
+            offline.prepare(self._ultra_dir.parent)
+            from ultralytics import YOLO
+        except ImportError:
+            log.info("ultralytics not installed (train extra): its column is skipped")
+            return None
+        self._ultra_dir.mkdir()
+        for s in (".xml", ".bin"):
+            shutil.copyfile(self.model_dir / f"model_int8{s}", self._ultra_dir / f"model{s}")
+        shutil.copyfile(self.model_dir / "metadata.yaml", self._ultra_dir / "metadata.yaml")
+        model = YOLO(str(self._ultra_dir), task="detect")
+        for im in self.images[:5]:
+            model.predict(im, imgsz=self.int8.input_size[0], verbose=False)
+        return model
+
+    def raw_block(self, precision: str, k: int, start: int) -> list[float]:
+        req, out = self.raw[precision], []
+        for i in range(start, start + k):
+            t = self.tensors[i % len(self.tensors)]
+            t0 = time.perf_counter()
+            req.infer({0: t})
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def ultra_block(self, k: int, start: int) -> list[float]:
+        out = []
+        for i in range(start, start + k):
+            im = self.images[i % len(self.images)]
+            t0 = time.perf_counter()
+            self.ultra.predict(im, imgsz=self.int8.input_size[0], conf=self.policy.conf_floor, verbose=False)
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def pipeline_run(self, rate: float, n: int, budget_ms: float | None = None) -> tuple[list[float], int]:
+        policy = self.policy if budget_ms is None else DecisionPolicy.build(
+            DecisionConfig(budget_ms=budget_ms), self.int8.classes, self.int8.thresholds)
+        sink = _Collect()
+        src = ReplaySource(self.images, rate, n)
+        p = Pipeline(src, self.detector, policy, [sink])
+        p.start()
+        src.start()
+        p.done.wait(n / rate + 30)
+        p.stop()
+        src.stop()
+        late = sum(v.outcome.value == "LATE" for v in sink.verdicts)
+        return [v.timings.total_ms for v in sink.verdicts], late
+
+    def throughput_hint_fps(self, seconds: float = 3.0) -> float:
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(self.int8.xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+        n_req = compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        q = ov.AsyncInferQueue(compiled, n_req)
+        done = [0]
+        q.set_callback(lambda *_: done.__setitem__(0, done[0] + 1))
+        for i in range(n_req * 2):  # warm-up
+            q.start_async({0: self.tensors[i % len(self.tensors)]})
+        q.wait_all()
+        done[0] = 0
+        t0 = time.perf_counter()
+        i = 0
+        while time.perf_counter() - t0 < seconds:
+            q.start_async({0: self.tensors[i % len(self.tensors)]})
+            i += 1
+        q.wait_all()
+        return done[0] / (time.perf_counter() - t0)
+
+    def sustainable_rate(self, ceiling: float, n: int = 150) -> float:
+        """Highest parts/s (bisection) at which `n` parts all get a verdict before their deadline."""
+        lo, hi = ceiling * 0.3, ceiling * 1.1
+        for _ in range(6):
+            mid = (lo + hi) / 2
+            _, late = self.pipeline_run(mid, n)
+            lo, hi = (mid, hi) if late == 0 else (lo, mid)
+        return lo
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        k = max(5, self.frames // self.rounds)
+        lat: dict[str, list[float]] = {"raw_int8": [], "raw_fp32": [], "inspector": [], "ultralytics": []}
+        late_total = 0
+        for r in range(self.rounds):
+            start = r * k
+            lat["raw_int8"] += self.raw_block("int8", k, start)
+            vals, late = self.pipeline_run(rate=1000.0 / max(3 * np.median(lat["raw_int8"]), 5.0), n=k)
+            lat["inspector"] += vals
+            late_total += late
+            lat["raw_fp32"] += self.raw_block("fp32", k, start)
+            if self.ultra is not None:
+                lat["ultralytics"] += self.ultra_block(k, start)
+        res = {k_: pct(v) for k_, v in lat.items() if v}
+        tput = self.throughput_hint_fps()
+        sustain = self.sustainable_rate(tput)
+        out = {
+            "machine": {"cpu": _cpu_name(), "cores": _cores(), "python": platform.python_version(),
+                        "versions": _versions()},
+            "model": {"name": self.int8.name, "version": self.int8.version, "input": list(self.int8.input_size)},
+            "frames_per_variant": len(lat["raw_int8"]),
+            "latency_ms": res,
+            "inspector_paced_deadline_misses": late_total,
+            "throughput": {"openvino_throughput_hint_fps": round(tput, 2), "inspector_sustainable_parts_per_s": round(sustain, 2)},
+        }
+        out["ratios"] = ratios(out)
+        return out
+
+
+def ratios(r: dict[str, Any]) -> dict[str, float]:
+    lat = r["latency_ms"]
+    out = {
+        "inspector_p50_over_raw_p50": lat["inspector"]["p50"] / lat["raw_int8"]["p50"],
+        "inspector_p99_over_raw_p99": lat["inspector"]["p99"] / lat["raw_int8"]["p99"],
+        "int8_speedup_over_fp32_p50": lat["raw_fp32"]["p50"] / lat["raw_int8"]["p50"],
+        "sustainable_over_throughput_hint": r["throughput"]["inspector_sustainable_parts_per_s"]
+        / r["throughput"]["openvino_throughput_hint_fps"],
+    }
+    if "ultralytics" in lat:
+        out["ultralytics_p50_over_inspector_p50"] = lat["ultralytics"]["p50"] / lat["inspector"]["p50"]
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+TARGETS = {
+    "inspector_p50_over_raw_p50": ("<=", 1.15),
+    "inspector_p99_over_raw_p99": ("<=", 1.3),
+    "ultralytics_p50_over_inspector_p50": (">=", 1.3),
+    "int8_speedup_over_fp32_p50": (">=", 1.3),
+    "sustainable_over_throughput_hint": (">=", 0.9),
+}
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [f"machine: {r['machine']['cpu']} ({r['machine']['cores']} cores); model {r['model']['name']} "
+             f"{r['model']['version']} input {r['model']['input']}; {r['frames_per_variant']} frames per variant, interleaved",
+             f"  {'latency ms':<28}{'p50':>9}{'p95':>9}{'p99':>9}"]
+    names = {"raw_int8": "(a) raw OpenVINO INT8 sync", "inspector": "(b) inspector capture->verdict",
+             "ultralytics": "(c) ultralytics predict INT8", "raw_fp32": "    raw OpenVINO FP32 sync"}
+    for key, name in names.items():
+        if key in r["latency_ms"]:
+            p = r["latency_ms"][key]
+            lines.append(f"  {name:<28}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "publish_ack" in r["latency_ms"]:
+        p = r["latency_ms"]["publish_ack"]
+        lines.append(f"  {'    capture->PUBACK':<28}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    t = r["throughput"]
+    lines.append(f"(d) throughput: inspector sustains {t['inspector_sustainable_parts_per_s']:.1f} parts/s with no "
+                 f"deadline miss; OpenVINO THROUGHPUT hint {t['openvino_throughput_hint_fps']:.1f} fps")
+    lines.append("ratios (target):")
+    for k, v in r["ratios"].items():
+        op, target = TARGETS[k]
+        ok = v <= target if op == "<=" else v >= target
+        lines.append(f"  {k:<38}{v:>7.3f}  ({op} {target})  {'ok' if ok else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("openvino", "numpy", "opencv-python-headless", "ultralytics-opencv-headless", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_bench(model: Path, frames: int = 300, json_out: str | None = None, config: InspectorConfig | None = None) -> int:
+    b = Bench(Path(model), frames=frames, budget_ms=config.decision.budget_ms if config else 50.0)
+    r = b.run()
+    print(format_table(r))
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(r, indent=2))
+    return 0

@@ -1,0 +1,111 @@
+"""Fakes and factories for tests of pure logic. Real boundaries (broker, OpenVINO, S3, RTSP)
+are never faked: tests start the real thing. Each engineer appends their own helpers below."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterable
+
+import numpy as np
+
+from inspector.frames import Frame
+from inspector.sources.base import Connection, SourceState
+
+
+class ListSink:
+    """A VerdictSink that keeps every verdict (for asserting on what the pipeline emitted)."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.verdicts: list = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, verdict) -> None:
+        with self._lock:
+            self.verdicts.append(verdict)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {"verdicts": len(self.verdicts)}
+
+
+class ListSource:
+    """A FrameSource over given images, stamped as captured when read (or `age_s` earlier)."""
+
+    name = "list"
+
+    def __init__(self, images: Iterable[Any], part_ids: bool = True, age_s: float = 0.0) -> None:
+        self._images = list(images)
+        self._i = 0
+        self._part_ids = part_ids
+        self._age_s = age_s
+
+    def start(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> Frame | None:
+        if self._i >= len(self._images):
+            time.sleep(min(timeout, 0.01))
+            return None
+        i, self._i = self._i, self._i + 1
+        return Frame(frame_id=i, image=self._images[i], captured_at=time.monotonic() - self._age_s,
+                     captured_wall=time.time() - self._age_s, part_id=f"P{i}" if self._part_ids else None,
+                     source=self.name)
+
+    def stop(self) -> None:
+        pass
+
+    @property
+    def finished(self) -> bool:
+        return self._i >= len(self._images)
+
+    def state(self) -> SourceState:
+        return SourceState(Connection.ENDED if self.finished else Connection.CONNECTED, frames=self._i)
+
+
+def blank_image(h: int = 480, w: int = 640) -> np.ndarray:
+    return np.full((h, w, 3), 90, np.uint8)
+
+
+# -- verdict factories (sampling, spool, uploader, gallery tests) -------------------------------
+def make_defect(class_name: str = "scratch", confidence: float = 0.9,
+                box: tuple[float, float, float, float] = (100.0, 100.0, 160.0, 140.0), class_id: int | None = None):
+    from inspector.frames import Defect
+    from inspector.synth import DEFECT_CLASSES
+
+    if class_id is None:
+        class_id = DEFECT_CLASSES.index(class_name) if class_name in DEFECT_CLASSES else 0
+    return Defect(class_name=class_name, class_id=class_id, confidence=confidence, box=box)
+
+
+def synth_frame(index: int = 0, seed: int = 7, *, frame_id: int | None = None, image: np.ndarray | None = None,
+                captured_wall: float | None = None) -> Frame:
+    """A frame of the synthetic conveyor (part `index` of `seed`), or of `image` when given."""
+    if image is None:
+        from inspector.synth import ConveyorGenerator
+
+        image = ConveyorGenerator(seed).part(index).image
+    return Frame(frame_id=index if frame_id is None else frame_id, image=image, captured_at=time.monotonic(),
+                 captured_wall=time.time() if captured_wall is None else captured_wall,
+                 part_id=f"S{seed}-{index:07d}", source="test")
+
+
+def make_verdict(frame: Frame | None = None, *, outcome: str = "PASS", defects: tuple = (), uncertain: tuple = (),
+                 model=None):
+    """A Verdict as the decision stage would make it; `outcome` is PASS, REJECT or LATE."""
+    from inspector.frames import ModelInfo, Outcome, Reason, StageTimings, Verdict
+
+    frame = frame if frame is not None else Frame(0, blank_image(), time.monotonic(), time.time())
+    out = Outcome(outcome)
+    reason = {Outcome.PASS: None, Outcome.REJECT: Reason.DEFECT, Outcome.LATE: Reason.LATE}[out]
+    return Verdict(frame=frame, outcome=out, actuate=out is not Outcome.PASS, reason=reason,
+                   defects=tuple(defects), uncertain=tuple(uncertain), deadline=frame.captured_at + 0.05,
+                   deadline_wall=frame.captured_wall + 0.05, timings=StageTimings(total_ms=12.5),
+                   model=model or ModelInfo("demo", "1.0.0", "0" * 64))
