@@ -99,6 +99,11 @@ class ModelConfig(Strict):
     device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:[A-Z0-9.,]+)?|HETERO:[A-Z0-9.,]+)$",
                         description="OpenVINO device: CPU, GPU, NPU, AUTO or AUTO:GPU,CPU ...")
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads; 0 lets OpenVINO choose.")
+    hint: Literal["latency", "throughput"] = Field(
+        "latency", description="OpenVINO performance hint: latency (one frame at a time on all cores, lowest "
+        "capture-to-verdict) or throughput (parallel streams: more parts/s, each a little later).")
+    requests: int = Field(0, ge=0, le=64, description="Inference requests in flight; 0: OpenVINO's optimum (at least 2, "
+                          "so the next frame is preprocessed while one is inferred).")
     cache_dir: Path | None = Field(None, description="OpenVINO model cache (speeds up GPU/NPU start).")
     classes: list[str] | None = Field(None, description="Expected class names, in order; start is refused if the model differs.")
     input_size: tuple[int, int] | None = Field(None, description="Expected model input [height, width]; refused if different.")

@@ -265,7 +265,8 @@ class Detector:
         max_det: int = 300,
         expect_classes: list[str] | None = None,
         expect_input: tuple[int, int] | None = None,
-        async_requests: int = 2,
+        hint: str = "latency",
+        async_requests: int = 0,
         warmup: int = 2,
     ) -> None:
         import openvino as ov
@@ -299,7 +300,7 @@ class Detector:
         ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
         model = ppp.build()
 
-        props: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        props: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper()}
         if threads and device.startswith("CPU"):
             props["INFERENCE_NUM_THREADS"] = int(threads)
         if cache_dir is not None:
@@ -315,13 +316,15 @@ class Detector:
         self.input_hw = hw
         self.preprocess = Preprocessor(hw)
         self._request = self.compiled.create_infer_request()
-        self._async_requests = async_requests
+        optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self._async_requests = async_requests or max(2, optimal)
+        self.hint = hint
         self._queue = None
         zeros = np.full((1, *hw, 3), PAD_VALUE, np.uint8)
         for _ in range(warmup):
             self._request.infer({0: zeros})
-        log.info("model %s %s (%s) on %s ready: input %s, compiled in %.2f s", bundle.name, bundle.version,
-                 bundle.precision, device, list(hw), self.compile_s)
+        log.info("model %s %s (%s) on %s ready: input %s, %s hint, %d requests, compiled in %.2f s", bundle.name,
+                 bundle.version, bundle.precision, device, list(hw), hint, self._async_requests, self.compile_s)
 
     # -- synchronous --------------------------------------------------------------------------
     def infer(self, tensor: np.ndarray) -> np.ndarray:
@@ -366,6 +369,8 @@ def open_detector(model_cfg, conf: float) -> Detector:
         conf=conf,
         iou=model_cfg.iou,
         max_det=model_cfg.max_detections,
+        hint=model_cfg.hint,
+        async_requests=model_cfg.requests,
         expect_classes=model_cfg.classes,
         expect_input=tuple(model_cfg.input_size) if model_cfg.input_size else None,
     )

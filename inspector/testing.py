@@ -109,3 +109,77 @@ def make_verdict(frame: Frame | None = None, *, outcome: str = "PASS", defects: 
                    defects=tuple(defects), uncertain=tuple(uncertain), deadline=frame.captured_at + 0.05,
                    deadline_wall=frame.captured_wall + 0.05, timings=StageTimings(total_ms=12.5),
                    model=model or ModelInfo("demo", "1.0.0", "0" * 64))
+
+
+# -- MQTT: rejects with real deadlines, and a fake inspector process (publisher tests) ----------
+TEST_MODEL_INFO = ("test-model", "0.0.1", "0" * 64)
+
+
+def make_reject(frame_id: int, *, budget_s: float = 5.0, age_s: float = 0.0, part_id: str | None = None,
+                reject: bool = True, latency_ms: float = 12.5):
+    """A REJECT (one scratch) or PASS captured `age_s` ago with deadline `captured + budget_s`:
+    a negative `budget_s - age_s` makes a reject that is already past its deadline."""
+    from inspector.frames import Defect, ModelInfo, Outcome, Reason, StageTimings, Verdict
+
+    wall, mono = time.time() - age_s, time.monotonic() - age_s
+    frame = Frame(frame_id=frame_id, image=_TINY, captured_at=mono, captured_wall=wall,
+                  part_id=part_id if part_id is not None else f"P{frame_id:06d}", source="test")
+    defects = (Defect("scratch", 0, 0.91, (10.0, 20.0, 50.0, 60.0)),) if reject else ()
+    return Verdict(frame=frame, outcome=Outcome.REJECT if reject else Outcome.PASS, actuate=reject,
+                   reason=Reason.DEFECT if reject else None, defects=defects, uncertain=(),
+                   deadline=mono + budget_s, deadline_wall=wall + budget_s,
+                   timings=StageTimings(total_ms=latency_ms), model=ModelInfo(*TEST_MODEL_INFO))
+
+
+_TINY = np.zeros((1, 1, 3), np.uint8)
+
+
+def heartbeat_figures() -> dict:
+    return {"last_frame_age_s": 0.1, "p99_ms": 20.0, "frames": 0}
+
+
+def fake_inspector(argv: list[str] | None = None) -> int:
+    """`python -m inspector.testing fake-inspector --config MQTT.json --n N`: an MqttPublisher fed
+    with synthetic rejects, printing JSON lines; the tests SIGKILL it to check the outbox."""
+    import argparse
+    import json
+    import signal
+    from pathlib import Path
+
+    from inspector.config import MQTTConfig
+    from inspector.frames import ModelInfo
+    from inspector.publisher import MqttPublisher
+
+    p = argparse.ArgumentParser(prog="fake-inspector")
+    p.add_argument("--config", required=True, help="MQTTConfig as a JSON file")
+    p.add_argument("--n", type=int, default=0, help="rejects to submit")
+    p.add_argument("--rate", type=float, default=200.0, help="rejects per second")
+    p.add_argument("--budget-s", type=float, default=5.0)
+    p.add_argument("--first-frame", type=int, default=1)
+    p.add_argument("--linger", type=float, default=1e9, help="seconds to keep running after the last reject")
+    a = p.parse_args(argv)
+    cfg = MQTTConfig.model_validate_json(Path(a.config).read_text())
+    pub = MqttPublisher(cfg, model=ModelInfo(*TEST_MODEL_INFO), config_hash="test", heartbeat_fn=heartbeat_figures)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    pub.start()
+    print(json.dumps({"event": "started", "boot": pub.boot, "leftovers": pub.leftovers}), flush=True)
+    for i in range(a.n):
+        if done.is_set():
+            break
+        pub.submit(make_reject(a.first_frame + i, budget_s=a.budget_s))
+        time.sleep(1.0 / a.rate)
+    print(json.dumps({"event": "submitted", "n": a.n}), flush=True)
+    done.wait(a.linger)
+    pub.stop(2.0)
+    print(json.dumps({"event": "stopped", "state": pub.state()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["fake-inspector"]:
+        sys.exit(fake_inspector(sys.argv[2:]))
+    print("usage: python -m inspector.testing fake-inspector --config MQTT.json [--n N] ...", file=sys.stderr)
+    sys.exit(2)
