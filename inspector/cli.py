@@ -65,6 +65,12 @@ def cmd_upload(a: argparse.Namespace) -> int:
     return upload_now(_config(a.config))
 
 
+def cmd_demo(a: argparse.Namespace) -> int:
+    from inspector.demo import run_demo
+
+    return run_demo(a.config, frames=a.frames)
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from inspector.bench import run_bench
 
@@ -140,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     s.set_defaults(fn=cmd_actuator)
 
+    s = sub.add_parser("demo", help="the whole line on this machine: broker, actuator, run, upload")
+    s.add_argument("--config", default="configs/demo.yaml")
+    s.add_argument("--frames", type=int, default=300)
+    s.set_defaults(fn=cmd_demo)
+
     s = sub.add_parser("upload", help="upload the spool")
     s.add_argument("--now", action="store_true", help="upload now, ignoring the nightly window")
     s.add_argument("--config", required=True)
@@ -160,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="build/train")
     s.add_argument("--arch", default="yolov8n.yaml")
     s.add_argument("--imgsz", type=int, default=320)
-    s.add_argument("--epochs", type=int, default=14)
+    s.add_argument("--epochs", type=int, default=16)
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--n-train", type=int, default=1200)
     s.add_argument("--n-val", type=int, default=200)

@@ -72,7 +72,7 @@ def _card(r: Mapping[str, Any], thumb: bytes | None) -> str:
     img = r.get("image", {})
     w, h = int(img.get("width", 640)), int(img.get("height", 480))
     stroke = max(w, h) / 220
-    font = max(w, h) / 32
+    font = max(w, h) / 40
     if thumb:
         pic = f'<image href="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}" x="0" y="0" width="{w}" height="{h}"/>'
     else:

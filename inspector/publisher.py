@@ -102,8 +102,10 @@ class _Client(mqtt.Client):
     `loop_forever`, and 'certificate verify failed' is exactly what an operator needs to read."""
 
     connect_error_hook: Callable[[BaseException], None] | None = None
+    attempts = 0  # connection attempts, for the state: proof that it keeps retrying
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
+        self.attempts += 1
         try:
             return super().reconnect()
         except OSError as e:
@@ -218,6 +220,7 @@ class MqttPublisher:
             "refused": self.refused,
             "evicted": self._outbox.evicted if self._outbox else 0,
             "reconnects": self.reconnects,
+            "connect_attempts": self._client.attempts if self._client else 0,
             "heartbeats": self.heartbeats,
             "verdicts_published": self.verdicts_published,
             "verdicts_dropped": self.verdicts_dropped,

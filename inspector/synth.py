@@ -18,6 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+#: Bumped whenever rendering changes: datasets stamped with another version are rebuilt.
+SYNTH_VERSION = 2
+
 #: Defect classes, in model class-id order. The model card and the config must agree with this.
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "pit", "crack", "contamination")
 
@@ -238,7 +241,7 @@ class ConveyorGenerator:
         t = np.linspace(-0.5, 0.5, 24)[:, None]
         bow = float(rng.uniform(-0.12, 0.12)) * length
         pts = np.array(c) + t * length * d + (1 - 4 * t * t) * bow * n
-        layer = self._polyline_layer(shape, pts, int(rng.integers(2, 4)))
+        layer = self._polyline_layer(shape, pts, int(rng.integers(3, 5)))
         sign = 1.0 if rng.random() < 0.6 else -1.0  # mostly bright: cut through to fresh metal
         k = sign * float(rng.uniform(45, 85))
         return [(layer, (k, k, k))]
@@ -267,7 +270,7 @@ class ConveyorGenerator:
             pts.append(pts[-1] + step * np.array([math.cos(ang), math.sin(ang)]))
         pts = np.array(pts)
         pts -= (pts.mean(axis=0) - np.array(c))  # centre the crack on the chosen point
-        layer = self._polyline_layer(shape, pts, 2)
+        layer = self._polyline_layer(shape, pts, 3)
         if rng.random() < 0.5:  # a branch
             j = int(rng.integers(2, len(pts) - 1))
             b_ang = ang + float(rng.choice([-1, 1])) * float(rng.uniform(0.6, 1.2))
@@ -275,7 +278,7 @@ class ConveyorGenerator:
             for _ in range(int(rng.integers(2, 5))):
                 b_ang += float(rng.uniform(-0.5, 0.5))
                 branch.append(branch[-1] + float(rng.uniform(5, 9)) * s * np.array([math.cos(b_ang), math.sin(b_ang)]))
-            layer = np.maximum(layer, self._polyline_layer(shape, np.array(branch), 1))
+            layer = np.maximum(layer, self._polyline_layer(shape, np.array(branch), 2))
         k = float(rng.uniform(85, 125))
         return [(layer, (-k, -k, -k))]
 

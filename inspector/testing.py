@@ -155,6 +155,8 @@ def fake_inspector(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=0, help="rejects to submit")
     p.add_argument("--rate", type=float, default=200.0, help="rejects per second")
     p.add_argument("--budget-s", type=float, default=5.0)
+    p.add_argument("--short-every", type=int, default=0, help="every k-th reject gets --short-budget-s")
+    p.add_argument("--short-budget-s", type=float, default=1.0)
     p.add_argument("--first-frame", type=int, default=1)
     p.add_argument("--linger", type=float, default=1e9, help="seconds to keep running after the last reject")
     a = p.parse_args(argv)
@@ -167,7 +169,8 @@ def fake_inspector(argv: list[str] | None = None) -> int:
     for i in range(a.n):
         if done.is_set():
             break
-        pub.submit(make_reject(a.first_frame + i, budget_s=a.budget_s))
+        short = a.short_every and i % a.short_every == 0
+        pub.submit(make_reject(a.first_frame + i, budget_s=a.short_budget_s if short else a.budget_s))
         time.sleep(1.0 / a.rate)
     print(json.dumps({"event": "submitted", "n": a.n}), flush=True)
     done.wait(a.linger)

@@ -72,6 +72,9 @@ class Destination(Protocol):
 
     def key(self, rel: str) -> str: ...
 
+    def uri(self, key: str) -> str:
+        """Where a reviewer finds the object (printed in summaries)."""
+
     def listing(self, prefix: str) -> dict[str, ObjectInfo]: ...
 
     def same(self, key: str, info: ObjectInfo, size: int, md5: str, sha256: str) -> bool: ...
@@ -116,6 +119,9 @@ class S3Destination:
     def key(self, rel: str) -> str:
         return _join(self.prefix, rel)
 
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
     def listing(self, prefix: str) -> dict[str, ObjectInfo]:
         out: dict[str, ObjectInfo] = {}
         for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
@@ -151,10 +157,13 @@ class S3Destination:
 class FileDestination:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.url = f"file://{self.root}"
+        self.url = self.root.absolute().as_uri()
 
     def key(self, rel: str) -> str:
         return rel
+
+    def uri(self, key: str) -> str:
+        return self._path(key).absolute().as_uri()
 
     def _path(self, key: str) -> Path:
         return self.root / key
@@ -251,10 +260,11 @@ class UploadReport:
     destination: str
     uploaded: int = 0  # samples sent this run
     skipped: int = 0  # samples whose objects were already there
+    resumed: int = 0  # samples stored by an earlier, interrupted run: only their manifest lines were missing
     failed: int = 0  # samples left in the spool because the run failed or stopped
     bytes: int = 0  # bytes sent
-    manifests: tuple[str, ...] = ()
-    galleries: tuple[str, ...] = ()
+    manifests: tuple[str, ...] = ()  # URIs
+    galleries: tuple[str, ...] = ()  # URIs
     error: str | None = None
     duration_s: float = 0.0
 
@@ -264,7 +274,7 @@ class UploadReport:
 
     def summary(self) -> str:
         return (f"upload to {self.destination}: uploaded {self.uploaded}, skipped {self.skipped}, "
-                f"failed {self.failed}, bytes {self.bytes}, manifests {len(self.manifests)} "
+                f"resumed {self.resumed}, failed {self.failed}, bytes {self.bytes}, manifests {len(self.manifests)} "
                 f"in {self.duration_s:.1f} s" + (f"; error: {self.error}" if self.error else ""))
 
 
@@ -272,6 +282,7 @@ class UploadReport:
 class _Tally:
     uploaded: int = 0
     skipped: int = 0
+    resumed: int = 0
     gone: int = 0
     bytes: int = 0
     manifests: list[str] = field(default_factory=list)
@@ -382,7 +393,7 @@ class Uploader:
         body = "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in entries).encode()
         self._put(mkey, body, "application/x-ndjson", tally)
         with tally.lock:
-            tally.manifests.append(mkey)
+            tally.manifests.append(self.dest.uri(mkey))
         if self._gallery:
             missing = [r for r in entries if r.get("image_sha256") not in thumbs and r.get("image_key")]
 
@@ -398,7 +409,7 @@ class Uploader:
             html = render_gallery(f"inspector review {date}", entries, thumbs).encode()
             self._put(gkey, html, "text/html; charset=utf-8", tally)
             with tally.lock:
-                tally.galleries.append(gkey)
+                tally.galleries.append(self.dest.uri(gkey))
         for s, _ in done:
             s.remove()
         if date < self._today():
@@ -436,6 +447,7 @@ class Uploader:
                         continue
                     s.drop_payload()
                     done.append((s, self._line(s, sidecar, sidecar["image"]["sha256"])))
+                    tally.resumed += 1
                 try:
                     listing = self._retry(lambda: self.dest.listing(self.dest.key(f"{date}/")), f"list {date}") if todo else {}
                     futures = [(s, pool.submit(self._upload_one, s, listing, tally, thumbs)) for s in todo]
@@ -460,9 +472,9 @@ class Uploader:
                     # A night that fails leaves everything for the next window.
                     self._abort.set()
                     break
-        failed = total - tally.uploaded - tally.skipped - tally.gone
+        failed = total - tally.uploaded - tally.skipped - tally.resumed - tally.gone
         return UploadReport(
-            destination=self.dest.url, uploaded=tally.uploaded, skipped=tally.skipped,
+            destination=self.dest.url, uploaded=tally.uploaded, skipped=tally.skipped, resumed=tally.resumed,
             failed=failed if error else 0, bytes=tally.bytes, manifests=tuple(tally.manifests),
             galleries=tuple(tally.galleries), error=error, duration_s=time.monotonic() - t0,
         )

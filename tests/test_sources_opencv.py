@@ -196,6 +196,9 @@ def test_bad_url_is_refused_at_start(url, expected):
     src = OpenCVSource(_cfg(url))
     with pytest.raises(SourceError, match=expected):
         src.start()
+    st = src.state()
+    assert st.connection == Connection.FAILED and expected in st.detail.replace('"', "'")
+    src.stop()  # harmless on a source that never started
 
 
 GREY = np.full((4, 6), 7, np.uint8)

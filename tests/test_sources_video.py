@@ -175,6 +175,7 @@ def test_unreadable_video_gives_a_clear_source_error(tmp_path, make, expected):
     with pytest.raises(SourceError, match=expected) as e:
         src.start()
     assert "expected" in str(e.value)
+    assert src.state().connection == Connection.FAILED and src.state().detail == str(e.value)
     src.stop()  # stopping a source that never started is harmless
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,12 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 REASONS = [("uncertain",), ("reject",), ("random_pass",), ("uncertain", "class:crack")]
 
 
-@pytest.fixture(scope="module")
-def base_images() -> list[np.ndarray]:
-    g = ConveyorGenerator(31)
-    return [g.part(i).image for i in range(8)]
-
-
 def fill_spool(root: Path, n: int, images: list[np.ndarray], *, t0: float = 1_900_000_000.0) -> dict[str, str]:
     """Writes n samples through the real Spool. Returns {sample id: jpg sha256}. The frame number is
     stamped on each image so every sample has its own content."""
@@ -49,7 +44,7 @@ def fill_spool(root: Path, n: int, images: list[np.ndarray], *, t0: float = 1_90
     out = {}
     for i in range(n):
         img = images[i % len(images)].copy()
-        cv2.putText(img, f"#{i}", (20, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2)
+        cv2.putText(img, f"#{i}", (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
         # Two capture dates, so that two manifests are made.
         frame = synth_frame(i, image=img, captured_wall=t0 + i + (86400.0 if i >= n // 2 else 0.0))
         v = make_verdict(frame, outcome="REJECT" if i % 2 else "PASS",
@@ -126,11 +121,14 @@ def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_serve
     assert 0 < in_bucket < 500 and left > 0, f"expected a half-done night, got {in_bucket} in the bucket, {left} local"
     assert not any(k.endswith("manifest.jsonl") for k in s3_server.keys(s3_bucket, "night/"))
 
-    t = time.monotonic()
-    rep = Uploader(spool, s3_config(spool, s3_bucket, s3_server.endpoint_url).upload).run()
-    print(f"second run: {rep.summary()} ({time.monotonic() - t:.1f} s)")
-    assert rep.ok, rep.summary()
-    assert rep.uploaded + rep.skipped <= 500 and rep.uploaded > 0
+    # Run again, as cron would: the same command without the cap.
+    env.pop("INSPECTOR_UPLOAD__BANDWIDTH_BYTES_PER_S")
+    again = subprocess.run([sys.executable, "-m", "inspector", "upload", "--now", "--config", str(cfg_file)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, f"expected exit 0, got {again.returncode}: {again.stdout}{again.stderr[-3000:]}"
+    summary = again.stdout.splitlines()[0]
+    counts = dict(re.findall(r"(uploaded|skipped|resumed|failed) (\d+)", summary))
+    assert counts["failed"] == "0" and sum(int(counts[k]) for k in ("uploaded", "skipped", "resumed")) == left, summary
     assert list(spool.rglob("*.*")) == [], "expected no sample files left locally"
     check_bucket(s3_server, s3_bucket, expected)
 
@@ -140,7 +138,8 @@ _IMAGES: list[np.ndarray] = []
 
 def base_images_cache() -> list[np.ndarray]:
     if not _IMAGES:
-        g = ConveyorGenerator(31)
+        # Real conveyor frames at the generator's smallest size: 500 of them must upload quickly.
+        g = ConveyorGenerator(31, width=320, height=240)
         _IMAGES.extend(g.part(i).image for i in range(8))
     return _IMAGES
 
@@ -184,7 +183,8 @@ def test_upload_now_to_the_file_default_writes_manifest_and_gallery(tmp_path, mo
     expected = fill_spool(tmp_path / "var/spool", 10, base_images_cache())
     assert upload_now(cfg) == 0
     out = capsys.readouterr().out
-    assert "uploaded 10, skipped 0, failed 0" in out, out
+    assert "uploaded 10, skipped 0, resumed 0, failed 0" in out, out
+    assert (tmp_path / "var/uploads").as_uri() in out
     dest = tmp_path / "var/uploads"
     days = sorted(p.name for p in dest.iterdir())
     assert len(days) == 2

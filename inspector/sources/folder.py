@@ -76,6 +76,14 @@ class FolderSource:
         self._done = False
 
     def start(self) -> None:
+        try:
+            self._start()
+        except SourceError as e:
+            with self._lock:
+                self._connection, self._detail = Connection.FAILED, str(e)
+            raise
+
+    def _start(self) -> None:
         p = self.path
         if not p.exists():
             raise SourceError(f"folder source: {p} does not exist (expected a folder of images)")

@@ -79,6 +79,15 @@ class OpenCVSource:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
         """Checks the target and starts the reader; a camera that is down now is retried, not refused."""
+        try:
+            self._check_target()
+        except SourceError as e:
+            with self._lock:
+                self._connection, self._detail = Connection.FAILED, str(e)
+            raise
+        self._thread.start()
+
+    def _check_target(self) -> None:
         url = self.cfg.url
         if url is not None:
             m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://\S+$", url)
@@ -92,13 +101,13 @@ class OpenCVSource:
                     f"opencv source: url scheme {m.group(1)!r} is not supported "
                     f"(expected one of {', '.join(URL_SCHEMES)}; for a file use the video source)"
                 )
-        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         # A read blocks at most read_timeout and an open at most open_timeout; beyond that the
         # daemon thread is abandoned rather than holding up shutdown.
-        self._thread.join(min(2.0, (self.cfg.read_timeout_ms + 500) / 1000))
+        if self._thread.is_alive():
+            self._thread.join(min(2.0, (self.cfg.read_timeout_ms + 500) / 1000))
 
     # -- reader thread --------------------------------------------------------------------------
     def _open(self) -> tuple[cv2.VideoCapture | None, str]:
@@ -144,21 +153,26 @@ class OpenCVSource:
             attempt += 1
             cap, why = self._open()
             if cap is None:
+                detail = f"{why}; attempt {attempt}, next in {backoff_ms / 1000:.2f} s"
                 with self._lock:
                     self._connection = Connection.RECONNECTING if was_connected else Connection.CONNECTING
-                    self._detail = f"{why}; attempt {attempt}, next in {backoff_ms / 1000:.2f} s"
-                log.warning("opencv source: %s", self._detail)
+                    self._detail = detail
+                log.warning("opencv source: %s", detail)
                 if self._stop.wait(backoff_ms / 1000):
                     break
                 backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)
                 continue
+            if self._stop.is_set():  # stop() came during a long open: do not report "connected"
+                cap.release()
+                break
+            detail = f"connected to {self.target}" + (f" after {attempt} attempts" if attempt > 1 else "")
             with self._lock:
                 self._connection = Connection.CONNECTED
                 self._connected_at = time.monotonic()
                 if was_connected:
                     self._reconnects += 1
-                self._detail = f"connected to {self.target}" + (f" after {attempt} attempt(s)" if attempt > 1 else "")
-            log.info("opencv source: %s", self._detail)
+                self._detail = detail
+            log.info("opencv source: %s", detail)
             was_connected = True
             got_frame, why = self._read_until_lost(cap)
             cap.release()
@@ -169,10 +183,11 @@ class OpenCVSource:
                 # fails at once keeps doubling it instead, so it is not hammered.
                 backoff_ms = self.cfg.reconnect_initial_ms
                 attempt = 0
+            detail = f"{why}; reconnecting in {backoff_ms / 1000:.2f} s"
             with self._lock:
                 self._connection = Connection.RECONNECTING
-                self._detail = f"{why}; reconnecting in {backoff_ms / 1000:.2f} s"
-            log.warning("opencv source: %s", self._detail)
+                self._detail = detail
+            log.warning("opencv source: %s", detail)
             if self._stop.wait(backoff_ms / 1000):
                 break
             backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)

@@ -55,6 +55,14 @@ class VideoSource:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        try:
+            self._start()
+        except SourceError as e:
+            with self._lock:
+                self._connection, self._detail = Connection.FAILED, str(e)
+            raise
+
+    def _start(self) -> None:
         cap = self._open()
         ok, image = cap.read()
         if not ok or image is None:

@@ -6,7 +6,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from inspector.synth import write_dataset
+from inspector.synth import SYNTH_VERSION, write_dataset
 
 _STAMP = ".complete.json"
 
@@ -15,9 +15,12 @@ def make_split(root: Path, n: int, seed: int, workers: int = 2) -> Path:
     """Writes `n` parts of `seed` under root/{images,labels}; skipped if already complete."""
     root = Path(root)
     stamp = root / _STAMP
-    want = {"n": n, "seed": seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == want:
+    want = {"n": n, "seed": seed, "synth_version": SYNTH_VERSION}
+    images = root / "images"
+    if stamp.exists() and json.loads(stamp.read_text()) == want and images.is_dir() \
+            and sum(1 for _ in images.glob("*.jpg")) == n:
         return root
+    stamp.unlink(missing_ok=True)
     chunks = [(i * n // workers, (i + 1) * n // workers) for i in range(workers)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_write_chunk, [(root, b - a, seed, a) for a, b in chunks if b > a]))
