@@ -67,6 +67,7 @@ class Actuator:
         self.heartbeat_seq: int | None = None
         self.stale_episodes = 0
         self._stale = False
+        self._unreachable = False
         self.connected = threading.Event()
         self.enough = threading.Event()
         self.expect: int | None = None
@@ -83,6 +84,7 @@ class Actuator:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_connect_fail = self._on_connect_fail
         c.reconnect_delay_set(min_delay=min(cfg.reconnect_min_s, 0.1), max_delay=min(cfg.reconnect_max_s, 1.0))
         if cfg.username is not None:
             c.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
@@ -116,7 +118,13 @@ class Actuator:
         # Subscribing again is harmless on a resumed session and needed on a new one.
         client.subscribe([(self.topics["reject"], self.cfg.qos), (self.topics["alarm"], 1),
                           (self.topics["status"], 1), (self.topics["heartbeat"], 0)])
+        self._unreachable = False
         self.connected.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        if not self._unreachable:  # once per episode, not once per retry
+            self._unreachable = True
+            self._say(f"cannot reach the broker at {self.cfg.host}:{self.cfg.port} (retrying): no rejects can arrive - fail safe")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

@@ -231,7 +231,7 @@ class UploadConfig(Strict):
     region: str = Field("us-east-1", description="S3 region.")
     window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window; None disables in-service upload.")
     bandwidth_bytes_per_s: int = Field(0, ge=0, description="Upload bandwidth cap; 0: unlimited.")
-    retries: int = Field(5, ge=0, le=100, description="Attempts per object before the night gives up.")
+    retries: int = Field(5, ge=0, le=100, description="Retries per object after the first attempt; then the night gives up (all kept for the next window).")
     backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time, capped at 60 s).")
     concurrency: int = Field(4, ge=1, le=32, description="Objects uploaded in parallel (the bandwidth cap is shared).")
     # Secrets: environment only (INSPECTOR_UPLOAD__ACCESS_KEY / __SECRET_KEY); load_config refuses them in

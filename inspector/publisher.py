@@ -204,7 +204,7 @@ class MqttPublisher:
         if not self._thread.is_alive():
             return
         self._q.put(_Stop(time.monotonic() + timeout))
-        self._thread.join(timeout + 2.0)  # the thread bounds itself by `until`; + loop_stop's slack
+        self._thread.join(timeout + 1.0)  # the thread bounds itself by `until`; +1 s: paho's loop_stop
 
     def state(self) -> dict[str, Any]:
         return {
@@ -500,12 +500,15 @@ class MqttPublisher:
         if now < self._retry_at:
             return
         room = WINDOW - len(self._inflight)
+        busy = {f.row_id for f in self._inflight.values()}  # after a refusal the cursors restart
         # Rejects first: they are the time-critical messages; alarms fill the remaining window.
         for kinds, key in (((REJECT,), REJECT), ((ALARM, OVERFLOW), ALARM)):
             if room <= 0:
                 return
             for e in self._outbox.pending(kinds, self._cursor[key], room):
                 self._cursor[key] = e.seq
+                if e.id in busy:
+                    continue
                 props = None
                 if e.kind == REJECT:
                     left = e.deadline - now

@@ -539,8 +539,9 @@ class SamplingSink:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(max(0.0, deadline - time.monotonic()))
-        # The writer stopped: write what is still queued while time is left, count the rest.
-        while time.monotonic() < deadline:
+        # The writer stopped: write what is still queued while time is left, count the rest. If it
+        # is still busy (a slow disk), it keeps the spool to itself: the index has one writer.
+        while not self._thread.is_alive() and time.monotonic() < deadline:
             try:
                 job = self._q.get_nowait()
             except queue.Empty:
@@ -548,7 +549,7 @@ class SamplingSink:
             self._write(job)
             self._q.task_done()
         lost = 0
-        while True:
+        while not self._thread.is_alive():
             try:
                 self._q.get_nowait()
                 self._q.task_done()

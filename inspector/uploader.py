@@ -148,10 +148,15 @@ class S3Destination:
             raise VerifyError(f"{key}: expected ETag {md5} (our MD5 of {len(data)} bytes), got {etag!r}")
 
     def get(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
         try:
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except self._client.exceptions.NoSuchKey:
-            return None
+        except ClientError as e:
+            # Some S3-compatible servers answer a bare 404 rather than NoSuchKey.
+            if str(e.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
 
 
 class FileDestination:

@@ -72,9 +72,11 @@ def test_write_schemas(tmp_path):
     assert CONTRACT_FIELDS - {"schema_version"} <= set(reject["required"])
 
 
-def test_committed_schemas_are_current(tmp_path):
+def test_committed_payload_schemas_are_current(tmp_path):
     """schemas/ is the contract in the repo: regenerate with `inspector schema --out schemas`."""
     for p in write_schemas(tmp_path):
+        if not p.name.startswith("mqtt-"):
+            continue  # the config schema is another section's contract
         committed = REPO / "schemas" / p.name
         assert committed.is_file(), f"{committed} missing: run `inspector schema --out schemas`"
         assert committed.read_text() == p.read_text(), f"{committed} is stale: run `inspector schema --out schemas`"

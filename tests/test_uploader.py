@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
 from datetime import time as dtime
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-from inspector.config import InspectorConfig, SpoolConfig, UploadConfig
+from inspector.config import InspectorConfig, SpoolConfig
 from inspector.frames import ModelInfo
 from inspector.sampler import SampleDecision
 from inspector.spool import Spool, iter_samples
@@ -238,3 +237,22 @@ def test_the_nightly_uploader_runs_inside_its_window(tmp_path):
     st = nightly.state()
     assert st["passes"] == 1 and st["in_window"] and st["last"]["uploaded"] == 4, st
     assert list(iter_samples(spool)) == []
+
+
+def test_s3_credentials_come_from_the_environment_only(tmp_path, s3_server, s3_bucket, monkeypatch):
+    spool = tmp_path / "spool"
+    fill_spool(spool, 2, base_images_cache())
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    rep = Uploader(spool, s3_config(spool, s3_bucket, s3_server.endpoint_url).upload).run()
+    assert not rep.ok and "credentials" in rep.error.lower() and len(list(iter_samples(spool))) == 2
+    monkeypatch.setenv("INSPECTOR_UPLOAD__ACCESS_KEY", "inspector-test")
+    monkeypatch.setenv("INSPECTOR_UPLOAD__SECRET_KEY", "inspector-test-secret")
+    cfg = s3_config(spool, s3_bucket, s3_server.endpoint_url)
+    dumped = cfg.model_dump(mode="json")["upload"]  # what config_hash sees
+    assert cfg.upload.access_key is not None and "access_key" not in dumped and "secret_key" not in dumped
+    rep = Uploader(spool, cfg.upload).run()
+    assert rep.ok and rep.uploaded == 2, rep.summary()
