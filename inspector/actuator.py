@@ -261,5 +261,14 @@ def run_actuator(cfg: InspectorConfig, expect: int | None, duration: float | Non
     if expect is not None and expect < 0:
         print(f"--expect: expected a count >= 0, got {expect}", file=sys.stderr)
         return 2
-    return Actuator(cfg.mqtt).run(expect, duration)
+    act = Actuator(cfg.mqtt)
+
+    def on_signal(signum, _frame):  # a supervisor's stop: finish cleanly and print the summary
+        act.enough.set()
+
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return act.run(expect, duration)
 

@@ -176,11 +176,12 @@ class MQTTConfig(Strict):
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Reconnect backoff cap.")
     subsecond_rejects: Literal["alarm", "expire_1s"] = Field(
-        "alarm",
-        description="MQTT v5 expiry is whole seconds. A reject with less than 1 s left to its deadline: "
-        "alarm = not published, raised as an escaped_part alarm (a reject never actuates late); "
-        "expire_1s = published with a 1 s expiry, the subscriber must drop it once `deadline` has passed. "
-        "With a decision budget under 1 s, 'alarm' turns every reject into an alarm.",
+        "expire_1s",
+        description="MQTT v5 expiry is whole seconds, line budgets are tens of ms. A reject with less than 1 s "
+        "left: expire_1s (default) = published with a 1 s broker expiry as a backstop; the payload's `deadline` "
+        "is authoritative and subscribers drop a reject once it has passed (the reference actuator does). "
+        "alarm = not published at all, raised as an escaped_part alarm (for lines whose budget is >= 1 s). "
+        "Either way, a reject already past its deadline is never published: it becomes an alarm.",
     )
 
     @model_validator(mode="after")
@@ -229,7 +230,7 @@ class UploadConfig(Strict):
     destination: str = Field("file://var/uploads", description="s3://bucket/prefix or file:///path (file://relative also accepted).")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...); None: AWS.")
     region: str = Field("us-east-1", description="S3 region.")
-    window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window; None disables in-service upload.")
+    window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window HH:MM-HH:MM; null (or 'off' from the environment) disables in-service upload.")
     bandwidth_bytes_per_s: int = Field(0, ge=0, description="Upload bandwidth cap; 0: unlimited.")
     retries: int = Field(5, ge=0, le=100, description="Retries per object after the first attempt; then the night gives up (all kept for the next window).")
     backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time, capped at 60 s).")
@@ -239,6 +240,12 @@ class UploadConfig(Strict):
     # standard chain applies (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, profiles, roles).
     access_key: SecretStr | None = Field(None, exclude=True, description="Environment only: S3 access key id.")
     secret_key: SecretStr | None = Field(None, exclude=True, description="Environment only: S3 secret access key.")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_off(cls, v):
+        # The environment cannot say null: INSPECTOR_UPLOAD__WINDOW=off disables the window.
+        return None if isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null") else v
 
     @field_validator("destination")
     @classmethod
