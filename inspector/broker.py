@@ -74,7 +74,7 @@ class LocalBroker:
         self.users = dict(users or {})
         self.max_queued = max_queued
         self._own_dir = workdir is None
-        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="inspector-broker-"))
+        self.workdir = Path(workdir).resolve() if workdir else Path(tempfile.mkdtemp(prefix="inspector-broker-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistence_dir = self.workdir / "data"
         self.persistence_dir.mkdir(exist_ok=True)
