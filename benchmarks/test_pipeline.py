@@ -29,4 +29,5 @@ def test_pipeline_per_frame(benchmark, detector, frames, bundle):
         assert len(sink.verdicts) == BATCH
 
     benchmark.pedantic(batch, rounds=5, iterations=1, warmup_rounds=1)
-    benchmark.extra_info["per_frame_ms"] = round(benchmark.stats.stats.median / BATCH * 1e3, 3)
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["per_frame_ms"] = round(benchmark.stats.stats.median / BATCH * 1e3, 3)

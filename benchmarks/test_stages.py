@@ -16,7 +16,9 @@ from inspector.decision import DecisionPolicy, decide
 from inspector.detector import PAD_VALUE, Preprocessor, load_bundle, postprocess
 from inspector.frames import Frame, StageTimings
 
-from .conftest import MODEL
+from pathlib import Path
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 def _numpy_letterbox_float(img, hw=(320, 320)):

@@ -181,6 +181,40 @@ class Bench:
         late = sum(v.outcome.value == "LATE" for v in sink.verdicts)
         return [v.timings.total_ms for v in sink.verdicts], late
 
+    def publish_ack_latencies(self, n: int) -> list[float]:
+        """Capture -> PUBACK of each reject through the durable outbox to a local Mosquitto."""
+        from inspector.broker import LocalBroker, mosquitto_available
+        from inspector.config import MQTTConfig
+        from inspector.publisher import MqttPublisher
+
+        if not mosquitto_available():
+            log.info("mosquitto not installed: capture->PUBACK is not measured")
+            return []
+        work = Path(tempfile.mkdtemp(prefix="inspector-bench-"))
+        broker = LocalBroker(work / "broker").start()
+        try:
+            cfg = MQTTConfig(host=broker.host, port=broker.port, outbox_path=work / "outbox.sqlite", station="bench")
+            pub = MqttPublisher(cfg, model=self.int8.info, config_hash="bench", heartbeat_fn=lambda: {})
+            pub.start()
+            t0 = time.monotonic()
+            while not pub.state()["connected"] and time.monotonic() - t0 < 10:
+                time.sleep(0.01)
+            src = ReplaySource(self.images, 1000.0 / max(3 * self.raw_p50, 5.0), n)
+            p = Pipeline(src, self.detector, self.policy, [pub])
+            p.start()
+            src.start()
+            p.done.wait(n + 30)
+            p.stop()
+            src.stop()
+            t0 = time.monotonic()
+            while pub.state()["outbox_depth"] and time.monotonic() - t0 < 10:
+                time.sleep(0.01)
+            pub.stop()
+            return list(pub.ack_ms)
+        finally:
+            broker.stop()
+            shutil.rmtree(work, ignore_errors=True)
+
     def throughput_hint_fps(self, seconds: float = 3.0) -> float:
         import openvino as ov
 
@@ -218,12 +252,16 @@ class Bench:
         for r in range(self.rounds):
             start = r * k
             lat["raw_int8"] += self.raw_block("int8", k, start)
-            vals, late = self.pipeline_run(rate=1000.0 / max(3 * np.median(lat["raw_int8"]), 5.0), n=k)
+            self.raw_p50 = float(np.median(lat["raw_int8"]))
+            vals, late = self.pipeline_run(rate=1000.0 / max(3 * self.raw_p50, 5.0), n=k)
             lat["inspector"] += vals
             late_total += late
             lat["raw_fp32"] += self.raw_block("fp32", k, start)
             if self.ultra is not None:
                 lat["ultralytics"] += self.ultra_block(k, start)
+        ack = self.publish_ack_latencies(n=max(60, self.frames // 3))
+        if ack:
+            lat["publish_ack"] = ack
         res = {k_: pct(v) for k_, v in lat.items() if v}
         tput = self.throughput_hint_fps()
         sustain = self.sustainable_rate(tput, self.detector_tput)

@@ -22,6 +22,7 @@ queue is emptied and the outbox, the single source of truth, re-publishes with f
 from __future__ import annotations
 
 import logging
+from collections import deque
 import math
 import queue
 import socket
@@ -114,6 +115,13 @@ class _Client(mqtt.Client):
             raise
 
 
+def _ack_percentiles(ms: list[float]) -> dict[str, float | None]:
+    if not ms:
+        return {"ack_ms_p50": None, "ack_ms_p99": None}
+    ms = sorted(ms)
+    return {"ack_ms_p50": round(ms[len(ms) // 2], 3), "ack_ms_p99": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3)}
+
+
 def _purge_paho_queue(client: mqtt.Client) -> None:
     # Private paho state (pinned paho-mqtt <3): the messages it would re-send after a reconnect
     # carry their original MessageExpiryInterval, i.e. too long by the outage. The outbox re-sends
@@ -164,6 +172,9 @@ class MqttPublisher:
         # counters (ints written by one thread, read by anyone)
         self.published = 0
         self.acked = 0
+        # Capture -> PUBACK of this process's rejects: what the line actually waits for.
+        self._captured: dict[str, float] = {}
+        self.ack_ms: deque[float] = deque(maxlen=10_000)
         self.expired = 0
         self.alarms = 0
         self.no_subscribers = 0
@@ -228,6 +239,7 @@ class MqttPublisher:
             "write_errors": self.write_errors,
             "client_id": self.client_id,
             "boot": self.boot,
+            **_ack_percentiles(list(self.ack_ms)[-1000:]),
         }
 
     # -- client set-up -----------------------------------------------------------------------------
@@ -460,6 +472,8 @@ class MqttPublisher:
     # -- rows ----------------------------------------------------------------------------------
     def _reject_row(self, v: Verdict) -> NewRow:
         rid = reject_id(self.cfg.line, self.cfg.station, self.boot, v.frame_id)
+        if len(self._captured) < 100_000:  # bounded: entries leave on ack; expired ones are few
+            self._captured[rid] = v.frame.captured_wall
         return NewRow(id=rid, kind=REJECT, payload=reject_payload(v, rid).to_json(), deadline=v.deadline_wall,
                       ref=v.part_id or f"frame {v.frame_id}")
 
@@ -544,6 +558,9 @@ class MqttPublisher:
         if f.kind != REJECT:
             return
         self.acked += 1
+        captured = self._captured.pop(f.row_id, None)
+        if captured is not None:
+            self.ack_ms.append((time.time() - captured) * 1000.0)
         if ev.code == _NO_SUBSCRIBERS:
             self.no_subscribers += 1
             if not self._nosub_episode:  # one alarm per episode, not one per reject

@@ -1,0 +1,69 @@
+"""The publish path: what publishing costs the frame loop (an enqueue), the durable outbox write
+(SQLite WAL commit) and capture -> PUBACK through a local Mosquitto.
+
+Needs /usr/sbin/mosquitto (make test installs it).
+"""
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+
+from inspector.broker import LocalBroker, mosquitto_available
+from inspector.config import MQTTConfig
+from inspector.frames import ModelInfo
+from inspector.outbox import NewRow, Outbox
+from inspector.publisher import MqttPublisher
+from inspector.testing import make_reject
+
+pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
+MODEL = ModelInfo("bench", "1", "0" * 64)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = LocalBroker(tmp_path_factory.mktemp("broker")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture()
+def publisher(broker, tmp_path):
+    cfg = MQTTConfig(host=broker.host, port=broker.port, outbox_path=tmp_path / "outbox.sqlite", station="bench")
+    pub = MqttPublisher(cfg, model=MODEL, config_hash="bench", heartbeat_fn=lambda: {})
+    pub.start()
+    t0 = time.monotonic()
+    while not pub.state()["connected"] and time.monotonic() - t0 < 10:
+        time.sleep(0.01)
+    yield pub
+    pub.stop()
+
+
+@pytest.mark.benchmark(group="publish")
+def test_submit_cost_on_the_frame_loop(benchmark, publisher):
+    ids = itertools.count()
+    benchmark(lambda: publisher.submit(make_reject(next(ids), budget_s=30.0)))
+
+
+@pytest.mark.benchmark(group="publish")
+def test_outbox_durable_write(benchmark, tmp_path):
+    box = Outbox(tmp_path / "o.sqlite", max_rows=10_000_000)
+    ids = itertools.count()
+    payload = make_reject(0).frame.part_id or "x"
+    benchmark(lambda: box.put([NewRow(id=f"r{next(ids)}", kind="reject", payload=payload * 20, deadline=time.time() + 5)]))
+    box.close()
+
+
+@pytest.mark.benchmark(group="publish")
+def test_capture_to_puback(benchmark, publisher):
+    ids = itertools.count()
+
+    def one():
+        before = publisher.state()["acked"]
+        publisher.submit(make_reject(next(ids), budget_s=30.0))
+        while publisher.state()["acked"] == before:
+            time.sleep(0.0002)
+
+    benchmark.pedantic(one, rounds=100, iterations=1, warmup_rounds=5)
+    benchmark.extra_info["ack_ms_p50"] = publisher.state()["ack_ms_p50"]
