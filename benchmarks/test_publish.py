@@ -6,7 +6,6 @@ Needs /usr/sbin/mosquitto (make test installs it).
 
 import itertools
 import time
-from pathlib import Path
 
 import pytest
 

@@ -7,7 +7,6 @@ runtime commands never import the training tool chain.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path

@@ -1,7 +1,6 @@
 """`inspector run` as a user runs it: summary, signals, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 

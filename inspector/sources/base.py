@@ -82,3 +82,86 @@ class FrameBuffer:
 
     def __len__(self) -> int:
         return len(self._q)
+
+
+class FileSource:
+    """Shared machinery of the finite sources (video file, image folder): one reader thread feeds a
+    FrameBuffer; it waits for room instead of dropping (files can wait) and reports its state.
+
+    Subclasses implement `_start()` (open, raise SourceError if it can never work) and `_run()`
+    (the reader loop), updating `_produced`, `_dropped`, `_last_at`, `_connection`, `_detail`
+    under `_lock`, and setting `_done` at the end.
+    """
+
+    name = "file"
+
+    def __init__(self, cfg) -> None:
+        import collections
+        import threading
+
+        self.cfg = cfg
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._lock = threading.Lock()  # guards the fields below, written by the reader thread
+        self._produced = 0
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._last_at: float | None = None
+        self._connection = Connection.CONNECTING
+        self._detail = ""
+        self._done = False
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        from inspector.errors import SourceError
+
+        try:
+            self._start()
+        except SourceError as e:
+            with self._lock:
+                self._connection, self._detail = Connection.FAILED, str(e)
+            raise
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    def _wait_for_room(self) -> bool:
+        """Blocks while the buffer is full (a file can wait; nothing is dropped). False on stop."""
+        while len(self._buf) >= self.cfg.queue_size:
+            if self._stop.wait(0.005):
+                return False
+        return True
+
+    def read(self, timeout: float) -> Frame | None:
+        return self._buf.get(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._done and len(self._buf) == 0
+
+    def state(self) -> SourceState:
+        import collections
+        import time
+
+        with self._lock:
+            dropped = collections.Counter(self._dropped)
+            connection, detail = self._connection, self._detail
+            produced, last = self._produced, self._last_at
+        dropped.update(self._buf.dropped)
+        if connection == Connection.ENDED and not self.finished:
+            connection = Connection.CONNECTED  # frames still wait in the buffer
+        return SourceState(
+            connection=connection,
+            frames=produced,
+            dropped=dict(dropped),
+            last_frame_age_s=None if last is None else max(0.0, time.monotonic() - last),
+            detail=detail,
+        )

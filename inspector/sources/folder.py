@@ -9,9 +9,7 @@ with 0 images are handed over as fast as the pipeline takes them (nothing droppe
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ import numpy as np
 from inspector.config import FolderSource as FolderConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
-from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.sources.base import Connection, FileSource
 from inspector.sources.convert import to_bgr
 
 log = logging.getLogger(__name__)
@@ -57,31 +55,13 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
     return bgr, "", ""
 
 
-class FolderSource:
+class FolderSource(FileSource):
     name = "folder"
 
     def __init__(self, cfg: FolderConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.path = Path(cfg.path)
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="source-folder", daemon=True)
-        self._lock = threading.Lock()  # guards the fields below, written by the reader thread
         self._files: list[Path] = []
-        self._produced = 0
-        self._dropped: Counter[str] = Counter()
-        self._last_at: float | None = None
-        self._connection = Connection.CONNECTING
-        self._detail = ""
-        self._done = False
-
-    def start(self) -> None:
-        try:
-            self._start()
-        except SourceError as e:
-            with self._lock:
-                self._connection, self._detail = Connection.FAILED, str(e)
-            raise
 
     def _start(self) -> None:
         p = self.path
@@ -102,12 +82,6 @@ class FolderSource:
         self._files = files
         with self._lock:
             self._connection = Connection.CONNECTED
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2.0)
 
     def _run(self) -> None:
         period = 1.0 / self.cfg.parts_per_s if self.cfg.parts_per_s > 0 else 0.0
@@ -174,33 +148,3 @@ class FolderSource:
             with self._lock:
                 self._connection = Connection.ENDED
             self._done = True
-
-    def _wait_for_room(self) -> bool:
-        """Blocks while the buffer is full (files can wait; nothing is dropped). False on stop."""
-        while len(self._buf) >= self.cfg.queue_size:
-            if self._stop.wait(0.005):
-                return False
-        return True
-
-    def read(self, timeout: float) -> Frame | None:
-        return self._buf.get(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return self._done and len(self._buf) == 0
-
-    def state(self) -> SourceState:
-        with self._lock:
-            dropped = Counter(self._dropped)
-            connection, detail = self._connection, self._detail
-            produced, last = self._produced, self._last_at
-        dropped.update(self._buf.dropped)
-        if connection == Connection.ENDED and not self.finished:
-            connection = Connection.CONNECTED  # images still wait in the buffer
-        return SourceState(
-            connection=connection,
-            frames=produced,
-            dropped=dict(dropped),
-            last_frame_age_s=None if last is None else max(0.0, time.monotonic() - last),
-            detail=detail,
-        )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 
 from inspector.config import SyntheticSource as SyntheticConfig
 from inspector.frames import Frame, TruthBox

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -22,7 +20,7 @@ import cv2
 from inspector.config import VideoSource as VideoConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
-from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.sources.base import Connection, FileSource
 from inspector.sources.convert import to_bgr
 
 log = logging.getLogger(__name__)
@@ -33,35 +31,17 @@ _FALLBACK_FPS = 25.0
 _MAX_FPS = 1000.0
 
 
-class VideoSource:
+class VideoSource(FileSource):
     name = "video"
 
     def __init__(self, cfg: VideoConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.path = Path(cfg.path)
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="source-video", daemon=True)
-        self._lock = threading.Lock()  # guards the fields below, written by the reader thread
         self._cap: cv2.VideoCapture | None = None
         self._first = None  # the frame decoded at start() to prove the file is usable
         self._fps = _FALLBACK_FPS
-        self._produced = 0
-        self._dropped: Counter[str] = Counter()
-        self._last_at: float | None = None
-        self._connection = Connection.CONNECTING
-        self._detail = ""
-        self._done = False
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> None:
-        try:
-            self._start()
-        except SourceError as e:
-            with self._lock:
-                self._connection, self._detail = Connection.FAILED, str(e)
-            raise
-
     def _start(self) -> None:
         cap = self._open()
         ok, image = cap.read()
@@ -79,7 +59,6 @@ class VideoSource:
         self._cap, self._first = cap, image
         with self._lock:
             self._connection = Connection.CONNECTED
-        self._thread.start()
 
     def _open(self) -> cv2.VideoCapture:
         p = self.path
@@ -103,9 +82,7 @@ class VideoSource:
         return cap
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(2.0)
+        super().stop()
         # The reader thread releases its capture on the way out; this covers start() without run.
         if not self._thread.is_alive() and self._cap is not None:
             self._cap.release()
@@ -183,34 +160,3 @@ class VideoSource:
                 if self._connection != Connection.FAILED:
                     self._connection = Connection.ENDED
             self._done = True
-
-    def _wait_for_room(self) -> bool:
-        """Blocks while the buffer is full (a file can wait; nothing is dropped). False on stop."""
-        while len(self._buf) >= self.cfg.queue_size:
-            if self._stop.wait(0.005):
-                return False
-        return True
-
-    # -- consumer side --------------------------------------------------------------------------
-    def read(self, timeout: float) -> Frame | None:
-        return self._buf.get(timeout)
-
-    @property
-    def finished(self) -> bool:
-        return self._done and len(self._buf) == 0
-
-    def state(self) -> SourceState:
-        with self._lock:
-            dropped = Counter(self._dropped)
-            connection, detail = self._connection, self._detail
-            produced, last = self._produced, self._last_at
-        dropped.update(self._buf.dropped)
-        if connection == Connection.ENDED and not self.finished:
-            connection = Connection.CONNECTED  # frames still wait in the buffer
-        return SourceState(
-            connection=connection,
-            frames=produced,
-            dropped=dict(dropped),
-            last_frame_age_s=None if last is None else max(0.0, time.monotonic() - last),
-            detail=detail,
-        )

@@ -108,7 +108,7 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
 def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop: float, common: dict):
     import nncf
 
-    from inspector.detector import Letterbox, postprocess
+    from inspector.detector import postprocess
     from inspector.training.evaluate import yolo_samples
     from inspector.training.metrics import ImageResult, average_precision
 
