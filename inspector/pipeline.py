@@ -151,14 +151,21 @@ class Pipeline:
     # -- infer thread -------------------------------------------------------------------------
     def _infer_loop(self) -> None:
         buf = np.empty((1, *self.detector.input_hw, 3), np.uint8)
-        while not self._stop.is_set():
-            if self.max_frames is not None and self._read >= self.max_frames:
-                break
-            frame = self.source.read(timeout=0.05)
-            if frame is None:
-                if self.source.finished:
+        while True:
+            if self._stop.is_set():
+                # Frames already captured are parts in flight: each still gets its verdict (late
+                # ones at once, without inference). The source is stopped first, so this ends.
+                frame = self.source.read(timeout=0.0)
+                if frame is None:
                     break
-                continue
+            else:
+                if self.max_frames is not None and self._read >= self.max_frames:
+                    break
+                frame = self.source.read(timeout=0.05)
+                if frame is None:
+                    if self.source.finished:
+                        break
+                    continue
             self._read += 1
             t_read = time.monotonic()
             if self.max_frame_age_s is not None and frame.part_id is None and t_read - frame.captured_at > self.max_frame_age_s:
