@@ -88,7 +88,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     from inspector.training.train import TrainPlan, train
 
     plan = TrainPlan(out=Path(a.out), arch=a.arch, imgsz=a.imgsz, epochs=a.epochs, batch=a.batch,
-                     n_train=a.n_train, n_val=a.n_val, train_seed=a.train_seed, val_seed=a.val_seed)
+                     n_train=a.n_train, n_val=a.n_val, train_seed=a.train_seed, val_seed=a.val_seed,
+                     init=Path(a.init) if a.init else None, lr0=a.lr0)
     print(train(plan))
     return 0
 
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-val", type=int, default=200)
     s.add_argument("--train-seed", type=int, default=1001)
     s.add_argument("--val-seed", type=int, default=2002)
+    s.add_argument("--init", default=None, help="fine-tune from these (our own) .pt weights instead of the .yaml")
+    s.add_argument("--lr0", type=float, default=0.01)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("quantize", help="INT8 OpenVINO IR with NNCF (train extra)")

@@ -32,6 +32,8 @@ class TrainPlan:
     val_seed: int = 2002
     workers: int = 2
     seed: int = 0
+    init: Path | None = None  # start from our own earlier weights (fine-tuning); never downloaded
+    lr0: float = 0.01
 
 
 def train(plan: TrainPlan) -> Path:
@@ -46,7 +48,7 @@ def train(plan: TrainPlan) -> Path:
 
     from ultralytics import YOLO  # train extra only
 
-    model = YOLO(plan.arch)
+    model = YOLO(str(plan.init) if plan.init else plan.arch)
     t0 = time.monotonic()
     model.train(
         data=str(data_yaml),
@@ -56,6 +58,8 @@ def train(plan: TrainPlan) -> Path:
         workers=plan.workers,
         device="cpu",
         pretrained=False,
+        lr0=plan.lr0,
+        warmup_epochs=0.0 if plan.init else 3.0,
         amp=False,
         cache="ram",
         project=str(out),
@@ -85,6 +89,7 @@ def train(plan: TrainPlan) -> Path:
         "arch": plan.arch, "imgsz": plan.imgsz, "epochs": plan.epochs, "batch": plan.batch,
         "n_train": plan.n_train, "n_val": plan.n_val, "train_seed": plan.train_seed,
         "val_seed": plan.val_seed, "classes": list(DEFECT_CLASSES), "train_seconds": round(train_s, 1),
+        "init": str(plan.init) if plan.init else None, "lr0": plan.lr0,
         "torch_threads": os.cpu_count(),
     }, indent=2))
     return xml
