@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 #: Bumped whenever rendering changes: datasets stamped with another version are rebuilt.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 
 #: Defect classes, in model class-id order. The model card and the config must agree with this.
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "pit", "crack", "contamination")
@@ -234,6 +234,8 @@ class ConveyorGenerator:
         return layer
 
     def _defect_scratch(self, shape, c, rng, s):
+        # A groove cut into machined metal: a dark trough with a thin bright lip on one side.
+        # (A bright-only line vanishes on brightly lit metal, where it clips at 255.)
         length = float(rng.uniform(40, 120)) * s
         ang = float(rng.uniform(0, np.pi))
         d = np.array([math.cos(ang), math.sin(ang)])
@@ -241,10 +243,10 @@ class ConveyorGenerator:
         t = np.linspace(-0.5, 0.5, 24)[:, None]
         bow = float(rng.uniform(-0.12, 0.12)) * length
         pts = np.array(c) + t * length * d + (1 - 4 * t * t) * bow * n
-        layer = self._polyline_layer(shape, pts, int(rng.integers(3, 5)))
-        sign = 1.0 if rng.random() < 0.6 else -1.0  # mostly bright: cut through to fresh metal
-        k = sign * float(rng.uniform(45, 85))
-        return [(layer, (k, k, k))]
+        groove = self._polyline_layer(shape, pts, int(rng.integers(2, 4)))
+        lip = self._polyline_layer(shape, pts + n * 2.0 * float(rng.choice([-1, 1])), 1)
+        k = float(rng.uniform(55, 90))
+        return [(groove, (-k, -k, -k)), (lip, (40.0, 40.0, 40.0))]
 
     def _defect_pit(self, shape, c, rng, s):
         radius = float(rng.uniform(6, 12)) * s

@@ -24,7 +24,7 @@ class TrainPlan:
     out: Path
     arch: str = "yolov8n.yaml"
     imgsz: int = 320
-    epochs: int = 16
+    epochs: int = 20
     batch: int = 16
     n_train: int = 1200
     n_val: int = 200
