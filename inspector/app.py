@@ -168,8 +168,23 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["alarms"]:
         lines.append(f"alarms: {s['alarms']}")
     for name, st in s["sinks"].items():
-        lines.append(f"sink {name}: {st}")
+        lines.append(f"sink {name}: " + _compact(st))
     return "\n".join(lines)
+
+
+def _compact(state: dict[str, Any]) -> str:
+    """The counters worth a glance: non-zero numbers, connection and last error."""
+    parts = []
+    for k, v in state.items():
+        if isinstance(v, bool):
+            parts.append(f"{k}={'yes' if v else 'NO'}")
+        elif isinstance(v, (int, float)) and v:
+            parts.append(f"{k}={v}")
+        elif isinstance(v, dict) and v:
+            parts.append(f"{k}={dict(v)}")
+        elif k == "last_error" and v:
+            parts.append(f"last_error={v!r}")
+    return ", ".join(parts) or "idle"
 
 
 def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: float | None = None,
