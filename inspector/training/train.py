@@ -47,6 +47,11 @@ def train(plan: TrainPlan) -> Path:
     data_yaml = write_data_yaml(data_root, train="train/images", val="val/images")
 
     from ultralytics import YOLO  # train extra only
+    from ultralytics.utils import torch_utils
+
+    # ultralytics trains on min(8, cores - 1) threads: on a 2-core line PC that is one core idle
+    # (measured here: 1.0 core busy, 2.7 s/batch). Use them all; data loading is in-line on CPU.
+    torch_utils.NUM_THREADS = max(1, os.cpu_count() or 1)
 
     model = YOLO(str(plan.init) if plan.init else plan.arch)
     t0 = time.monotonic()
