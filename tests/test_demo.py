@@ -33,4 +33,4 @@ def test_demo_runs_the_whole_line(tmp_path):
     lines = [json.loads(x) for x in (day / "manifest.jsonl").read_text().splitlines()]
     assert lines and all(x["reasons"] and x["verdict"] and x["model"] for x in lines)
     gallery = (day / "gallery.html").read_text()
-    assert gallery.count("<img") >= min(len(lines), 1) and "http" not in gallery.split("<body", 1)[-1][:200]
+    assert gallery.count("data:image/jpeg;base64,") >= 1  # self-contained thumbnails
