@@ -138,8 +138,10 @@ def disk_usage(root: Path) -> int:
     return total
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
+def write_atomic(path: Path, data: bytes, tmp: Path | None = None) -> None:
+    """Temp file, fsync, rename: readers see the whole file or none of it. `tmp` must be unique
+    when several threads write the same name (the uploader's file:// destination)."""
+    tmp = tmp or path.with_name(path.name + _TMP_SUFFIX)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -359,7 +361,7 @@ class Spool:
             date_dir.mkdir(parents=True, exist_ok=True)
             for suffix, data in ((".jpg", enc.jpg), (".txt", enc.txt), (".json", enc.sidecar)):
                 p = date_dir / f"{enc.sid}{suffix}"
-                _write_atomic(p, data)
+                write_atomic(p, data)
                 written.append(p)
             _fsync_dir(date_dir)
         except OSError as e:

@@ -46,7 +46,7 @@ from inspector.config import InspectorConfig, UploadConfig
 from inspector.errors import SpoolError
 from inspector.frames import iso_utc
 from inspector.gallery import make_thumbnail, render_gallery
-from inspector.spool import SpooledSample, iter_samples
+from inspector.spool import write_atomic, SpooledSample, iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +189,7 @@ class FileDestination:
     def put(self, key: str, data: bytes, *, md5: str, sha256: str, content_type: str) -> None:
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, p)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(p, data, tmp=p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp"))
         fd = os.open(p.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
