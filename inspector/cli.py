@@ -73,7 +73,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from inspector.bench import run_bench
 
-    return run_bench(Path(a.model), frames=a.frames, json_out=a.json, config=_config(a.config) if a.config else None)
+    try:
+        w, h = (int(v) for v in a.frame_size.lower().split("x"))
+    except ValueError:
+        print(f"--frame-size: expected WIDTHxHEIGHT such as 1280x720, got {a.frame_size!r}", file=sys.stderr)
+        return 2
+    return run_bench(Path(a.model), frames=a.frames, json_out=a.json, config=_config(a.config) if a.config else None,
+                     frame_size=(w, h), interval_ms=a.interval_ms)
 
 
 def cmd_schema(a: argparse.Namespace) -> int:
@@ -99,7 +105,8 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
     print(quantize(Path(a.model), Path(a.calibration), Path(a.out), imgsz=a.imgsz,
                    max_drop=a.max_drop, val_data=Path(a.val_data) if a.val_data else None,
-                   subset_size=a.subset_size))
+                   subset_size=a.subset_size, head_convs_float=a.head_float,
+                   fast_bias_correction=not a.full_bias_correction))
     return 0
 
 
@@ -161,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=300)
     s.add_argument("--json", default=None)
     s.add_argument("--config", default=None, help="config for the end-to-end part (default: built-in)")
+    s.add_argument("--frame-size", default="1280x720", help="camera frame WIDTHxHEIGHT (default: a 720p camera)")
+    s.add_argument("--interval-ms", type=float, default=100.0, help="paced pattern: one part every N ms (default 100)")
     s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("schema", help="write the JSON Schemas of the config and MQTT payloads")
@@ -173,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--imgsz", type=int, default=320)
     s.add_argument("--epochs", type=int, default=20)
     s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--n-train", type=int, default=1200)
+    s.add_argument("--n-train", type=int, default=1500)
     s.add_argument("--n-val", type=int, default=200)
     s.add_argument("--train-seed", type=int, default=1001)
     s.add_argument("--val-seed", type=int, default=2002)
@@ -187,8 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .xml path")
     s.add_argument("--imgsz", type=int, default=320)
     s.add_argument("--subset-size", type=int, default=300)
-    s.add_argument("--max-drop", type=float, default=None, help="accuracy control: max mAP50 drop (needs --val-data)")
+    s.add_argument("--max-drop", type=float, default=None,
+                   help="accuracy control: max mAP50-95 drop, absolute (0.01 = 1 point; needs --val-data)")
     s.add_argument("--val-data", default=None, help="data.yaml of the validation set for --max-drop")
+    s.add_argument("--head-float", choices=("none", "last", "all"), default="last",
+                   help="YOLO head convs kept in float beside the box decoding: none, the 1x1 output convs "
+                        "(default) or all of cv2/cv3")
+    s.add_argument("--full-bias-correction", action="store_true",
+                   help="NNCF's full bias correction instead of the fast one (slower to quantize)")
     s.set_defaults(fn=cmd_quantize)
 
     s = sub.add_parser("eval", help="mAP and per-class precision/recall of a model bundle")

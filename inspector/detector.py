@@ -151,11 +151,17 @@ class Letterbox:
 
 
 class Preprocessor:
-    """Letterboxes BGR uint8 frames into a reusable (1, H, W, 3) uint8 buffer."""
+    """Letterboxes BGR uint8 frames into a reusable (1, H, W, 3) uint8 buffer.
+
+    With a reused `out` buffer the padding is written once per (buffer, frame size), and when
+    the resized image spans the full width (any frame at least as wide as tall, relative to the
+    input) cv2 resizes straight into the buffer's rows: no intermediate image, no copy.
+    """
 
     def __init__(self, input_hw: tuple[int, int]) -> None:
         self.input_hw = input_hw
         self._plans: dict[tuple[int, int], tuple[Letterbox, tuple[int, int], tuple[int, int, int, int]]] = {}
+        self._padded: tuple[int, tuple[int, int]] | None = None  # (id(out), frame hw) last padded
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
         check_image(image)
@@ -166,13 +172,21 @@ class Preprocessor:
         lb, (nw, nh), (top, bottom, left, right) = plan
         if out is None:
             out = np.empty((1, *self.input_hw, 3), np.uint8)
-        resized = image if (nw, nh) == (hw[1], hw[0]) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            self._padded = None
         body = out[0]
-        body[:top] = PAD_VALUE
-        body[top + nh:] = PAD_VALUE
-        body[top:top + nh, :left] = PAD_VALUE
-        body[top:top + nh, left + nw:] = PAD_VALUE
-        body[top:top + nh, left:left + nw] = resized
+        if self._padded != (id(out), hw):
+            body[:top] = PAD_VALUE
+            body[top + nh:] = PAD_VALUE
+            body[top:top + nh, :left] = PAD_VALUE
+            body[top:top + nh, left + nw:] = PAD_VALUE
+            self._padded = (id(out), hw)
+        region = body[top:top + nh, left:left + nw]
+        if (nw, nh) == (hw[1], hw[0]):
+            region[...] = image
+        elif region.flags.c_contiguous:
+            cv2.resize(image, (nw, nh), dst=region, interpolation=cv2.INTER_LINEAR)
+        else:
+            region[...] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
         return out, lb
 
 
@@ -268,6 +282,7 @@ class Detector:
         hint: str = "latency",
         async_requests: int = 0,
         warmup: int = 2,
+        inference_precision: str = "f32",
     ) -> None:
         import openvino as ov
         from openvino.preprocess import ColorFormat, PrePostProcessor
@@ -303,6 +318,10 @@ class Detector:
         props: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper()}
         if threads and device.startswith("CPU"):
             props["INFERENCE_NUM_THREADS"] = int(threads)
+        if device.startswith("CPU") and inference_precision != "device_default":
+            # On CPUs with AMX/AVX512-BF16 OpenVINO would run the float layers in bf16: faster,
+            # but the verdicts would then depend on the CPU generation of the line PC.
+            props["INFERENCE_PRECISION_HINT"] = inference_precision
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             props["CACHE_DIR"] = str(cache_dir)
@@ -371,6 +390,7 @@ def open_detector(model_cfg, conf: float) -> Detector:
         max_det=model_cfg.max_detections,
         hint=model_cfg.hint,
         async_requests=model_cfg.requests,
+        inference_precision=model_cfg.inference_precision,
         expect_classes=model_cfg.classes,
         expect_input=tuple(model_cfg.input_size) if model_cfg.input_size else None,
     )

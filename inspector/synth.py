@@ -19,13 +19,22 @@ import cv2
 import numpy as np
 
 #: Bumped whenever rendering changes: datasets stamped with another version are rebuilt.
-SYNTH_VERSION = 3
+SYNTH_VERSION = 4
 
 #: Defect classes, in model class-id order. The model card and the config must agree with this.
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "pit", "crack", "contamination")
 
 FRAME_WIDTH = 640
 FRAME_HEIGHT = 480
+
+#: Optics: how large the part appears, relative to the v3 framing (flange 250-320 px across a
+#: 640 px frame). A line camera is framed so the part fills the field of view and the smallest
+#: defect spans at least ~3 px at the detector's 320 px input (the usual sizing rule for
+#: inspection optics); at 1.0 a scratch was 1-1.5 px wide there and pits were the size of the
+#: flange's bolt holes, so the model could not tell scratch from crack (measured: scratch
+#: recall 0.77 at IoU 0.5 but 0.98 class-agnostic at IoU 0.3). Part and defect sizes scale
+#: with it; sensor noise, blur and belt texture do not.
+MAGNIFICATION = 1.3
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class ConveyorGenerator:
         self.height = int(height)
         self.defect_free_ratio = float(defect_free_ratio)
         self._scale = min(width / FRAME_WIDTH, height / FRAME_HEIGHT)
+        #: pixels per unit on the part (frame scale times the optics' magnification)
+        self._mag = self._scale * MAGNIFICATION
         self._belt = self._make_belt(np.random.default_rng([self.seed, 0xBE17]))
 
     # -- public -------------------------------------------------------------------------------
@@ -139,10 +150,11 @@ class ConveyorGenerator:
 
     # -- the part -----------------------------------------------------------------------------
     def _place_flange(self, rng: np.random.Generator) -> _Flange:
-        s = self._scale
-        radius = float(rng.uniform(125, 160)) * s
-        cx = self.width / 2 + float(rng.uniform(-70, 70)) * s
-        cy = self.height / 2 + float(rng.uniform(-35, 35)) * s
+        s, m = self._scale, self._mag
+        radius = float(rng.uniform(125, 160)) * m
+        # The part fills most of the frame height: it moves less before it would leave it.
+        cx = self.width / 2 + float(rng.uniform(-50, 50)) * s
+        cy = self.height / 2 + float(rng.uniform(-20, 20)) * s
         bore = radius * float(rng.uniform(0.28, 0.36))
         n = int(rng.choice([4, 6, 8]))
         rot = float(rng.uniform(0, 2 * np.pi))
@@ -206,7 +218,7 @@ class ConveyorGenerator:
         self, frame: np.ndarray, alpha: np.ndarray, f: _Flange, rng: np.random.Generator
     ) -> GroundTruthDefect | None:
         class_id = int(rng.integers(0, len(DEFECT_CLASSES)))
-        s = self._scale
+        s = self._mag
         cx, cy = self._surface_point(f, rng, margin=12 * s)
         half = int(75 * s)
         x0, y0 = max(0, int(cx) - half), max(0, int(cy) - half)
@@ -243,8 +255,8 @@ class ConveyorGenerator:
         t = np.linspace(-0.5, 0.5, 24)[:, None]
         bow = float(rng.uniform(-0.12, 0.12)) * length
         pts = np.array(c) + t * length * d + (1 - 4 * t * t) * bow * n
-        groove = self._polyline_layer(shape, pts, int(rng.integers(2, 4)))
-        lip = self._polyline_layer(shape, pts + n * 2.0 * float(rng.choice([-1, 1])), 1)
+        groove = self._polyline_layer(shape, pts, max(2, round(float(rng.uniform(2, 3.5)) * s)))
+        lip = self._polyline_layer(shape, pts + n * 2.0 * s * float(rng.choice([-1, 1])), 1)
         k = float(rng.uniform(55, 90))
         return [(groove, (-k, -k, -k)), (lip, (40.0, 40.0, 40.0))]
 
@@ -272,7 +284,7 @@ class ConveyorGenerator:
             pts.append(pts[-1] + step * np.array([math.cos(ang), math.sin(ang)]))
         pts = np.array(pts)
         pts -= (pts.mean(axis=0) - np.array(c))  # centre the crack on the chosen point
-        layer = self._polyline_layer(shape, pts, 3)
+        layer = self._polyline_layer(shape, pts, max(2, round(3 * s)))
         if rng.random() < 0.5:  # a branch
             j = int(rng.integers(2, len(pts) - 1))
             b_ang = ang + float(rng.choice([-1, 1])) * float(rng.uniform(0.6, 1.2))
@@ -280,7 +292,7 @@ class ConveyorGenerator:
             for _ in range(int(rng.integers(2, 5))):
                 b_ang += float(rng.uniform(-0.5, 0.5))
                 branch.append(branch[-1] + float(rng.uniform(5, 9)) * s * np.array([math.cos(b_ang), math.sin(b_ang)]))
-            layer = np.maximum(layer, self._polyline_layer(shape, np.array(branch), 2))
+            layer = np.maximum(layer, self._polyline_layer(shape, np.array(branch), max(2, round(2 * s))))
         k = float(rng.uniform(85, 125))
         return [(layer, (-k, -k, -k))]
 
@@ -314,7 +326,7 @@ class ConveyorGenerator:
 
     def _draw_part_clutter(self, frame: np.ndarray, alpha: np.ndarray, f: _Flange, rng: np.random.Generator) -> None:
         h, w = frame.shape[:2]
-        s = self._scale
+        s = self._mag
         # Laser-etched lot number: a harmless, deliberate mark.
         if rng.random() < 0.7:
             x, y = self._surface_point(f, rng, margin=20 * s)
@@ -350,24 +362,6 @@ class ConveyorGenerator:
         draw(layer, (x - x0, y - y0))
         frame[y0:y1, x0:x1] += (layer * alpha[y0:y1, x0:x1] * gain)[..., None]
 
-    # -- camera -------------------------------------------------------------------------------
-    def _finish(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        gain = float(rng.uniform(0.8, 1.2))
-        offset = float(rng.uniform(-12, 12))
-        if rng.random() < 0.3:  # motion blur along the belt
-            k = int(rng.integers(2, 5))
-            frame = cv2.blur(frame, (k, 1))
-        elif rng.random() < 0.5:
-            frame = cv2.GaussianBlur(frame, (0, 0), float(rng.uniform(0.4, 1.0)))
-        noise = rng.standard_normal(frame.shape[:2], dtype=np.float32)
-        noise *= float(rng.uniform(1.5, 5))
-        noise += offset
-        frame *= gain
-        frame += noise[..., None]
-        # convertScaleAbs would fold negatives; saturate_cast via cv2 is the fast clip+round.
-        out = np.empty(frame.shape, np.uint8)
-        cv2.convertScaleAbs(np.maximum(frame, 0, out=frame), dst=out)
-        return out
     # -- camera -------------------------------------------------------------------------------
     def _finish(self, frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         gain = float(rng.uniform(0.8, 1.2))

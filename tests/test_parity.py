@@ -38,8 +38,10 @@ def test_same_detections_as_ultralytics(tmp_path, precision):
     from ultralytics import YOLO
 
     bundle = load_bundle(MODEL, precision)
-    ours = Detector(bundle, conf=CONF, iou=IOU)
+    ours = Detector(bundle, conf=CONF, iou=IOU)  # float layers in f32 (model.inference_precision)
     theirs = YOLO(str(ultralytics_dir(tmp_path, precision)), task="detect")
+    with offline.cpu_inference_precision("f32"):  # ultralytics compiles on its first predict
+        theirs.predict(np.zeros((64, 64, 3), np.uint8), imgsz=bundle.input_size[0], verbose=False)
     gen = ConveyorGenerator(31337)
     compared = 0
     for i in range(12):

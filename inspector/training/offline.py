@@ -5,6 +5,7 @@ Must run before `ultralytics` is first imported: it reads its settings at import
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -35,6 +36,27 @@ def prepare(workdir: Path | None = None) -> Path:
     _opt_out_openvino_telemetry()
     _DONE = True
     return cfg
+
+
+@contextlib.contextmanager
+def cpu_inference_precision(precision: str = "f32"):
+    """Within the block, every OpenVINO CPU compile (ultralytics' own included) runs its float
+    layers in `precision`, as the runtime's Detector does by default: on a CPU with AMX,
+    OpenVINO would otherwise pick bf16 for ultralytics and the comparison would measure that."""
+    import openvino as ov
+
+    original = ov.Core.compile_model
+
+    def compile_model(self, model, device_name=None, config=None, **kw):
+        if device_name is None or str(device_name).startswith("CPU"):
+            config = {"INFERENCE_PRECISION_HINT": precision, **(config or {})}
+        return original(self, model, device_name, config, **kw)
+
+    ov.Core.compile_model = compile_model
+    try:
+        yield
+    finally:
+        ov.Core.compile_model = original
 
 
 def _local_ttf() -> Path | None:

@@ -26,7 +26,7 @@ class TrainPlan:
     imgsz: int = 320
     epochs: int = 20
     batch: int = 16
-    n_train: int = 1200
+    n_train: int = 1500
     n_val: int = 200
     train_seed: int = 1001
     val_seed: int = 2002
