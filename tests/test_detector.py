@@ -164,3 +164,18 @@ def test_async_submit_matches_sync(detector):
     d = postprocess(got["raw"], lb, 0.05, det.iou)
     assert got["ud"] == "frame-1"
     assert np.allclose(d.xyxy, sync.xyxy) and np.allclose(d.confidence, sync.confidence)
+
+
+def test_matrix_nms_keeps_exactly_what_the_per_box_loop_keeps(monkeypatch):
+    import inspector.detector as detector_mod
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 17, 300):
+        xy = rng.uniform(0, 300, (n, 2)).astype(np.float32)
+        wh = rng.uniform(2, 60, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + wh], 1)
+        fast = detector_mod.nms(boxes, 0.5)
+        monkeypatch.setattr(detector_mod, "_NMS_MATRIX_MAX", 0)  # force the per-box loop
+        slow = detector_mod.nms(boxes, 0.5)
+        monkeypatch.undo()
+        assert fast.tolist() == slow.tolist()

@@ -11,14 +11,20 @@ from inspector.synth import SYNTH_VERSION, write_dataset
 _STAMP = ".complete.json"
 
 
+def split_is_complete(root: Path, n: int, seed: int) -> bool:
+    """The folder already holds exactly these `n` parts of `seed`, rendered by this SYNTH_VERSION."""
+    stamp, images = Path(root) / _STAMP, Path(root) / "images"
+    want = {"n": n, "seed": seed, "synth_version": SYNTH_VERSION}
+    return stamp.exists() and json.loads(stamp.read_text()) == want and images.is_dir() \
+        and sum(1 for _ in images.glob("*.jpg")) == n
+
+
 def make_split(root: Path, n: int, seed: int, workers: int = 2) -> Path:
     """Writes `n` parts of `seed` under root/{images,labels}; skipped if already complete."""
     root = Path(root)
     stamp = root / _STAMP
     want = {"n": n, "seed": seed, "synth_version": SYNTH_VERSION}
-    images = root / "images"
-    if stamp.exists() and json.loads(stamp.read_text()) == want and images.is_dir() \
-            and sum(1 for _ in images.glob("*.jpg")) == n:
+    if split_is_complete(root, n, seed):
         return root
     stamp.unlink(missing_ok=True)
     chunks = [(i * n // workers, (i + 1) * n // workers) for i in range(workers)]
