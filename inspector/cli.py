@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="build/train")
     s.add_argument("--arch", default="yolov8n.yaml")
     s.add_argument("--imgsz", type=int, default=320)
-    s.add_argument("--epochs", type=int, default=20)
+    s.add_argument("--epochs", type=int, default=30)
     s.add_argument("--batch", type=int, default=16)
     s.add_argument("--n-train", type=int, default=1500)
     s.add_argument("--n-val", type=int, default=200)

@@ -219,7 +219,7 @@ class SamplingConfig(Strict):
     rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2), description="Rejected frames, at a rate.")
     passes: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.01), description="Random passes (to catch escapes).")
     per_class: dict[str, StrategyConfig] = Field(default_factory=dict, description="Extra strategy per defect class name.")
-    dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicates within this window are suppressed.")
+    dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicate frames within this window are suppressed (free-run frames, or frames of the same part_id; distinct triggered parts never are).")
     dedup_hamming: int = Field(6, ge=0, le=64, description="Max perceptual-hash distance counted as a duplicate.")
     seed: int | None = Field(None, description="Seed of the sampling dice (tests); None: random.")
 

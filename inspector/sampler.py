@@ -4,6 +4,11 @@ Runs on the frame thread, so it does the cheap checks first: strategy eligibilit
 the rate windows, and only when some strategy still wants the frame does it hash the image for the
 near-duplicate check (a 64-bit dHash of a subsampled grayscale image, ~0.1 ms on 640x480).
 
+Near-duplicates are what a free-running camera sends while the line stands still: the same scene
+for minutes. A triggered frame is one physical part, and parts of one type at the same pose look
+alike at 64 bits (measured: of 435 pairs of distinct synthetic parts, one within 5 bits; median
+21), so frames with different `part_id`s are never duplicates of each other.
+
 Strategies (config `sampling`):
   uncertain      verdict.uncertain is non-empty (the decision stage puts every detection within
                  ±uncertain_margin of its class threshold there)
@@ -126,7 +131,7 @@ class Sampler:
         self._pass = _Strategy(RANDOM_PASS, cfg.passes, SlidingWindows(cfg.passes.limits))
         self._classes = {name: _Strategy(CLASS_PREFIX + name, s, SlidingWindows(s.limits))
                          for name, s in cfg.per_class.items()}
-        self._recent: deque[tuple[float, int]] = deque(maxlen=_MAX_RECENT)
+        self._recent: deque[tuple[float, int, str | None]] = deque(maxlen=_MAX_RECENT)
         self._lock = threading.Lock()  # guards the counters read by state() from other threads
         self._considered = 0
         self._duplicates = 0
@@ -169,11 +174,12 @@ class Sampler:
         h = 0
         if self.cfg.dedup_window_s > 0:
             h = dhash64(verdict.frame.image)
-            if self._is_duplicate(h, now):
+            part = verdict.frame.part_id
+            if self._is_duplicate(h, part, now):
                 with self._lock:
                     self._duplicates += 1
                 return None
-            self._recent.append((now, h))
+            self._recent.append((now, h, part))
         for s in admitted:
             s.windows.take(now)
         reasons = tuple(s.reason for s in admitted)
@@ -181,12 +187,13 @@ class Sampler:
             self._sampled.update(reasons)
         return SampleDecision(reasons=reasons, dhash=h, decided_at=now)
 
-    def _is_duplicate(self, h: int, now: float) -> bool:
+    def _is_duplicate(self, h: int, part_id: str | None, now: float) -> bool:
         horizon = now - self.cfg.dedup_window_s
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
         limit = self.cfg.dedup_hamming
-        return any((h ^ other).bit_count() <= limit for _, other in self._recent)
+        return any((h ^ other).bit_count() <= limit and other_part == part_id
+                   for _, other, other_part in self._recent)
 
     def state(self) -> dict[str, Any]:
         with self._lock:

@@ -24,7 +24,7 @@ class TrainPlan:
     out: Path
     arch: str = "yolov8n.yaml"
     imgsz: int = 320
-    epochs: int = 20
+    epochs: int = 30
     batch: int = 16
     n_train: int = 1500
     n_val: int = 200
