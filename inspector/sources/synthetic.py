@@ -31,7 +31,9 @@ class SyntheticSource:
     def _run(self) -> None:
         period = 1.0 / self.cfg.parts_per_s
         i = 0
+        r0 = time.monotonic()
         nxt = self._gen.part(0)
+        render_s = time.monotonic() - r0
         t0 = time.monotonic()
         while not self._stop.is_set() and (self.max_frames is None or i < self.max_frames):
             # The part is rendered ahead; it is "captured" when its slot on the belt comes.
@@ -53,7 +55,15 @@ class SyntheticSource:
             self._last_wall = time.monotonic()
             i += 1
             if self.max_frames is None or i < self.max_frames:
+                # A real camera exposes in hardware; this one renders (~15-20 ms of CPU, much of it
+                # holding the GIL). Rendered right after the hand-over, it delayed the pipeline's
+                # wake-up by a GIL switch interval (queue p50 4.2 ms measured) and took a core from
+                # inference. So render in the second half of the slot when it fits there.
+                if render_s < period / 2 and self._stop.wait(max(0.0, t0 + (i - 0.5) * period - time.monotonic())):
+                    break
+                r0 = time.monotonic()
                 nxt = self._gen.part(i)
+                render_s = max(time.monotonic() - r0, 0.9 * render_s)  # slow to forget a slow render
         self._done = True
 
     def read(self, timeout: float) -> Frame | None:

@@ -128,7 +128,13 @@ def calibrate_thresholds(
     results: list[ImageResult], nc: int, target_recall: float, floor: float = 0.05, ceiling: float = 0.9
 ) -> tuple[np.ndarray, list[float]]:
     """Per class, the highest confidence threshold whose recall (IoU 0.5) on these results still
-    reaches `target_recall`. Returns thresholds and the recall each reaches on this split."""
+    reaches `target_recall`; where no threshold reaches it, the highest one that keeps every
+    defect the model finds at all (above `floor`). Returns thresholds and the recall each reaches
+    on this split.
+
+    The second rule matters: a class that cannot reach the target would otherwise drop to the
+    floor, which buys no recall on this split and only false rejects (measured on the demo model:
+    thresholds at 0.05 rejected 4.3% of good held-out parts, the same recall at 0.06-0.23 0.5%)."""
     best: list[list[float]] = [[] for _ in range(nc)]
     for r in results:
         iou = box_iou(r.gt_boxes, r.pred_boxes)
@@ -143,9 +149,10 @@ def calibrate_thresholds(
         if len(confs) == 0:
             reached.append(float("nan"))
             continue
-        k = int(np.ceil(target_recall * len(confs))) - 1
+        findable = int((confs >= floor).sum())
+        k = min(int(np.ceil(target_recall * len(confs))), findable) - 1
         # Just under the k-th best-matched confidence, so that GT itself stays above threshold.
-        t = float(np.clip(confs[k] - 1e-3, floor, ceiling))
+        t = float(np.clip(confs[k] - 1e-3, floor, ceiling)) if k >= 0 else floor
         thresholds[c] = t
         reached.append(float((confs >= t).mean()))
     return thresholds, reached
