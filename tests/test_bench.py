@@ -31,6 +31,16 @@ def test_ratios_never_mix_hot_and_paced_floors():
     assert q["ultralytics_p50_over_inspector_p50_paced"] == round(11.0 / 9.5, 3)
     assert q["int8_speedup_over_fp32_p50"] == 1.8
     assert q["sustainable_over_throughput_hint"] == 0.95
+    assert q["ultralytics_p50_over_raw_p50"] == 1.6  # the bound on ultralytics / inspector
+
+
+def test_stream_ratio_sets_overlapped_parts_per_s_against_a_predict_loop():
+    q = _result()["ratios"]
+    assert q["inspector_parts_per_s_over_ultralytics_loop_fps"] == round(190.0 / (1e3 / 8.0), 3)
+    assert q["inspector_latency_hint_parts_per_s_over_ultralytics_loop_fps"] == round(150.0 / 125.0, 3)
+    assert target("ultralytics_p50_over_raw_p50") is None  # context, judged by no target
+    table = format_table(_result())
+    assert "ultralytics_p50_over_raw_p50 " in table and "(context)" in table
 
 
 def test_paced_targets_are_the_same_targets():
