@@ -12,7 +12,7 @@ from inspector.config import RateLimits, SamplingConfig, StrategyConfig
 from inspector.frames import Frame
 from inspector.sampler import Sampler, dhash64
 from inspector.synth import ConveyorGenerator
-from inspector.testing import blank_image, make_defect, make_verdict, synth_frame
+from inspector.testing import blank_image, make_defect, make_verdict
 
 
 class FakeClock:
