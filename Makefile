@@ -60,9 +60,11 @@ calibration: setup-full
 # Rebuilds models/demo from nothing: data, training (~50 min on 2 cores: 1500 images x 30 epochs at 320 px), INT8, thresholds, card.
 model: setup-full calibration
 	$(VENV)/bin/inspector train --out build/train
-	$(VENV)/bin/inspector quantize --model build/train/fp32/model.xml --calibration calibration/images --out build/int8/model.xml
+	$(VENV)/bin/inspector synth --out build/quant-val --n 300 --seed 2002
+	$(VENV)/bin/inspector quantize --model build/train/fp32/model.xml --calibration calibration/images --out build/int8/model.xml \
+	  --max-drop 0.004 --val-data build/quant-val/data.yaml
 	$(VENV)/bin/inspector model --fp32 build/train/fp32/model.xml --int8 build/int8/model.xml --out models/demo \
-	  --calibration calibration/images --command "make model"
+	  --calibration calibration/images --version 1.1.0 --command "make model"
 
 schemas: setup
 	$(VENV)/bin/inspector schema --out schemas

@@ -98,6 +98,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
         "files": files,
         "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
         "training": train_info or {},
+        "quantization": _quantization_info(int8_xml),
         "evaluation": {
             "split": {"generator": "inspector.synth", "seed": test_seed, "n": n_test, "held_out": True},
             "fp32": r32,
@@ -114,6 +115,12 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     print(format_report(r8))
     print(f"thresholds: {card['thresholds']}")
     return card
+
+
+def _quantization_info(int8_xml: Path) -> dict:
+    """What `inspector quantize` recorded beside the INT8 IR (empty for an IR made elsewhere)."""
+    path = Path(int8_xml).with_name("quantization.json")
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def build_bundle_cli(a) -> int:

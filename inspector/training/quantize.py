@@ -10,6 +10,8 @@ localisation is what INT8 loses first, and what the model card's FP32-vs-INT8 ro
 
 from __future__ import annotations
 
+import json
+
 import logging
 from pathlib import Path
 
@@ -112,6 +114,15 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(q, out, compress_to_fp16=False)
+    # How this INT8 IR was made, for the model card: which ops stayed float is what decides
+    # both its accuracy and its speed.
+    float_convs = sorted(op.get_friendly_name() for op in ov.Core().read_model(out).get_ordered_ops()
+                         if op.get_type_name() == "Convolution" and not _weights_quantized(op))
+    info = {"tool": "nncf", "nncf": nncf.__version__, "preset": "mixed", "calibration_images": len(calib),
+            "fast_bias_correction": fast_bias_correction, "head_convs_float": head_convs_float,
+            "accuracy_control": None if max_drop is None else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data)},
+            "float_convolutions": float_convs}
+    out.with_name("quantization.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 
@@ -142,6 +153,22 @@ def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop
     return nncf.quantize_with_accuracy_control(
         model, calibration_dataset=dataset, validation_dataset=val, validation_fn=validate,
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
+
+
+def _weights_quantized(conv) -> bool:
+    """Whether a convolution runs in INT8: its weights pass through a FakeQuantize (the model as
+    NNCF returns it) or are stored as 8-bit constants behind Convert/scale (as saved)."""
+    node = conv.input(1).get_source_output().get_node()
+    for _ in range(5):
+        kind = node.get_type_name()
+        if kind == "FakeQuantize":
+            return True
+        if kind == "Constant":
+            return node.get_element_type().get_type_name() in ("i8", "u8")
+        if node.get_input_size() == 0:
+            return False
+        node = node.input(0).get_source_output().get_node()
+    return False
 
 
 def _copy_rt_info(src, dst) -> None:
