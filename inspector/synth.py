@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -35,6 +36,14 @@ FRAME_HEIGHT = 480
 #: recall 0.77 at IoU 0.5 but 0.98 class-agnostic at IoU 0.3). Part and defect sizes scale
 #: with it; sensor noise, blur and belt texture do not.
 MAGNIFICATION = 1.3
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def _within(a: Box, b: Box, gap: float) -> bool:
+    """Whether boxes `a` and `b` overlap or come closer than `gap`."""
+    return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
 @dataclass(frozen=True)
@@ -216,7 +225,7 @@ class ConveyorGenerator:
 
     def _draw_defect(
         self, frame: np.ndarray, alpha: np.ndarray, f: _Flange, rng: np.random.Generator,
-        taken: list[tuple[float, float, float, float]] = (),
+        taken: Sequence[Box] = (),
     ) -> GroundTruthDefect | None:
         """Draws one defect that does not touch the `taken` boxes (None when none fits).
 
@@ -225,10 +234,9 @@ class ConveyorGenerator:
         missed sat inside another defect's box)."""
         class_id = int(rng.integers(0, len(DEFECT_CLASSES)))
         s = self._mag
-        gap = 4 * s
+        gap, half = 4 * s, int(75 * s)
         for _ in range(4):
             cx, cy = self._surface_point(f, rng, margin=12 * s)
-            half = int(75 * s)
             x0, y0 = max(0, int(cx) - half), max(0, int(cy) - half)
             x1, y1 = min(self.width, int(cx) + half), min(self.height, int(cy) + half)
             lc = (cx - x0, cy - y0)  # defect centre in ROI coordinates
@@ -243,8 +251,7 @@ class ConveyorGenerator:
             if len(xs) < 6:
                 continue
             box = (float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1))
-            if any(box[0] < t[2] + gap and t[0] < box[2] + gap and box[1] < t[3] + gap and t[1] < box[3] + gap
-                   for t in taken):
+            if any(_within(box, t, gap) for t in taken):
                 continue
             roi = frame[y0:y1, x0:x1]
             for layer, color in layers:

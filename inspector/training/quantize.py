@@ -11,7 +11,6 @@ localisation is what INT8 loses first, and what the model card's FP32-vs-INT8 ro
 from __future__ import annotations
 
 import json
-
 import logging
 from pathlib import Path
 
