@@ -298,12 +298,19 @@ class _Transaction:
                 self.db.execute("COMMIT")
                 return False
             except sqlite3.Error as e:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 raise PublishError(f"outbox {self.path}: commit failed (disk full?): {e}") from e
-        try:
-            self.db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
+        self._rollback()
         if isinstance(exc, sqlite3.Error):
             raise PublishError(f"outbox {self.path}: write failed (disk full?): {exc}") from exc
         return False
+
+    def _rollback(self) -> None:
+        # On a full disk SQLite may already have rolled the transaction back itself; a second
+        # ROLLBACK would then raise "no transaction is active" and hide the real error (measured
+        # on a full tmpfs: the publisher lost that tick's rows to it).
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

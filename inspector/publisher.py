@@ -360,6 +360,10 @@ class MqttPublisher:
         while True:
             try:
                 stop = self._step(stop)
+            except PublishError as e:  # the outbox cannot write (disk full): known, said once
+                self.write_errors += 1
+                self._set_error(str(e))
+                time.sleep(0.2)
             except Exception as e:  # the reject path must not die silently: say it, keep going
                 self.write_errors += 1
                 self._last_error = f"publisher: {type(e).__name__}: {e}"

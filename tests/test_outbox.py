@@ -124,3 +124,43 @@ def test_unusable_path_is_a_publish_error(tmp_path):
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(PublishError, match="cannot open as SQLite"):
         Outbox(tmp_path / "dir.sqlite", max_rows=10)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 1 MiB filesystem (tmpfs) to fill up; skipped where mounting is not permitted."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(folder) -> None:
+    """Writes a filler file until the filesystem says ENOSPC."""
+    with open(folder / "filler", "wb", buffering=0) as f:  # unbuffered: close has nothing left to write
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_is_a_publish_error_and_the_outbox_goes_on_after(full_disk):
+    from inspector.errors import PublishError
+
+    o = Outbox(full_disk / "ob.sqlite", max_rows=1000)
+    o.put([reject(0)])
+    fill(full_disk)
+    big = [NewRow(id=f"big{i}", kind=REJECT, payload="x" * 20_000, deadline=None) for i in range(20)]
+    with pytest.raises(PublishError, match="disk full"):
+        o.put(big)
+    assert o.depth() == 1 and o.ids() == {"r0"}  # rolled back whole, the cache follows
+    (full_disk / "filler").unlink()
+    o.put(big)  # the same connection works again once there is room: the caller's retry lands
+    assert o.depth() == 21
+    o.close()
