@@ -23,7 +23,7 @@ demo: setup apt-demo
 	$(VENV)/bin/inspector demo --config configs/demo.yaml
 
 test: setup-full apt-test
-	$(VENV)/bin/ruff check --select F,E9 inspector tests benchmarks
+	$(VENV)/bin/ruff check --select F,E9,I inspector tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # --- set-up -----------------------------------------------------------------------------------

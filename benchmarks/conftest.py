@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.detector import Detector, Preprocessor, load_bundle
-from inspector.synth import ConveyorGenerator
+from inspector.inference.detector import Detector, Preprocessor, load_bundle
+from inspector.sources.conveyor import ConveyorGenerator
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
 

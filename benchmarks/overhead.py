@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from inspector.bench import Bench, pct  # noqa: E402
-from inspector.detector import postprocess  # noqa: E402
+from inspector.devtools.bench import Bench, pct  # noqa: E402
+from inspector.inference.detector import postprocess  # noqa: E402
 
 
 def main() -> int:

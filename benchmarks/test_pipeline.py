@@ -6,10 +6,10 @@ compiled detector; `extra_info.per_frame_ms` is the batch time divided by its fr
 
 import pytest
 
-from inspector.bench import ReplaySource, _Collect
 from inspector.config import DecisionConfig
-from inspector.decision import DecisionPolicy
-from inspector.pipeline import Pipeline
+from inspector.devtools.bench import ReplaySource, _Collect
+from inspector.inference.decision import DecisionPolicy
+from inspector.service.pipeline import Pipeline
 
 BATCH = 40
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from inspector.broker import LocalBroker, mosquitto_available
 from inspector.config import MQTTConfig
+from inspector.devtools.broker import LocalBroker, mosquitto_available
+from inspector.devtools.testing import make_reject
 from inspector.frames import ModelInfo
-from inspector.outbox import NewRow, Outbox
-from inspector.publisher import MqttPublisher
-from inspector.testing import make_reject
+from inspector.signalling.outbox import NewRow, Outbox
+from inspector.signalling.publisher import MqttPublisher
 
 pytestmark = pytest.mark.skipif(not mosquitto_available(), reason="mosquitto not installed")
 MODEL = ModelInfo("bench", "1", "0" * 64)

@@ -5,6 +5,7 @@ one stage share a group, so pytest-benchmark prints them side by side.
 """
 
 import itertools
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,11 +13,14 @@ import openvino as ov
 import pytest
 
 from inspector.config import DecisionConfig
-from inspector.decision import DecisionPolicy, decide
-from inspector.detector import PAD_VALUE, Preprocessor, load_bundle, postprocess
 from inspector.frames import Frame, StageTimings
-
-from pathlib import Path
+from inspector.inference.decision import DecisionPolicy, decide
+from inspector.inference.detector import (
+    PAD_VALUE,
+    Preprocessor,
+    load_bundle,
+    postprocess,
+)
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
 

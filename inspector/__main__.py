@@ -1,3 +1,5 @@
-from inspector.cli import main
 import sys
+
+from inspector.cli import main
+
 sys.exit(main())

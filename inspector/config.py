@@ -14,15 +14,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from inspector.errors import ConfigError
 
 ENV_PREFIX = "INSPECTOR_"
 
 
-class Strict(BaseModel):
+class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -30,7 +42,7 @@ class Strict(BaseModel):
 TriggerMode = Literal["free_run", "triggered"]
 
 
-class _SourceBase(Strict):
+class _SourceConfigBase(StrictConfig):
     trigger: TriggerMode = Field(
         "triggered",
         description="triggered: every frame is a part and is never dropped; free_run: a live stream, "
@@ -39,7 +51,7 @@ class _SourceBase(Strict):
     queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between grabber and detector.")
 
 
-class SyntheticSource(_SourceBase):
+class SyntheticSourceConfig(_SourceConfigBase):
     kind: Literal["synthetic"] = "synthetic"
     seed: int = Field(777, ge=0, le=2**31 - 1, description="Seed of the synthetic conveyor (not a training seed).")
     parts_per_s: float = Field(10.0, gt=0, le=1000, description="Conveyor pace: parts per second.")
@@ -48,21 +60,21 @@ class SyntheticSource(_SourceBase):
     defect_free_ratio: float = Field(1 / 3, ge=0, le=1, description="Share of parts without defects.")
 
 
-class VideoSource(_SourceBase):
+class VideoSourceConfig(_SourceConfigBase):
     kind: Literal["video"] = "video"
     path: Path = Field(description="Video file to read.")
     pace: Literal["native", "fast"] = Field("native", description="native: at the file's fps; fast: as fast as read.")
     loop: bool = Field(False, description="Start again at the end of the file.")
 
 
-class FolderSource(_SourceBase):
+class FolderSourceConfig(_SourceConfigBase):
     kind: Literal["folder"] = "folder"
     path: Path = Field(description="Folder of images (jpg, png, bmp, tif), read in name order.")
     parts_per_s: float = Field(0.0, ge=0, le=1000, description="Pace; 0 reads as fast as possible.")
     loop: bool = Field(False, description="Start again after the last image.")
 
 
-class OpenCVSource(_SourceBase):
+class OpenCVSourceConfig(_SourceConfigBase):
     kind: Literal["opencv"] = "opencv"
     trigger: TriggerMode = Field("free_run", description="Live cameras are usually free-running.")
     url: str | None = Field(None, description="RTSP/HTTP URL (mutually exclusive with device).")
@@ -79,7 +91,7 @@ class OpenCVSource(_SourceBase):
     )
 
     @model_validator(mode="after")
-    def _one_target(self) -> "OpenCVSource":
+    def _one_target(self) -> "OpenCVSourceConfig":
         if (self.url is None) == (self.device is None):
             raise ValueError("set exactly one of url or device")
         if self.reconnect_max_ms < self.reconnect_initial_ms:
@@ -87,13 +99,14 @@ class OpenCVSource(_SourceBase):
         return self
 
 
-SourceConfig = Annotated[
-    Union[SyntheticSource, VideoSource, FolderSource, OpenCVSource], Field(discriminator="kind")
-]
+# The source kinds, listed once: the union, the error-path cleaner and the docs read this tuple.
+SOURCE_CONFIGS = (SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig, OpenCVSourceConfig)
+SOURCE_KINDS = tuple(c.model_fields["kind"].default for c in SOURCE_CONFIGS)
+SourceConfig = Annotated[Union[SOURCE_CONFIGS], Field(discriminator="kind")]
 
 
 # -- model -------------------------------------------------------------------------------------
-class ModelConfig(Strict):
+class ModelConfig(StrictConfig):
     path: Path = Field(Path("models/demo"), description="Model bundle directory (IR files + model_card.json).")
     precision: Literal["int8", "fp32"] = Field("int8", description="Which IR of the bundle to run.")
     device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:[A-Z0-9.,]+)?|HETERO:[A-Z0-9.,]+)$",
@@ -117,7 +130,7 @@ class ModelConfig(Strict):
 
 
 # -- decision ----------------------------------------------------------------------------------
-class DecisionConfig(Strict):
+class DecisionConfig(StrictConfig):
     budget_ms: float = Field(50.0, gt=0, le=60_000, description="Deadline = captured_at + budget_ms.")
     on_late: Literal["reject", "pass"] = Field("reject", description="Action when no verdict was made before the deadline (fail safe: reject).")
     thresholds: dict[str, float] = Field(default_factory=dict, description="Per-class confidence thresholds; overrides the model card's.")
@@ -143,7 +156,7 @@ class DecisionConfig(Strict):
 
 
 # -- MQTT --------------------------------------------------------------------------------------
-class TLSConfig(Strict):
+class TLSConfig(StrictConfig):
     ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate.")
     cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(None, description="Client key (mutual TLS).")
@@ -159,7 +172,7 @@ class TLSConfig(Strict):
 _TOPIC_PART = r"^[A-Za-z0-9_.\-]+$"
 
 
-class MQTTConfig(Strict):
+class MQTTConfig(StrictConfig):
     enabled: bool = Field(True, description="Publish verdicts over MQTT. false: verdicts go to the JSONL sink only.")
     host: str = Field("127.0.0.1", min_length=1, description="Broker host.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
@@ -201,19 +214,19 @@ class MQTTConfig(Strict):
 
 
 # -- sampling, spool, upload -------------------------------------------------------------------
-class RateLimits(Strict):
+class RateLimitsConfig(StrictConfig):
     per_minute: int = Field(30, ge=0, le=100_000, description="Samples per minute at most.")
     per_hour: int = Field(600, ge=0, le=1_000_000, description="Samples per hour at most.")
     per_day: int = Field(5000, ge=0, le=10_000_000, description="Samples per day at most.")
 
 
-class StrategyConfig(Strict):
+class StrategyConfig(StrictConfig):
     enabled: bool = Field(True, description="Use this strategy.")
     rate: float = Field(1.0, ge=0, le=1, description="Probability that an eligible frame is kept.")
-    limits: RateLimits = Field(default_factory=RateLimits, description="Rate caps of this strategy.")
+    limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig, description="Rate caps of this strategy.")
 
 
-class SamplingConfig(Strict):
+class SamplingConfig(StrictConfig):
     enabled: bool = Field(True, description="Keep sampled frames for review.")
     uncertain: StrategyConfig = Field(default_factory=StrategyConfig, description="Frames with a detection in the uncertain band.")
     rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2), description="Rejected frames, at a rate.")
@@ -224,14 +237,14 @@ class SamplingConfig(Strict):
     seed: int | None = Field(None, description="Seed of the sampling dice (tests); None: random.")
 
 
-class SpoolConfig(Strict):
+class SpoolConfig(StrictConfig):
     dir: Path = Field(Path("var/spool"), description="Spool directory.")
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, le=2**50, description="Hard bound of the spool's disk use.")
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of spooled frames.")
     queue_size: int = Field(64, ge=1, le=10_000, description="Samples waiting to be written; more are dropped (counted).")
 
 
-class UploadConfig(Strict):
+class UploadConfig(StrictConfig):
     destination: str = Field("file://var/uploads", description="s3://bucket/prefix or file:///path (file://relative also accepted).")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...); None: AWS.")
     region: str = Field("us-east-1", description="S3 region.")
@@ -260,13 +273,13 @@ class UploadConfig(Strict):
         return v
 
 
-class MetricsConfig(Strict):
+class MetricsConfig(StrictConfig):
     enabled: bool = Field(True, description="Serve Prometheus metrics and /healthz.")
     host: str = Field("127.0.0.1", description="Bind address of the metrics endpoint.")
     port: int = Field(9108, ge=0, le=65535, description="Metrics port; 0 picks a free one.")
 
 
-class SinkConfig(Strict):
+class SinkConfig(StrictConfig):
     jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
 
 
@@ -276,7 +289,7 @@ class InspectorConfig(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
     )
 
-    source: SourceConfig = Field(default_factory=SyntheticSource, description="Where frames come from.")
+    source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Where frames come from.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Thresholds and deadline policy.")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig, description="Reject signalling.")
@@ -354,7 +367,7 @@ def format_validation_error(e: ValidationError, path: str | Path | None = None) 
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the discriminator value in the location (source.synthetic.seed): drop it.
-    return part in ("synthetic", "video", "folder", "opencv")
+    return part in SOURCE_KINDS
 
 
 def json_schema() -> dict[str, Any]:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from inspector.config import json_schema
-from inspector.payloads import PAYLOADS, SCHEMA_VERSION
+from inspector.signalling.payloads import PAYLOADS, SCHEMA_VERSION
 
 
 def write_schemas(out_dir: Path) -> list[Path]:

@@ -24,9 +24,9 @@ def test_running_the_pipeline_imports_no_training_stack(tmp_path):
     """))
     code = textwrap.dedent(f"""
         import json, sys
-        import inspector.app, inspector.cli, inspector.detector, inspector.pipeline, inspector.synth
+        import inspector.service.app, inspector.cli, inspector.inference.detector, inspector.service.pipeline, inspector.sources.conveyor
         from inspector.config import load_config
-        from inspector.app import run_service
+        from inspector.service.app import run_service
         rc = run_service(load_config({str(cfg)!r}), max_frames=10, live=False)
         print(json.dumps({{"rc": rc, "loaded": sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r})}}))
     """)

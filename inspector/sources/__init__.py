@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
+from inspector.config import SOURCE_KINDS
 from inspector.sources.base import Connection, FrameBuffer, FrameSource, SourceState
 
 __all__ = ["Connection", "FrameBuffer", "FrameSource", "SourceState", "open_source"]
 
+# kind -> (module, class), imported lazily: a line that reads RTSP never imports a camera SDK.
+IMPLEMENTATIONS = {
+    "synthetic": ("inspector.sources.synthetic", "SyntheticSource"),
+    "video": ("inspector.sources.video", "VideoSource"),
+    "folder": ("inspector.sources.folder", "FolderSource"),
+    "opencv": ("inspector.sources.opencv", "OpenCVSource"),
+}
+assert set(IMPLEMENTATIONS) == set(SOURCE_KINDS), "every config source kind needs an implementation"
+
 
 def open_source(cfg, max_frames: int | None = None) -> FrameSource:
     """Builds (does not start) the source for a `source:` config section."""
-    kind = cfg.kind
-    if kind == "synthetic":
-        from inspector.sources.synthetic import SyntheticSource
-
-        return SyntheticSource(cfg, max_frames=max_frames)
-    if kind == "video":
-        from inspector.sources.video import VideoSource
-
-        return VideoSource(cfg)
-    if kind == "folder":
-        from inspector.sources.folder import FolderSource
-
-        return FolderSource(cfg)
-    if kind == "opencv":
-        from inspector.sources.opencv import OpenCVSource
-
-        return OpenCVSource(cfg)
-    raise ValueError(f"unknown source kind {kind!r}")
+    try:
+        module, name = IMPLEMENTATIONS[cfg.kind]
+    except KeyError:
+        raise ValueError(f"source.kind: expected one of {sorted(IMPLEMENTATIONS)}, got {cfg.kind!r}") from None
+    cls = getattr(importlib.import_module(module), name)
+    return cls(cfg, max_frames=max_frames) if cfg.kind == "synthetic" else cls(cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.config import FolderSource as FolderConfig
+from inspector.config import FolderSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FileSource
@@ -58,7 +58,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
 class FolderSource(FileSource):
     name = "folder"
 
-    def __init__(self, cfg: FolderConfig) -> None:
+    def __init__(self, cfg: FolderSourceConfig) -> None:
         super().__init__(cfg)
         self.path = Path(cfg.path)
         self._files: list[Path] = []

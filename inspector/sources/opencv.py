@@ -25,7 +25,7 @@ from collections import Counter
 
 import cv2
 
-from inspector.config import OpenCVSource as OpenCVConfig
+from inspector.config import OpenCVSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FrameBuffer, SourceState
@@ -60,7 +60,7 @@ def redact(url: str) -> str:
 class OpenCVSource:
     name = "opencv"
 
-    def __init__(self, cfg: OpenCVConfig) -> None:
+    def __init__(self, cfg: OpenCVSourceConfig) -> None:
         self.cfg = cfg
         self.target = redact(cfg.url) if cfg.url is not None else f"device {cfg.device}"
         self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import threading
 import time
 
-from inspector.config import SyntheticSource as SyntheticConfig
+from inspector.config import SyntheticSourceConfig
 from inspector.frames import Frame, TruthBox
 from inspector.sources.base import Connection, FrameBuffer, SourceState
-from inspector.synth import ConveyorGenerator
+from inspector.sources.conveyor import ConveyorGenerator
 
 
 class SyntheticSource:
     name = "synthetic"
 
-    def __init__(self, cfg: SyntheticConfig, max_frames: int | None = None) -> None:
+    def __init__(self, cfg: SyntheticSourceConfig, max_frames: int | None = None) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
         self._gen = ConveyorGenerator(cfg.seed, cfg.width, cfg.height, cfg.defect_free_ratio)

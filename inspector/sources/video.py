@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 
-from inspector.config import VideoSource as VideoConfig
+from inspector.config import VideoSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FileSource
@@ -34,7 +34,7 @@ _MAX_FPS = 1000.0
 class VideoSource(FileSource):
     name = "video"
 
-    def __init__(self, cfg: VideoConfig) -> None:
+    def __init__(self, cfg: VideoSourceConfig) -> None:
         super().__init__(cfg)
         self.path = Path(cfg.path)
         self._cap: cv2.VideoCapture | None = None

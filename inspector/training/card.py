@@ -16,9 +16,14 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-
-from inspector.detector import CARD_NAME, Detector, load_bundle, sha256_file
-from inspector.training.evaluate import EVAL_CONF, collect, format_report, report, synthetic_samples
+from inspector.inference.detector import CARD_NAME, Detector, load_bundle, sha256_file
+from inspector.training.evaluate import (
+    EVAL_CONF,
+    collect,
+    format_report,
+    report,
+    synthetic_samples,
+)
 from inspector.training.metrics import calibrate_thresholds
 
 
@@ -92,7 +97,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
             "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions); "
                       "where the target is out of reach, the highest keeping every defect found above 0.05",
             "target_recall": target_recall,
-            "split": {"generator": "inspector.synth", "seed": val_seed, "n": n_val},
+            "split": {"generator": "inspector.sources.conveyor", "seed": val_seed, "n": n_val},
             "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached)},
         },
         "files": files,
@@ -100,7 +105,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
         "training": train_info or {},
         "quantization": _quantization_info(int8_xml),
         "evaluation": {
-            "split": {"generator": "inspector.synth", "seed": test_seed, "n": n_test, "held_out": True},
+            "split": {"generator": "inspector.sources.conveyor", "seed": test_seed, "n": n_test, "held_out": True},
             "fp32": r32,
             "int8": r8,
             "delta_int8_minus_fp32": {"mAP50": round(r8["mAP50"] - r32["mAP50"], 4),

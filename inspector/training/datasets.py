@@ -6,7 +6,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from inspector.synth import SYNTH_VERSION, write_dataset
+from inspector.sources.conveyor import SYNTH_VERSION, write_dataset
 
 _STAMP = ".complete.json"
 

@@ -17,10 +17,15 @@ import cv2
 import numpy as np
 import yaml
 
-from inspector.detector import Detector, ModelBundle, load_bundle
 from inspector.errors import ModelError
-from inspector.synth import ConveyorGenerator
-from inspector.training.metrics import ImageResult, at_thresholds, average_precision, part_level
+from inspector.inference.detector import Detector, ModelBundle, load_bundle
+from inspector.sources.conveyor import ConveyorGenerator
+from inspector.training.metrics import (
+    ImageResult,
+    at_thresholds,
+    average_precision,
+    part_level,
+)
 
 EVAL_CONF = 0.001  # as ultralytics val: the whole precision-recall curve
 

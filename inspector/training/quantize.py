@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.detector import Preprocessor
 from inspector.errors import ModelError
+from inspector.inference.detector import Preprocessor
 from inspector.training import offline
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
 def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop: float, common: dict):
     import nncf
 
-    from inspector.detector import postprocess
+    from inspector.inference.detector import postprocess
     from inspector.training.evaluate import yolo_samples
     from inspector.training.metrics import ImageResult, average_precision
 

@@ -1,7 +1,7 @@
 """`inspector train`: a YOLO detector trained from a .yaml on the synthetic line, exported to IR.
 
 No downloaded weights: the network is built from ultralytics' bundled model yaml and trained
-from scratch, on data made here by `inspector.synth`. The output directory holds the
+from scratch, on data made here by `inspector.sources.conveyor`. The output directory holds the
 ultralytics run, `best.pt`, and an FP32 OpenVINO IR (`fp32/model.xml`) ready for quantization.
 """
 
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspector.synth import DEFECT_CLASSES, write_data_yaml
+from inspector.sources.conveyor import DEFECT_CLASSES, write_data_yaml
 from inspector.training import offline
 from inspector.training.datasets import make_split
 

@@ -1,4 +1,4 @@
-"""Loaded into child processes by tests/test_offline.py: refuses, and records, every attempt to
+"""Loaded into child processes by tests/training/test_offline.py: refuses, and records, every attempt to
 reach a non-loopback address (connect or DNS lookup), so a test can prove the tool chain never
 touches the network."""
 

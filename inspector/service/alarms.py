@@ -1,0 +1,132 @@
+"""Alarms: the registry of alarm kinds, the hub that fans them out, and per-kind throttling.
+
+Every alarm the service can raise is listed in `ALARM_KINDS` with what it means for the line;
+a test checks that every kind raised in the package is listed and every listed kind is raised
+somewhere. The hub counts every alarm, including those the MQTT publisher creates inside its own
+outbox transaction (`escaped_part`, `no_subscribers`, `outbox_full`): it calls `record()` for
+them, so `/metrics`, the summary and the heartbeat count all alarms in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+AlarmHandler = Callable[[str, dict[str, Any]], None]
+
+# kind -> what the line should understand by it. Add a kind here before raising it.
+ALARM_KINDS: dict[str, str] = {
+    "escaped_part": "a part was not stopped: its reject was not delivered before its deadline, or its verdict came too late",
+    "no_subscribers": "the broker delivered a reject to nobody: no actuator subscribes to the reject topic",
+    "outbox_full": "the outbox evicted its oldest messages: the broker has not acknowledged for a long time",
+    "camera_lost": "the source stopped delivering frames",
+    "spool_full": "the review spool is full and evicts samples",
+    "spool_evicted_unuploaded": "a sample was evicted from the spool before it was uploaded",
+    "spool_disk_full": "a spool write failed for lack of disk space",
+    "spool_write_failed": "a spool write failed (I/O error)",
+}
+
+
+class UnknownAlarm(ValueError):
+    pass
+
+
+def check_kind(kind: str) -> None:
+    if kind not in ALARM_KINDS:
+        raise UnknownAlarm(f"alarm kind: expected one of {sorted(ALARM_KINDS)}, got {kind!r}")
+
+
+class AlarmHub:
+    """Fan-out of line alarms to whoever delivers them (the MQTT publisher), and their counts.
+
+    Before a handler is attached, alarms are logged and kept (bounded) so none raised during
+    start-up is lost; `attach` replays them. Thread-safe: any thread may raise.
+    """
+
+    def __init__(self, keep: int = 1000) -> None:
+        self._handlers: list[AlarmHandler] = []
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.last: dict[str, float] = {}  # kind -> wall time of the last one
+
+    def attach(self, handler: AlarmHandler) -> None:
+        with self._lock:
+            self._handlers.append(handler)
+            pending, self._pending = self._pending, []
+        for kind, detail in pending:
+            handler(kind, detail)
+
+    def raise_alarm(self, kind: str, detail: dict[str, Any]) -> None:
+        check_kind(kind)
+        detail = {"raised_at": time.time(), **detail}
+        log.warning("ALARM %s: %s", kind, detail)
+        with self._lock:
+            self._count(kind)
+            handlers = list(self._handlers)
+            if not handlers and len(self._pending) < self._keep:
+                self._pending.append((kind, detail))
+        for h in handlers:
+            try:
+                h(kind, detail)
+            except Exception:  # an alarm path must not take the line down
+                log.exception("alarm handler failed for %s", kind)
+
+    def record(self, kind: str) -> None:
+        """Counts an alarm that its producer already delivered itself (the publisher's outbox)."""
+        check_kind(kind)
+        with self._lock:
+            self._count(kind)
+
+    def _count(self, kind: str) -> None:
+        self.counts[kind] += 1
+        self.last[kind] = time.time()
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+class AlarmThrottle:
+    """The first alarm of a kind goes out at once; later ones within `interval_s` are summed into
+    one alarm (with `count`) at the end of the interval or at `flush()`. A full spool evicts on
+    every write: the line must hear about it, not be flooded. Owned by one thread."""
+
+    def __init__(self, emit: AlarmHandler, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._emit = emit
+        self._interval_s = interval_s
+        self._clock = clock
+        self._pending: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+        self._detail: dict[str, dict[str, Any]] = {}
+
+    def raise_alarm(self, kind: str, detail: dict[str, Any]) -> None:
+        now = self._clock()
+        self._pending[kind] += 1
+        self._detail[kind] = detail
+        last = self._last.get(kind)
+        if last is None or now - last >= self._interval_s:
+            self._flush(kind, now)
+
+    def flush(self) -> None:
+        """Delivers the summed counts now (at stop, or from a periodic tick)."""
+        for kind in list(self._pending):
+            self._flush(kind, self._clock())
+
+    def _flush(self, kind: str, now: float) -> None:
+        n = self._pending.pop(kind, 0)
+        if not n:
+            return
+        self._last[kind] = now
+        detail = {**self._detail.pop(kind, {}), "count": n}
+        try:
+            self._emit(kind, detail)
+        except Exception:  # an alarm path must not stop its caller
+            log.exception("alarm %s failed", kind)

@@ -1,0 +1,177 @@
+"""The MQTT payloads: pydantic models of what goes on each topic, and how a Verdict becomes one.
+
+These models are the contract with the line (see docs/controls-engineer.md); their JSON Schemas
+are generated into schemas/ by `inspector schema`. Every payload has `schema_version`: a consumer
+checks it and refuses a major version it does not know. Additive changes (a new optional field)
+keep the version; anything else bumps it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from inspector.frames import ModelInfo, Verdict
+from inspector.service.sinks import verdict_record
+
+SCHEMA_VERSION = 1
+
+
+def utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class _Payload(BaseModel):
+    # extra="ignore": a consumer parsing with these models tolerates fields added later under the
+    # same schema_version (additive changes); the producer builds every field explicitly.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Payload schema version.")
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class DefectOut(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    class_: str = Field(alias="class", description="Defect class name.")
+    confidence: float = Field(ge=0, le=1, description="Detector confidence.")
+    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in source-image pixels.")
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(description="Model name.")
+    version: str = Field(description="Model version.")
+    sha256: str = Field(description="SHA-256 of the model weights that made the decision.")
+
+    @staticmethod
+    def of(m: ModelInfo) -> "ModelRef":
+        return ModelRef(name=m.name, version=m.version, sha256=m.sha256)
+
+
+class RejectPayload(_Payload):
+    """`.../reject`: one per rejected part. QoS 1, not retained; deduplicate by `id`."""
+
+    id: str = Field(min_length=1, description="Unique per reject, the same on every re-send: deduplicate by it.")
+    part_id: str | None = Field(description="Part id from the trigger; null in free-run mode.")
+    frame_id: int = Field(ge=0, description="Frame counter of the inspector process.")
+    captured_at: datetime = Field(description="Capture time, UTC ISO-8601.")
+    deadline: datetime = Field(description="UTC ISO-8601. After this instant the part has passed: do NOT actuate.")
+    reason: Literal["defect", "late", "error"] = Field(
+        description="defect: defects found; late/error: no verdict in time or inspection failed (fail-safe reject).")
+    defects: list[DefectOut] = Field(description="Defects at or above their class threshold (empty for late/error).")
+    model: ModelRef = Field(description="The model that decided.")
+    latency_ms: float = Field(ge=0, description="Capture to verdict, milliseconds.")
+
+
+class VerdictPayload(_Payload):
+    """`.../verdict`: every verdict, when enabled. Informational: never actuate from this topic."""
+
+    id: str = Field(min_length=1, description="Unique per verdict (for a reject, the reject's id).")
+    part_id: str | None = Field(description="Part id from the trigger; null in free-run mode.")
+    frame_id: int = Field(ge=0, description="Frame counter of the inspector process.")
+    captured_at: datetime = Field(description="Capture time, UTC ISO-8601.")
+    deadline: datetime = Field(description="UTC ISO-8601 deadline of the decision.")
+    verdict: Literal["PASS", "REJECT", "LATE"] = Field(description="The outcome.")
+    actuate: bool = Field(description="Whether a reject was signalled (on .../reject).")
+    reason: Literal["defect", "late", "error"] | None = Field(description="Why it was rejected; null for a pass.")
+    defects: list[DefectOut] = Field(description="Defects at or above their class threshold.")
+    uncertain: int = Field(ge=0, description="Detections within the uncertain band.")
+    model: ModelRef = Field(description="The model that decided.")
+    latency_ms: float = Field(ge=0, description="Capture to verdict, milliseconds.")
+    error: str | None = Field(None, description="Why the inspection failed, for reason=error.")
+
+
+class StatusPayload(_Payload):
+    """`.../status`, retained: `online` on every (re)connect, `offline` (last will), `stopped`."""
+
+    state: Literal["online", "offline", "stopped"] = Field(description="online | offline (last will, process or link lost) | stopped (clean shutdown).")
+    at: datetime | None = Field(description="When it was sent; null in the last will (the broker sends it, later).")
+    client_id: str = Field(description="MQTT client id of the inspector.")
+    boot: str = Field(description="Random id of this process start: a new value means a restart.")
+    model: ModelRef | None = Field(None, description="The loaded model (online only).")
+    config_hash: str | None = Field(None, description="Hash of the effective config (online only).")
+
+
+class HeartbeatPayload(_Payload):
+    """`.../heartbeat`: every `heartbeat_ms`. A PLC watchdog fails safe when it goes stale."""
+
+    seq: int = Field(ge=0, description="Counter, +1 per heartbeat; restarts at 0 with a new `boot`.")
+    at: datetime = Field(description="When it was sent, UTC.")
+    boot: str = Field(description="Random id of this process start.")
+    uptime_s: float = Field(ge=0, description="Seconds since the publisher started.")
+    last_frame_age_s: float | None = Field(None, description="Seconds since the last frame was inspected; null before the first.")
+    p99_ms: float | None = Field(None, description="p99 capture-to-verdict latency over recent frames.")
+    frames: int | None = Field(None, ge=0, description="Frames inspected since start.")
+    outbox_depth: int = Field(ge=0, description="Messages waiting for the broker's acknowledgement.")
+    pipeline: dict[str, Any] = Field(default_factory=dict, description="Other pipeline figures (free form).")
+
+
+ALARM_KINDS = {
+    "escaped_part": "A reject could not be delivered before its deadline: the part was NOT ejected.",
+    "no_subscribers": "The broker accepted a reject but nobody subscribes to the reject topic.",
+    "outbox_full": "The outbox reached its bound; the oldest messages were evicted (counted, sampled).",
+    "camera_lost": "The frame source stopped delivering frames.",
+    "model_failed": "Inference failed; parts are rejected fail-safe.",
+    "spool_full": "The sample spool is full.",
+}
+
+
+class AlarmPayload(_Payload):
+    """`.../alarm`: durable events the line must know about. QoS 1, delivered with no expiry."""
+
+    id: str = Field(min_length=1, description="Unique per alarm, stable across re-sends: deduplicate by it.")
+    kind: str = Field(min_length=1, description="escaped_part | no_subscribers | outbox_full | camera_lost | model_failed | spool_full | ...")
+    raised_at: datetime = Field(description="When the condition was detected, UTC.")
+    message: str = Field(description="One line for an operator.")
+    detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific facts.")
+    reject: RejectPayload | None = Field(None, description="escaped_part: the reject that was not delivered (part, defects).")
+
+
+PAYLOADS: dict[str, type[_Payload]] = {
+    "reject": RejectPayload,
+    "verdict": VerdictPayload,
+    "status": StatusPayload,
+    "heartbeat": HeartbeatPayload,
+    "alarm": AlarmPayload,
+}
+
+
+# -- from a Verdict ----------------------------------------------------------------------------
+def _common(v: Verdict) -> dict[str, Any]:
+    rec = verdict_record(v)
+    return {
+        "part_id": rec["part_id"],
+        "frame_id": rec["frame_id"],
+        "captured_at": utc(v.frame.captured_wall),
+        "deadline": utc(v.deadline_wall),
+        "defects": [DefectOut(**{"class": d["class"], "confidence": min(max(d["confidence"], 0.0), 1.0), "box": d["box"]})
+                    for d in rec["defects"]],
+        "model": ModelRef(**rec["model"]),
+        "latency_ms": max(rec["latency_ms"], 0.0),
+    }
+
+
+def reject_payload(v: Verdict, reject_id: str) -> RejectPayload:
+    if not v.actuate:
+        raise ValueError(f"expected a verdict with actuate=True (a reject), got outcome {v.outcome.value} actuate=False")
+    # A LATE verdict that actuates has reason LATE; keep a reason even if a caller left it unset.
+    reason = v.reason.value if v.reason is not None else "late"
+    return RejectPayload(id=reject_id, reason=reason, **_common(v))
+
+
+def verdict_payload(v: Verdict, verdict_id: str) -> VerdictPayload:
+    return VerdictPayload(id=verdict_id, verdict=v.outcome.value, actuate=v.actuate,
+                          reason=v.reason.value if v.reason else None, uncertain=len(v.uncertain),
+                          error=v.error, **_common(v))
+
+
+def reject_id(line: str, station: str, boot: str, frame_id: int) -> str:
+    """`<line>-<station>-<boot>-<frame_id>`: readable in a log; unique because frame ids restart
+    with each process start and `boot` is a fresh random token per start."""
+    return f"{line}-{station}-{boot}-{frame_id}"

@@ -1,0 +1,308 @@
+"""MqttPublisher against a real Mosquitto: delivery, expiry, status/LWT, outages, auth and TLS.
+
+The acceptance tests of issue 4 are marked in their docstrings. No timing assertion is about
+speed; the only time bounds are correctness (deadlines, 1.5x keepalive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from inspector.devtools.testing import heartbeat_figures, make_reject
+from inspector.frames import ModelInfo
+from inspector.signalling.publisher import MqttPublisher
+from tests.fixtures.mqtt_broker import Recorder, make_pki, mqtt_config
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = ModelInfo("test-model", "0.0.1", "0" * 64)
+MOSQUITTO_KEEPALIVE_CHECK_S = 5.0  # mosquitto 2.0 src/keepalive.c: `last_keepalive_check + 5`
+
+
+@contextmanager
+def running(cfg, **kw):
+    p = MqttPublisher(cfg, model=MODEL, config_hash="cfg123", heartbeat_fn=kw.pop("heartbeat_fn", heartbeat_figures))
+    p.start()
+    try:
+        yield p
+    finally:
+        p.stop(2.0)
+
+
+@contextmanager
+def recording(cfg, **kw):
+    r = Recorder(cfg, **kw).start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def wait(pred, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def ids(msgs) -> list[str]:
+    return [m.payload["id"] for m in msgs]
+
+
+def escaped(rec) -> set[str]:
+    return {m.payload["reject"]["id"] for m in rec.on("alarm") if m.payload["kind"] == "escaped_part"}
+
+
+# -- the happy path ------------------------------------------------------------------------------
+def test_rejects_status_heartbeat_and_clean_stop(mqtt_broker, tmp_path):
+    cfg = mqtt_config(mqtt_broker, tmp_path, publish_verdicts=True, verdict_qos=1)
+    with recording(cfg) as rec:
+        with running(cfg) as pub:
+            wait(lambda: pub.state()["connected"], 5, "connected")  # verdicts (not rejects) need a connection
+            for i in range(5):
+                pub.submit(make_reject(i, budget_s=5.0))
+            pub.submit(make_reject(100, reject=False))  # a pass: verdict topic only
+            rec.wait_for(lambda r: len(r.on("reject")) == 5 and len(r.on("heartbeat")) >= 3, 10, "5 rejects, 3 beats")
+            wait(lambda: pub.state()["outbox_depth"] == 0, 5, "outbox drained")
+            st = pub.state()
+        rec.wait_for(lambda r: r.on("status") and r.on("status")[-1].payload["state"] == "stopped", 5, "stopped")
+
+    rejects = rec.on("reject")
+    assert sorted(m.payload["frame_id"] for m in rejects) == [0, 1, 2, 3, 4]
+    for m in rejects:
+        left = json_deadline(m.payload) - m.at
+        assert m.expiry is not None and 1 <= m.expiry <= left + 1e-3 < 5.0, (m.expiry, left)
+    assert {m.payload["verdict"] for m in rec.on("verdict")} == {"REJECT", "PASS"}
+    online = [m for m in rec.on("status") if m.payload["state"] == "online"][0]
+    assert online.payload["model"]["version"] == "0.0.1" and online.payload["config_hash"] == "cfg123"
+    seqs = [m.payload["seq"] for m in rec.on("heartbeat")]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert rec.on("heartbeat")[0].payload["p99_ms"] == 20.0
+    assert st["connected"] and st["last_error"] is None
+    assert (st["published"], st["acked"], st["expired"]) == (5, 5, 0)
+    assert rec.on("alarm") == []
+
+
+def json_deadline(payload: dict) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(payload["deadline"]).timestamp()
+
+
+def test_no_subscribers_is_counted_and_alarmed_once(mqtt_broker, tmp_path):
+    cfg = mqtt_config(mqtt_broker, tmp_path)
+    with recording(cfg, topics=("alarm",)) as rec:  # nobody on .../reject
+        with running(cfg) as pub:
+            for i in range(3):
+                pub.submit(make_reject(i))
+            wait(lambda: pub.state()["no_subscribers"] == 3, 10, "3 acks with 0x10")
+            rec.wait_for(lambda r: r.on("alarm"), 5, "no_subscribers alarm")
+            time.sleep(0.2)
+    kinds = [m.payload["kind"] for m in rec.on("alarm")]
+    assert kinds == ["no_subscribers"]
+
+
+@pytest.mark.parametrize("mode", ["alarm", "expire_1s"])
+def test_a_reject_is_never_published_after_its_deadline(mqtt_broker, tmp_path, mode):
+    """Issue 4: a reject must never actuate after its part has passed. Past its deadline it is an
+    alarm in both modes; with less than 1 s left it is an alarm (strict) or sent with a 1 s expiry
+    and its deadline in the payload (default)."""
+    cfg = mqtt_config(mqtt_broker, tmp_path, subsecond_rejects=mode)
+    with recording(cfg) as rec, running(cfg) as pub:
+        pub.submit(make_reject(1, budget_s=0.5))           # < 1 s left: no exact v5 expiry possible
+        pub.submit(make_reject(2, budget_s=1.0, age_s=2))  # already past its deadline
+        pub.submit(make_reject(3, budget_s=5.0))           # fine
+        want_alarms, want_rejects = (2, [3]) if mode == "alarm" else (1, [1, 3])
+        rec.wait_for(lambda r: len(escaped(r)) == want_alarms and len(r.on("reject")) == len(want_rejects), 10,
+                     f"{want_alarms} escaped-part alarm(s) and {len(want_rejects)} reject(s)")
+        assert pub.state()["expired"] == want_alarms
+    assert sorted(m.payload["frame_id"] for m in rec.on("reject")) == want_rejects
+    alarm = [m.payload for m in rec.on("alarm") if m.payload["kind"] == "escaped_part"][0]
+    assert alarm["reject"]["part_id"] and alarm["reject"]["defects"] and alarm["detail"]["why"]
+
+
+# -- outages --------------------------------------------------------------------------------------
+def test_start_never_waits_for_the_broker_and_held_rejects_are_sent_or_alarmed(broker_factory, tmp_path):
+    """Issue 4: a reject held past its deadline while the broker is down is not delivered on the
+    reject topic; an alarm is. One still in time is delivered once the broker is back."""
+    b = broker_factory()
+    cfg = mqtt_config(b, tmp_path)
+    rec = Recorder(cfg).start()  # a persistent session, saved by the clean stop below
+    b.stop()
+    t0 = time.monotonic()
+    with running(cfg) as pub:
+        assert time.monotonic() - t0 < 1.0  # start-up did not wait for a connection
+        pub.submit(make_reject(1, budget_s=1.2))   # expires while the broker is down
+        pub.submit(make_reject(2, budget_s=30.0))  # still in time after the outage
+        wait(lambda: pub.state()["last_error"] and "refused the TCP connection" in pub.state()["last_error"], 5,
+             "a clear error while the broker is down")
+        wait(lambda: pub.state()["expired"] == 1, 5, "the short one alarmed")
+        assert pub.state()["outbox_depth"] == 2  # one reject + one alarm, both waiting
+        b.start()
+        rec.wait_for(lambda r: r.on("reject") and escaped(r), 10, "the reject and the alarm after the outage")
+        assert pub.state()["connected"] and pub.state()["last_error"] is None
+    rec.stop()
+    assert [m.payload["frame_id"] for m in rec.on("reject")] == [2]
+    assert escaped(rec) == {rec.on("reject")[0].payload["id"].rsplit("-", 1)[0] + "-1"}
+
+
+def test_1000_rejects_through_a_broker_kill_9(broker_factory, tmp_path):
+    """Issue 4 acceptance: 1000 rejects with the broker killed (SIGKILL) and restarted mid-stream:
+    every id is received before its deadline or reported as an escaped_part alarm."""
+    b = broker_factory()
+    # Strict mode: rejects left with < 1 s after the outage are alarmed, so the alarm path runs too.
+    cfg = mqtt_config(b, tmp_path, subsecond_rejects="alarm")
+    with recording(cfg, topics=("reject", "alarm")) as rec:
+        time.sleep(1.2)  # the recorder's session is autosaved (1 s) before the crash
+        with running(cfg) as pub:
+            sent: list[str] = []
+            boot = pub.boot
+            for i in range(1000):
+                pub.submit(make_reject(i, budget_s=2.0))
+                sent.append(f"{cfg.line}-{cfg.station}-{boot}-{i}")
+                if i == 300:
+                    b.kill()
+                if i == 600:
+                    b.start()
+                time.sleep(0.003)
+            wait(lambda: pub.state()["outbox_depth"] == 0, 20, "outbox drained after the restart")
+            st = pub.state()
+        rec.wait_for(lambda r: len({*ids(r.on("reject")), *escaped(r)} & set(sent)) == 1000, 10,
+                     "every id received or alarmed")
+    in_time = {m.payload["id"] for m in rec.on("reject") if m.at <= json_deadline(m.payload)}
+    lost = set(sent) - in_time - escaped(rec)
+    assert not lost, f"{len(lost)} rejects neither received in time nor alarmed, e.g. {sorted(lost)[:5]}"
+    assert st["reconnects"] >= 1 and st["expired"] >= 1  # the outage really cost some rejects
+    assert len(in_time) > 500  # and most made it
+
+
+def _fake_inspector(cfg_file: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "inspector.devtools.testing", "fake-inspector", "--config", str(cfg_file), *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
+    """Issue 4 acceptance: the inspector killed (SIGKILL) mid-stream and restarted: rejects left in
+    its outbox are re-sent with the same ids, or alarmed if expired; a subscriber sees `offline`
+    within 1.5x the keepalive after the kill and `online` after the restart."""
+    b = broker_factory()
+    cfg = mqtt_config(b, tmp_path, keepalive_s=2)
+    cfg_file = tmp_path / "mqtt.json"
+    cfg_file.write_text(cfg.model_dump_json())
+    with recording(cfg, topics=("reject", "alarm", "status")) as rec:
+        a = _fake_inspector(cfg_file, "--n", "600", "--rate", "300", "--budget-s", "8", "--short-every", "2",
+                            "--short-budget-s", "1.3")
+        try:
+            rec.wait_for(lambda r: len(r.on("reject")) >= 50, 30, "the first rejects")
+            # Freeze the broker so the inspector's outbox fills with unacknowledged rejects, then
+            # kill the inspector while they are pending.
+            os.kill(b.pid, signal.SIGSTOP)
+            time.sleep(0.4)
+            a.kill()
+            a.wait()
+        finally:
+            os.kill(b.pid, signal.SIGCONT)
+        # the broker runs again from here: the will must come within 1.5x keepalive of the kill
+        rec.wait_for(lambda r: any(m.payload["state"] == "offline" for m in r.on("status")), 1.5 * cfg.keepalive_s,
+                     "offline within 1.5x keepalive")
+
+        db = sqlite3.connect(cfg.outbox_path)
+        left = {r[0]: r[1] for r in db.execute("SELECT id, deadline FROM outbox WHERE kind = 'reject'")}
+        db.close()
+        assert left, "the kill left nothing in the outbox: the test did not exercise a restart"
+        time.sleep(1.4)  # the short-deadline leftovers expire meanwhile
+        restarted_at = time.time()
+        b2 = _fake_inspector(cfg_file, "--n", "0")
+        try:
+            started = json.loads(b2.stdout.readline())
+            assert started["leftovers"] >= len(left)
+            rec.wait_for(lambda r: set(left) <= {*ids(r.on("reject")), *escaped(r)}, 15,
+                         "every leftover re-sent or alarmed")
+            rec.wait_for(lambda r: any(m.payload["state"] == "online" and m.payload["boot"] == started["boot"]
+                                       for m in r.on("status")), 10, "online after the restart")
+        finally:
+            b2.send_signal(signal.SIGTERM)
+            b2.wait(10)
+
+    resent = {m.payload["id"]: m for m in rec.on("reject") if m.payload["id"] in left and m.at >= restarted_at}
+    alarmed = escaped(rec) & set(left)
+    assert resent and alarmed, (len(resent), len(alarmed))  # both branches were exercised
+    for rid, m in resent.items():
+        assert m.at <= left[rid], f"{rid} re-sent after its deadline"
+    for rid in alarmed:
+        assert left[rid] <= time.time()
+
+
+# -- auth and TLS -----------------------------------------------------------------------------------
+def test_wrong_password_is_a_clear_error_and_it_keeps_retrying(broker_factory, tmp_path):
+    b = broker_factory(users={"inspector": "right"})
+    cfg = mqtt_config(b, tmp_path, username="inspector", password="wrong")
+    with running(cfg) as pub:
+        wait(lambda: "not authorised" in (pub.state()["last_error"] or ""), 5, "not authorised in the state")
+        n = pub.state()["connect_attempts"]
+        pub.submit(make_reject(1, budget_s=30))
+        wait(lambda: pub.state()["connect_attempts"] > n, 5, "another attempt")
+        st = pub.state()
+    assert not st["connected"] and st["outbox_depth"] == 1
+    assert "'inspector'" in st["last_error"] and "INSPECTOR_MQTT__PASSWORD" in st["last_error"]
+
+
+def test_tls_right_ca_connects_and_wrong_ca_is_a_clear_error(broker_factory, tmp_path):
+    from inspector.config import TLSConfig
+
+    pki = make_pki(tmp_path / "pki")
+    other = make_pki(tmp_path / "other", name="other")
+    b = broker_factory(tls=pki)
+    good = mqtt_config(b, tmp_path / "good", tls=TLSConfig(ca_file=pki.ca_file))
+    with running(good) as pub:
+        pub.submit(make_reject(1))
+        wait(lambda: pub.state()["acked"] == 1, 10, "a reject acknowledged over TLS")
+        assert pub.state()["connected"]
+    bad = mqtt_config(b, tmp_path / "bad", tls=TLSConfig(ca_file=other.ca_file))
+    with running(bad) as pub:
+        wait(lambda: "not trusted by ca_file" in (pub.state()["last_error"] or ""), 5, "a TLS trust error")
+        assert str(other.ca_file) in pub.state()["last_error"]
+        assert not pub.state()["connected"]
+
+
+def test_mqtt_311_works_without_expiry(mqtt_broker, tmp_path):
+    cfg = mqtt_config(mqtt_broker, tmp_path, protocol="v311")
+    with recording(cfg) as rec, running(cfg) as pub:
+        pub.submit(make_reject(1, budget_s=0.5))  # no expiry on 3.1.1: in time is enough to publish
+        rec.wait_for(lambda r: r.on("reject"), 10, "a 3.1.1 reject")
+    assert rec.on("reject")[0].expiry is None
+
+
+def test_a_frozen_inspector_goes_offline_within_1_5_keepalive(broker_factory, tmp_path):
+    """The harder case of the `offline` acceptance: a hung process or a cut cable sends no FIN, so
+    only the broker's keepalive timeout (1.5x keepalive) publishes the last will. Mosquitto 2.0
+    checks keepalives every 5 s (keepalive.c), so the bound here is 1.5x keepalive + 5 s + 1 s of
+    whole-second clock rounding. (A killed process is seen at once: its socket closes.)"""
+    b = broker_factory()
+    cfg = mqtt_config(b, tmp_path, keepalive_s=2)
+    cfg_file = tmp_path / "mqtt.json"
+    cfg_file.write_text(cfg.model_dump_json())
+    with recording(cfg, topics=("status",)) as rec:
+        p = _fake_inspector(cfg_file, "--n", "0")
+        try:
+            rec.wait_for(lambda r: any(m.payload["state"] == "online" for m in r.on("status")), 30, "online")
+            os.kill(p.pid, signal.SIGSTOP)  # alive, socket open, silent
+            frozen_at = time.monotonic()
+            bound = 1.5 * cfg.keepalive_s + MOSQUITTO_KEEPALIVE_CHECK_S + 1.0
+            rec.wait_for(lambda r: r.on("status")[-1].payload["state"] == "offline", bound, "offline after a freeze")
+            assert time.monotonic() - frozen_at >= 1.5 * cfg.keepalive_s - 0.5  # it was the keepalive, not a FIN
+        finally:
+            p.kill()
+            p.wait()

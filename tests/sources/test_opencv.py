@@ -1,0 +1,252 @@
+"""The opencv source against a real RTSP server on loopback: streaming, reconnect after a crash,
+a frozen server detected within the read timeout, back-pressure, and bad input."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from inspector.config import OpenCVSourceConfig
+from inspector.errors import SourceError
+from inspector.sources import Connection, open_source
+from inspector.sources.convert import to_bgr
+from inspector.sources.opencv import OpenCVSource, ffmpeg_capture_options, redact
+from tests.fixtures.rtsp_server import free_port
+
+pytestmark = pytest.mark.timeout(45)
+
+# Short timeouts keep the group fast on a slow, busy machine, but leave room for FFmpeg's
+# stream probe (about 1.5 s per open here).
+READ_TIMEOUT_MS = 1000
+
+
+def _cfg(url: str, **kw) -> OpenCVSourceConfig:
+    base = dict(url=url, open_timeout_ms=4000, read_timeout_ms=READ_TIMEOUT_MS,
+                reconnect_initial_ms=100, reconnect_max_ms=400, max_frame_age_ms=500)
+    base.update(kw)
+    return OpenCVSourceConfig(**base)
+
+
+@pytest.fixture
+def source_factory():
+    started: list[OpenCVSource] = []
+
+    def make(cfg: OpenCVSourceConfig) -> OpenCVSource:
+        src = open_source(cfg)
+        src.start()
+        started.append(src)
+        return src
+
+    yield make
+    for src in started:
+        src.stop()
+
+
+def _wait_for(predicate, timeout: float, step: float = 0.02):
+    """The first truthy predicate() within `timeout` seconds, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    return None
+
+
+def _fresh_frame(src: OpenCVSource, after: float, timeout: float):
+    """A frame captured after monotonic time `after`, within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        f = src.read(timeout=0.2)
+        if f is not None and f.captured_at > after:
+            return f
+    return None
+
+
+# -- streaming ---------------------------------------------------------------------------------
+def test_streams_bgr_frames_and_reports_connected(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url))
+    frames = [f for f in (src.read(timeout=8.0) for _ in range(5)) if f is not None]
+
+    assert len(frames) == 5, src.state()
+    for f in frames:
+        assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
+        assert f.part_id is None and f.source == "opencv"  # free_run: frames are not parts
+    assert [f.frame_id for f in frames] == sorted(f.frame_id for f in frames)
+    assert all(a.captured_at < b.captured_at for a, b in zip(frames, frames[1:]))
+    st = src.state()
+    assert st.connection == Connection.CONNECTED
+    assert st.frames == 5 and st.reconnects == 0
+    assert st.last_frame_age_s is not None and st.last_frame_age_s < 1.0
+    assert "connected to rtsp://127.0.0.1" in st.detail
+
+
+def test_udp_transport_also_streams(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url, rtsp_transport="udp"))
+    assert src.read(timeout=8.0) is not None, src.state()
+
+
+# -- failures of the server ----------------------------------------------------------------------
+def test_killed_server_is_seen_and_restart_reconnects(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url))
+    assert src.read(timeout=8.0) is not None, src.state()
+
+    rtsp_server.kill()
+    lost = _wait_for(lambda: src.state().connection == Connection.RECONNECTING, timeout=READ_TIMEOUT_MS / 1000 + 2)
+    assert lost, src.state()
+    st = src.state()
+    assert st.detail and st.reconnects == 0
+
+    rtsp_server.restart()
+    restarted_at = time.monotonic()
+    frame = _fresh_frame(src, after=restarted_at, timeout=12.0)
+    assert frame is not None, src.state()
+    st = src.state()
+    assert st.connection == Connection.CONNECTED
+    assert st.reconnects == 1
+    assert st.last_frame_age_s is not None and st.last_frame_age_s < 1.0
+
+
+def test_frozen_server_is_detected_within_the_read_timeout(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url, open_timeout_ms=1500))
+    assert src.read(timeout=8.0) is not None, src.state()
+
+    rtsp_server.freeze()
+    frozen_at = time.monotonic()
+    detected = _wait_for(lambda: src.state().connection == Connection.RECONNECTING, timeout=5.0)
+    took = time.monotonic() - frozen_at
+    assert detected, src.state()
+    # The read timeout runs from the last frame, which came at most a frame period before the
+    # freeze; allow scheduling slack on a busy machine, but not a second read timeout.
+    assert took < READ_TIMEOUT_MS / 1000 + 0.6, f"frozen stream seen after {took:.2f} s"
+    st = src.state()
+    assert "read timeout" in st.detail, st.detail
+    assert st.last_frame_age_s is not None and st.last_frame_age_s >= 0.8 * READ_TIMEOUT_MS / 1000
+
+    rtsp_server.thaw()
+    thawed_at = time.monotonic()
+    assert _fresh_frame(src, after=thawed_at, timeout=12.0) is not None, src.state()
+    st = src.state()
+    assert st.connection == Connection.CONNECTED and st.reconnects == 1
+
+
+def test_no_server_keeps_retrying_with_capped_backoff(source_factory):
+    src = source_factory(_cfg(f"rtsp://127.0.0.1:{free_port()}/cam", open_timeout_ms=500))
+    assert src.read(timeout=1.5) is None
+    st = src.state()
+    # Never connected: still "connecting", with the reason and the capped retry delay in words.
+    assert st.connection == Connection.CONNECTING
+    assert "cannot open rtsp://127.0.0.1" in st.detail
+    assert _wait_for(lambda: "next in 0.40 s" in src.state().detail, timeout=3.0), src.state().detail
+    t = time.monotonic()
+    src.stop()
+    assert time.monotonic() - t < 2.5
+
+
+def test_missing_device_is_reported_not_raised(source_factory):
+    src = source_factory(OpenCVSourceConfig(device=63, reconnect_initial_ms=100, reconnect_max_ms=200))
+    assert _wait_for(lambda: "cannot open device 63" in src.state().detail, timeout=5.0), src.state()
+    assert src.state().connection == Connection.CONNECTING
+    assert not src.finished
+
+
+# -- back-pressure -----------------------------------------------------------------------------
+def test_free_run_keeps_the_freshest_and_drops_stale(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url, queue_size=4, max_frame_age_ms=100))
+    assert src.read(timeout=8.0) is not None, src.state()
+    time.sleep(1.0)  # the pipeline "stalls": 15 frames arrive for 4 slots
+
+    f = src.read(timeout=2.0)
+    assert f is not None
+    assert time.monotonic() - f.captured_at <= 0.1 + 0.05
+    dropped = src.state().dropped
+    assert dropped.get("overwritten", 0) >= 5, dropped
+    assert dropped.get("stale", 0) >= 1, dropped
+
+
+def test_triggered_never_drops(rtsp_server, source_factory):
+    src = source_factory(_cfg(rtsp_server.url, trigger="triggered", queue_size=4, max_frame_age_ms=1))
+    first = src.read(timeout=8.0)
+    assert first is not None, src.state()
+    time.sleep(0.8)  # frames pile up beyond queue_size and are far older than max_frame_age_ms
+
+    frames = [first]
+    while (f := src.read(timeout=0.3)) is not None and len(frames) < 40:
+        frames.append(f)
+    assert len(frames) >= 8
+    ids = [f.frame_id for f in frames]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "a triggered frame was lost"
+    assert all(f.part_id == f"opencv-{f.frame_id}" for f in frames)
+    assert not src.state().dropped
+
+
+# -- bad input ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("", "is not a URL"),
+        ("camera-1", "is not a URL"),
+        ("/videos/line.mp4", "is not a URL"),
+        ("ftp://10.0.0.5/cam", "scheme 'ftp' is not supported"),
+    ],
+)
+def test_bad_url_is_refused_at_start(url, expected):
+    src = OpenCVSource(_cfg(url))
+    with pytest.raises(SourceError, match=expected):
+        src.start()
+    st = src.state()
+    assert st.connection == Connection.FAILED and expected in st.detail.replace('"', "'")
+    src.stop()  # harmless on a source that never started
+
+
+GREY = np.full((4, 6), 7, np.uint8)
+
+
+@pytest.mark.parametrize(
+    "image, shape, why",
+    [
+        (np.zeros((0, 0, 3), np.uint8), None, "expected an HxW or HxWxC image"),
+        (None, None, "expected a numpy image, got NoneType"),
+        (GREY, (4, 6, 3), ""),  # mono camera
+        (GREY[:, :, None], (4, 6, 3), ""),
+        (np.zeros((4, 6, 3), np.uint8), (4, 6, 3), ""),
+        (np.zeros((4, 6, 4), np.uint8), (4, 6, 3), ""),  # BGRA
+        (np.full((4, 6), 0x1234, np.uint16), (4, 6, 3), ""),  # 16-bit sensor
+        (np.zeros((4, 6, 3), np.float32), None, "expected dtype uint8 or uint16, got float32"),
+        (np.zeros((4, 6, 2), np.uint8), None, "expected 1, 3 or 4 channels, got 2"),
+        (np.zeros((2, 4, 6, 3), np.uint8), None, "expected an HxW or HxWxC image"),
+    ],
+)
+def test_frames_of_the_wrong_layout_are_converted_or_refused(image, shape, why):
+    out, reason = to_bgr(image)
+    if shape is None:
+        assert out is None and why in reason
+    else:
+        assert reason == "" and out.shape == shape and out.dtype == np.uint8 and out.flags.c_contiguous
+    if image is GREY:
+        assert (out == 7).all()
+
+
+def test_sixteen_bit_keeps_the_high_byte():
+    out, _ = to_bgr(np.full((2, 2), 0x1234, np.uint16))
+    assert (out == 0x12).all()
+
+
+@pytest.mark.parametrize(
+    "existing, expected",
+    [
+        (None, "rtsp_transport;tcp"),
+        ("", "rtsp_transport;tcp"),
+        ("rtsp_transport;udp", "rtsp_transport;tcp"),
+        ("probesize;32768|rtsp_transport;udp|stimeout;5", "rtsp_transport;tcp|probesize;32768|stimeout;5"),
+    ],
+)
+def test_transport_overrides_only_its_own_ffmpeg_option(existing, expected):
+    assert ffmpeg_capture_options(existing, "tcp") == expected
+
+
+def test_passwords_are_kept_out_of_state():
+    assert redact("rtsp://admin:s3cret@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
+    assert redact("rtsp://10.0.0.5/cam") == "rtsp://10.0.0.5/cam"
