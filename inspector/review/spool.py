@@ -45,6 +45,7 @@ import cv2
 
 from inspector.config import SamplingConfig, SpoolConfig
 from inspector.frames import Defect, ModelInfo, Verdict, iso_utc
+from inspector.records import verdict_record
 from inspector.review.sampler import SampleDecision, Sampler
 from inspector.service.alarms import AlarmThrottle
 
@@ -175,11 +176,6 @@ def yolo_labels(detections: tuple[Defect, ...], width: int, height: int) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _defect_record(d: Defect) -> dict[str, Any]:
-    return {"class": d.class_name, "class_id": d.class_id, "confidence": round(float(d.confidence), 4),
-            "box": [round(float(x), 1) for x in d.box]}
-
-
 def sample_id(verdict: Verdict) -> str:
     """`YYYYMMDD-HHMMSSmmm-f<frame_id>-<rand>`: sorts by capture time; the random part keeps ids of
     different runs (frame ids restart) apart."""
@@ -189,31 +185,27 @@ def sample_id(verdict: Verdict) -> str:
 
 def sidecar_record(verdict: Verdict, decision: SampleDecision, *, sid: str, date: str, image: dict[str, Any],
                    config_hash: str, sampled_wall: float) -> dict[str, Any]:
-    f = verdict.frame
+    """The sidecar: the sample's own fields around `records.verdict_record` of its verdict."""
+    rec = verdict_record(verdict)
     return {
         "schema_version": SIDECAR_SCHEMA_VERSION,
         "id": sid,
         "date": date,
-        "frame_id": f.frame_id,
-        "part_id": f.part_id,
-        "captured_at": f.captured_iso,
-        "captured_wall": f.captured_wall,
+        "frame_id": rec["frame_id"],
+        "part_id": rec["part_id"],
+        "captured_at": rec["captured_at"],
+        "captured_wall": rec["captured_wall"],
         "sampled_at": iso_utc(sampled_wall),
         "reason": decision.reason,
         "reasons": list(decision.reasons),
         "dhash": f"{decision.dhash:016x}",
-        "verdict": {
-            "outcome": verdict.outcome.value,
-            "actuate": verdict.actuate,
-            "reason": verdict.reason.value if verdict.reason else None,
-            "error": verdict.error,
-            "latency_ms": round(verdict.timings.total_ms, 3),
-        },
-        "defects": [_defect_record(d) for d in verdict.defects],
-        "uncertain": [_defect_record(d) for d in verdict.uncertain],
+        "verdict": {"outcome": rec["verdict"], "actuate": rec["actuate"], "reason": rec["reason"],
+                    "error": rec["error"], "latency_ms": rec["latency_ms"]},
+        "defects": rec["defects"],
+        "uncertain": rec["uncertain"],
         "image": image,
         "labels": {"file": f"{sid}.txt", "format": "yolo"},
-        "model": {"name": verdict.model.name, "version": verdict.model.version, "sha256": verdict.model.sha256},
+        "model": rec["model"],
         "config_hash": config_hash,
     }
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from inspector.frames import Verdict
+from inspector.records import verdict_record
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +33,9 @@ class VerdictSink(Protocol):
         """A small JSON-able view for the status line, heartbeat and metrics."""
 
 
-def verdict_record(v: Verdict) -> dict[str, Any]:
-    """The JSON view of a verdict shared by the JSONL sink and the MQTT payloads."""
-    f = v.frame
-    return {
-        "frame_id": f.frame_id,
-        "part_id": f.part_id,
-        "captured_at": f.captured_iso,
-        "verdict": v.outcome.value,
-        "actuate": v.actuate,
-        "reason": v.reason.value if v.reason else None,
-        "defects": [
-            {"class": d.class_name, "confidence": round(d.confidence, 4), "box": [round(x, 1) for x in d.box]}
-            for d in v.defects
-        ],
-        "uncertain": len(v.uncertain),
-        "latency_ms": round(v.timings.total_ms, 3),
-        "model": {"name": v.model.name, "version": v.model.version, "sha256": v.model.sha256},
-        "error": v.error,
-    }
-
-
 class JsonlSink:
-    """Appends each verdict to a JSON-lines file from a writer thread (an audit log)."""
+    """Appends each verdict to a JSON-lines file from a writer thread (an audit log); one line is
+    `records.verdict_record` of the verdict, the record the MQTT payloads and sidecars share."""
 
     name = "jsonl"
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from inspector.frames import ModelInfo, Verdict
-from inspector.service.sinks import verdict_record
+from inspector.records import verdict_record
 
 SCHEMA_VERSION = 1
 
@@ -112,16 +112,6 @@ class HeartbeatPayload(_Payload):
     pipeline: dict[str, Any] = Field(default_factory=dict, description="Other pipeline figures (free form).")
 
 
-ALARM_KINDS = {
-    "escaped_part": "A reject could not be delivered before its deadline: the part was NOT ejected.",
-    "no_subscribers": "The broker accepted a reject but nobody subscribes to the reject topic.",
-    "outbox_full": "The outbox reached its bound; the oldest messages were evicted (counted, sampled).",
-    "camera_lost": "The frame source stopped delivering frames.",
-    "model_failed": "Inference failed; parts are rejected fail-safe.",
-    "spool_full": "The sample spool is full.",
-}
-
-
 class AlarmPayload(_Payload):
     """`.../alarm`: durable events the line must know about. QoS 1, delivered with no expiry."""
 
@@ -143,13 +133,12 @@ PAYLOADS: dict[str, type[_Payload]] = {
 
 
 # -- from a Verdict ----------------------------------------------------------------------------
-def _common(v: Verdict) -> dict[str, Any]:
-    rec = verdict_record(v)
+def _common(rec: dict[str, Any]) -> dict[str, Any]:
     return {
         "part_id": rec["part_id"],
         "frame_id": rec["frame_id"],
-        "captured_at": utc(v.frame.captured_wall),
-        "deadline": utc(v.deadline_wall),
+        "captured_at": utc(rec["captured_wall"]),
+        "deadline": utc(rec["deadline_wall"]),
         "defects": [DefectOut(**{"class": d["class"], "confidence": min(max(d["confidence"], 0.0), 1.0), "box": d["box"]})
                     for d in rec["defects"]],
         "model": ModelRef(**rec["model"]),
@@ -158,17 +147,18 @@ def _common(v: Verdict) -> dict[str, Any]:
 
 
 def reject_payload(v: Verdict, reject_id: str) -> RejectPayload:
+    """The reject of a verdict, built from `records.verdict_record` like every verdict record."""
     if not v.actuate:
         raise ValueError(f"expected a verdict with actuate=True (a reject), got outcome {v.outcome.value} actuate=False")
     # A LATE verdict that actuates has reason LATE; keep a reason even if a caller left it unset.
-    reason = v.reason.value if v.reason is not None else "late"
-    return RejectPayload(id=reject_id, reason=reason, **_common(v))
+    rec = verdict_record(v)
+    return RejectPayload(id=reject_id, reason=rec["reason"] or "late", **_common(rec))
 
 
 def verdict_payload(v: Verdict, verdict_id: str) -> VerdictPayload:
-    return VerdictPayload(id=verdict_id, verdict=v.outcome.value, actuate=v.actuate,
-                          reason=v.reason.value if v.reason else None, uncertain=len(v.uncertain),
-                          error=v.error, **_common(v))
+    rec = verdict_record(v)
+    return VerdictPayload(id=verdict_id, verdict=rec["verdict"], actuate=rec["actuate"], reason=rec["reason"],
+                          uncertain=len(rec["uncertain"]), error=rec["error"], **_common(rec))
 
 
 def reject_id(line: str, station: str, boot: str, frame_id: int) -> str:

@@ -88,3 +88,39 @@ def test_committed_payload_schemas_are_current(tmp_path):
         committed = REPO / "schemas" / p.name
         assert committed.is_file(), f"{committed} missing: run `inspector schema --out schemas`"
         assert committed.read_text() == p.read_text(), f"{committed} is stale: run `inspector schema --out schemas`"
+
+
+def test_one_verdict_record_feeds_the_payloads_the_jsonl_log_and_the_sidecar(tmp_path):
+    """Issue 10: one function turns a Verdict into JSON; payloads no longer import service.sinks."""
+    import ast
+    from dataclasses import replace
+
+    from inspector.devtools.testing import make_defect
+    from inspector.records import verdict_record
+    from inspector.review.sampler import SampleDecision
+    from inspector.review.spool import sidecar_record
+    from inspector.service.sinks import JsonlSink
+
+    v = replace(make_reject(9, budget_s=2.0, part_id="A-9"), uncertain=(make_defect("dent", 0.41),))
+    rec = verdict_record(v)
+    body = json.loads(reject_payload(v, "r-9").to_json())
+    for k in ("part_id", "frame_id", "latency_ms", "model"):
+        assert body[k] == rec[k], k
+    assert body["defects"] == [{k: d[k] for k in ("class", "confidence", "box")} for d in rec["defects"]]
+    assert json.loads(verdict_payload(v, "v-9").to_json())["uncertain"] == len(rec["uncertain"]) == 1
+
+    side = sidecar_record(v, SampleDecision(("uncertain",), 0, 0.0), sid="s", date="d", image={},
+                          config_hash="h", sampled_wall=0.0)
+    assert (side["defects"], side["uncertain"], side["model"]) == (rec["defects"], rec["uncertain"], rec["model"])
+    assert side["verdict"] == {"outcome": "REJECT", "actuate": True, "reason": "defect", "error": None,
+                               "latency_ms": rec["latency_ms"]}
+
+    sink = JsonlSink(tmp_path / "v.jsonl")
+    sink.start()
+    sink.submit(v)
+    sink.stop()
+    assert json.loads((tmp_path / "v.jsonl").read_text()) == json.loads(json.dumps(rec))
+
+    tree = ast.parse((REPO / "inspector" / "signalling" / "payloads.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "inspector.service.sinks" not in imported and "inspector.records" in imported
