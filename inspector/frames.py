@@ -25,12 +25,15 @@ class TruthBox:
 @dataclass(frozen=True, slots=True)
 class Frame:
     frame_id: int
-    image: np.ndarray = field(repr=False)  # HxWx3 uint8 BGR
+    image: np.ndarray | None = field(repr=False)  # HxWx3 uint8 BGR; None only when `dropped` says why
     captured_at: float  # monotonic seconds
     captured_wall: float  # UTC epoch seconds
     part_id: str | None = None  # set in triggered mode: one frame per part
     source: str = ""
     truth: tuple[TruthBox, ...] | None = None  # known ground truth, when the source has it
+    # Why the image was dropped before inspection (e.g. "queue_full": a triggered part arrived while
+    # the source's buffer was full); the part still needs its fail-safe verdict. None: a normal frame.
+    dropped: str | None = None
 
     @property
     def captured_iso(self) -> str:

@@ -29,6 +29,10 @@ ALARM_KINDS: dict[str, str] = {
     "spool_evicted_unuploaded": "a sample was evicted from the spool before it was uploaded",
     "spool_disk_full": "a spool write failed for lack of disk space",
     "spool_write_failed": "a spool write failed (I/O error)",
+    "queue_full": "triggered parts arrived while the source's frame buffer was full: their images were dropped "
+    "and they got the fail-safe verdict (or, past source.max_backlog, no verdict at all: their part ids are listed)",
+    "sample_quarantined": "a spooled sample could not be read (corrupt sidecar or image): it was moved to "
+    "<spool>/quarantine/ and the rest was uploaded",
 }
 
 
