@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -22,12 +23,10 @@ from datetime import datetime, timezone
 from typing import Callable, TextIO
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from inspector.config import InspectorConfig, MQTTConfig
+from inspector.signalling.mqtt_client import connect_kwargs, make_client
 from inspector.signalling.payloads import (
     AlarmPayload,
     HeartbeatPayload,
@@ -74,39 +73,26 @@ class Actuator:
         self._stale = False
         self._unreachable = False
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # set on SUBACK (after each connect)
         self.enough = threading.Event()
         self.expect: int | None = None
         self._client = self._make_client()
 
     # -- connection ------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        if cfg.protocol == "v5":
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        else:
-            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
-                            clean_session=False)
+        c = make_client(self.cfg, client_id=self.client_id, persistent=True, logger="inspector.signalling.actuator.paho")
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
-        c.reconnect_delay_set(min_delay=min(cfg.reconnect_min_s, 0.1), max_delay=min(cfg.reconnect_max_s, 1.0))
-        if cfg.username is not None:
-            c.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            t = cfg.tls
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
-                      keyfile=str(t.key_file) if t.key_file else None)
-            c.tls_insecure_set(t.insecure)
+        # back quickly after an outage: the broker queued our rejects meanwhile, each with a deadline
+        c.reconnect_delay_set(min_delay=min(self.cfg.reconnect_min_s, 0.1), max_delay=min(self.cfg.reconnect_max_s, 1.0))
         return c
 
     def start(self) -> None:
-        kw = {}
-        if self.cfg.protocol == "v5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            kw = {"clean_start": False, "properties": props}
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, **kw)
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                   **connect_kwargs(self.cfg, session_expiry_s=SESSION_EXPIRY_S))
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -126,6 +112,9 @@ class Actuator:
         self._unreachable = False
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subscribed.set()  # SUBACK: from here on, a reject published is a reject received
+
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._unreachable:  # once per episode, not once per retry
             self._unreachable = True
@@ -133,6 +122,7 @@ class Actuator:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if reason_code.value != 0:
             self._say(f"DISCONNECTED from broker ({reason_code.getName()}): cannot receive rejects - fail safe")
 
@@ -271,9 +261,10 @@ def run_actuator(cfg: InspectorConfig, expect: int | None, duration: float | Non
     def on_signal(signum, _frame):  # a supervisor's stop: finish cleanly and print the summary
         act.enough.set()
 
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    return act.run(expect, duration)
-
+    # Installed for the run only: a caller (a test, an embedding process) gets its own back.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return act.run(expect, duration)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -22,15 +22,18 @@ gone) and folded into one `overflow` row: a durable summary with the number of e
 time range and a sample of their ids. Nothing leaves the outbox without a trace. The overflow row
 is outside the bound (there is at most one pending at a time).
 
-Thread use: one owner thread (the publisher's). The connection is opened with
-`check_same_thread=False` only so it may be created and closed by the thread that starts and
-stops the publisher.
+Thread use: two writers, serialised by a lock around every method. `MqttPublisher.submit` commits
+a reject on the caller's thread (the pipeline's post thread), so a reject is durable before
+`submit` returns and a `kill -9` cannot lose it; the publisher thread does everything else. One
+connection (`check_same_thread=False`) behind the lock keeps the cached depth exact; SQLite's own
+file locking would serialise two connections the same way, with a busy-wait instead of a lock.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -92,13 +95,18 @@ def _default_overflow_payload(row_id: str, summary: dict) -> str:
 
 
 class Outbox:
-    def __init__(self, path: Path, max_rows: int, overflow_payload: OverflowPayload = _default_overflow_payload) -> None:
+    def __init__(self, path: Path, max_rows: int, overflow_payload: OverflowPayload = _default_overflow_payload,
+                 synchronous: str = "NORMAL") -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
         self.path = Path(path)
         self.max_rows = max_rows
         self._overflow_payload = overflow_payload
+        self._lock = threading.RLock()
         self.evicted = 0  # rows evicted by this instance (the overflow rows carry the durable count)
+        self.overflow_episodes = 0  # overflow summaries started by this instance (one outbox_full alarm each)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we open transactions ourselves, so a batch is one commit.
@@ -106,7 +114,7 @@ class Outbox:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise PublishError(f"outbox {self.path}: expected journal_mode wal, got {mode} (a network file system?)")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous}")  # see the module docstring
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise PublishError(f"outbox {self.path}: cannot open as SQLite: {e}") from e
@@ -124,21 +132,35 @@ class Outbox:
         """Rows of these kinds with seq > after_seq, oldest first (a cursor, so a caller can page)."""
         kinds = tuple(kinds)
         marks = ",".join("?" * len(kinds))
-        rows = self._db.execute(
-            f"SELECT seq, id, kind, payload, deadline, created, ref FROM outbox "
-            f"WHERE kind IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?",
-            (*kinds, after_seq, limit),
-        ).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, id, kind, payload, deadline, created, ref FROM outbox "
+                f"WHERE kind IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?",
+                (*kinds, after_seq, limit),
+            ).fetchall()
         return [Entry(*r) for r in rows]
 
     def get(self, row_id: str) -> Entry | None:
-        r = self._db.execute(
-            "SELECT seq, id, kind, payload, deadline, created, ref FROM outbox WHERE id = ?", (row_id,)
-        ).fetchone()
+        with self._lock:
+            r = self._db.execute(
+                "SELECT seq, id, kind, payload, deadline, created, ref FROM outbox WHERE id = ?", (row_id,)
+            ).fetchone()
         return Entry(*r) if r else None
 
     def ids(self) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT id FROM outbox")}
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM outbox")}
+
+    def due(self, cutoff: float, skip: Iterable[str] = ()) -> list[Entry]:
+        """Rejects whose deadline is <= cutoff (read only: works on a full disk), minus `skip`."""
+        skip = set(skip)
+        with self._lock:
+            rows = [Entry(*r) for r in self._db.execute(
+                "SELECT seq, id, kind, payload, deadline, created, ref FROM outbox "
+                "WHERE kind = ? AND deadline IS NOT NULL AND deadline <= ? ORDER BY seq",
+                (REJECT, cutoff),
+            )]
+        return [e for e in rows if e.id not in skip]
 
     # -- writing -------------------------------------------------------------------------------
     def put(self, rows: Iterable[NewRow], now: float | None = None) -> list[Entry]:
@@ -154,7 +176,7 @@ class Outbox:
             if r.kind not in (REJECT, ALARM):
                 raise ValueError(f"kind must be {REJECT!r} or {ALARM!r}, got {r.kind!r}")
         try:
-            with self._tx():
+            with self._lock, self._tx():
                 for r in rows:
                     cur = self._db.execute(
                         "INSERT OR IGNORE INTO outbox (id, kind, payload, deadline, created, ref) VALUES (?, ?, ?, ?, ?, ?)",
@@ -163,7 +185,8 @@ class Outbox:
                     self._depth += cur.rowcount
                 evicted = self._enforce_bound(now)
         except PublishError:
-            self._depth = self._count()  # rolled back: the cached depth must follow
+            with self._lock:
+                self._depth = self._count()  # rolled back: the cached depth must follow
             raise
         self.evicted += len(evicted)
         return evicted
@@ -173,12 +196,13 @@ class Outbox:
         ids = list(ids)
         if not ids:
             return 0
-        with self._tx():
-            n = 0
-            for i in range(0, len(ids), 500):  # SQLite caps the number of parameters
-                chunk = ids[i:i + 500]
-                n += self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
-        self._depth -= n
+        with self._lock:
+            with self._tx():
+                n = 0
+                for i in range(0, len(ids), 500):  # SQLite caps the number of parameters
+                    chunk = ids[i:i + 500]
+                    n += self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
+            self._depth -= n
         return n
 
     def expire(self, cutoff: float, to_alarm: ExpiryAlarm, skip: Iterable[str] = ()) -> list[tuple[Entry, NewRow]]:
@@ -186,13 +210,11 @@ class Outbox:
 
         `skip`: ids not to touch (in flight: their acknowledgement decides). One transaction.
         """
-        skip = set(skip)
-        rows = [Entry(*r) for r in self._db.execute(
-            "SELECT seq, id, kind, payload, deadline, created, ref FROM outbox "
-            "WHERE kind = ? AND deadline IS NOT NULL AND deadline <= ? ORDER BY seq",
-            (REJECT, cutoff),
-        )]
-        rows = [e for e in rows if e.id not in skip]
+        with self._lock:
+            return self._expire(cutoff, to_alarm, skip)
+
+    def _expire(self, cutoff: float, to_alarm: ExpiryAlarm, skip: Iterable[str]) -> list[tuple[Entry, NewRow]]:
+        rows = self.due(cutoff, skip)
         if not rows:
             return []
         done = []
@@ -210,7 +232,8 @@ class Outbox:
 
     def close(self) -> None:
         try:
-            self._db.close()
+            with self._lock:
+                self._db.close()
         except sqlite3.Error:
             pass
 
@@ -240,6 +263,8 @@ class Outbox:
             summary.update(_summary_of(old[1]))
             self._db.execute("DELETE FROM outbox WHERE id = ?", (old[0],))
             self._depth -= 1
+        else:
+            self.overflow_episodes += 1
         summary["evicted"] += len(victims)
         summary["evicted_rejects"] += sum(v.kind == REJECT for v in victims)
         summary["evicted_alarms"] += sum(v.kind != REJECT for v in victims)

@@ -2,25 +2,45 @@
 
 Responsibility: move rejects and alarms from the outbox to the broker, and keep the line told
 whether the inspector is alive (retained status with a last will, heartbeat). It owns the MQTT
-connection; storage is `outbox.Outbox`, payload shapes are `payloads`.
+connection; storage is `outbox.Outbox`, payload shapes are `payloads`, the client is built by
+`mqtt_client.make_client`.
 
 Threads:
-- the caller (frame loop) only enqueues (`submit`, `alarm`): never blocks, never touches SQLite;
+- the caller (the pipeline's post thread, not the inference path) commits each REJECT to the
+  outbox inside `submit` (one SQLite WAL commit, ~0.2 ms: benchmarks/README.md), so a reject is
+  durable before `submit` returns and a `kill -9` cannot lose it; alarms and informational
+  verdicts are only enqueued. A failed commit (disk full) hands the row over in memory instead;
 - paho's network thread (`loop_start`) connects, reconnects with capped backoff and runs the
   callbacks, which only enqueue events (and publish the birth message on connect);
-- the publisher thread owns the outbox: writes rows, publishes them, deletes them on PUBACK,
-  turns expired rejects into alarms, sends the heartbeat.
+- the publisher thread publishes rows, deletes them on PUBACK, turns expired rejects into
+  alarms, sends the heartbeat. Each tick it first turns its events into state (rows to write,
+  acknowledged ids to delete) with no I/O, then does the I/O; an exception in any I/O step
+  leaves that state in place for the next tick, so no row, acknowledgement or stop is lost.
+
+Disk full (`outbox_degraded`): rows that cannot be committed are published from memory (a
+bounded map; when it is full the oldest go, each reject counted as an escape), an
+`outbox_degraded` alarm is raised once per episode (delivered from memory too) and `state()`
+says `outbox_degraded: true`; the write is retried every second and the episode ends when the
+memory rows are in the outbox again. Durability is degraded, delivery is not.
 
 Never late: on MQTT v5 a reject carries a message expiry of the whole seconds left to its deadline
 (rounded down), so the broker drops it before the part has passed. A reject with less than 1 s
-left cannot be given an exact expiry: with `subsecond_rejects: alarm` (default) it is not
-published and becomes an `escaped_part` alarm. Paho re-sends its own in-flight messages after a
-reconnect with their ORIGINAL expiry, which would let a reject out late; so on every connect its
-queue is emptied and the outbox, the single source of truth, re-publishes with fresh expiries.
+left cannot be given an exact expiry: with `subsecond_rejects: expire_1s` (default) it is published
+with a 1 s expiry and its payload `deadline` is authoritative (subscribers drop it once passed);
+with `subsecond_rejects: alarm` it is not published and becomes an `escaped_part` alarm. Paho
+re-sends its own in-flight messages after a reconnect with their ORIGINAL expiry, which would let
+a reject out late; so on every connect its queue is emptied and the outbox, the single source of
+truth, re-publishes with fresh expiries. A PUBACK that arrives after the reject's deadline also
+raises `escaped_part` (the part was not stopped in time, as far as the inspector can know).
+
+Physical escapes: rejects acknowledged late and rejects never delivered in time (expired,
+evicted from a full outbox, dropped from memory) are counted in `state()` with a bounded record
+of the frames concerned (`escapes()`), so the service report counts them beside verdict escapes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -29,18 +49,18 @@ import ssl
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from inspector.config import MQTTConfig
 from inspector.errors import PublishError
 from inspector.frames import ModelInfo, Verdict, iso_utc
+from inspector.signalling.mqtt_client import connect_kwargs, make_client, password_in_clear
 from inspector.signalling.outbox import (
     ALARM,
     OVERFLOW,
@@ -67,14 +87,31 @@ log = logging.getLogger(__name__)
 WINDOW = 100  # messages in flight per connection: enough to fill a LAN, small enough to re-send
 _TICK_S = 0.05  # housekeeping period of the publisher thread (expiry sweep, heartbeat check)
 _REFUSED_RETRY_S = 1.0  # a message the broker refused (reason >= 0x80) is tried again after this
+_WRITE_RETRY_S = 1.0  # while the outbox cannot write (disk full), a durable write is tried this often
+_MEMORY_MAX = 10_000  # rows kept in memory while the outbox cannot write (capped by outbox_max)
+_ESCAPES_KEPT = 1000  # escape records kept for the service report (counters cover the rest)
 _NO_SUBSCRIBERS = 0x10
 _AUTH_CODES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
 _HEARTBEAT_KEYS = ("last_frame_age_s", "p99_ms", "frames")
 
+AlarmCounter = Callable[[str], None]
+
 
 # -- events into the publisher thread (frozen: they cross threads) -----------------------------
 @dataclass(frozen=True, slots=True)
-class _Submit:
+class _Reject:
+    """A reject `submit` made; `durable`: already committed to the outbox by the caller."""
+
+    row: NewRow
+    captured_wall: float
+    durable: bool
+    evicted: tuple[Entry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """A verdict for the informational .../verdict topic."""
+
     verdict: Verdict
 
 
@@ -110,9 +147,20 @@ class _Stop:
 
 @dataclass(frozen=True, slots=True)
 class _InFlight:
-    row_id: str
-    kind: str
+    entry: Entry
     gen: int
+
+
+@dataclass(frozen=True, slots=True)
+class Escape:
+    """A part whose reject did not reach the line in time (a physical escape)."""
+
+    reject_id: str
+    frame_id: int | None
+    part_id: str | None
+    why: str  # late_ack | expired | evicted | dropped
+    this_boot: bool  # the reject was made by this process (its frame id is one of this run's)
+    at: float = field(default_factory=time.time)
 
 
 class _Client(mqtt.Client):
@@ -148,17 +196,24 @@ def _purge_paho_queue(client: mqtt.Client) -> None:
         client._inflight_messages = 0
 
 
+def _memory_entry(row: NewRow, now: float) -> Entry:
+    return Entry(seq=0, id=row.id, kind=row.kind, payload=row.payload, deadline=row.deadline, created=now, ref=row.ref)
+
+
 class MqttPublisher:
     """VerdictSink that publishes rejects (durably), verdicts (optionally), status, heartbeat, alarms."""
 
     name = "mqtt"
 
     def __init__(self, cfg: MQTTConfig, *, model: ModelInfo, config_hash: str,
-                 heartbeat_fn: Callable[[], dict]) -> None:
+                 heartbeat_fn: Callable[[], dict], alarm_counter: AlarmCounter | None = None) -> None:
         self.cfg = cfg
         self.model = model
         self.config_hash = config_hash
         self.heartbeat_fn = heartbeat_fn
+        # Alarms this publisher creates itself (escaped_part, no_subscribers, outbox_full,
+        # outbox_degraded) are counted here too: the service passes its AlarmHub's `record`.
+        self.alarm_counter = alarm_counter
         self.boot = uuid.uuid4().hex[:12]
         self.client_id = cfg.client_id or f"inspector-{cfg.line}-{cfg.station}"
         root = cfg.topic_root
@@ -166,6 +221,8 @@ class MqttPublisher:
         self.v5 = cfg.protocol == "v5"
         # The smallest time left for which a reject is still published (see module docstring).
         self.min_left_s = 1.0 if (self.v5 and cfg.subsecond_rejects == "alarm") else 0.0
+        self.memory_max = min(cfg.outbox_max, _MEMORY_MAX)
+        self.password_in_clear = password_in_clear(cfg)
 
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
@@ -177,7 +234,7 @@ class MqttPublisher:
         self._connected = False
         self._last_error: str | None = None
         self._logged_error: str | None = None
-        # publisher-thread view
+        # publisher-thread view: what the events of a tick became, kept until its I/O succeeded
         self._gen = 0
         self._up = False
         self._inflight: dict[int, _InFlight] = {}
@@ -185,7 +242,15 @@ class MqttPublisher:
         self._retry_at = 0.0
         self._next_hb = 0.0
         self._nosub_episode = False
-        self._unwritten: list[NewRow] = []
+        self._stop: _Stop | None = None
+        self._to_write: list[NewRow] = []  # rows to commit to the outbox
+        self._to_delete: set[str] = set()  # acknowledged ids still in the outbox (not to re-send, not to expire)
+        self._verdicts: deque[Verdict] = deque(maxlen=10_000)
+        self._memory: OrderedDict[str, Entry] = OrderedDict()  # rows the outbox could not take (disk full)
+        self._degraded = False  # read by submit(): skip the disk while it is known to be full
+        self._write_retry_at = 0.0
+        self._escaped_ids: OrderedDict[str, None] = OrderedDict()  # rejects already counted as escaped
+        self._overflow_counted = 0
         # counters (ints written by one thread, read by anyone)
         self.published = 0
         self.acked = 0
@@ -193,6 +258,9 @@ class MqttPublisher:
         self._captured: dict[str, float] = {}
         self.ack_ms: deque[float] = deque(maxlen=10_000)
         self.expired = 0
+        self.late_acks = 0
+        self.undelivered = 0
+        self._escapes: deque[Escape] = deque(maxlen=_ESCAPES_KEPT)
         self.alarms = 0
         self.no_subscribers = 0
         self.refused = 0
@@ -202,6 +270,9 @@ class MqttPublisher:
         self.verdicts_dropped = 0
         self.leftovers = 0
         self.write_errors = 0
+        self.degraded_episodes = 0
+        self.degraded_dropped = 0
+        self.step_errors = 0
 
     # -- VerdictSink -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,13 +285,31 @@ class MqttPublisher:
         self._client = self._make_client()
         # connect_async + loop_start: the TCP connect happens on paho's thread, so start-up never
         # waits for the broker; a broker that is down is retried with the capped backoff.
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s, **self._connect_kwargs())
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
+                                   **connect_kwargs(cfg, session_expiry_s=0))
         self._client.loop_start()
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> None:
-        if verdict.actuate or self.cfg.publish_verdicts:
-            self._q.put(_Submit(verdict))
+        """A reject is committed to the outbox before this returns (the caller's thread pays one
+        SQLite commit); a verdict for .../verdict is only enqueued. Never raises for a full disk."""
+        if verdict.actuate:
+            self._submit_reject(verdict)
+        if self.cfg.publish_verdicts:
+            self._q.put(_Verdict(verdict))
+
+    def _submit_reject(self, v: Verdict) -> None:
+        row = self._reject_row(v)
+        durable, evicted = False, ()
+        ob = self._outbox
+        if ob is not None and not self._degraded:
+            try:
+                evicted = tuple(ob.put([row]))
+                durable = True
+            except PublishError as e:  # disk full: the publisher thread publishes it from memory
+                self.write_errors += 1
+                self._set_error(str(e))
+        self._q.put(_Reject(row, v.frame.captured_wall, durable, evicted))
 
     def alarm(self, kind: str, detail: dict[str, Any]) -> None:
         """AlarmHandler: queue a durable alarm (delivered with no expiry). Never blocks."""
@@ -234,17 +323,32 @@ class MqttPublisher:
         self._q.put(_Stop(time.monotonic() + timeout))
         self._thread.join(timeout + 1.0)  # the thread bounds itself by `until`; +1 s: paho's loop_stop
 
+    def escapes(self) -> list[Escape]:
+        """The most recent physical escapes (bounded); the counters in `state()` cover all."""
+        return list(self._escapes)
+
     def state(self) -> dict[str, Any]:
+        escapes = list(self._escapes)
         return {
             "connected": self._connected,
             "last_error": self._last_error,
             "outbox_depth": self._outbox.depth() if self._outbox else 0,
+            "outbox_degraded": self._degraded,
+            "memory_rows": len(self._memory),
+            "degraded_dropped": self.degraded_dropped,
             "queued": self._q.qsize(),
             "published": self.published,
             "acked": self.acked,
             "expired": self.expired,
+            # Physical escapes seen from the signalling side: rejects acknowledged after their
+            # deadline, and rejects never delivered in time (expired, evicted, dropped).
+            "late_acks": self.late_acks,
+            "undelivered": self.undelivered,
+            "physical_escapes": self.late_acks + self.undelivered,
+            "escaped_frame_ids": [e.frame_id for e in escapes if e.this_boot and e.frame_id is not None],
             "alarms": self.alarms,
             "no_subscribers": self.no_subscribers,
+            "no_subscribers_detectable": self.v5,  # MQTT 3.1.1 has no PUBACK reason codes
             "refused": self.refused,
             "evicted": self._outbox.evicted if self._outbox else 0,
             "reconnects": self.reconnects,
@@ -254,6 +358,8 @@ class MqttPublisher:
             "verdicts_dropped": self.verdicts_dropped,
             "leftovers": self.leftovers,
             "write_errors": self.write_errors,
+            "step_errors": self.step_errors,
+            "password_in_clear": self.password_in_clear,
             "client_id": self.client_id,
             "boot": self.boot,
             **_ack_percentiles(list(self.ack_ms)[-1000:]),
@@ -261,45 +367,17 @@ class MqttPublisher:
 
     # -- client set-up -----------------------------------------------------------------------------
     def _make_client(self) -> _Client:
-        cfg = self.cfg
-        if self.v5:
-            c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        else:
-            # clean session: the outbox, not the broker, holds what is unacknowledged
-            c = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311,
-                        clean_session=True)
+        # clean session: the outbox, not the broker, holds what is unacknowledged
+        c = make_client(self.cfg, client_id=self.client_id, persistent=False,
+                        logger="inspector.signalling.publisher.paho", client_cls=_Client)
         c.connect_error_hook = self._on_connect_error
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
-        c.enable_logger(logging.getLogger("inspector.signalling.publisher.paho"))
         c.will_set(self.topics["status"], self._status("offline", at=None), qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
         c.max_inflight_messages_set(WINDOW)
         c.max_queued_messages_set(0)  # the outbox is the bound, paho's queue is emptied per connect
-        if cfg.username is not None:
-            c.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        if cfg.tls is not None:
-            t = cfg.tls
-            for label, path in (("ca_file", t.ca_file), ("cert_file", t.cert_file), ("key_file", t.key_file)):
-                if path is not None and not path.is_file():
-                    raise PublishError(f"mqtt.tls.{label}: expected a readable file, got {str(path)!r} (not found)")
-            try:
-                c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
-                          certfile=str(t.cert_file) if t.cert_file else None,
-                          keyfile=str(t.key_file) if t.key_file else None,
-                          cert_reqs=ssl.CERT_REQUIRED)
-            except (ssl.SSLError, OSError, ValueError) as e:
-                raise PublishError(f"mqtt.tls: expected a PEM CA bundle / client cert+key, got an unusable file: {e}") from e
-            c.tls_insecure_set(t.insecure)
         return c
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        if not self.v5:
-            return {}
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0  # nothing to keep at the broker: see _make_client
-        return {"clean_start": True, "properties": props}
 
     def _status(self, state: str, at: float | None) -> str:
         online = state == "online"
@@ -307,6 +385,12 @@ class MqttPublisher:
                              boot=self.boot, model=ModelRef.of(self.model) if online else None,
                              config_hash=self.config_hash if online else None).to_json()
 
+    def _count_alarm(self, kind: str) -> None:
+        if self.alarm_counter is not None:
+            try:
+                self.alarm_counter(kind)
+            except Exception:  # the count is a report; the alarm itself is already a row
+                log.exception("alarm counter failed for %s", kind)
     # -- paho callbacks (network thread): record, enqueue, return ---------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -320,6 +404,9 @@ class MqttPublisher:
         self._last_error = None
         self._logged_error = None
         log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.client_id, self.cfg.protocol)
+        if not self.v5 and self._net_gen == 1:
+            log.warning("mqtt: MQTT 3.1.1 acknowledges a publish without a reason code: a reject nobody "
+                        "subscribes to cannot be detected (no no_subscribers alarm); use protocol v5 for it")
         # Birth first, on every (re)connect: it replaces the retained `offline` of our last will.
         client.publish(self.topics["status"], self._status("online", time.time()), qos=1, retain=True)
         self._q.put(_Up(self._net_gen))
@@ -372,77 +459,41 @@ class MqttPublisher:
 
     # -- the publisher thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        stop: _Stop | None = None
         self._next_hb = time.monotonic()
         while True:
             try:
-                stop = self._step(stop)
-            except PublishError as e:  # the outbox cannot write (disk full): known, said once
-                self.write_errors += 1
-                self._set_error(str(e))
-                time.sleep(0.2)
+                self._step()
             except Exception as e:  # the reject path must not die silently: say it, keep going
-                self.write_errors += 1
+                # Nothing is lost: the tick's rows, acknowledgements and stop live on `self`
+                # until the I/O that consumes them has succeeded.
+                self.step_errors += 1
                 self._last_error = f"publisher: {type(e).__name__}: {e}"
                 log.exception("mqtt publisher step failed; retrying")
                 time.sleep(0.2)
-            if stop is not None and self._may_finish(stop):
+            if self._stop is not None and self._may_finish(self._stop):
                 break
-        self._shutdown(stop)
+        self._shutdown(self._stop)
 
-    def _step(self, stop: _Stop | None) -> _Stop | None:
-        events = self._drain(timeout=_TICK_S)
-        rows: list[NewRow] = []
-        verdicts: list[Verdict] = []
-        acked: list[str] = []
-        for ev in events:
-            if isinstance(ev, _Submit):
-                v = ev.verdict
-                if v.actuate:
-                    rows.append(self._reject_row(v))
-                if self.cfg.publish_verdicts:
-                    verdicts.append(v)
-            elif isinstance(ev, _Alarm):
-                rows.append(self._alarm_row(ev.kind, ev.detail, ev.raised_at))
-            elif isinstance(ev, _Ack):
-                self._on_ack(ev, acked)
-            elif isinstance(ev, _Up):
-                self._gen, self._up = ev.gen, True
-                self._inflight.clear()
-                self._cursor = {REJECT: 0, ALARM: 0}
-            elif isinstance(ev, _Down):
-                if ev.gen == self._gen:
-                    self._up = False
-                    self._inflight.clear()  # nothing of that connection will be acknowledged now
-            elif isinstance(ev, _Stop):
-                stop = ev
-        ob = self._outbox
-        # Written before it is published: a reject exists durably before it can be acknowledged.
-        rows, self._unwritten = self._unwritten + rows, []
-        try:
-            evicted = ob.put(rows)
-        except PublishError as e:  # disk full, ...: keep them in memory and try again next tick
-            self._unwritten = rows
-            self.write_errors += 1
-            self._set_error(str(e))
-            evicted = []
-        if evicted:
-            log.error("outbox full (%d rows): evicted %d oldest message(s) into an outbox_full alarm",
-                      ob.max_rows, len(evicted))
-        ob.delete(acked)
+    def _step(self) -> None:
+        # 1. events -> state, no I/O (an event that cannot be understood is logged, never fatal)
+        self._absorb(self._drain(timeout=_TICK_S))
+        # 2. I/O, each step keeping its input on failure
         now = time.time()
+        self._write(now)
+        self._forget_acked()
         self._sweep(now)
+        self._count_overflow()
         if self._up:
             self._pump(now)
-            self._publish_verdicts(verdicts)
+            self._publish_verdicts()
             self._heartbeat()
         else:
-            self.verdicts_dropped += len(verdicts)
-        return stop
+            self.verdicts_dropped += len(self._verdicts)
+            self._verdicts.clear()
 
     def _drain(self, timeout: float) -> list:
         try:
-            events = [self._q.get(timeout=timeout)]
+            events = [self._q.get(timeout=timeout)] if timeout > 0 else [self._q.get_nowait()]
         except queue.Empty:
             return []
         while len(events) < 2000:  # one transaction per batch, however fast verdicts come
@@ -452,31 +503,149 @@ class MqttPublisher:
                 break
         return events
 
+    def _absorb(self, events: list) -> None:
+        for ev in events:
+            try:
+                self._absorb_one(ev)
+            except Exception:  # one bad event (an alarm detail, ...) must not cost the others
+                self.step_errors += 1
+                log.exception("mqtt publisher: event %s could not be handled", type(ev).__name__)
+
+    def _absorb_one(self, ev) -> None:
+        if isinstance(ev, _Reject):
+            if len(self._captured) < 100_000:  # bounded: entries leave on ack; expired ones are few
+                self._captured[ev.row.id] = ev.captured_wall
+            if not ev.durable:
+                self._to_write.append(ev.row)
+            self._note_evicted(ev.evicted)
+        elif isinstance(ev, _Verdict):
+            self._verdicts.append(ev.verdict)
+        elif isinstance(ev, _Alarm):
+            self._to_write.append(self._alarm_row(ev.kind, ev.detail, ev.raised_at))
+        elif isinstance(ev, _Ack):
+            self._on_ack(ev)
+        elif isinstance(ev, _Up):
+            self._gen, self._up = ev.gen, True
+            self._inflight.clear()
+            self._cursor = {REJECT: 0, ALARM: 0}
+        elif isinstance(ev, _Down):
+            if ev.gen == self._gen:
+                self._up = False
+                self._inflight.clear()  # nothing of that connection will be acknowledged now
+        elif isinstance(ev, _Stop):
+            self._stop = ev
+
+    def _write(self, now: float) -> None:
+        """Commits the tick's rows (and any held in memory) to the outbox; on failure they are
+        published from memory (bounded) and the outbox is `degraded` until a write succeeds."""
+        rows, self._to_write = self._to_write, []
+        if self._degraded and now < self._write_retry_at:
+            self._remember(rows, now)
+            return
+        if not rows and not self._memory:
+            return
+        held = [NewRow(e.id, e.kind, e.payload, e.deadline, e.ref) for e in self._memory.values()]
+        try:
+            evicted = self._outbox.put(held + rows)
+        except Exception as e:  # disk full (PublishError), or anything else: never lose the rows
+            self.write_errors += 1
+            self._remember(rows, now)
+            self._write_retry_at = now + _WRITE_RETRY_S
+            if not self._degraded:
+                self._enter_degraded(e, now)
+            return
+        self._memory.clear()
+        if self._degraded:
+            self._degraded = False
+            log.warning("mqtt: outbox %s writable again: messages are durable again", self.cfg.outbox_path)
+        self._note_evicted(evicted)
+
+    def _enter_degraded(self, e: Exception, now: float) -> None:
+        self._degraded = True
+        self.degraded_episodes += 1
+        text = str(e) if isinstance(e, PublishError) else f"outbox write failed: {type(e).__name__}: {e}"
+        self._set_error(text)
+        log.error("mqtt: OUTBOX DEGRADED: %s; rejects and alarms are published from memory (up to %d) "
+                  "and lost by a crash until the outbox can write again", text, self.memory_max)
+        row = self._alarm_row("outbox_degraded", {"outbox": str(self.cfg.outbox_path), "error": text,
+                                                  "memory_max": self.memory_max}, now,
+                              message=f"outbox cannot write ({text}): messages are delivered from memory, "
+                                      f"not durably; free space on {self.cfg.outbox_path.parent}")
+        self._count_alarm("outbox_degraded")
+        self._remember([row], now)
+
+    def _remember(self, rows: list[NewRow], now: float) -> None:
+        for r in rows:
+            self._memory[r.id] = _memory_entry(r, now)
+        while len(self._memory) > self.memory_max:
+            _, old = self._memory.popitem(last=False)
+            self.degraded_dropped += 1
+            if old.kind == REJECT:
+                self._record_escape(old, "dropped")
+            if self.degraded_dropped == 1 or self.degraded_dropped % 1000 == 0:
+                log.error("mqtt: memory buffer full (%d rows) while the outbox cannot write: %d message(s) "
+                          "dropped so far, oldest first", self.memory_max, self.degraded_dropped)
+
+    def _forget_acked(self) -> None:
+        if not self._to_delete:
+            return
+        ids = list(self._to_delete)
+        self._outbox.delete(ids)  # raises on failure: the ids stay, tried again next tick
+        self._to_delete.difference_update(ids)
+
+    def _count_overflow(self) -> None:
+        ob = self._outbox
+        while self._overflow_counted < ob.overflow_episodes:
+            self._overflow_counted += 1
+            self._count_alarm("outbox_full")
+
+    def _note_evicted(self, evicted) -> None:
+        if not evicted:
+            return
+        log.error("outbox full (%d rows): evicted %d oldest message(s) into an outbox_full alarm",
+                  self._outbox.max_rows if self._outbox else 0, len(evicted))
+        for e in evicted:
+            if e.kind == REJECT:
+                self._record_escape(e, "evicted")
+
     def _may_finish(self, stop: _Stop) -> bool:
         if time.monotonic() >= stop.until - 0.3:  # keep time for `stopped` and the disconnect
             return True
         # Nothing more can be acknowledged if we are offline, or nothing is in flight or sendable.
-        return not self._up or (not self._inflight and not self._sendable())
+        try:
+            return not self._up or (not self._inflight and not self._sendable())
+        except Exception:
+            return True
 
     def _sendable(self) -> bool:
         ob = self._outbox
-        return bool(ob.pending((REJECT,), self._cursor[REJECT], 1) or ob.pending((ALARM, OVERFLOW), self._cursor[ALARM], 1))
+        busy = self._busy()
+        return (any(i not in busy for i in self._memory) or bool(self._to_write)
+                or bool(ob.pending((REJECT,), self._cursor[REJECT], 1))
+                or bool(ob.pending((ALARM, OVERFLOW), self._cursor[ALARM], 1)))
+
+    def _busy(self) -> set[str]:
+        """Ids not to send again nor expire: in flight (their acknowledgement decides) or acknowledged."""
+        return {f.entry.id for f in self._inflight.values()} | self._to_delete
 
     def _shutdown(self, stop: _Stop | None) -> None:
-        # Anything still queued in memory goes to the outbox: the next start re-sends it.
-        rows = list(self._unwritten)
-        for ev in self._drain(timeout=0.0):
-            if isinstance(ev, _Submit) and ev.verdict.actuate:
-                rows.append(self._reject_row(ev.verdict))
-            elif isinstance(ev, _Alarm):
-                rows.append(self._alarm_row(ev.kind, ev.detail, ev.raised_at))
+        # Anything still queued or held in memory goes to the outbox: the next start re-sends it.
+        now = time.time()
+        self._absorb([ev for ev in self._drain(timeout=0.0) if not isinstance(ev, _Verdict)])
+        rows = [NewRow(e.id, e.kind, e.payload, e.deadline, e.ref) for e in self._memory.values()] + self._to_write
         try:
             self._outbox.put(rows)
-        except PublishError as e:
+            self._memory.clear()
+        except Exception as e:
             log.error("mqtt: %d message(s) could not be saved at stop: %s", len(rows), e)
+        try:
+            self._forget_acked()
+        except Exception as e:
+            log.error("mqtt: %d acknowledged message(s) stay in the outbox (re-sent on next start): %s",
+                      len(self._to_delete), e)
         c = self._client
         if self._connected:
-            info = c.publish(self.topics["status"], self._status("stopped", time.time()), qos=1, retain=True)
+            info = c.publish(self.topics["status"], self._status("stopped", now), qos=1, retain=True)
             left = (stop.until - time.monotonic()) if stop else 1.0
             try:
                 info.wait_for_publish(timeout=max(left, 0.2))
@@ -493,8 +662,6 @@ class MqttPublisher:
     # -- rows ----------------------------------------------------------------------------------
     def _reject_row(self, v: Verdict) -> NewRow:
         rid = reject_id(self.cfg.line, self.cfg.station, self.boot, v.frame_id)
-        if len(self._captured) < 100_000:  # bounded: entries leave on ack; expired ones are few
-            self._captured[rid] = v.frame.captured_wall
         return NewRow(id=rid, kind=REJECT, payload=reject_payload(v, rid).to_json(), deadline=v.deadline_wall,
                       ref=v.part_id or f"frame {v.frame_id}")
 
@@ -513,87 +680,158 @@ class MqttPublisher:
         return AlarmPayload(id=row_id, kind="outbox_full", raised_at=utc(time.time()), message=msg,
                             detail=summary).to_json()
 
-    def _escaped(self, e: Entry, now: float) -> NewRow:
+    def _escaped(self, e: Entry, now: float, *, late_ack: bool = False) -> NewRow:
+        """The `escaped_part` alarm of a reject not delivered in time (counted once per reject)."""
         rej = RejectPayload.model_validate_json(e.payload)
         left = (e.deadline or now) - now
-        why = ("deadline passed before the broker acknowledged it" if left <= 0 else
-               f"only {left * 1000:.0f} ms left: too little for a whole-second MQTT expiry (subsecond_rejects=alarm)")
-        self.expired += 1
+        if late_ack:
+            why = f"the broker acknowledged it {-left * 1000:.0f} ms after its deadline"
+        elif left <= 0:
+            why = "deadline passed before the broker acknowledged it"
+        else:
+            why = f"only {left * 1000:.0f} ms left: too little for a whole-second MQTT expiry (subsecond_rejects=alarm)"
         msg = (f"part {rej.part_id or '-'} (frame {rej.frame_id}) was NOT rejected: reject {rej.id} "
                f"not delivered before its deadline {iso_utc(e.deadline or now)}")
-        log.warning("ALARM escaped_part: %s (%s)", msg, why)
+        if self._record_escape(e, "late_ack" if late_ack else "expired"):
+            if not late_ack:
+                self.expired += 1
+            log.warning("ALARM escaped_part: %s (%s)", msg, why)
+            self._count_alarm("escaped_part")
         return self._alarm_row("escaped_part", {"reject_id": rej.id, "part_id": rej.part_id, "why": why,
                                                 "last_error": self._last_error},
                                now, alarm_id=f"escaped-{rej.id}", message=msg, reject=rej)
 
+    def _record_escape(self, e: Entry, why: str) -> bool:
+        """Counts a physical escape once per reject id; False when it was already counted."""
+        if e.id in self._escaped_ids:
+            return False
+        self._escaped_ids[e.id] = None
+        if len(self._escaped_ids) > 100_000:
+            self._escaped_ids.popitem(last=False)
+        if why == "late_ack":
+            self.late_acks += 1
+        else:
+            self.undelivered += 1
+        try:
+            body = json.loads(e.payload)
+            frame_id, part_id = body.get("frame_id"), body.get("part_id")
+        except (ValueError, AttributeError):
+            frame_id, part_id = None, e.ref
+        self._escapes.append(Escape(e.id, frame_id, part_id, why, this_boot=f"-{self.boot}-" in e.id))
+        return True
+
     # -- publishing ----------------------------------------------------------------------------
     def _sweep(self, now: float) -> None:
-        skip = {f.row_id for f in self._inflight.values()}
-        self._outbox.expire(now + self.min_left_s, lambda e: self._escaped(e, now), skip=skip)
+        """Rejects that can no longer be delivered in time become escaped_part alarms: in one
+        transaction in the outbox; from memory (and, while the disk is full, for outbox rows too:
+        a read-only query) into rows for the next write."""
+        cutoff = now + self.min_left_s
+        busy = self._busy()
+        for rid, e in list(self._memory.items()):
+            if e.kind == REJECT and e.deadline is not None and e.deadline <= cutoff and rid not in busy:
+                del self._memory[rid]
+                self._to_write.append(self._escaped(e, now))
+        if self._degraded:
+            # The outbox cannot take the alarm in place of the reject: alarm from memory now (once);
+            # the transaction below does the swap when the disk has room (same alarm id).
+            for e in self._outbox.due(cutoff, skip=busy):
+                if e.id not in self._escaped_ids:
+                    self._remember([self._escaped(e, now)], now)
+            if now < self._write_retry_at:
+                return
+        try:
+            self._outbox.expire(cutoff, lambda e: self._escaped(e, now), skip=busy)
+        except PublishError as err:
+            self.write_errors += 1
+            self._set_error(str(err))
 
     def _pump(self, now: float) -> None:
         if now < self._retry_at:
             return
         room = WINDOW - len(self._inflight)
-        busy = {f.row_id for f in self._inflight.values()}  # after a refusal the cursors restart
+        busy = self._busy()  # after a refusal the cursors restart
         # Rejects first: they are the time-critical messages; alarms fill the remaining window.
+        # Rows held in memory (disk full) before the outbox's: they have no other copy.
         for kinds, key in (((REJECT,), REJECT), ((ALARM, OVERFLOW), ALARM)):
+            for e in [m for m in self._memory.values() if m.kind in kinds and m.id not in busy]:
+                if room <= 0:
+                    return
+                sent = self._send(e, now)
+                if sent is None:
+                    return
+                room -= sent
             if room <= 0:
                 return
             for e in self._outbox.pending(kinds, self._cursor[key], room):
                 self._cursor[key] = e.seq
                 if e.id in busy:
                     continue
-                props = None
-                if e.kind == REJECT:
-                    left = e.deadline - now
-                    if left < self.min_left_s or left <= 0:
-                        continue  # the next sweep turns it into an escaped_part alarm
-                    if self.v5:
-                        props = Properties(PacketTypes.PUBLISH)
-                        # whole seconds, rounded DOWN: the broker drops it before the deadline
-                        props.MessageExpiryInterval = max(1, math.floor(left))
-                topic = self.topics["reject" if e.kind == REJECT else "alarm"]
-                info = self._client.publish(topic, publishable(e), qos=self.cfg.qos, retain=False, properties=props)
-                if info.rc == mqtt.MQTT_ERR_NO_CONN:
-                    self._up = False  # lost meanwhile; the next connect re-sends from the outbox
+                sent = self._send(e, now)
+                if sent is None:
                     return
-                self._inflight[info.mid] = _InFlight(e.id, e.kind, self._gen)
-                self.published += 1
-                room -= 1
+                room -= sent
 
-    def _on_ack(self, ev: _Ack, acked: list[str]) -> None:
+    def _send(self, e: Entry, now: float) -> int | None:
+        """Publishes one row: 1 if sent, 0 if not sendable now, None if the connection is gone."""
+        props = None
+        if e.kind == REJECT:
+            left = e.deadline - now
+            if left < self.min_left_s or left <= 0:
+                return 0  # the next sweep turns it into an escaped_part alarm
+            if self.v5:
+                props = Properties(PacketTypes.PUBLISH)
+                # whole seconds, rounded DOWN: the broker drops it before the deadline
+                props.MessageExpiryInterval = max(1, math.floor(left))
+        topic = self.topics["reject" if e.kind == REJECT else "alarm"]
+        info = self._client.publish(topic, publishable(e), qos=self.cfg.qos, retain=False, properties=props)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN:
+            self._up = False  # lost meanwhile; the next connect re-sends from the outbox
+            return None
+        self._inflight[info.mid] = _InFlight(e, self._gen)
+        self.published += 1
+        return 1
+
+    def _on_ack(self, ev: _Ack) -> None:
         f = self._inflight.get(ev.mid)
         if f is None or f.gen != ev.gen:
             return  # birth, heartbeat, verdict, or a connection that is gone
         del self._inflight[ev.mid]
+        e = f.entry
         if ev.code >= 0x80:
             # Refused (not authorised to publish, quota, ...): the row stays and is retried; a reject
             # that stays refused until its deadline becomes an escaped_part alarm.
             self.refused += 1
-            self._set_error(f"broker refused {f.kind} {f.row_id}: {ev.name} (0x{ev.code:02x})")
+            self._set_error(f"broker refused {e.kind} {e.id}: {ev.name} (0x{ev.code:02x})")
             self._retry_at = time.time() + _REFUSED_RETRY_S
             self._cursor = {REJECT: 0, ALARM: 0}
             return
-        acked.append(f.row_id)
-        if f.kind != REJECT:
+        if self._memory.pop(e.id, None) is None:
+            self._to_delete.add(e.id)  # durable: delete it from the outbox
+        if e.kind != REJECT:
             return
         self.acked += 1
-        captured = self._captured.pop(f.row_id, None)
+        now = time.time()
+        captured = self._captured.pop(e.id, None)
         if captured is not None:
-            self.ack_ms.append((time.time() - captured) * 1000.0)
+            self.ack_ms.append((now - captured) * 1000.0)
+        if e.deadline is not None and now > e.deadline:
+            # Acknowledged after the part passed: a subscriber drops it as expired (the reference
+            # actuator does), so the part was not stopped in time.
+            self._to_write.append(self._escaped(e, now, late_ack=True))
         if ev.code == _NO_SUBSCRIBERS:
             self.no_subscribers += 1
             if not self._nosub_episode:  # one alarm per episode, not one per reject
                 self._nosub_episode = True
-                self._outbox.put([self._alarm_row(
-                    "no_subscribers", {"topic": self.topics["reject"], "reject_id": f.row_id},
-                    time.time(), message=f"nobody subscribes to {self.topics['reject']}: rejects are not actuated")])
+                self._count_alarm("no_subscribers")
+                self._to_write.append(self._alarm_row(
+                    "no_subscribers", {"topic": self.topics["reject"], "reject_id": e.id},
+                    now, message=f"nobody subscribes to {self.topics['reject']}: rejects are not actuated"))
         else:
             self._nosub_episode = False
 
-    def _publish_verdicts(self, verdicts: list[Verdict]) -> None:
-        for v in verdicts:
+    def _publish_verdicts(self) -> None:
+        while self._verdicts:
+            v = self._verdicts.popleft()
             vid = reject_id(self.cfg.line, self.cfg.station, self.boot, v.frame_id)
             info = self._client.publish(self.topics["verdict"], verdict_payload(v, vid).to_json(), qos=self.cfg.verdict_qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
@@ -613,7 +851,7 @@ class MqttPublisher:
             figures = {"heartbeat_fn_error": f"{type(e).__name__}: {e}"}
         known = {k: figures.pop(k) for k in _HEARTBEAT_KEYS if k in figures}
         p = HeartbeatPayload(seq=self.heartbeats, at=utc(time.time()), boot=self.boot,
-                             uptime_s=now - self._started_at, outbox_depth=self._outbox.depth(),
+                             uptime_s=now - self._started_at, outbox_depth=self._outbox.depth() + len(self._memory),
                              pipeline=_jsonable(figures), **known)
         self._client.publish(self.topics["heartbeat"], p.to_json(), qos=0)
         self.heartbeats += 1
