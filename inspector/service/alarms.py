@@ -3,7 +3,7 @@
 Every alarm the service can raise is listed in `ALARM_KINDS` with what it means for the line;
 a test checks that every kind raised in the package is listed and every listed kind is raised
 somewhere. The hub counts every alarm, including those the MQTT publisher creates inside its own
-outbox transaction (`escaped_part`, `no_subscribers`, `outbox_full`): it calls `record()` for
+outbox (`escaped_part`, `no_subscribers`, `outbox_full`, `outbox_degraded`): it calls `record()` for
 them, so `/metrics`, the summary and the heartbeat count all alarms in one place.
 """
 
@@ -24,6 +24,7 @@ ALARM_KINDS: dict[str, str] = {
     "escaped_part": "a part was not stopped: its reject was not delivered before its deadline, or its verdict came too late",
     "no_subscribers": "the broker delivered a reject to nobody: no actuator subscribes to the reject topic",
     "outbox_full": "the outbox evicted its oldest messages: the broker has not acknowledged for a long time",
+    "outbox_degraded": "the outbox cannot write (disk full?): rejects and alarms are delivered from memory, not durably",
     "camera_lost": "the source stopped delivering frames",
     "spool_full": "the review spool is full and evicts samples",
     "spool_evicted_unuploaded": "a sample was evicted from the spool before it was uploaded",

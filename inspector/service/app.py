@@ -46,7 +46,7 @@ class Service:
             from inspector.signalling.publisher import MqttPublisher
 
             self.publisher = MqttPublisher(cfg.mqtt, model=self.model, config_hash=self.config_hash,
-                                           heartbeat_fn=self.heartbeat)
+                                           heartbeat_fn=self.heartbeat, alarm_counter=self.alarms.record)
             self.sinks.append(self.publisher)
         if cfg.sampling.enabled:
             from inspector.review.spool import SamplingSink
