@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -48,7 +49,23 @@ class _SourceConfigBase(StrictConfig):
         description="triggered: every frame is a part and is never dropped; free_run: a live stream, "
         "stale frames are dropped (counted) and only the freshest is inspected.",
     )
-    queue_size: int = Field(8, ge=1, le=1024, description="Frames buffered between grabber and detector.")
+    queue_size: int = Field(
+        8, ge=1, le=1024,
+        description="Frames (images) buffered between grabber and detector. free_run: the oldest is overwritten "
+        "when full. triggered: a part arriving when it is full keeps its metadata but its image is dropped: it gets "
+        "the fail-safe verdict and a queue_full alarm (memory stays bounded when the detector falls behind).")
+    max_backlog: int = Field(
+        4096, ge=1, le=1_000_000,
+        description="triggered: parts waiting in all (images plus image-less parts past queue_size; ~0.3 KiB "
+        "each without an image). Beyond it the oldest image-less parts are given up: they get no verdict and "
+        "are named (part ids) in a queue_full alarm. Only a stalled detector fills it.")
+
+    @model_validator(mode="after")
+    def _backlog_holds_the_queue(self):
+        if self.max_backlog < self.queue_size:
+            raise ValueError(f"max_backlog ({self.max_backlog}) must be >= queue_size ({self.queue_size})")
+        return self
+
 
 
 class SyntheticSourceConfig(_SourceConfigBase):
@@ -77,7 +94,13 @@ class FolderSourceConfig(_SourceConfigBase):
 class OpenCVSourceConfig(_SourceConfigBase):
     kind: Literal["opencv"] = "opencv"
     trigger: TriggerMode = Field("free_run", description="Live cameras are usually free-running.")
-    url: str | None = Field(None, description="RTSP/HTTP URL (mutually exclusive with device).")
+    url: str | None = Field(
+        None, description="RTSP/HTTP URL (mutually exclusive with device), without credentials: user and password "
+        "go in `username` and INSPECTOR_SOURCE__PASSWORD and are added (percent-encoded) when the camera is opened.")
+    username: str | None = Field(None, min_length=1, max_length=256, description="Camera user (with url); its "
+                                 "password comes from INSPECTOR_SOURCE__PASSWORD.")
+    password: SecretStr | None = Field(None, exclude=True, description="Environment only: INSPECTOR_SOURCE__PASSWORD, "
+                                       "the camera password (any characters; percent-encoded into the URL at open).")
     device: int | None = Field(None, ge=0, le=63, description="USB/V4L2 device index.")
     open_timeout_ms: int = Field(5000, ge=100, le=120_000, description="CAP_PROP_OPEN_TIMEOUT_MSEC.")
     read_timeout_ms: int = Field(2000, ge=50, le=60_000, description="CAP_PROP_READ_TIMEOUT_MSEC: a frozen stream is declared lost after this.")
@@ -90,13 +113,67 @@ class OpenCVSourceConfig(_SourceConfigBase):
         "packet corrupts a frame); udp: lower latency on a clean LAN. Set through FFmpeg's capture options.",
     )
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, v: str | None) -> str | None:
+        if v is not None and url_has_credentials(v):
+            raise ValueError(
+                "credentials in the URL are refused (the URL is logged, hashed and kept in the config file): "
+                "remove 'user:password@', set source.username, and pass the password in the environment as "
+                f"{ENV_PREFIX}SOURCE__PASSWORD (or the user too, as {ENV_PREFIX}SOURCE__USERNAME)")
+        return v
+
     @model_validator(mode="after")
     def _one_target(self) -> "OpenCVSourceConfig":
         if (self.url is None) == (self.device is None):
             raise ValueError("set exactly one of url or device")
+        if self.url is None and (self.username is not None or self.password is not None):
+            raise ValueError("username/password go with url (a V4L2 device has no credentials)")
         if self.reconnect_max_ms < self.reconnect_initial_ms:
             raise ValueError(f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_initial_ms ({self.reconnect_initial_ms})")
         return self
+
+
+def url_has_credentials(url: str) -> bool:
+    """True when `url` carries a user or password (`scheme://user:pass@host/...`), also when the password
+    holds characters that were not percent-encoded (`/`, `?`, `#`, `@`) and so hide it from urlsplit."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    try:
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            return True
+    except ValueError:  # e.g. an invalid port: look at the raw text below
+        pass
+    # `rtsp://admin:pa/ss@host/` splits at the `/`: no userinfo for urlsplit, but a `:` before an
+    # `@` is how every camera URL with a password looks. Refusing a rare `user:x@` in a path is the
+    # safe side of the trade.
+    head, at, _ = rest.rpartition("@")
+    return bool(at) and ":" in head
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for logs, state and error messages.
+
+    A password may hold `/`, `?`, `#`, `@` or `:` unencoded (people paste them so), which moves the
+    authority's end for urlsplit; so the userinfo is everything between `://` and the LAST `@`, and
+    the rest is split by urllib.parse. The user is kept when it is a plain name (percent-escapes
+    allowed); anything else in the userinfo is hidden. Text without `scheme://...@` is returned as is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, tail = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    shown = user if _PLAIN_USER.fullmatch(user) else "***"
+    try:
+        parts = urlsplit(f"{scheme}://{tail}")
+    except ValueError:  # an unparsable rest (bad IPv6 brackets): still never show the userinfo
+        return f"{scheme}://{shown}{':***' if colon else ''}@{tail}"
+    return urlunsplit(parts._replace(netloc=f"{shown}{':***' if colon else ''}@{parts.netloc}"))
+
+
+_PLAIN_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")
 
 
 # The source kinds, listed once: the union, the error-path cleaner and the docs read this tuple.
@@ -279,6 +356,18 @@ class MetricsConfig(StrictConfig):
     port: int = Field(9108, ge=0, le=65535, description="Metrics port; 0 picks a free one.")
 
 
+class BackgroundConfig(StrictConfig):
+    """Background threads (spool writer, uploader, verdict log) run at a lower OS priority than the frame
+    path, so that JPEG encoding, disk and network work yield the CPU to inference on a small line PC."""
+
+    priority: Literal["nice", "idle", "off"] = Field(
+        "nice", description="nice: raise the background threads' niceness to `nice` (Linux: per thread); "
+        "idle: SCHED_IDLE (they run only when a core is otherwise idle; the spool may then drop samples under "
+        "sustained load, counted); off: leave them at the service's priority.")
+    nice: int = Field(10, ge=1, le=19, description="Niceness of background threads with priority=nice "
+                      "(10: CFS weight 110 vs 1024 at nice 0, about a tenth of a contended core).")
+
+
 class SinkConfig(StrictConfig):
     jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
 
@@ -298,6 +387,8 @@ class InspectorConfig(BaseSettings):
     upload: UploadConfig = Field(default_factory=UploadConfig, description="Nightly upload of the spool.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics and health.")
     sink: SinkConfig = Field(default_factory=SinkConfig, description="Local verdict log.")
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig,
+                                         description="OS priority of background threads.")
 
     @classmethod
     def settings_customise_sources(
@@ -317,8 +408,22 @@ class InspectorConfig(BaseSettings):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# Keys that may only come from the environment.
-_SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key")}
+# Keys that may only come from the environment. Matched case-insensitively, like the settings
+# themselves: `MQTT: {PassWord: x}` is the same key as `mqtt: {password: x}`.
+_SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key"), ("source", "password")}
+
+
+def _refuse_secrets(data: dict[Any, Any], path: Path) -> None:
+    for section, body in data.items():
+        if not isinstance(section, str) or not isinstance(body, dict):
+            continue
+        for key in body:
+            if isinstance(key, str) and (section.lower(), key.lower()) in _SECRET_KEYS:
+                raise ConfigError(
+                    f"{path}: {section}.{key}: secrets are not accepted in the config file; "
+                    f"set {ENV_PREFIX}{section.upper()}__{key.upper()} in the environment"
+                )
+
 
 
 def load_config(path: str | Path | None) -> InspectorConfig:
@@ -339,12 +444,7 @@ def load_config(path: str | Path | None) -> InspectorConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top, got {type(loaded).__name__}")
         data = loaded
-        for section, key in _SECRET_KEYS:
-            if isinstance(data.get(section), dict) and key in data[section]:
-                raise ConfigError(
-                    f"{section}.{key}: secrets are not accepted in the config file; "
-                    f"set {ENV_PREFIX}{section.upper()}__{key.upper()} in the environment"
-                )
+        _refuse_secrets(data, p)
     try:
         return InspectorConfig(**data)
     except ValidationError as e:
@@ -359,6 +459,8 @@ def format_validation_error(e: ValidationError, path: str | Path | None = None) 
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a field of this section)"
         got = err.get("input")
+        if isinstance(got, str):
+            got = redact_url(got)  # a refused camera URL must not print its password
         shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{loc}: {msg}{shown}")
     head = f"{path}: " if path else ""

@@ -1,5 +1,6 @@
 """Config: strict, bounded, env-overridable, secrets only from the environment."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,119 @@ def test_secrets_are_refused_in_yaml_and_taken_from_env(tmp_path, monkeypatch):
     cfg = load_config(write(tmp_path, "mqtt:\n  username: line\n"))
     assert cfg.mqtt.password.get_secret_value() == "hunter2"
     assert "hunter2" not in repr(cfg)
+
+
+CAMERA = "source:\n  kind: opencv\n  url: {url}\n"
+
+
+# The settings are case-insensitive (`MQTT:` is the `mqtt` section), so the refusal must be too:
+# `MQTT: {password: x}` was accepted before.
+@pytest.mark.parametrize(
+    "yaml_text, field, env",
+    [
+        ("mqtt:\n  password: hunter2\n", "mqtt.password", "INSPECTOR_MQTT__PASSWORD"),
+        ("MQTT:\n  password: hunter2\n", "MQTT.password", "INSPECTOR_MQTT__PASSWORD"),
+        ("Mqtt:\n  PassWord: hunter2\n", "Mqtt.PassWord", "INSPECTOR_MQTT__PASSWORD"),
+        ("mqtt:\n  PASSWORD: hunter2\n", "mqtt.PASSWORD", "INSPECTOR_MQTT__PASSWORD"),
+        ("Upload:\n  Secret_Key: abc\n", "Upload.Secret_Key", "INSPECTOR_UPLOAD__SECRET_KEY"),
+        ("UPLOAD:\n  access_key: abc\n", "UPLOAD.access_key", "INSPECTOR_UPLOAD__ACCESS_KEY"),
+        ("source:\n  kind: opencv\n  url: rtsp://cam/s\n  Password: x\n", "source.Password",
+         "INSPECTOR_SOURCE__PASSWORD"),
+    ],
+)
+def test_secrets_are_refused_in_yaml_in_any_case(tmp_path, yaml_text, field, env):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, yaml_text))
+    msg = str(e.value)
+    assert f"{field}: secrets are not accepted" in msg and env in msg, msg
+    assert "hunter2" not in msg
+
+
+# Credentials inside the camera URL: refused, with the field named, the password never echoed, and
+# the way to pass them said. `/`, `@`, `#` or `?` unencoded in a password hide it from urlsplit.
+@pytest.mark.parametrize(
+    "url, secret",
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/h264", "s3cret"),
+        ("RTSP://admin:s3cret@cam/h264", "s3cret"),
+        ("http://admin:s3cret@cam/mjpg", "s3cret"),
+        ("rtsp://admin:pa/ss@cam:554/h264", "pa/ss"),
+        ("rtsp://admin:p@ss@cam/h264", "p@ss"),
+        ("rtsp://admin:a%2Fb@cam/h264", "a%2Fb"),
+        ("rtsp://admin:x#y@cam/h264", "x#y"),
+        ("rtsp://admin:x?y@cam/h264", "x?y"),
+        ("rtsp://admin@cam/h264", None),  # a user alone: still goes in source.username
+    ],
+)
+def test_credentials_in_the_camera_url_are_refused(tmp_path, url, secret):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, CAMERA.format(url=f"'{url}'")))
+    msg = str(e.value)
+    assert "source.url" in msg and "credentials in the URL are refused" in msg, msg
+    assert "source.username" in msg and "INSPECTOR_SOURCE__PASSWORD" in msg, msg
+    if secret is not None:
+        assert secret not in msg, msg
+
+
+def test_camera_user_and_password_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSPECTOR_SOURCE__USERNAME", "cam-op")
+    monkeypatch.setenv("INSPECTOR_SOURCE__PASSWORD", "p/a@s:s%w")
+    cfg = load_config(write(tmp_path, CAMERA.format(url="rtsp://cam.plant:554/stream1")))
+    assert cfg.source.username == "cam-op" and cfg.source.password.get_secret_value() == "p/a@s:s%w"
+    assert "p/a@s" not in repr(cfg) and "p/a@s" not in json.dumps(cfg.model_dump(mode="json"))
+    monkeypatch.setenv("INSPECTOR_SOURCE__PASSWORD", "other")
+    assert load_config(write(tmp_path, CAMERA.format(url="rtsp://cam.plant:554/stream1"))).config_hash() == \
+        cfg.config_hash(), "a password change must not change the published config hash"
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/h264", "rtsp://admin:***@10.0.0.5:554/h264"),
+        ("rtsp://10.0.0.5/cam", "rtsp://10.0.0.5/cam"),
+        ("rtsp://admin:pa/ss@cam:554/h264?x=1", "rtsp://admin:***@cam:554/h264?x=1"),
+        ("rtsp://admin:p@ss@cam/h264", "rtsp://admin:***@cam/h264"),
+        ("rtsp://admin:a:b:c@cam/h264", "rtsp://admin:***@cam/h264"),
+        ("rtsp://admin:100%25@cam/h264", "rtsp://admin:***@cam/h264"),
+        ("rtsp://admin:x#frag@cam/h264", "rtsp://admin:***@cam/h264"),
+        ("rtsp://cam-op@cam/h264", "rtsp://cam-op@cam/h264"),
+        ("rtsp://we/ird:pw@cam/h264", "rtsp://***:***@cam/h264"),  # an odd user is hidden too
+        ("camera-1", "camera-1"),
+    ],
+)
+def test_redact_never_shows_a_password(url, expected):
+    from inspector.sources.opencv import redact
+
+    assert redact(url) == expected
+
+
+def test_background_priority_knob(monkeypatch):
+    assert load_config(None).background.priority == "nice"
+    monkeypatch.setenv("INSPECTOR_BACKGROUND__PRIORITY", "off")
+    assert load_config(None).background.priority == "off"
+    monkeypatch.setenv("INSPECTOR_BACKGROUND__PRIORITY", "realtime")
+    with pytest.raises(ConfigError, match="background.priority"):
+        load_config(None)
+
+
+@pytest.mark.parametrize(
+    "yaml_text, field, words",
+    [
+        ("source:\n  kind: synthetic\n  queue_size: 8\n  max_backlog: 4\n", "source", "max_backlog (4) must be >="),
+        ("source:\n  kind: opencv\n  device: 0\n  username: op\n", "source", "username/password go with url"),
+        ("source:\n  kind: synthetic\n  max_backlog: 0\n", "source.max_backlog", "greater than or equal to 1"),
+    ],
+)
+def test_source_bounds(tmp_path, yaml_text, field, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, yaml_text))
+    assert field in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_production_config_binds_metrics_to_loopback():
+    for p in sorted((REPO / "configs").glob("*.yaml")):
+        assert load_config(p).metrics.host == "127.0.0.1", f"{p.name}: metrics must not listen on all interfaces"
+    assert load_config(None).metrics.host == "127.0.0.1"
 
 
 @pytest.mark.parametrize("text", ["", "- a\n- b\n", "source: [\n"])

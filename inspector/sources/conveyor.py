@@ -12,9 +12,9 @@ run can be regenerated for a bug report. Only numpy and OpenCV are used (runtime
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

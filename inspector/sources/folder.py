@@ -58,8 +58,8 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
 class FolderSource(FileSource):
     name = "folder"
 
-    def __init__(self, cfg: FolderSourceConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: FolderSourceConfig, alarm=None) -> None:
+        super().__init__(cfg, alarm)
         self.path = Path(cfg.path)
         self._files: list[Path] = []
 

@@ -8,9 +8,13 @@ freshest frame, reconnects with capped exponential backoff, and reports the conn
   longer than the read timeout is reported as `reconnecting`, whatever the backend is doing.
 - Back-pressure is the buffer's policy: `free_run` keeps the freshest frames (older ones are
   `overwritten`; a frame older than `max_frame_age_ms` when read is dropped as `stale`);
-  `triggered` never drops a frame.
+  `triggered` never drops a part: past `queue_size` a part keeps its metadata without its image
+  and gets the fail-safe verdict, with a `queue_full` alarm (see FrameBuffer).
 - A frame of the wrong layout is converted when it can be (grey → BGR) and otherwise counted as
   `bad_frame`.
+- Credentials never sit in the configured URL (the config refuses them): `username` and the
+  password from INSPECTOR_SOURCE__PASSWORD are percent-encoded into the URL only when the capture
+  is opened, and every URL in logs and state is redacted.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import sys
 import threading
 import time
 from collections import Counter
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import cv2
 
-from inspector.config import OpenCVSourceConfig
+from inspector.config import OpenCVSourceConfig, redact_url
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FrameBuffer, SourceState
@@ -53,17 +58,31 @@ def ffmpeg_capture_options(existing: str | None, transport: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for logs and state (camera URLs often carry credentials)."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    """The URL without its password, for logs and state (see `inspector.config.redact_url`)."""
+    return redact_url(url)
+
+
+def with_credentials(url: str, username: str | None, password: str | None) -> str:
+    """`url` with `username:password@` added, both percent-encoded (RFC 3986 userinfo: a `/`, `@`, `:`
+    or `%` in a password would otherwise end or split it). FFmpeg decodes them before it authenticates."""
+    if username is None and password is None:
+        return url
+    parts = urlsplit(url)
+    userinfo = quote(username or "", safe="")
+    if password is not None:
+        userinfo += ":" + quote(password, safe="")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
 class OpenCVSource:
     name = "opencv"
 
-    def __init__(self, cfg: OpenCVSourceConfig) -> None:
+    def __init__(self, cfg: OpenCVSourceConfig, alarm=None) -> None:
         self.cfg = cfg
         self.target = redact(cfg.url) if cfg.url is not None else f"device {cfg.device}"
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
+        # triggered: a part arriving at a full buffer loses its image, not its verdict (see FrameBuffer).
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
+                                source=self.name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="source-opencv", daemon=True)
         self._lock = threading.Lock()  # guards the fields below (reader thread vs. state()/read())
@@ -108,6 +127,8 @@ class OpenCVSource:
         # daemon thread is abandoned rather than holding up shutdown.
         if self._thread.is_alive():
             self._thread.join(min(2.0, (self.cfg.read_timeout_ms + 500) / 1000))
+        if not self._thread.is_alive():
+            self._buf.flush_alarms()
 
     # -- reader thread --------------------------------------------------------------------------
     def _open(self) -> tuple[cv2.VideoCapture | None, str]:
@@ -115,6 +136,8 @@ class OpenCVSource:
         cfg = self.cfg
         try:
             if cfg.url is not None:
+                password = cfg.password.get_secret_value() if cfg.password is not None else None
+                url = with_credentials(cfg.url, cfg.username, password)
                 params = [
                     cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, cfg.open_timeout_ms,
                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, cfg.read_timeout_ms,
@@ -124,20 +147,20 @@ class OpenCVSource:
                         saved = os.environ.get(_FFMPEG_OPTIONS_ENV)
                         os.environ[_FFMPEG_OPTIONS_ENV] = ffmpeg_capture_options(saved, cfg.rtsp_transport)
                         try:
-                            cap = cv2.VideoCapture(cfg.url, cv2.CAP_FFMPEG, params)
+                            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
                         finally:
                             if saved is None:
                                 os.environ.pop(_FFMPEG_OPTIONS_ENV, None)
                             else:
                                 os.environ[_FFMPEG_OPTIONS_ENV] = saved
                 else:
-                    cap = cv2.VideoCapture(cfg.url, cv2.CAP_FFMPEG, params)
+                    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
             else:
                 # V4L2 rejects the FFmpeg-only timeout properties; the watchdog in state() stands in.
                 backend = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
                 cap = cv2.VideoCapture(cfg.device, backend)
-        except cv2.error as e:
-            return None, f"cannot open {self.target}: {e}"
+        except cv2.error as e:  # its text may quote the URL: redacted
+            return None, f"cannot open {self.target}: {redact(str(e))}"
         if not cap.isOpened():
             cap.release()
             if cfg.url is not None:
@@ -263,7 +286,7 @@ class OpenCVSource:
             last, since = self._last_frame_at, self._connected_at
             dropped = Counter(self._dropped)
             delivered, reconnects = self._delivered, self._reconnects
-        dropped.update(self._buf.dropped)
+        dropped.update(self._buf.counts())
         age = None if last is None else now - last
         # Watchdog: a backend that ignores the read timeout (V4L2) can block in read() for long;
         # no frame for longer than the timeout means the camera is lost, whatever the thread knows.

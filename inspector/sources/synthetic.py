@@ -14,11 +14,13 @@ from inspector.sources.conveyor import ConveyorGenerator
 class SyntheticSource:
     name = "synthetic"
 
-    def __init__(self, cfg: SyntheticSourceConfig, max_frames: int | None = None) -> None:
+    def __init__(self, cfg: SyntheticSourceConfig, max_frames: int | None = None, alarm=None) -> None:
         self.cfg = cfg
         self.max_frames = max_frames
         self._gen = ConveyorGenerator(cfg.seed, cfg.width, cfg.height, cfg.defect_free_ratio)
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
+        # triggered: a part arriving at a full buffer loses its image, not its verdict (see FrameBuffer).
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
+                                source=self.name)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="source-synthetic", daemon=True)
         self._produced = 0
@@ -71,7 +73,10 @@ class SyntheticSource:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(2.0)
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        if not self._thread.is_alive():
+            self._buf.flush_alarms()
 
     @property
     def finished(self) -> bool:
@@ -82,6 +87,6 @@ class SyntheticSource:
         return SourceState(
             connection=Connection.ENDED if self.finished else Connection.CONNECTED,
             frames=self._produced,
-            dropped=dict(self._buf.dropped),
+            dropped=self._buf.counts(),
             last_frame_age_s=age,
         )

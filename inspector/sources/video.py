@@ -34,8 +34,8 @@ _MAX_FPS = 1000.0
 class VideoSource(FileSource):
     name = "video"
 
-    def __init__(self, cfg: VideoSourceConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: VideoSourceConfig, alarm=None) -> None:
+        super().__init__(cfg, alarm)
         self.path = Path(cfg.path)
         self._cap: cv2.VideoCapture | None = None
         self._first = None  # the frame decoded at start() to prove the file is usable

@@ -156,7 +156,9 @@ def test_missing_device_is_reported_not_raised(source_factory):
 def test_free_run_keeps_the_freshest_and_drops_stale(rtsp_server, source_factory):
     src = source_factory(_cfg(rtsp_server.url, queue_size=4, max_frame_age_ms=100))
     assert src.read(timeout=8.0) is not None, src.state()
-    time.sleep(1.0)  # the pipeline "stalls": 15 frames arrive for 4 slots
+    # The pipeline "stalls": wait until frames were overwritten rather than for a guessed time. With
+    # 4 slots at 15 fps the oldest frame left is then >= 0.27 s old: stale.
+    assert _wait_for(lambda: src.state().dropped.get("overwritten", 0) >= 5, timeout=8.0), src.state()
 
     f = src.read(timeout=2.0)
     assert f is not None
@@ -166,20 +168,87 @@ def test_free_run_keeps_the_freshest_and_drops_stale(rtsp_server, source_factory
     assert dropped.get("stale", 0) >= 1, dropped
 
 
-def test_triggered_never_drops(rtsp_server, source_factory):
-    src = source_factory(_cfg(rtsp_server.url, trigger="triggered", queue_size=4, max_frame_age_ms=1))
-    first = src.read(timeout=8.0)
-    assert first is not None, src.state()
-    time.sleep(0.8)  # frames pile up beyond queue_size and are far older than max_frame_age_ms
+def test_triggered_keeps_every_part_and_bounds_the_images(rtsp_server, source_factory):
+    """Before: a triggered camera's buffer grew without bound while the pipeline stalled. Now at
+    most queue_size frames keep their image; later parts keep their place, id and capture time,
+    marked `queue_full` (the pipeline fails them safe), and a queue_full alarm is raised."""
+    alarms: list[tuple[str, dict]] = []
+    src = OpenCVSource(_cfg(rtsp_server.url, trigger="triggered", queue_size=4, max_frame_age_ms=1),
+                       alarm=lambda k, d: alarms.append((k, d)))
+    src.start()
+    try:
+        first = src.read(timeout=8.0)
+        assert first is not None, src.state()
+        # Frames pile up beyond queue_size (and far beyond max_frame_age_ms): wait until they did.
+        assert _wait_for(lambda: src.state().dropped.get("queue_full", 0) >= 6, timeout=8.0), src.state()
 
-    frames = [first]
-    while (f := src.read(timeout=0.3)) is not None and len(frames) < 40:
-        frames.append(f)
+        frames = [first]
+        while (f := src.read(timeout=0.3)) is not None and len(frames) < 40:
+            frames.append(f)
+    finally:
+        src.stop()
     assert len(frames) >= 8
     ids = [f.frame_id for f in frames]
-    assert ids == list(range(ids[0], ids[0] + len(ids))), "a triggered frame was lost"
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "a triggered part was lost"
     assert all(f.part_id == f"opencv-{f.frame_id}" for f in frames)
-    assert not src.state().dropped
+    with_image = [f for f in frames if f.image is not None]
+    assert [f.frame_id for f in frames[1:5]] == [f.frame_id for f in with_image[1:5]], "the first 4 queued keep images"
+    imageless = [f for f in frames if f.image is None]
+    assert len(imageless) >= 6 and all(f.dropped == "queue_full" for f in imageless)
+    assert all(a.captured_at < b.captured_at for a, b in zip(frames, frames[1:]))
+    st = src.state()
+    assert st.dropped.get("queue_full", 0) >= len(imageless) and "stale" not in st.dropped
+    assert alarms and alarms[0][0] == "queue_full" and alarms[0][1]["source"] == "opencv"
+
+
+# -- credentials ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("password", ["plain", "p/a@s:s%w?r#d", "100%", "a b+c"])
+def test_camera_password_from_the_environment_opens_an_authenticating_camera(rtsp_available, monkeypatch, tmp_path,
+                                                                              source_factory, password):
+    """A real RTSP server that requires basic auth: the password (with the characters that break a
+    URL) comes from INSPECTOR_SOURCE__PASSWORD and is percent-encoded into the URL at open time only;
+    state and logs show the URL without it."""
+    from inspector.config import load_config
+    from tests.fixtures.rtsp_server import RtspServer
+
+    server = RtspServer(free_port(), user="cam-op", password=password).start()
+    try:
+        monkeypatch.setenv("INSPECTOR_SOURCE__PASSWORD", password)
+        monkeypatch.setenv("INSPECTOR_SOURCE__USERNAME", "cam-op")
+        monkeypatch.setenv("INSPECTOR_SOURCE__OPEN_TIMEOUT_MS", "4000")
+        monkeypatch.setenv("INSPECTOR_SOURCE__RECONNECT_INITIAL_MS", "100")
+        monkeypatch.setenv("INSPECTOR_SOURCE__RECONNECT_MAX_MS", "400")
+        cfg_file = tmp_path / "c.yaml"
+        cfg_file.write_text(f"source:\n  kind: opencv\n  url: {server.url}\n")
+        src = source_factory(load_config(cfg_file).source)
+        assert src.read(timeout=8.0) is not None, src.state()
+        st = src.state()
+        assert st.connection == Connection.CONNECTED and password not in st.detail
+        assert "cam-op" not in src.target and password not in src.target
+
+        # The wrong password is refused by the camera: the source keeps retrying, says why, never shows it.
+        bad = source_factory(OpenCVSourceConfig(**{**load_config(cfg_file).source.model_dump(), "password": "nope"}))
+        assert _wait_for(lambda: "cannot open" in bad.state().detail, timeout=8.0), bad.state()
+        assert bad.read(timeout=0.5) is None and "nope" not in bad.state().detail
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "url, user, password, expected",
+    [
+        ("rtsp://cam:554/s1", None, None, "rtsp://cam:554/s1"),
+        ("rtsp://cam:554/s1", "op", None, "rtsp://op@cam:554/s1"),
+        ("rtsp://cam:554/s1", "op", "plain", "rtsp://op:plain@cam:554/s1"),
+        ("rtsp://cam:554/s1?x=1", "op", "p/a@s:s%w?r#d", "rtsp://op:p%2Fa%40s%3As%25w%3Fr%23d@cam:554/s1?x=1"),
+        ("http://cam/mjpg", "o p", "a b", "http://o%20p:a%20b@cam/mjpg"),
+    ],
+)
+def test_credentials_are_percent_encoded_into_the_url(url, user, password, expected):
+    from inspector.sources.opencv import with_credentials
+
+    assert with_credentials(url, user, password) == expected
+    assert redact(with_credentials(url, user, password)).count("***") == (password is not None)
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -248,5 +317,7 @@ def test_transport_overrides_only_its_own_ffmpeg_option(existing, expected):
 
 
 def test_passwords_are_kept_out_of_state():
+    # More cases (a password with `/`, `@`, `:`, `%`) in tests/test_config.py::test_redact_never_shows_a_password.
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
+    assert redact("rtsp://admin:s3/cret@10.0.0.5:554/h264") == "rtsp://admin:***@10.0.0.5:554/h264"
     assert redact("rtsp://10.0.0.5/cam") == "rtsp://10.0.0.5/cam"
