@@ -1,19 +1,28 @@
-"""Commands: the offline model tool chain (train extra): synth, train, quantize, eval, model."""
+"""Commands: the offline model tool chain (train extra): synth, dataset import/check, train, quantize,
+eval, model. Every command works on a canonical YOLO dataset (data.yaml); the synthetic line is one."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from inspector.training.importers import FORMATS
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
     import time
 
     from inspector.sources.conveyor import write_data_yaml
-    from inspector.training.datasets import make_split, split_is_complete
+    from inspector.training.datasets import make_split, split_is_complete, write_synth_split
 
     t0 = time.monotonic()
     out = Path(a.out)
+    if a.split:
+        data_yaml = write_synth_split(out, a.split, a.n, a.seed, workers=a.workers)
+        print(f"{out}: split {a.split} holds {a.n} frames of seed {a.seed} ({data_yaml}) "
+              f"[{time.monotonic() - t0:.1f} s]")
+        return 0
     if split_is_complete(out, a.n, a.seed):
         print(f"{out} already holds these {a.n} frames of seed {a.seed} (same generator version): kept")
         return 0
@@ -24,20 +33,52 @@ def cmd_synth(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_import(a: argparse.Namespace) -> int:
+    from inspector.training.dataset_import import SplitRule, format_summary, import_dataset
+
+    classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
+    rule = SplitRule(split_file=Path(a.split_file) if a.split_file else None, val_fraction=a.val_fraction,
+                     test_fraction=a.test_fraction, seed=a.seed, group_by=a.group_by)
+    try:
+        r = import_dataset(a.source_format, Path(a.src), Path(a.out), classes=classes, rule=rule)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"dataset import: {e}", file=sys.stderr)
+        return 2
+    for p in r.problems:
+        print(f"skipped {p}", file=sys.stderr)
+    print(format_summary(r.summary))
+    print(f"wrote {r.out} (data.yaml, dataset.json)")
+    if r.problems:
+        print(f"{len(r.problems)} file(s) skipped (listed above and in dataset.json)"
+              + ("" if a.skip_bad else "; exit 2 (pass --skip-bad to accept the import without them)"),
+              file=sys.stderr)
+        return 0 if a.skip_bad else 2
+    return 0
+
+
+def cmd_dataset_check(a: argparse.Namespace) -> int:
+    from inspector.training.dataset_check import check_dataset
+
+    return check_dataset(Path(a.dir), imgsz=a.imgsz, near_dup_bits=a.near_dup_bits, json_out=a.json)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from inspector.training.train import TrainPlan, train
 
-    plan = TrainPlan(out=Path(a.out), arch=a.arch, imgsz=a.imgsz, epochs=a.epochs, batch=a.batch,
-                     n_train=a.n_train, n_val=a.n_val, train_seed=a.train_seed, val_seed=a.val_seed,
-                     init=Path(a.init) if a.init else None, lr0=a.lr0)
-    print(train(plan))
+    plan = TrainPlan(out=Path(a.out), data=Path(a.data) if a.data else None, arch=a.arch, imgsz=a.imgsz,
+                     epochs=a.epochs, batch=a.batch, n_train=a.n_train, n_val=a.n_val, train_seed=a.train_seed,
+                     val_seed=a.val_seed, init=Path(a.init) if a.init else None, lr0=a.lr0, augment=a.augment,
+                     time_budget_h=a.time_budget, patience=a.patience, workers=a.workers, seed=a.seed,
+                     cache=None if a.cache == "none" else a.cache)
+    print(train(plan, resume=a.resume))
     return 0
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    from inspector.training.quantize import quantize
+    from inspector.training.quantize import calibration_folder, quantize
 
-    print(quantize(Path(a.model), Path(a.calibration), Path(a.out), imgsz=a.imgsz,
+    calibration = calibration_folder(a.calibration, a.data)
+    print(quantize(Path(a.model), calibration, Path(a.out), imgsz=a.imgsz,
                    max_drop=a.max_drop, val_data=Path(a.val_data) if a.val_data else None,
                    subset_size=a.subset_size, head_convs_float=a.head_float,
                    fast_bias_correction=not a.full_bias_correction))
@@ -48,7 +89,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from inspector.training.evaluate import run_eval_cli
 
     return run_eval_cli(Path(a.model), data=Path(a.data) if a.data else None, json_out=a.json,
-                        compare=a.compare, n=a.n, seed=a.seed)
+                        compare=a.compare, n=a.n, seed=a.seed, split=a.split)
 
 
 def cmd_model(a: argparse.Namespace) -> int:
@@ -58,33 +99,89 @@ def cmd_model(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("synth", help="write a synthetic YOLO dataset")
-    s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--workers", type=int, default=2)
+    s = sub.add_parser("synth", help="write a synthetic YOLO dataset (the synthetic line as a dataset)")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--n", type=int, required=True, help="number of frames (parts) to render")
+    s.add_argument("--seed", type=int, required=True, help="generator seed (each seed is a different set of parts)")
+    s.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="write the frames as this split of a canonical dataset (OUT/images/<split>, "
+                        "OUT/labels/<split>, OUT/data.yaml, OUT/dataset.json); default: a flat folder "
+                        "(OUT/images, OUT/labels) as calibration images")
+    s.add_argument("--workers", type=int, default=2, help="rendering processes")
     s.set_defaults(fn=cmd_synth)
 
-    s = sub.add_parser("train", help="train a YOLO detector on synthetic data (train extra)")
-    s.add_argument("--out", default="build/train")
-    s.add_argument("--arch", default="yolov8n.yaml")
-    s.add_argument("--imgsz", type=int, default=320)
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--batch", type=int, default=16)
-    s.add_argument("--n-train", type=int, default=1500)
-    s.add_argument("--n-val", type=int, default=200)
-    s.add_argument("--train-seed", type=int, default=1001)
-    s.add_argument("--val-seed", type=int, default=2002)
-    s.add_argument("--init", default=None, help="fine-tune from these (our own) .pt weights instead of the .yaml")
-    s.add_argument("--lr0", type=float, default=0.01)
+    d = sub.add_parser("dataset", help="import a labelled dataset, or check one (train extra not needed)")
+    dsub = d.add_subparsers(dest="dataset_command", required=True)
+    s = dsub.add_parser("import", help="convert a labelling-tool export into one canonical YOLO dataset")
+    s.add_argument("src", help="the export: a folder (VOC XML + images; COCO JSON + images; Label Studio JSON + "
+                               "images; CVAT annotations.xml + images; YOLO images/ + labels/) or the annotation file")
+    s.add_argument("--from", dest="source_format", choices=FORMATS, required=True, help="the export's format")
+    s.add_argument("--out", required=True, help="dataset folder to write (replaced whole, never half-written)")
+    s.add_argument("--classes", default=None,
+                   help="comma-separated class names, in model order; boxes of any other class are bad input "
+                        "(default: the export's own list, else the names found, sorted)")
+    s.add_argument("--split-file", default=None,
+                   help="fixed split: a folder (or a file in it) with train.txt and val.txt [test.txt] listing "
+                        "image stems or names one per line, or one file of '<image> <train|val|test>' lines")
+    s.add_argument("--val-fraction", type=float, default=0.2,
+                   help="without --split-file: share of images (of groups, with --group-by) put in val")
+    s.add_argument("--test-fraction", type=float, default=0.0, help="without --split-file: share put in test")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random split")
+    s.add_argument("--group-by", default=None,
+                   help="regex over each image's path in the export; its first capture group (or the match) "
+                        "is the group key (part id, date): one group never spans two splits, "
+                        r"e.g. '^(\d{8})/' for date folders or 'part(\d+)_' for part ids")
+    s.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 even when files were skipped as bad input (they are still listed)")
+    s.set_defaults(fn=cmd_dataset_import)
+
+    s = dsub.add_parser("check", help="report what would break training silently; exit 2 on any finding")
+    s.add_argument("dir", help="dataset folder (with data.yaml) or the data.yaml")
+    s.add_argument("--imgsz", type=int, default=320, help="model input size the box sizes are reported against")
+    s.add_argument("--near-dup-bits", type=int, default=4,
+                   help="64-bit dHash distance at or under which a train and a val image count as near-duplicates")
+    s.add_argument("--json", default=None, help="also write the report as JSON here")
+    s.set_defaults(fn=cmd_dataset_check)
+
+    s = sub.add_parser("train", help="train a YOLO detector on a dataset, checkpointing every epoch (train extra)")
+    s.add_argument("--data", default=None,
+                   help="data.yaml of the dataset (from `inspector dataset import` or `inspector synth --split`); "
+                        "default: render the synthetic line (--n-train/--n-val/--train-seed/--val-seed)")
+    s.add_argument("--out", default="build/train", help="run folder: run/ (checkpoints), best.pt, fp32/model.xml")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the stopped run in --out from its last epoch (run/weights/last.pt) with its "
+                        "own settings; other options are ignored")
+    s.add_argument("--init", default=None,
+                   help="start from these ultralytics .pt weights (yours, or COCO-pretrained ones you downloaded); "
+                        "default: from scratch (--arch)")
+    s.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml used from scratch")
+    s.add_argument("--imgsz", type=int, default=320, help="model input size (px, square)")
+    s.add_argument("--epochs", type=int, default=30, help="epochs to train")
+    s.add_argument("--batch", type=int, default=16, help="images per batch")
+    s.add_argument("--time-budget", type=float, default=None,
+                   help="hours: stop within this time (ultralytics fits the epochs and schedule to it)")
+    s.add_argument("--augment", choices=("fixed-camera", "texture", "ultralytics"), default="fixed-camera",
+                   help="augmentation preset: fixed-camera (flips, small scale/shift, no mosaic: parts at a "
+                        "fixed distance), texture (flips, mosaic, scale 0.5, brightness: surface crops such as "
+                        "NEU-DET), ultralytics (its defaults)")
+    s.add_argument("--lr0", type=float, default=0.01, help="initial learning rate")
+    s.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
+    s.add_argument("--workers", type=int, default=2, help="data loader processes")
+    s.add_argument("--cache", choices=("ram", "disk", "none"), default="ram", help="decoded-image cache")
+    s.add_argument("--seed", type=int, default=0, help="training seed (deterministic)")
+    s.add_argument("--n-train", type=int, default=1500, help="synthetic line only: training frames")
+    s.add_argument("--n-val", type=int, default=200, help="synthetic line only: validation frames")
+    s.add_argument("--train-seed", type=int, default=1001, help="synthetic line only: training seed")
+    s.add_argument("--val-seed", type=int, default=2002, help="synthetic line only: validation seed")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("quantize", help="INT8 OpenVINO IR with NNCF (train extra)")
     s.add_argument("--model", required=True, help=".pt, .onnx or OpenVINO .xml")
-    s.add_argument("--calibration", required=True, help="folder of calibration images")
+    s.add_argument("--data", default=None, help="data.yaml: calibrate on its train split (the default source)")
+    s.add_argument("--calibration", default=None, help="folder of calibration images (instead of --data's train split)")
     s.add_argument("--out", required=True, help="output .xml path")
-    s.add_argument("--imgsz", type=int, default=320)
-    s.add_argument("--subset-size", type=int, default=300)
+    s.add_argument("--imgsz", type=int, default=320, help="input size when exporting a .pt")
+    s.add_argument("--subset-size", type=int, default=300, help="calibration images used (at most)")
     s.add_argument("--max-drop", type=float, default=None,
                    help="accuracy control: max mAP50-95 drop, absolute (0.01 = 1 point; needs --val-data)")
     s.add_argument("--val-data", default=None, help="data.yaml of the validation set for --max-drop")
@@ -96,25 +193,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(fn=cmd_quantize)
 
     s = sub.add_parser("eval", help="mAP and per-class precision/recall of a model bundle")
-    s.add_argument("--model", default="models/demo")
+    s.add_argument("--model", default="models/demo", help="bundle folder (or one .xml)")
     s.add_argument("--data", default=None, help="data.yaml; default: a held-out synthetic set (--n, --seed)")
-    s.add_argument("--n", type=int, default=500)
-    s.add_argument("--seed", type=int, default=4004)
-    s.add_argument("--json", default=None)
+    s.add_argument("--split", default=None, help="split of --data to evaluate (default: test if present, else val)")
+    s.add_argument("--n", type=int, default=500, help="synthetic set size (without --data)")
+    s.add_argument("--seed", type=int, default=4004, help="synthetic set seed (without --data)")
+    s.add_argument("--json", default=None, help="also write the results as JSON here")
     s.add_argument("--compare", action="store_true", help="FP32 vs INT8 side by side")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("model", help="assemble a model bundle: thresholds, metrics, model card (train extra)")
-    s.add_argument("--fp32", required=True)
-    s.add_argument("--int8", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--name", default="demo")
-    s.add_argument("--version", default="1.0.0")
-    s.add_argument("--calibration", required=True)
-    s.add_argument("--val-seed", type=int, default=2002)
-    s.add_argument("--n-val", type=int, default=400)
-    s.add_argument("--test-seed", type=int, default=4004)
-    s.add_argument("--n-test", type=int, default=500)
-    s.add_argument("--target-recall", type=float, default=0.99)
+    s.add_argument("--fp32", required=True, help="FP32 IR (.xml) from `inspector train` (its train_info.json is read)")
+    s.add_argument("--int8", required=True, help="INT8 IR (.xml) from `inspector quantize`")
+    s.add_argument("--out", required=True, help="bundle folder to write")
+    s.add_argument("--data", default=None,
+                   help="data.yaml: thresholds calibrated on its val split, metrics on its test split if present "
+                        "(else val); default: synthetic splits (--val-seed/--test-seed)")
+    s.add_argument("--name", default="demo", help="model name in the card")
+    s.add_argument("--version", default="1.0.0", help="model version in the card")
+    s.add_argument("--calibration", default=None,
+                   help="the quantization calibration images, hashed into the card (default: --data's train split)")
+    s.add_argument("--val-seed", type=int, default=2002, help="synthetic only: threshold-calibration seed")
+    s.add_argument("--n-val", type=int, default=400, help="synthetic only: threshold-calibration frames")
+    s.add_argument("--test-seed", type=int, default=4004, help="synthetic only: held-out test seed")
+    s.add_argument("--n-test", type=int, default=500, help="synthetic only: held-out test frames")
+    s.add_argument("--target-recall", type=float, default=0.99, help="per-class defect recall the thresholds keep")
     s.add_argument("--command", default="make model", help="the command that rebuilds it, for the card")
     s.set_defaults(fn=cmd_model)

@@ -37,3 +37,37 @@ def make_split(root: Path, n: int, seed: int, workers: int = 2) -> Path:
 def _write_chunk(args) -> None:
     root, n, seed, start = args
     write_dataset(root, n, seed, start=start)
+
+
+def write_synth_split(root: Path, split: str, n: int, seed: int, workers: int = 2) -> Path:
+    """The synthetic line as a canonical dataset split: root/images/<split>, root/labels/<split>,
+    root/data.yaml and root/dataset.json (rewritten for the splits present). Reused when complete."""
+    import shutil
+
+    from inspector.sources.conveyor import DEFECT_CLASSES
+    from inspector.training.dataset_import import write_description
+
+    root = Path(root)
+    img_dir, lbl_dir = root / "images" / split, root / "labels" / split
+    stamp = root / f".synth-{split}.json"
+    want = {"n": n, "seed": seed, "synth_version": SYNTH_VERSION}
+    fresh = not (stamp.exists() and json.loads(stamp.read_text()) == want and img_dir.is_dir()
+                 and sum(1 for _ in img_dir.glob("*.jpg")) == n)
+    if fresh:
+        stamp.unlink(missing_ok=True)
+        shutil.rmtree(img_dir, ignore_errors=True)
+        shutil.rmtree(lbl_dir, ignore_errors=True)
+        tmp = root / f".render-{split}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_split(tmp, n, seed, workers=workers)
+        img_dir.parent.mkdir(parents=True, exist_ok=True)
+        lbl_dir.parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "images").rename(img_dir)
+        (tmp / "labels").rename(lbl_dir)
+        shutil.rmtree(tmp)
+        stamp.write_text(json.dumps(want))
+    rules = {s: json.loads((root / f".synth-{s}.json").read_text())
+             for s in ("train", "val", "test") if (root / f".synth-{s}.json").exists()}
+    return write_description(root, list(DEFECT_CLASSES), {"format": "synthetic", "generator": "inspector.sources.conveyor",
+                                                          "synth_version": SYNTH_VERSION},
+                             {"kind": "synthetic", "splits": rules})

@@ -43,6 +43,21 @@ def load_float_model(src: Path, imgsz: int):
     raise ModelError(f"{src}: expected a .pt, .onnx or .xml model")
 
 
+def calibration_folder(calibration: str | None, data: str | None) -> Path:
+    """--calibration wins; else the train split of --data (the images the model learnt from)."""
+    if calibration:
+        return Path(calibration)
+    if not data:
+        raise ModelError("quantize needs --data (calibrates on its train split) or --calibration FOLDER")
+    import yaml
+
+    d = yaml.safe_load(Path(data).read_text()) or {}
+    if "train" not in d:
+        raise ModelError(f"{data}: no train split to calibrate on")
+    root = Path(d.get("path") or Path(data).parent)
+    return (root if root.is_absolute() else Path(data).parent / root) / d["train"]
+
+
 def calibration_tensors(folder: Path, input_hw: tuple[int, int], limit: int) -> list[np.ndarray]:
     import cv2
 

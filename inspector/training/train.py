@@ -1,8 +1,13 @@
-"""`inspector train`: a YOLO detector trained from a .yaml on the synthetic line, exported to IR.
+"""`inspector train`: a YOLO detector trained on a dataset (data.yaml), exported to an FP32 IR.
 
-No downloaded weights: the network is built from ultralytics' bundled model yaml and trained
-from scratch, on data made here by `inspector.sources.conveyor`. The output directory holds the
-ultralytics run, `best.pt`, and an FP32 OpenVINO IR (`fp32/model.xml`) ready for quantization.
+No downloaded weights: the network is built from ultralytics' bundled model yaml and trained from
+scratch, or from weights the user supplies (`--init`, any ultralytics .pt). Without `--data`, the
+synthetic line is rendered first (`inspector synth` splits under OUT/data) and trained on like any
+other dataset. OUT holds the ultralytics run (OUT/run: last.pt every epoch, best.pt, results.csv),
+`progress.json` (updated every epoch), `best.pt`, `fp32/model.xml` and `train_info.json`.
+
+A run survives its process being stopped: ultralytics writes OUT/run/weights/last.pt after every
+epoch (weights, optimizer, EMA, epoch); `resume` continues from it with the run's own arguments.
 """
 
 from __future__ import annotations
@@ -11,17 +16,40 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from inspector.sources.conveyor import DEFECT_CLASSES, write_data_yaml
+import yaml
+
+from inspector.errors import InspectorError
 from inspector.training import offline
-from inspector.training.datasets import make_split
+
+# Augmentation presets (ultralytics hyper-parameters), chosen by what the camera sees.
+AUGMENT = {
+    # Top-down camera at a fixed distance (the synthetic line, most inspection stations): flips are
+    # free, but anything that shrinks the frame (mosaic tiles each image at ~half scale, large
+    # `scale`) turns 3-px scratches and cracks into sub-pixel lines the model never sees at
+    # inference scale.
+    "fixed-camera": dict(flipud=0.5, fliplr=0.5, scale=0.1, translate=0.1, degrees=0.0, mosaic=0.0, close_mosaic=0),
+    # Surface texture crops (NEU-DET: 200x200 steel patches, defects of any orientation and size,
+    # grayscale): flips both ways, mosaic (4 crops per sample: more context variety on a small
+    # set; off for the last 10 epochs so the model ends on whole images), scale jitter, brightness
+    # jitter only (hue and saturation mean nothing on gray images).
+    "texture": dict(flipud=0.5, fliplr=0.5, scale=0.5, translate=0.1, degrees=0.0, mosaic=1.0, close_mosaic=10,
+                    hsv_h=0.0, hsv_s=0.0, hsv_v=0.4),
+    # ultralytics' own defaults (natural scenes), flips left-right only.
+    "ultralytics": dict(),
+}
+
+
+class TrainError(InspectorError):
+    exit_code = 2
 
 
 @dataclass(frozen=True)
 class TrainPlan:
     out: Path
+    data: Path | None = None  # data.yaml; None: render the synthetic line (n_train/seeds below)
     arch: str = "yolov8n.yaml"
     imgsz: int = 320
     epochs: int = 30
@@ -32,19 +60,40 @@ class TrainPlan:
     val_seed: int = 2002
     workers: int = 2
     seed: int = 0
-    init: Path | None = None  # start from our own earlier weights (fine-tuning); never downloaded
+    init: Path | None = None  # start from user-supplied weights (fine-tuning); never downloaded
     lr0: float = 0.01
+    augment: str = "fixed-camera"
+    time_budget_h: float | None = None  # ultralytics `time`: stop (and fit the LR schedule) within this many hours
+    patience: int = 100
+    cache: str = "ram"
 
 
-def train(plan: TrainPlan) -> Path:
-    """Trains and exports; returns the FP32 IR path."""
+def run_dir(out: Path) -> Path:
+    return Path(out).resolve() / "run"
+
+
+def train(plan: TrainPlan, resume: bool = False) -> Path:
+    """Trains (or resumes) and exports; returns the FP32 IR path."""
     out = plan.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     offline.prepare(out)
-    data_root = out / "data"
-    make_split(data_root / "train", plan.n_train, plan.train_seed)
-    make_split(data_root / "val", plan.n_val, plan.val_seed)
-    data_yaml = write_data_yaml(data_root, train="train/images", val="val/images")
+    last = run_dir(out) / "weights" / "last.pt"
+    if resume:
+        if not last.exists():
+            raise TrainError(f"--resume: no checkpoint {last} (start the run without --resume first)")
+        plan = TrainPlan(**{**asdict(plan), **json.loads((out / "train_plan.json").read_text())}) \
+            if (out / "train_plan.json").exists() else plan
+        plan = TrainPlan(**{**asdict(plan), "out": out,
+                            "data": Path(plan.data) if plan.data else None, "init": Path(plan.init) if plan.init else None})
+    elif last.exists():
+        raise TrainError(f"{out} already holds a run ({last}): continue it with --resume, or choose another --out")
+    data_yaml = Path(plan.data).resolve() if plan.data else _synthetic_data(out, plan)
+    if not data_yaml.exists():
+        raise TrainError(f"--data {data_yaml} does not exist")
+    names = dataset_classes(data_yaml)
+    if not resume:
+        (out / "train_plan.json").write_text(json.dumps({**asdict(plan), "out": str(out), "data": str(data_yaml),
+                                                         "init": str(plan.init) if plan.init else None}, indent=2))
 
     from ultralytics import YOLO  # train extra only
     from ultralytics.utils import torch_utils
@@ -53,51 +102,121 @@ def train(plan: TrainPlan) -> Path:
     # (measured here: 1.0 core busy, 2.7 s/batch). Use them all; data loading is in-line on CPU.
     torch_utils.NUM_THREADS = max(1, os.cpu_count() or 1)
 
-    model = YOLO(str(plan.init) if plan.init else plan.arch)
     t0 = time.monotonic()
-    model.train(
-        data=str(data_yaml),
-        imgsz=plan.imgsz,
-        epochs=plan.epochs,
-        batch=plan.batch,
-        workers=plan.workers,
-        device="cpu",
-        pretrained=False,
-        lr0=plan.lr0,
-        warmup_epochs=0.0 if plan.init else 3.0,
-        amp=False,
-        cache="ram",
-        project=str(out),
-        name="run",
-        exist_ok=True,
-        seed=plan.seed,
-        deterministic=True,
-        plots=False,
-        # Top-down camera at a fixed distance: flips are free, but anything that shrinks the
-        # frame (mosaic tiles each image at ~half scale, large `scale`) turns 3-px scratches and
-        # cracks into sub-pixel lines the model then never sees at inference scale.
-        flipud=0.5,
-        fliplr=0.5,
-        scale=0.1,
-        translate=0.1,
-        degrees=0.0,
-        mosaic=0.0,
-        close_mosaic=0,
-        patience=100,
-        verbose=True,
-    )
+    if resume and _finished(last):
+        print(f"{last}: the run already finished all its epochs; exporting its best.pt")
+    elif resume:
+        model = YOLO(str(last))
+        model.add_callback("on_fit_epoch_end", _progress_callback(out))
+        model.train(resume=True, workers=plan.workers)
+    else:
+        if plan.init is not None and not Path(plan.init).exists():
+            raise TrainError(f"--init {plan.init} does not exist")
+        model = YOLO(str(plan.init) if plan.init else plan.arch)
+        model.add_callback("on_fit_epoch_end", _progress_callback(out))
+        extra = {"time": plan.time_budget_h} if plan.time_budget_h else {}
+        model.train(
+            data=str(data_yaml), imgsz=plan.imgsz, epochs=plan.epochs, batch=plan.batch, workers=plan.workers,
+            device="cpu", pretrained=False, lr0=plan.lr0, warmup_epochs=0.0 if plan.init else 3.0, amp=False,
+            cache=plan.cache or False, project=str(out), name="run", exist_ok=True, seed=plan.seed,
+            deterministic=True, plots=False, patience=plan.patience, verbose=True,
+            **AUGMENT[plan.augment], **extra,
+        )
     train_s = time.monotonic() - t0
-    best = out / "run" / "weights" / "best.pt"
+    best = run_dir(out) / "weights" / "best.pt"
     shutil.copyfile(best, out / "best.pt")
     xml = export_ir(out / "best.pt", out / "fp32", plan.imgsz)
+    progress = _read_json(out / "progress.json")
+    prev = _read_json(out / "train_info.json")
     (out / "train_info.json").write_text(json.dumps({
         "arch": plan.arch, "imgsz": plan.imgsz, "epochs": plan.epochs, "batch": plan.batch,
-        "n_train": plan.n_train, "n_val": plan.n_val, "train_seed": plan.train_seed,
-        "val_seed": plan.val_seed, "classes": list(DEFECT_CLASSES), "train_seconds": round(train_s, 1),
-        "init": str(plan.init) if plan.init else None, "lr0": plan.lr0,
-        "torch_threads": os.cpu_count(),
+        "data": str(data_yaml), "dataset": dataset_identity(data_yaml), "augment": plan.augment,
+        **({"n_train": plan.n_train, "n_val": plan.n_val, "train_seed": plan.train_seed, "val_seed": plan.val_seed}
+           if plan.data is None else {}),
+        "classes": names, "train_seconds": round(train_s + (prev.get("train_seconds", 0) if resume else 0), 1),
+        "resumed": resume or prev.get("resumed", False),
+        "init": str(plan.init) if plan.init else None, "lr0": plan.lr0, "time_budget_h": plan.time_budget_h,
+        "torch_threads": os.cpu_count(), "last_epoch": progress.get("epoch"),
+        "best_val": progress.get("best"),
     }, indent=2))
     return xml
+
+
+def _finished(last: Path) -> bool:
+    """ultralytics strips the optimizer and sets epoch -1 in last.pt when a run completes."""
+    import torch
+
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    return ckpt.get("epoch", -1) == -1
+
+
+def _synthetic_data(out: Path, plan: TrainPlan) -> Path:
+    from inspector.training.datasets import write_synth_split
+
+    data_root = out / "data"
+    write_synth_split(data_root, "train", plan.n_train, plan.train_seed)
+    return write_synth_split(data_root, "val", plan.n_val, plan.val_seed)
+
+
+def dataset_classes(data_yaml: Path) -> list[str]:
+    try:
+        names = (yaml.safe_load(Path(data_yaml).read_text()) or {})["names"]
+    except (OSError, KeyError, yaml.YAMLError) as e:
+        raise TrainError(f"{data_yaml}: not a YOLO data.yaml with `names` ({e})") from e
+    return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def dataset_identity(data_yaml: Path) -> dict:
+    """What identifies the dataset: its dataset.json (content hash, classes, counts) when it has one."""
+    p = Path(data_yaml).parent / "dataset.json"
+    if not p.exists():
+        return {"data_yaml": str(data_yaml)}
+    d = json.loads(p.read_text())
+    return {"data_yaml": str(data_yaml), "content_sha256": d.get("sha256", {}).get("content"),
+            "classes": d.get("classes"), "counts": d.get("counts"), "source": d.get("source"),
+            "split_rule": d.get("split_rule"), "image_channels": d.get("image_channels")}
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _progress_callback(out: Path):
+    """One line per epoch (epoch, losses, val mAP, elapsed, ETA) on stdout and in progress.json:
+    the tqdm bars of a detached run are unreadable in a log file."""
+    t_start = time.monotonic()
+    first = {}
+
+    def on_fit_epoch_end(trainer) -> None:
+        epoch, total = trainer.epoch + 1, trainer.epochs
+        if epoch > total:  # ultralytics' final validation of best.pt, not an epoch
+            return
+        first.setdefault("epoch", trainer.epoch)
+        done_here = epoch - first["epoch"]
+        elapsed = time.monotonic() - t_start
+        per_epoch = elapsed / max(1, done_here)
+        eta = per_epoch * (total - epoch)
+        m = trainer.metrics or {}
+        row = {"epoch": epoch, "epochs": total, "mAP50": round(float(m.get("metrics/mAP50(B)", 0)), 4),
+               "mAP50-95": round(float(m.get("metrics/mAP50-95(B)", 0)), 4),
+               "precision": round(float(m.get("metrics/precision(B)", 0)), 4),
+               "recall": round(float(m.get("metrics/recall(B)", 0)), 4),
+               "seconds_per_epoch": round(per_epoch, 1), "eta_s": round(eta),
+               "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+        prev = _read_json(out / "progress.json")
+        best = prev.get("best") or {}
+        if row["mAP50-95"] >= best.get("mAP50-95", -1):
+            best = {k: row[k] for k in ("epoch", "mAP50", "mAP50-95")}
+        history = [h for h in prev.get("history", []) if h["epoch"] < epoch] + [row]
+        (out / "progress.json").write_text(json.dumps({**row, "best": best, "history": history}, indent=1))
+        print(f"[inspector train] epoch {epoch}/{total}  val mAP50 {row['mAP50']:.3f}  mAP50-95 {row['mAP50-95']:.3f}"
+              f"  P {row['precision']:.3f} R {row['recall']:.3f}  {per_epoch / 60:.1f} min/epoch"
+              f"  ETA {eta / 3600:.1f} h  (best mAP50-95 {best['mAP50-95']:.3f} @ {best['epoch']})", flush=True)
+
+    return on_fit_epoch_end
 
 
 def export_ir(weights: Path, out_dir: Path, imgsz: int) -> Path:

@@ -1,0 +1,344 @@
+"""`inspector dataset import`: any supported export -> one canonical YOLO dataset.
+
+Layout written (what ultralytics trains on and what every other offline command reads):
+    DIR/images/{train,val[,test]}/<name>   the source image bytes, unchanged
+    DIR/labels/{train,val[,test]}/<stem>.txt   "class cx cy w h", normalised
+    DIR/data.yaml      splits and class names (no `path:`: relative to the yaml, so DIR can move)
+    DIR/dataset.json   classes, counts per split and class, source, split rule, content hashes,
+                       image channels, and every skipped file with its reason
+
+Every image is decoded once here (an unreadable or truncated image is skipped and named), each
+box checked against the decoded size. An image with any bad annotation is skipped whole, not
+imported without that box: an unlabelled defect would teach the model that it is background.
+The dataset is written to a temporary folder beside DIR and renamed into place, so DIR is
+either the previous complete dataset or the new complete one, never half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.training.importers import Annotated, Problem, read_export
+
+SPLITS = ("train", "val", "test")
+EDGE_TOLERANCE_PX = 1.0  # VOC/CVAT coordinates are often 1-based: xmax == width + 1 is the edge, not an error
+MIN_BOX_PX = 1.0
+DATASET_JSON = "dataset.json"
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How images are assigned to splits. One of: a split file, the source's own splits, or a
+    seeded random fraction (by group when a grouping pattern is given)."""
+    split_file: Path | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    seed: int = 0
+    group_by: str | None = None  # regex over the image's path in the source; group = 1st capture group
+
+    def describe(self, used_source_splits: bool) -> dict:
+        if self.split_file is not None:
+            return {"kind": "split-file", "file": str(self.split_file)}
+        if used_source_splits:
+            return {"kind": "source", "note": "the splits the source dataset declares"}
+        return {"kind": "random-fraction", "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "seed": self.seed, "group_by": self.group_by,
+                "note": "groups (or single images) shuffled with the seed; one group never spans two splits"}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    out: Path
+    summary: dict
+    problems: list[Problem]
+
+
+@dataclass(frozen=True)
+class _Ready:
+    item: Annotated
+    data: bytes
+    name: str
+    rows: list[tuple[int, float, float, float, float]]
+    channels: int  # 1 for grayscale (1 channel, or 3 equal channels), else 3
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """name stem -> split. Accepts a folder (or one file in it) holding train.txt / val.txt [/ test.txt],
+    one image per line (stem, file name or path), or one file of `<image> <split>` lines."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    per_split = {s: folder / f"{s}.txt" for s in SPLITS if (folder / f"{s}.txt").exists()}
+    out: dict[str, str] = {}
+    if path.is_dir() or path.stem in SPLITS:
+        if "train" not in per_split or "val" not in per_split:
+            raise ValueError(f"{folder}: a split folder needs train.txt and val.txt (found {sorted(per_split)})")
+        for split, f in per_split.items():
+            for n, line in enumerate(f.read_text().splitlines(), 1):
+                if line.strip():
+                    _assign(out, Path(line.strip().replace("\\", "/")).stem, split, f, n)
+        return out
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in SPLITS:
+            raise ValueError(f"{path} line {n}: expected '<image> <train|val|test>', got {line!r}")
+        _assign(out, Path(parts[0].replace("\\", "/")).stem, parts[1], path, n)
+    return out
+
+
+def _assign(out: dict[str, str], stem: str, split: str, f: Path, n: int) -> None:
+    if out.get(stem, split) != split:
+        raise ValueError(f"{f} line {n}: {stem!r} is already in the {out[stem]} split")
+    out[stem] = split
+
+
+def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None = None,
+                   rule: SplitRule = SplitRule(), log=print) -> ImportResult:
+    src, out = Path(src), Path(out)
+    export = read_export(fmt, src)
+    problems = list(export.problems)
+    names = list(classes) if classes else (export.classes or sorted({b.label for i in export.items for b in i.boxes}))
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names repeat: {names}")
+    ready: list[_Ready] = []
+    taken: dict[str, Path] = {}
+    for item in export.items:
+        r = _prepare(item, names, problems)
+        if r is None:
+            continue
+        if r.name.lower() in taken:
+            problems.append(Problem(str(item.image), f"a second image named {r.name} (first: {taken[r.name.lower()]})"))
+            continue
+        taken[r.name.lower()] = item.image
+        ready.append(r)
+    stems = {}
+    for r in ready:  # two images that differ only in suffix would share one label file
+        stems.setdefault(Path(r.name).stem, []).append(r)
+    for stem, rs in stems.items():
+        for r in rs[1:]:
+            problems.append(Problem(str(r.item.image), f"shares the stem {stem!r} with {rs[0].item.image} "
+                                                       "(their labels would collide)"))
+            ready.remove(r)
+
+    assignment, used_source = _split(ready, src, rule, problems)
+    ready = [r for r in ready if r.name in assignment]
+    if not ready:
+        raise ValueError(f"nothing to import from {src} ({len(problems)} problems; first: "
+                         f"{problems[0] if problems else 'no annotated images found'})")
+    summary = _write(ready, assignment, names, out, {
+        "format": fmt, "path": str(src.resolve()),
+    }, rule.describe(used_source), problems)
+    return ImportResult(out, summary, problems)
+
+
+def _prepare(item: Annotated, names: list[str], problems: list[Problem]) -> _Ready | None:
+    try:
+        data = item.image.read_bytes()
+    except OSError as e:
+        problems.append(Problem(str(item.image), f"cannot read: {e}"))
+        return None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if img is None or img.size == 0 or not _complete(data, item.image.suffix.lower()):
+        problems.append(Problem(str(item.image), "unreadable or truncated image (the decoder rejected it)"))
+        return None
+    h, w = img.shape[:2]
+    if item.size is not None and tuple(item.size) != (w, h):
+        problems.append(Problem(str(item.source), f"says the image {item.image.name} is {item.size[0]}x{item.size[1]}, "
+                                                  f"the file is {w}x{h}"))
+        return None
+    rows = []
+    for b in item.boxes:
+        x1, y1, x2, y2 = (b.x1 * w, b.y1 * h, b.x2 * w, b.y2 * h) if item.normalized else (b.x1, b.y1, b.x2, b.y2)
+        if b.label not in names:
+            problems.append(Problem(str(item.source), f"class {b.label!r} is not one of {names}"))
+            return None
+        tol = EDGE_TOLERANCE_PX
+        if x1 < -tol or y1 < -tol or x2 > w + tol or y2 > h + tol:
+            problems.append(Problem(str(item.source), f"box {b.label} ({x1:g},{y1:g},{x2:g},{y2:g}) lies outside the "
+                                                      f"{w}x{h} image {item.image.name}"))
+            return None
+        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
+        if x2 - x1 < MIN_BOX_PX or y2 - y1 < MIN_BOX_PX:
+            problems.append(Problem(str(item.source), f"box {b.label} ({x1:g},{y1:g},{x2:g},{y2:g}) in "
+                                                      f"{item.image.name} is degenerate (under {MIN_BOX_PX:g} px)"))
+            return None
+        rows.append((names.index(b.label), (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h))
+    channels = 1 if img.ndim == 2 or img.shape[2] == 1 or _equal_channels(img) else 3
+    return _Ready(item, data, item.image.name, rows, channels)
+
+
+def _equal_channels(img: np.ndarray) -> bool:
+    return img.ndim == 3 and img.shape[2] >= 3 and bool(np.array_equal(img[..., 0], img[..., 1])
+                                                         and np.array_equal(img[..., 1], img[..., 2]))
+
+
+def _complete(data: bytes, suffix: str) -> bool:
+    """OpenCV decodes a truncated JPEG with grey rows and only a warning: require the end marker
+    (some encoders pad after it, hence the search over the last bytes)."""
+    if suffix in (".jpg", ".jpeg"):
+        return b"\xff\xd9" in data[-64:]
+    return True
+
+
+def _split(ready: list[_Ready], src: Path, rule: SplitRule, problems: list[Problem]) -> tuple[dict[str, str], bool]:
+    if rule.split_file is not None:
+        table = read_split_file(rule.split_file)
+        out = {}
+        for r in ready:
+            split = table.get(Path(r.name).stem)
+            if split is None:
+                problems.append(Problem(str(r.item.image), f"not listed in the split file {rule.split_file}"))
+            else:
+                out[r.name] = split
+        return out, False
+    if rule.group_by is None and all(r.item.split for r in ready) and any(r.item.split != "train" for r in ready):
+        return {r.name: r.item.split for r in ready}, True
+    groups: dict[str, list[str]] = {}
+    pattern = re.compile(rule.group_by) if rule.group_by else None
+    for r in ready:
+        key = r.name
+        if pattern is not None:
+            rel = _relative(r.item.image, src)
+            m = pattern.search(rel)
+            if m is None:
+                problems.append(Problem(str(r.item.image), f"--group-by {rule.group_by!r} does not match {rel!r}"))
+                continue
+            key = m.group(1) if m.groups() else m.group(0)
+        groups.setdefault(key, []).append(r.name)
+    keys = sorted(groups)
+    random.Random(rule.seed).shuffle(keys)
+    n = sum(len(v) for v in groups.values())
+    out, n_val, n_test = {}, 0, 0
+    for k in keys:
+        if n_test < rule.test_fraction * n:
+            split = "test"
+            n_test += len(groups[k])
+        elif n_val < rule.val_fraction * n:
+            split = "val"
+            n_val += len(groups[k])
+        else:
+            split = "train"
+        for name in groups[k]:
+            out[name] = split
+    return out, False
+
+
+def _relative(p: Path, src: Path) -> str:
+    base = src if src.is_dir() else src.parent
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], out: Path, source: dict,
+           split_rule: dict, problems: list[Problem]) -> dict:
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()) and not (out / DATASET_JSON).exists():
+        raise FileExistsError(f"{out} exists and is not a dataset written by `inspector dataset import`: "
+                              "choose an empty or new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    splits = [s for s in SPLITS if s in assignment.values()]
+    counts = {s: {"images": 0, "background_images": 0, "boxes": 0, "per_class": dict.fromkeys(names, 0)} for s in splits}
+    img_hash, lbl_hash = hashlib.sha256(), hashlib.sha256()
+    channels = set()
+    for s in splits:
+        (tmp / "images" / s).mkdir(parents=True)
+        (tmp / "labels" / s).mkdir(parents=True)
+    for r in sorted(ready, key=lambda r: (assignment[r.name], r.name)):
+        s = assignment[r.name]
+        (tmp / "images" / s / r.name).write_bytes(r.data)
+        label = "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in r.rows)
+        lname = Path(r.name).stem + ".txt"
+        (tmp / "labels" / s / lname).write_text(label)
+        img_hash.update(f"{s}/{r.name}:{hashlib.sha256(r.data).hexdigest()}\n".encode())
+        lbl_hash.update(f"{s}/{lname}:{hashlib.sha256(label.encode()).hexdigest()}\n".encode())
+        c = counts[s]
+        c["images"] += 1
+        c["boxes"] += len(r.rows)
+        c["background_images"] += not r.rows
+        for row in r.rows:
+            c["per_class"][names[row[0]]] += 1
+        channels.add(r.channels)
+    yaml_lines = [f"{s}: images/{s}" for s in splits] + ["names:"] + [f"  {i}: {n}" for i, n in enumerate(names)]
+    (tmp / "data.yaml").write_text("# written by inspector dataset import; paths relative to this file\n"
+                                   + "\n".join(yaml_lines) + "\n")
+    content = hashlib.sha256(f"{img_hash.hexdigest()}\n{lbl_hash.hexdigest()}\n{names}".encode()).hexdigest()
+    summary = {
+        "format_version": 1,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "classes": names,
+        "splits": splits,
+        "split_rule": split_rule,
+        "counts": counts,
+        "image_channels": 1 if channels == {1} else 3,
+        "image_channels_note": "1: every image is grayscale (stored with 1 or 3 equal channels); 3: colour",
+        "sha256": {"images": img_hash.hexdigest(), "labels": lbl_hash.hexdigest(), "content": content},
+        "skipped": [{"file": p.file, "reason": p.reason} for p in problems],
+    }
+    (tmp / DATASET_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return summary
+
+
+def write_description(root: Path, names: list[str], source: dict, split_rule: dict) -> Path:
+    """data.yaml and dataset.json for a canonical dataset already on disk (the synthetic line);
+    the same hashes as `import_dataset` computes for the same files. Returns the data.yaml path."""
+    root = Path(root)
+    splits = [s for s in SPLITS if (root / "images" / s).is_dir()]
+    counts = {s: {"images": 0, "background_images": 0, "boxes": 0, "per_class": dict.fromkeys(names, 0)} for s in splits}
+    img_hash, lbl_hash = hashlib.sha256(), hashlib.sha256()
+    for s in sorted(splits):
+        for img in sorted((root / "images" / s).iterdir()):
+            lbl = root / "labels" / s / (img.stem + ".txt")
+            text = lbl.read_text() if lbl.exists() else ""
+            img_hash.update(f"{s}/{img.name}:{hashlib.sha256(img.read_bytes()).hexdigest()}\n".encode())
+            lbl_hash.update(f"{s}/{lbl.name}:{hashlib.sha256(text.encode()).hexdigest()}\n".encode())
+            rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+            c = counts[s]
+            c["images"] += 1
+            c["boxes"] += len(rows)
+            c["background_images"] += not rows
+            for r in rows:
+                c["per_class"][names[int(r[0])]] += 1
+    yaml_lines = [f"{s}: images/{s}" for s in splits] + ["names:"] + [f"  {i}: {n}" for i, n in enumerate(names)]
+    (root / "data.yaml").write_text("# paths relative to this file\n" + "\n".join(yaml_lines) + "\n")
+    content = hashlib.sha256(f"{img_hash.hexdigest()}\n{lbl_hash.hexdigest()}\n{names}".encode()).hexdigest()
+    (root / DATASET_JSON).write_text(json.dumps({
+        "format_version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source, "classes": names, "splits": splits, "split_rule": split_rule, "counts": counts,
+        "image_channels": 3, "sha256": {"images": img_hash.hexdigest(), "labels": lbl_hash.hexdigest(),
+                                        "content": content}, "skipped": []}, indent=2) + "\n")
+    return root / "data.yaml"
+
+
+def format_summary(summary: dict) -> str:
+    names = summary["classes"]
+    lines = [f"classes ({len(names)}): {', '.join(names)}"]
+    w = max(8, *(len(n) for n in names))
+    lines.append(f"  {'split':<8}{'images':>8}{'boxes':>8}  " + "".join(f"{n[:w]:>{w + 1}}" for n in names))
+    for s, c in summary["counts"].items():
+        lines.append(f"  {s:<8}{c['images']:>8}{c['boxes']:>8}  "
+                     + "".join(f"{c['per_class'][n]:>{w + 1}}" for n in names))
+    lines.append(f"split: {summary['split_rule']}")
+    lines.append(f"content sha256: {summary['sha256']['content']}")
+    return "\n".join(lines)
