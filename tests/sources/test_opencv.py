@@ -55,6 +55,12 @@ def _wait_for(predicate, timeout: float, step: float = 0.02):
     return None
 
 
+def _oldest_age(src: OpenCVSource) -> float:
+    """Age of the oldest frame waiting in the source's buffer (0 when empty); test-only peek."""
+    with src._buf._cv:
+        return time.monotonic() - src._buf._q[0].captured_at if src._buf._q else 0.0
+
+
 def _fresh_frame(src: OpenCVSource, after: float, timeout: float):
     """A frame captured after monotonic time `after`, within `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -156,9 +162,11 @@ def test_missing_device_is_reported_not_raised(source_factory):
 def test_free_run_keeps_the_freshest_and_drops_stale(rtsp_server, source_factory):
     src = source_factory(_cfg(rtsp_server.url, queue_size=4, max_frame_age_ms=100))
     assert src.read(timeout=8.0) is not None, src.state()
-    # The pipeline "stalls": wait until frames were overwritten rather than for a guessed time. With
-    # 4 slots at 15 fps the oldest frame left is then >= 0.27 s old: stale.
+    # The pipeline "stalls": wait until frames were overwritten and the oldest one left is past
+    # max_frame_age_ms (FFmpeg hands over its first frames in a burst, so a count alone is not enough),
+    # rather than for a guessed time.
     assert _wait_for(lambda: src.state().dropped.get("overwritten", 0) >= 5, timeout=8.0), src.state()
+    assert _wait_for(lambda: _oldest_age(src) > 0.15, timeout=8.0), src.state()
 
     f = src.read(timeout=2.0)
     assert f is not None
