@@ -114,10 +114,17 @@ def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None 
         raise ValueError(f"class names repeat: {names}")
     ready: list[_Ready] = []
     taken: dict[str, Path] = {}
+    digests: dict[str, Path] = {}
     for item in export.items:
         r = _prepare(item, names, problems)
         if r is None:
             continue
+        digest = hashlib.sha256(r.data).hexdigest()
+        if digest in digests:  # one image labelled twice: training on both weights it double, across splits it leaks
+            problems.append(Problem(str(item.image), f"the same image bytes as {digests[digest]} (only the first "
+                                                     "is imported)"))
+            continue
+        digests[digest] = item.image
         if r.name.lower() in taken:
             problems.append(Problem(str(item.image), f"a second image named {r.name} (first: {taken[r.name.lower()]})"))
             continue
