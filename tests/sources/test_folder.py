@@ -161,8 +161,13 @@ def test_loop_over_only_corrupt_images_ends_instead_of_spinning(tmp_path, starte
 def test_fast_triggered_waits_for_a_slow_consumer(tmp_path, started):
     good_folder(tmp_path)
     src = started(path=tmp_path, queue_size=1)
-    time.sleep(0.2)  # the reader would have loaded everything by now without back-pressure
-    assert len(src._buf) == 1
+    deadline = time.monotonic() + 5
+    while src.state().frames < 1 and time.monotonic() < deadline:  # the first image is in
+        time.sleep(0.005)
+    # A negative check needs a window: 40 of the reader's 5 ms polls, in which it would have loaded
+    # the other four images (~1 ms each) without back-pressure.
+    time.sleep(0.2)
+    assert len(src._buf) == 1 and src.state().frames == 1
     assert len(read_all(src)) == 5 and not src.state().dropped
 
 

@@ -108,7 +108,11 @@ def test_fast_triggered_waits_for_a_slow_consumer_and_drops_nothing(clip, starte
 
 def test_native_free_run_overwrites_when_the_consumer_stalls(clip, started):
     src = started(path=clip, pace="native", trigger="free_run", queue_size=2)
-    time.sleep((N_FRAMES + 4) / FPS)  # the whole clip plays while nobody reads
+    # The whole clip plays while nobody reads: wait until the source handed over its last frame.
+    deadline = time.monotonic() + 10
+    while src.state().frames < N_FRAMES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert src.state().frames == N_FRAMES, src.state()
     frames = read_all(src, timeout=0.5)
     assert [f.frame_id for f in frames] == [N_FRAMES - 2, N_FRAMES - 1]  # the freshest survive
     assert src.state().dropped == {"overwritten": N_FRAMES - 2}
