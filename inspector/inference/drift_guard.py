@@ -1,0 +1,272 @@
+"""Input drift guard: does the stream still look like what the model was validated on?
+
+A model trained on one camera's appearance fails silently when the light, focus, white balance or
+encoder changes (issue 14 measured demo 1.1.0 passing 70 % of the defective parts under a +/-20 %
+per-channel white-balance drift). The guard watches cheap per-frame image statistics of the
+inspected region and the model's confidences, and says when the stream leaves the envelope the
+model card recorded from its training/validation images (`card["input_envelope"]`).
+
+- `frame_stats(image, roi)`: one vector of `STATS` per frame, on a strided sample of the region
+  (~160 px wide whatever the camera) plus a few full-resolution rows for JPEG blockiness. Cost
+  measured in benchmarks/test_drift_guard.py (<= 0.3 ms at 1280x720 is the budget).
+- `DriftGuard.update(stats, top_confidence)`: the median of the last `window` frames' statistics
+  against the envelope's bounds, and a population stability index of the per-frame top
+  confidence over the last `psi_window` frames against the validation distribution. Hysteresis:
+  in drift after `enter_after` consecutive frames outside, back after `clear_after` consecutive
+  frames inside. Returns a frozen `DriftState`; `changed` marks the frame the state flipped (the
+  caller raises or clears the `input_drift` alarm then).
+
+Pure numpy/OpenCV, no threads: one owner calls `update` (see /work/notes/issue14-wiring.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+#: The statistics, in vector order, and what each tells.
+STATS: Mapping[str, str] = {
+    "luma": "mean grey level of the region (exposure, lamp ageing, gain)",
+    "contrast": "mean per-channel standard deviation / mean level (stray light, fog; a gain leaves it)",
+    "cast_b": "blue mean / green mean (white balance, colour cast)",
+    "cast_r": "red mean / green mean (white balance, colour cast)",
+    "clip_low": "fraction of channel values <= 5 (under-exposure)",
+    "clip_high": "fraction of channel values >= 250 (over-exposure)",
+    "sharpness": "log10 variance of the Laplacian / variance of the sampled grey region (focus; noise raises "
+                 "it; a gain or contrast change leaves it)",
+    "blockiness": "mean step across 8-px JPEG block columns / mean step inside blocks (stream compression)",
+}
+STAT_NAMES: tuple[str, ...] = tuple(STATS)
+PSI_STAT = "confidence_psi"
+
+#: Width the region is sampled down to (by striding: no resampling cost). 160 columns keep the
+#: sharpness statistic sensitive to a blur of sigma ~2 source px at 640 px frames (see
+#: tests/inference/test_drift_guard.py) and cost ~0.1 ms at 1280x720.
+SAMPLE_WIDTH = 160
+#: Every this many rows of the region feed the blockiness statistic (at full horizontal resolution).
+BLOCK_ROW_STEP = 16
+#: Top-confidence bins of the PSI: [0, 0.1) also holds frames without any detection.
+PSI_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0 + 1e-9)
+_PSI_EPS = 1e-3  # proportions floored so an empty bin is a large, finite term (the usual PSI smoothing)
+
+
+def frame_stats(image: np.ndarray, roi: Sequence[int] | None = None, sample_width: int = SAMPLE_WIDTH) -> np.ndarray:
+    """The `STATS` vector (float64) of one HxWx3 uint8 BGR frame, on the region x0,y0,x1,y1."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (0, 0, w, h) if roi is None else (max(0, int(roi[0])), max(0, int(roi[1])),
+                                                        min(w, int(roi[2])), min(h, int(roi[3])))
+    if x1 - x0 < 16 or y1 - y0 < 16:
+        raise ValueError(f"drift guard: region must be at least 16x16 px, got {x1 - x0}x{y1 - y0} ({roi})")
+    step = max(1, (x1 - x0) // sample_width)
+    small = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
+    means, stds = cv2.meanStdDev(small)
+    b, g, r = float(means[0, 0]), float(means[1, 0]), float(means[2, 0])
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    _, gray_std = cv2.meanStdDev(gray)
+    _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
+    n = small.size
+    # Blockiness: JPEG codes 8x8 blocks independently, so steps between columns 8k-1 and 8k (in frame
+    # coordinates) grow with compression while steps inside a block do not.
+    rows = image[y0:y1:BLOCK_ROW_STEP, x0:x1, 1]
+    first = (-x0) % 8 or 8  # first block-boundary column inside the region
+    left, right = rows[:, first - 1::8], rows[:, first::8]
+    inl, inr = rows[:, first + 3::8], rows[:, first + 4::8]
+    m = min(left.shape[1], right.shape[1], inl.shape[1], inr.shape[1])
+    edge = np.abs(left[:, :m].astype(np.int16) - right[:, :m]).mean() if m else 0.0
+    inner = np.abs(inl[:, :m].astype(np.int16) - inr[:, :m]).mean() if m else 0.0
+    gg, luma = max(g, 1.0), (b + g + r) / 3.0
+    # Contrast and sharpness are ratios so each family moves its own statistic: a darker lamp lowers
+    # the Laplacian's variance as much as a blur does (measured: log10 var 3.41 -> 2.73 at gain 0.55,
+    # -> 2.99 at blur sigma 1.6) but leaves its ratio to the grey variance.
+    return np.array([
+        luma,
+        float(stds.mean()) / max(luma, 1.0),
+        b / gg,
+        r / gg,
+        np.count_nonzero(small <= 5) / n,
+        np.count_nonzero(small >= 250) / n,
+        math.log10((float(lap_std[0, 0]) ** 2 + 1.0) / (float(gray_std[0, 0]) ** 2 + 1.0)),
+        (float(edge) + 0.5) / (float(inner) + 0.5),
+    ])
+
+
+@dataclass(frozen=True)
+class ConfidenceReference:
+    """The validation distribution of the per-frame top confidence, as proportions over `PSI_EDGES`."""
+
+    proportions: tuple[float, ...]
+    frames: int
+
+    @classmethod
+    def from_scores(cls, top_scores: Sequence[float]) -> ConfidenceReference:
+        s = np.asarray(top_scores, np.float64)
+        if s.size == 0:
+            raise ValueError("confidence reference: needs at least one frame's top confidence")
+        counts = np.histogram(np.clip(s, 0.0, 1.0), bins=np.asarray(PSI_EDGES))[0]
+        return cls(tuple(float(x) for x in counts / counts.sum()), int(s.size))
+
+
+def psi(reference: Sequence[float], counts: np.ndarray) -> float:
+    """Population stability index of observed bin `counts` against reference proportions."""
+    q = np.maximum(np.asarray(reference, np.float64), _PSI_EPS)
+    p = np.maximum(counts / max(1, counts.sum()), _PSI_EPS)
+    return float(np.sum((p - q) * np.log(p / q)))
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Bounds of each windowed statistic (and the confidence reference), as the model card records them."""
+
+    bounds: Mapping[str, tuple[float, float]]
+    frame_size: tuple[int, int] | None = None  # (width, height) the reference images had
+    roi: tuple[int, int, int, int] | None = None
+    sample_width: int = SAMPLE_WIDTH
+    confidence: ConfidenceReference | None = None
+    source: Mapping[str, Any] = field(default_factory=dict)  # how it was made (images, families, quantiles)
+
+    def to_card(self) -> dict[str, Any]:
+        return {
+            "stats": {k: [round(lo, 6), round(hi, 6)] for k, (lo, hi) in self.bounds.items()},
+            "frame_size": list(self.frame_size) if self.frame_size else None,
+            "roi": list(self.roi) if self.roi else None,
+            "sample_width": self.sample_width,
+            "confidence": None if self.confidence is None else {
+                "edges": [round(e, 6) for e in PSI_EDGES[:-1]] + [1.0],
+                "proportions": [round(p, 6) for p in self.confidence.proportions],
+                "frames": self.confidence.frames,
+            },
+            "source": dict(self.source),
+        }
+
+    @classmethod
+    def from_card(cls, d: Mapping[str, Any]) -> Envelope:
+        """From `card["input_envelope"]`; a clear error naming the field when it is malformed."""
+        try:
+            stats = d["stats"]
+            bounds = {k: (float(v[0]), float(v[1])) for k, v in stats.items()}
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise ValueError(f"input_envelope.stats: expected {{stat: [low, high]}}, got {d.get('stats')!r} ({e})") from e
+        unknown = sorted(set(bounds) - set(STAT_NAMES))
+        if unknown:
+            raise ValueError(f"input_envelope.stats: expected names among {list(STAT_NAMES)}, got {unknown}")
+        bad = {k: v for k, v in bounds.items() if not v[0] <= v[1]}
+        if bad:
+            raise ValueError(f"input_envelope.stats: expected low <= high, got {bad}")
+        conf = d.get("confidence")
+        ref = None
+        if conf:
+            props = tuple(float(p) for p in conf["proportions"])
+            if len(props) != len(PSI_EDGES) - 1:
+                raise ValueError(f"input_envelope.confidence.proportions: expected {len(PSI_EDGES) - 1} bins, "
+                                 f"got {len(props)}")
+            ref = ConfidenceReference(props, int(conf.get("frames", 0)))
+        fs, roi = d.get("frame_size"), d.get("roi")
+        return cls(bounds, tuple(fs) if fs else None, tuple(roi) if roi else None,
+                   int(d.get("sample_width", SAMPLE_WIDTH)), ref, dict(d.get("source", {})))
+
+
+@dataclass(frozen=True)
+class DriftState:
+    """The guard's verdict after one frame (frozen: it crosses to the alarm/metrics side)."""
+
+    in_drift: bool
+    #: the statistic furthest outside its bounds (while in drift: the one that put it there, updated)
+    statistic: str | None
+    value: float | None
+    bounds: tuple[float, float] | None
+    frames: int  # frames observed so far
+    changed: bool = False  # this frame entered or left drift
+    psi: float | None = None  # the confidence PSI over the last psi_window frames (None until full)
+
+    def detail(self) -> dict[str, Any]:
+        """The alarm's detail: which statistic, its value and the envelope it left."""
+        return {"statistic": self.statistic, "value": None if self.value is None else round(self.value, 4),
+                "bounds": None if self.bounds is None else [round(self.bounds[0], 4), round(self.bounds[1], 4)],
+                "frames": self.frames}
+
+
+class DriftGuard:
+    """Windowed statistics against an `Envelope`, with hysteresis. Not thread-safe: one owner."""
+
+    def __init__(self, envelope: Envelope, *, window: int = 16, enter_after: int = 4, clear_after: int = 48,
+                 psi_window: int = 200, psi_threshold: float = 0.25) -> None:
+        if window < 1 or enter_after < 1 or clear_after < 1 or psi_window < 10:
+            raise ValueError(f"drift guard: window, enter_after, clear_after >= 1 and psi_window >= 10, got "
+                             f"{window}, {enter_after}, {clear_after}, {psi_window}")
+        self.envelope = envelope
+        self.window, self.enter_after, self.clear_after = window, enter_after, clear_after
+        self.psi_window, self.psi_threshold = psi_window, psi_threshold
+        idx = [i for i, n in enumerate(STAT_NAMES) if n in envelope.bounds]
+        self._idx = np.array(idx, int)
+        self._names = [STAT_NAMES[i] for i in idx]
+        self._lo = np.array([envelope.bounds[n][0] for n in self._names])
+        self._hi = np.array([envelope.bounds[n][1] for n in self._names])
+        self._span = np.maximum(self._hi - self._lo, 1e-9)
+        self._ring = np.zeros((window, len(STAT_NAMES)))
+        self._bins = np.zeros(psi_window, np.int8)
+        self._counts = np.zeros(len(PSI_EDGES) - 1)
+        self._edges = np.asarray(PSI_EDGES[1:-1])
+        self._frames = 0
+        self._confs = 0
+        self._outside = 0  # consecutive frames outside
+        self._inside = 0  # consecutive frames inside
+        self._state = DriftState(False, None, None, None, 0)
+
+    @property
+    def state(self) -> DriftState:
+        return self._state
+
+    def update(self, stats: np.ndarray, top_confidence: float | None = None) -> DriftState:
+        """One frame: its `frame_stats` vector and the highest detection confidence (0.0 if none;
+        None when the model did not run on it, e.g. a late frame)."""
+        self._ring[self._frames % self.window] = stats
+        self._frames += 1
+        worst: tuple[float, str, float, tuple[float, float]] | None = None
+        if self._frames >= self.window:
+            # The median, not the mean: one odd frame (a camera glitch, a part covered in glare) would keep a
+            # mean outside for a whole window; it never moves the median of 16 frames out.
+            med = np.median(self._ring[:, self._idx], axis=0)
+            out = np.maximum(self._lo - med, med - self._hi) / self._span  # > 0: outside, in spans
+            i = int(np.argmax(out))
+            worst = (float(out[i]), self._names[i], float(med[i]), (float(self._lo[i]), float(self._hi[i])))
+        p = self._update_psi(top_confidence)
+        if p is not None and self.envelope.confidence is not None:
+            excess = (p - self.psi_threshold) / self.psi_threshold
+            if worst is None or excess > worst[0]:
+                worst = (excess, PSI_STAT, p, (0.0, self.psi_threshold))
+        outside = worst is not None and worst[0] > 0
+        self._outside = self._outside + 1 if outside else 0
+        self._inside = 0 if outside else self._inside + 1
+        was = self._state.in_drift
+        now = (self._outside >= self.enter_after) if not was else not (self._inside >= self.clear_after)
+        if worst is None:
+            stat = val = bnd = None
+        elif now and was and not outside:  # still held in drift: keep naming what put it there
+            stat, val, bnd = self._state.statistic, self._state.value, self._state.bounds
+        else:
+            stat, val, bnd = worst[1], worst[2], worst[3]
+        self._state = DriftState(now, stat, val, bnd, self._frames, changed=now != was, psi=p)
+        return self._state
+
+    def _update_psi(self, conf: float | None) -> float | None:
+        if conf is None:
+            return None if self._confs < self.psi_window else self._last_psi
+        b = int(np.searchsorted(self._edges, min(max(conf, 0.0), 1.0), side="right"))
+        slot = self._confs % self.psi_window
+        if self._confs >= self.psi_window:
+            self._counts[self._bins[slot]] -= 1
+        self._bins[slot] = b
+        self._counts[b] += 1
+        self._confs += 1
+        if self._confs < self.psi_window or self.envelope.confidence is None:
+            self._last_psi = None
+            return None
+        self._last_psi = psi(self.envelope.confidence.proportions, self._counts)
+        return self._last_psi
+
+    _last_psi: float | None = None

@@ -1,0 +1,110 @@
+"""The input envelope of a model: the range of each drift-guard statistic it was validated on.
+
+`compute_envelope(images, families)` measures `drift_guard.frame_stats` on reference images (the
+validation split) and on copies of them altered by the optics families the model holds under
+(issue 14: the card's per-family metrics say which), and keeps per statistic the
+[q, 1 - q] quantiles widened by `margin` of their span. The model card records it as
+`card["input_envelope"]` (`Envelope.to_card()`); the runtime guard compares the windowed mean of
+each statistic against it. With a model bundle, the validation distribution of the per-frame top
+confidence is recorded too (the guard's population stability index).
+
+Why the altered copies belong in it: the envelope is what the model was *shown to hold under*,
+not what one camera happened to look like. A model validated under a +/-20 % white-balance drift
+should not alarm (or, with `on_drift: hold`, reject everything) inside that drift.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from inspector.inference.drift_guard import (
+    SAMPLE_WIDTH,
+    STAT_NAMES,
+    ConfidenceReference,
+    Envelope,
+    frame_stats,
+)
+from inspector.sources import optics
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def folder_images(folder: Path) -> Iterator[np.ndarray]:
+    """The images of a folder (or of a YOLO data.yaml's folder `images/`), in name order."""
+    folder = Path(folder)
+    if folder.is_file() and folder.suffix in (".yaml", ".yml"):
+        folder = folder.parent / "images"
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"envelope: no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"envelope: cannot read image {p}")
+        yield img
+
+
+def reference_stats(images: Iterable[np.ndarray], families: Sequence[str] = (), seed: int = 0,
+                    roi: Sequence[int] | None = None, sample_width: int = SAMPLE_WIDTH) -> tuple[np.ndarray, tuple]:
+    """(N x len(STATS) array, frame size): each image, then each altered copy (default magnitude)."""
+    rows, size = [], None
+    for i, img in enumerate(images):
+        h, w = img.shape[:2]
+        if size is None:
+            size = (w, h)
+        elif size != (w, h):
+            raise ValueError(f"envelope: images must share one frame size, got {size} then {(w, h)} (image {i})")
+        rows.append(frame_stats(img, roi, sample_width))
+        for name in families:
+            rng = np.random.default_rng([seed, zlib.crc32(name.encode()), i])
+            rows.append(frame_stats(optics.alter(img, name, rng)[0], roi, sample_width))
+    if not rows:
+        raise ValueError("envelope: no reference images")
+    return np.array(rows), size
+
+
+def bounds_from_stats(stats: np.ndarray, quantile: float = 0.002, margin: float = 0.1) -> dict[str, tuple[float, float]]:
+    """Per statistic: the [quantile, 1 - quantile] range widened by `margin` of its span on each side."""
+    if not 0 <= quantile < 0.5 or margin < 0:
+        raise ValueError(f"envelope: quantile within [0, 0.5) and margin >= 0, got {quantile}, {margin}")
+    lo, hi = np.quantile(stats, quantile, axis=0), np.quantile(stats, 1 - quantile, axis=0)
+    pad = margin * (hi - lo)
+    return {n: (float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i, n in enumerate(STAT_NAMES)}
+
+
+def top_confidences(bundle, images: Iterable[np.ndarray], conf_floor: float) -> list[float]:
+    """Per image, the highest detection confidence of the bundle's detector (0.0 without one)."""
+    from inspector.inference.detector import Detector
+
+    det = Detector(bundle, conf=conf_floor)
+    out = []
+    for img in images:
+        d = det.detect(img)
+        out.append(float(d.confidence.max()) if len(d.confidence) else 0.0)
+    return out
+
+
+def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (), *, seed: int = 0,
+                     roi: Sequence[int] | None = None, quantile: float = 0.002, margin: float = 0.1,
+                     bundle=None, conf_floor: float = 0.05, sample_width: int = SAMPLE_WIDTH) -> Envelope:
+    """The envelope of `images` and their copies altered by `families` (see the module doc)."""
+    for name in families:
+        optics.family(name)
+    stats, size = reference_stats(images, families, seed, roi, sample_width)
+    conf = None
+    if bundle is not None:
+        conf = ConfidenceReference.from_scores(top_confidences(bundle, images, conf_floor))
+    return Envelope(
+        bounds=bounds_from_stats(stats, quantile, margin),
+        frame_size=size,
+        roi=tuple(int(v) for v in roi) if roi is not None else None,
+        sample_width=sample_width,
+        confidence=conf,
+        source={"images": len(images), "families": list(families), "magnitude": "default", "seed": seed,
+                "quantile": quantile, "margin": margin, "conf_floor": conf_floor if bundle is not None else None},
+    )

@@ -1,0 +1,190 @@
+"""Drift guard: each camera fault moves its own statistic; hysteresis; the envelope round-trips the card;
+a stream switched to a strong fault is caught within 50 parts and an unaltered one never is."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from inspector.inference.drift_guard import (
+    PSI_EDGES,
+    PSI_STAT,
+    STAT_NAMES,
+    ConfidenceReference,
+    DriftGuard,
+    Envelope,
+    frame_stats,
+    psi,
+)
+from inspector.sources import optics
+from inspector.sources.conveyor import ConveyorGenerator
+from inspector.training.envelope import compute_envelope
+
+IX = {n: i for i, n in enumerate(STAT_NAMES)}
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    gen = ConveyorGenerator(31)
+    return [gen.part(i).image for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def envelope() -> Envelope:
+    """What a card for a model validated under the issue's six families at their magnitudes records."""
+    gen = ConveyorGenerator(2002)
+    return compute_envelope([gen.part(i).image for i in range(60)], optics.ISSUE_FAMILIES, seed=1)
+
+
+def _mean_stats(images, alt=None) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.mean([frame_stats(im if alt is None else optics.apply(im, alt, rng)) for im in images], axis=0)
+
+
+@pytest.mark.parametrize(("alt", "stat", "direction"), [
+    (optics.Alteration("darker", {"gain": 0.5}), "luma", -1),
+    (optics.Alteration("brighter", {"gain": 1.6}), "clip_high", +1),
+    (optics.Alteration("low_contrast", {"contrast": 0.6, "offset": 50.0}), "contrast", -1),
+    (optics.Alteration("white_balance", {"gains": (1.3, 1.0, 1.0)}), "cast_b", +1),
+    (optics.Alteration("white_balance", {"gains": (1.0, 1.0, 0.7)}), "cast_r", -1),
+    (optics.Alteration("darker", {"gain": 0.15}), "clip_low", +1),
+    (optics.Alteration("blur", {"sigma": 2.0}), "sharpness", -1),
+    (optics.Alteration("noise", {"sigma": 12.0}), "sharpness", +1),
+    (optics.Alteration("jpeg", {"quality": 30.0}), "blockiness", +1),
+])
+def test_each_fault_moves_its_statistic(frames, alt, stat, direction):
+    clean, moved = _mean_stats(frames), _mean_stats(frames, alt)
+    delta = (moved[IX[stat]] - clean[IX[stat]]) * direction
+    assert delta > 0.15 * max(abs(clean[IX[stat]]), 0.02)
+
+
+@pytest.mark.parametrize(("alt", "unmoved"), [
+    (optics.Alteration("darker", {"gain": 0.6}), ("contrast", "cast_b", "cast_r", "sharpness")),
+    (optics.Alteration("low_contrast", {"contrast": 0.7, "offset": 40.0}), ("cast_b", "cast_r", "sharpness")),
+])
+def test_gain_and_offset_leave_the_ratio_statistics(frames, alt, unmoved):
+    clean, moved = _mean_stats(frames), _mean_stats(frames, alt)
+    for s in unmoved:
+        assert moved[IX[s]] == pytest.approx(clean[IX[s]], rel=0.05, abs=0.03), s
+
+
+def test_roi_and_block_phase(frames):
+    img = frames[0]
+    assert frame_stats(img).shape == (len(STAT_NAMES),)
+    # JPEG blocks are on the frame's grid: an ROI starting off the grid must still find them.
+    q = optics.apply(img, optics.Alteration("jpeg", {"quality": 20.0}))
+    for x0 in (0, 3, 8, 13):
+        assert frame_stats(q, (x0, 10, 600, 470))[IX["blockiness"]] > 1.5
+        assert frame_stats(img, (x0, 10, 600, 470))[IX["blockiness"]] < 1.3
+    with pytest.raises(ValueError, match="at least 16x16 px, got 8x100"):
+        frame_stats(img, (0, 0, 8, 100))
+
+
+def test_envelope_round_trips_the_card(envelope):
+    card = envelope.to_card()
+    back = Envelope.from_card(card)
+    assert set(back.bounds) == set(STAT_NAMES) and back.frame_size == (640, 480)
+    for k, (lo, hi) in envelope.bounds.items():
+        assert back.bounds[k] == pytest.approx((lo, hi), abs=1e-5)
+    assert card["source"]["families"] == list(optics.ISSUE_FAMILIES)
+
+
+@pytest.mark.parametrize(("card", "message"), [
+    ({}, "input_envelope.stats: expected"),
+    ({"stats": {"luma": [10, 5]}}, "expected low <= high"),
+    ({"stats": {"hue": [0, 1]}}, "expected names among"),
+    ({"stats": {"luma": [0, 1]}, "confidence": {"proportions": [1.0]}}, "expected 10 bins, got 1"),
+])
+def test_bad_envelope_is_named(card, message):
+    with pytest.raises(ValueError, match=message):
+        Envelope.from_card(card)
+
+
+def _env(**bounds) -> Envelope:
+    return Envelope({k: tuple(v) for k, v in bounds.items()})
+
+
+def _vec(luma: float) -> np.ndarray:
+    v = np.zeros(len(STAT_NAMES))
+    v[IX["luma"]] = luma
+    return v
+
+
+def test_hysteresis_enters_after_the_window_and_clears_after_a_while():
+    g = DriftGuard(_env(luma=(50, 150)), window=4, enter_after=3, clear_after=5)
+    states = [g.update(_vec(100)) for _ in range(10)]
+    assert not any(s.in_drift for s in states)
+    states = [g.update(_vec(300)) for _ in range(8)]
+    # the window median leaves 150 at the 2nd bad frame (100,100,300,300 -> 200); 3 frames outside -> drift at the 4th
+    assert [s.in_drift for s in states] == [False, False, False, True, True, True, True, True]
+    entered = states[3]
+    assert entered.changed and entered.statistic == "luma" and entered.bounds == (50, 150) and entered.value > 150
+    assert sum(s.changed for s in states) == 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entered.in_drift = False
+    back = [g.update(_vec(100)) for _ in range(12)]
+    # the median is back inside at the 3rd good frame (300,300,100,100 -> 200 is still out); 5 inside -> clear at the 7th
+    assert [s.in_drift for s in back] == [True] * 6 + [False] * 6
+    assert back[6].changed and sum(s.changed for s in back) == 1
+    assert back[3].statistic == "luma" and back[3].value > 150  # while held, it names what put it there
+
+
+def test_a_single_odd_frame_does_not_enter_drift():
+    g = DriftGuard(_env(luma=(50, 150)), window=8, enter_after=4, clear_after=5)
+    for i in range(100):
+        s = g.update(_vec(1000 if i % 20 == 0 else 100))  # one frame in 20 far out: the median never leaves
+        assert not s.in_drift
+
+
+def test_psi_is_zero_on_the_reference_and_large_on_a_shift():
+    ref = ConfidenceReference.from_scores(np.linspace(0, 0.999, 1000))
+    assert psi(ref.proportions, np.full(len(PSI_EDGES) - 1, 20.0)) == pytest.approx(0.0, abs=1e-9)
+    shifted = np.zeros(len(PSI_EDGES) - 1)
+    shifted[0] = 200  # every frame without a confident detection
+    assert psi(ref.proportions, shifted) > 1.0
+
+
+def test_confidence_drift_enters_once_the_psi_window_is_full():
+    rng = np.random.default_rng(0)
+    ref_scores = np.concatenate([rng.uniform(0, 0.05, 300), rng.uniform(0.6, 1.0, 700)])  # good parts, defects
+    env = dataclasses.replace(_env(luma=(0, 255)), confidence=ConfidenceReference.from_scores(ref_scores))
+    g = DriftGuard(env, window=4, enter_after=3, clear_after=10, psi_window=100)
+    for c in rng.choice(ref_scores, 300):
+        s = g.update(_vec(100), float(c))
+        assert not s.in_drift
+    assert s.psi is not None and s.psi < 0.25
+    # the model goes uncertain: scores pile up in the middle
+    for i, c in enumerate(rng.uniform(0.3, 0.5, 100)):
+        s = g.update(_vec(100), float(c))
+        if s.in_drift:
+            break
+    assert s.in_drift and s.statistic == PSI_STAT and s.value > 0.25 and i < 60
+    assert g.update(_vec(100), None).in_drift  # a frame the model did not score keeps the last PSI
+
+
+def _run(guard: DriftGuard, gen: ConveyorGenerator, start: int, n: int, alt=None):
+    rng = np.random.default_rng(start)
+    out = []
+    for i in range(start, start + n):
+        img = gen.part(i).image
+        out.append(guard.update(frame_stats(img if alt is None else optics.apply(img, alt, rng))))
+    return out
+
+
+@pytest.mark.parametrize(("alt", "stats"), [
+    (optics.Alteration("white_balance", {"gains": (0.6, 1.0, 1.5)}), {"cast_b", "cast_r"}),
+    (optics.Alteration("white_balance", {"gains": (1.5, 1.0, 1.0)}), {"cast_b"}),
+    (optics.Alteration("blur", {"sigma": 4.0}), {"sharpness"}),
+    (optics.Alteration("noise", {"sigma": 28.0}), {"sharpness", "clip_low", "contrast"}),
+    (optics.Alteration("darker", {"gain": 0.22}), {"luma", "clip_low"}),
+    (optics.Alteration("low_contrast", {"contrast": 0.35, "offset": 100.0}), {"contrast"}),
+])
+def test_a_stream_switched_to_a_strong_fault_is_caught_within_50_parts(envelope, alt, stats):
+    gen = ConveyorGenerator(777)  # a seed the envelope never saw
+    guard = DriftGuard(envelope)
+    before = _run(guard, gen, 0, 40)
+    assert not any(s.in_drift for s in before)
+    after = _run(guard, gen, 40, 50, alt)
+    first = next((k for k, s in enumerate(after) if s.in_drift), None)
+    assert first is not None, f"{alt.describe()}: no drift in 50 parts; last {after[-1]}"
+    assert after[first].changed and after[first].statistic in stats

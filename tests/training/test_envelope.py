@@ -1,0 +1,82 @@
+"""The input envelope from reference images: bounds hold the references, families widen them, the real model's
+confidences give the PSI reference, bad folders are named."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from inspector.inference.detector import load_bundle
+from inspector.inference.drift_guard import PSI_EDGES, STAT_NAMES, Envelope, frame_stats
+from inspector.sources.conveyor import ConveyorGenerator, write_dataset
+from inspector.training.envelope import (
+    bounds_from_stats,
+    compute_envelope,
+    folder_images,
+)
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "demo"
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    gen = ConveyorGenerator(41)
+    return [gen.part(i).image for i in range(24)]
+
+
+def test_bounds_hold_every_reference_frame(images):
+    env = compute_envelope(images, quantile=0.0, margin=0.0)
+    for img in images:
+        s = frame_stats(img)
+        for i, n in enumerate(STAT_NAMES):
+            lo, hi = env.bounds[n]
+            assert lo - 1e-9 <= s[i] <= hi + 1e-9, n
+
+
+@pytest.mark.parametrize(("family", "widened"), [
+    ("white_balance", ("cast_b", "cast_r")),
+    ("darker", ("luma",)),
+    ("blur", ("sharpness",)),
+    ("jpeg", ("blockiness",)),
+])
+def test_validated_families_widen_their_statistics(images, family, widened):
+    clean, wide = compute_envelope(images), compute_envelope(images, [family])
+    assert wide.source["families"] == [family]
+    for n in widened:
+        (lo0, hi0), (lo1, hi1) = clean.bounds[n], wide.bounds[n]
+        assert lo1 <= lo0 and hi1 >= hi0 and (hi1 - lo1) > 1.3 * (hi0 - lo0), n
+
+
+@pytest.mark.parametrize(("quantile", "margin"), [(0.6, 0.1), (0.01, -0.1)])
+def test_bad_quantile_or_margin(quantile, margin):
+    with pytest.raises(ValueError, match="quantile within"):
+        bounds_from_stats(np.zeros((4, len(STAT_NAMES))), quantile, margin)
+
+
+def test_from_a_dataset_folder_with_the_real_model(tmp_path):
+    data_yaml = write_dataset(tmp_path / "val", 12, seed=43)
+    imgs = list(folder_images(data_yaml))
+    assert len(imgs) == 12
+    env = compute_envelope(imgs, bundle=load_bundle(MODEL, "int8"))
+    assert env.frame_size == (640, 480)
+    ref = env.confidence
+    assert ref is not None and ref.frames == 12 and len(ref.proportions) == len(PSI_EDGES) - 1
+    assert sum(ref.proportions) == pytest.approx(1.0)
+    assert ref.proportions[-1] + ref.proportions[-2] > 0  # defective parts: confident detections
+    assert Envelope.from_card(env.to_card()).confidence.proportions == pytest.approx(ref.proportions, abs=1e-6)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda d: None, "no images"),
+    (lambda d: (d / "a.png").write_bytes(b"not a png"), "cannot read image"),
+])
+def test_bad_folder_is_named(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        list(folder_images(tmp_path))
+
+
+def test_mixed_frame_sizes_are_refused(images):
+    with pytest.raises(ValueError, match=r"one frame size, got \(640, 480\) then \(320, 240\) \(image 1\)"):
+        compute_envelope([images[0], cv2.resize(images[1], (320, 240))])
