@@ -58,8 +58,11 @@ calibration: setup-full
 	$(VENV)/bin/inspector synth --out calibration --n 300 --seed 3003
 
 # Rebuilds models/demo from nothing: data, training (~50 min on 2 cores: 1500 images x 30 epochs at 320 px), INT8, thresholds, card.
+# The synthetic line is just a dataset here (the same commands a plant runs on its own data, docs/your-own-data.md).
 model: setup-full calibration
-	$(VENV)/bin/inspector train --out build/train
+	$(VENV)/bin/inspector synth --out build/data --split train --n 1500 --seed 1001
+	$(VENV)/bin/inspector synth --out build/data --split val --n 200 --seed 2002
+	$(VENV)/bin/inspector train --data build/data/data.yaml --out build/train --imgsz 320 --epochs 30 --augment fixed-camera
 	$(VENV)/bin/inspector synth --out build/quant-val --n 300 --seed 2002
 	$(VENV)/bin/inspector quantize --model build/train/fp32/model.xml --calibration calibration/images --out build/int8/model.xml \
 	  --max-drop 0.004 --val-data build/quant-val/data.yaml

@@ -16,13 +16,16 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from inspector.errors import ModelError
 from inspector.inference.detector import CARD_NAME, Detector, load_bundle, sha256_file
 from inspector.training.evaluate import (
     EVAL_CONF,
     collect,
+    data_splits,
     format_report,
     report,
     synthetic_samples,
+    yolo_samples,
 )
 from inspector.training.metrics import calibrate_thresholds
 
@@ -60,10 +63,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def dataset_record(data: Path) -> dict:
+    """The card's record of a user dataset: its data.yaml, content hash and dataset.json."""
+    meta_path = Path(data).parent / "dataset.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+    if meta and len(meta.get("skipped", [])) > 50:
+        meta = {**meta, "skipped": meta["skipped"][:50], "skipped_total": len(meta["skipped"])}
+    return {"data_yaml": str(Path(data).resolve()),
+            "content_sha256": (meta or {}).get("sha256", {}).get("content"),
+            "dataset_json": meta}
+
+
 def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, version: str, calibration: Path,
-                 val_seed: int, n_val: int, test_seed: int, n_test: int, target_recall: float,
-                 command: str, train_info: dict | None = None) -> dict:
+                 val_seed: int = 2002, n_val: int = 400, test_seed: int = 4004, n_test: int = 500,
+                 target_recall: float = 0.99, command: str = "", train_info: dict | None = None,
+                 data: Path | None = None) -> dict:
     out = Path(out)
+    if data is not None:  # before anything is written: a class mismatch leaves no half bundle
+        from inspector.training.train import dataset_classes
+
+        have = list(load_bundle(Path(int8_xml), "int8").classes)
+        want = dataset_classes(data)
+        if have != want:
+            raise ModelError(f"the dataset {data} has classes {want}, the model {int8_xml} was trained on {have}: "
+                             "train on this dataset (or pass the dataset the model was trained on)")
     out.mkdir(parents=True, exist_ok=True)
     files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
     meta = Path(fp32_xml).parent / "metadata.yaml"
@@ -75,10 +98,24 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     classes = list(int8.classes)
     nc = len(classes)
 
-    val = collect(Detector(int8, conf=EVAL_CONF), synthetic_samples(n_val, val_seed))
+    if data is None:
+        val_split = {"generator": "inspector.sources.conveyor", "seed": val_seed, "n": n_val}
+        test_split = {"generator": "inspector.sources.conveyor", "seed": test_seed, "n": n_test, "held_out": True}
+        val = collect(Detector(int8, conf=EVAL_CONF), synthetic_samples(n_val, val_seed))
+        test = list(synthetic_samples(n_test, test_seed))
+    else:
+        splits = data_splits(data)
+        if "val" not in splits:
+            raise ModelError(f"{data}: no val split to calibrate the thresholds on")
+        held = "test" if "test" in splits else "val"
+        val = collect(Detector(int8, conf=EVAL_CONF), yolo_samples(data, "val"))
+        test = list(yolo_samples(data, held))
+        val_split = {"data": str(Path(data).resolve()), "split": "val", "n": len(val)}
+        test_split = {"data": str(Path(data).resolve()), "split": held, "n": len(test), "held_out": held == "test",
+                      "note": None if held == "test" else "no test split: metrics on val, which also set the "
+                                                          "thresholds (mAP does not depend on them; P/R do)"}
     thresholds, reached = calibrate_thresholds(val, nc, target_recall)
 
-    test = list(synthetic_samples(n_test, test_seed))
     r8 = report(collect(Detector(int8, conf=EVAL_CONF), iter(test)), int8, thresholds)
     r32 = report(collect(Detector(fp32, conf=EVAL_CONF), iter(test)), fp32, thresholds)
     calib_hash, calib_n = dir_hash(calibration)
@@ -97,15 +134,18 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
             "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions); "
                       "where the target is out of reach, the highest keeping every defect found above 0.05",
             "target_recall": target_recall,
-            "split": {"generator": "inspector.sources.conveyor", "seed": val_seed, "n": n_val},
+            "split": val_split,
             "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached)},
         },
         "files": files,
         "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
+        "dataset": dataset_record(data) if data is not None else {"generator": "inspector.sources.conveyor"},
+        # The runtime feeds 3-channel BGR; grayscale cameras' frames are expanded to 3 equal channels.
+        "input_channels": 3,
         "training": train_info or {},
         "quantization": _quantization_info(int8_xml),
         "evaluation": {
-            "split": {"generator": "inspector.sources.conveyor", "seed": test_seed, "n": n_test, "held_out": True},
+            "split": test_split,
             "fp32": r32,
             "int8": r8,
             "delta_int8_minus_fp32": {"mAP50": round(r8["mAP50"] - r32["mAP50"], 4),
@@ -129,12 +169,18 @@ def _quantization_info(int8_xml: Path) -> dict:
 
 
 def build_bundle_cli(a) -> int:
+    from inspector.training.quantize import calibration_folder
+
     fp32 = Path(a.fp32)
     info_path = fp32.parent.parent / "train_info.json"
     train_info = json.loads(info_path.read_text()) if info_path.exists() else None
-    build_bundle(fp32, Path(a.int8), Path(a.out), name=a.name, version=a.version, calibration=Path(a.calibration),
+    data = Path(a.data) if a.data else None
+    if data is not None and not data.exists():
+        raise ModelError(f"--data {data} does not exist")
+    build_bundle(fp32, Path(a.int8), Path(a.out), name=a.name, version=a.version,
+                 calibration=calibration_folder(a.calibration, a.data),
                  val_seed=a.val_seed, n_val=a.n_val, test_seed=a.test_seed, n_test=a.n_test,
-                 target_recall=a.target_recall, command=a.command, train_info=train_info)
+                 target_recall=a.target_recall, command=a.command, train_info=train_info, data=data)
     return 0
 
 

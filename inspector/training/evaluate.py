@@ -27,7 +27,8 @@ from inspector.training.metrics import (
     part_level,
 )
 
-EVAL_CONF = 0.001  # as ultralytics val: the whole precision-recall curve
+EVAL_CONF = 0.001
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # as ultralytics val: the whole precision-recall curve
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,21 @@ def synthetic_samples(n: int, seed: int) -> Iterator[Sample]:
         yield Sample(p.image, boxes, np.array([d.class_id for d in p.defects], int))
 
 
-def yolo_samples(data_yaml: Path, split: str = "val") -> Iterator[Sample]:
-    data = yaml.safe_load(Path(data_yaml).read_text())
+def data_splits(data_yaml: Path) -> dict[str, Path]:
+    """split -> image folder of a data.yaml (`path:` absolute, relative to the yaml, or absent)."""
+    data = yaml.safe_load(Path(data_yaml).read_text()) or {}
     root = Path(data.get("path") or Path(data_yaml).parent)
-    img_dir = root / data[split]
-    for img_path in sorted(img_dir.glob("*.*")):
-        image = cv2.imread(str(img_path))
+    root = root if root.is_absolute() else Path(data_yaml).parent / root
+    return {s: root / data[s] for s in ("train", "val", "test") if isinstance(data.get(s), str)}
+
+
+def yolo_samples(data_yaml: Path, split: str = "val") -> Iterator[Sample]:
+    splits = data_splits(data_yaml)
+    if split not in splits:
+        raise KeyError(f"{data_yaml} has no {split!r} split (has: {sorted(splits)})")
+    img_dir = splits[split]
+    for img_path in sorted(p for p in img_dir.glob("*.*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)  # grayscale files: 3 equal channels, as the runtime feeds
         if image is None:
             continue
         h, w = image.shape[:2]
@@ -104,6 +114,13 @@ def evaluate(bundle: ModelBundle, samples: list[Sample], thresholds: np.ndarray 
     return report(collect(det, iter(samples)), bundle, thresholds)
 
 
+def _model_classes(model: Path) -> list[str]:
+    try:
+        return list(load_bundle(model, "int8").classes)
+    except ModelError:
+        return list(load_bundle(model, "fp32").classes)
+
+
 def format_report(r: dict) -> str:
     lines = [f"{r['model']['name']} {r['model']['version']} [{r['model']['precision']}]  images={r['images']}  "
              f"mAP50={r['mAP50']:.4f}  mAP50-95={r['mAP50-95']:.4f}"]
@@ -117,16 +134,28 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_eval_cli(model: Path, data: Path | None, json_out: str | None, compare: bool, n: int, seed: int) -> int:
+def run_eval_cli(model: Path, data: Path | None, json_out: str | None, compare: bool, n: int, seed: int,
+                 split: str | None = None) -> int:
     try:
-        samples = list(yolo_samples(data) if data else synthetic_samples(n, seed))
-    except (OSError, KeyError, ValueError) as e:
+        if data:
+            split = split or ("test" if "test" in data_splits(data) else "val")
+            samples = list(yolo_samples(data, split))
+        else:
+            samples = list(synthetic_samples(n, seed))
+    except (OSError, KeyError, ValueError, yaml.YAMLError) as e:
         print(f"cannot read evaluation data {data}: {e}", file=sys.stderr)
         return 2
     if not samples:
         print(f"no evaluation images found ({data or f'synthetic seed {seed}'})", file=sys.stderr)
         return 2
-    where = str(data) if data else f"held-out synthetic set: seed {seed}, {n} frames"
+    if data:
+        from inspector.training.train import dataset_classes
+
+        have, want = _model_classes(model), dataset_classes(data)
+        if have != want:
+            print(f"the dataset {data} has classes {want}, the model {model} has {have}", file=sys.stderr)
+            return 2
+    where = f"{data} ({split} split)" if data else f"held-out synthetic set: seed {seed}, {n} frames"
     print(f"evaluating on {where}")
     precisions = ["fp32", "int8"] if compare else ["int8"]
     out = {"data": where, "results": {}}
