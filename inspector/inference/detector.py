@@ -5,13 +5,20 @@ Preprocessing is split where each part is fastest (measured in benchmarks/): the
 BGR->RGB, /255 and NHWC->NCHW are folded into the compiled model with `PrePostProcessor`, so
 the frame crosses into OpenVINO once, as uint8, without a copy. Letterbox and NMS reproduce
 ultralytics' arithmetic (tests/inference/test_parity.py checks it against ultralytics itself).
+
+The asynchronous stage keeps its own pool of inference requests instead of OpenVINO's
+`AsyncInferQueue`, whose `start_async` blocks without a timeout when every request is busy: a
+hung device would then block the pipeline's reader forever. Here the submitter waits for a free
+request at most until the frame's deadline and is told when none came.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,8 +292,13 @@ def _check_device(core, device: str) -> None:
 
 
 class Detector:
-    """A compiled model plus its pre/post-processing. `detect()` is synchronous; `submit()` runs
-    inference asynchronously so the caller can preprocess the next frame meanwhile."""
+    """A compiled model plus its pre/post-processing, with conf/iou/max_det fixed at build.
+
+    `detect()` is synchronous. The stage the pipeline runs is asynchronous: `start_async(deliver)`
+    then `submit(image, userdata, wait_s)` per frame; the completion delivers the frame's
+    detections (letterbox, inference, decode, NMS, scale back all inside) or its failure. The
+    caller never sees the raw head output or the letterbox. `oldest_busy_since()` tells a watchdog
+    how long the slowest request has run; `wait_idle()` waits for every request to return."""
 
     def __init__(
         self,
@@ -359,7 +371,14 @@ class Detector:
         optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._async_requests = async_requests or max(2, optimal)
         self.hint = hint
-        self._queue = None
+        # The async pool (start_async): requests, the free list and the letterbox buffer of the
+        # submitting thread. Guarded by _cv: submit waits on it for a free request.
+        self._cv = threading.Condition()
+        self._slots: list[_Slot] = []
+        self._free: list[_Slot] = []
+        self._deliver: Callable[[Inferred, Any], None] | None = None
+        self._staging = np.empty((1, *hw, 3), np.uint8)
+        self._preprocess_async = Preprocessor(hw)  # its own pad cache: detect() may run on another thread
         zeros = np.full((1, *hw, 3), PAD_VALUE, np.uint8)
         for _ in range(warmup):
             self._request.infer({0: zeros})
@@ -375,32 +394,115 @@ class Detector:
         tensor, lb = self.preprocess(image)
         return postprocess(self.infer(tensor), lb, self.conf if conf is None else conf, self.iou, self.max_det)
 
-    # -- asynchronous -------------------------------------------------------------------------
-    def start_async(self, callback: Callable[[np.ndarray, Any], None]) -> None:
-        """callback(raw_output_copy, userdata) runs on an OpenVINO thread: keep it tiny (enqueue)."""
-        import openvino as ov
+    # -- asynchronous: the detector's own stage ------------------------------------------------
+    def start_async(self, deliver: Callable[[Inferred, Any], None]) -> None:
+        """Opens the pool of inference requests; each `submit` ends in `deliver(result, userdata)`:
+        detections (decoded, NMS'd and scaled back with this detector's conf/iou/max_det) or the
+        failure, never both, exactly once per accepted submit. `deliver` runs on OpenVINO's
+        completion thread (or, for a request OpenVINO refused to start, on the submitting thread):
+        keep it short and non-blocking. A later `start_async` (a new pipeline on the same detector)
+        reuses the pool; results of the earlier one's requests still go to the earlier `deliver`."""
+        self._deliver = deliver
+        if self._slots:
+            return
+        for _ in range(self._async_requests):
+            slot = _Slot(self.compiled.create_infer_request())
+            slot.request.set_callback(functools.partial(self._on_done, slot), None)
+            self._slots.append(slot)
+            self._free.append(slot)
 
-        self._queue = ov.AsyncInferQueue(self.compiled, self._async_requests)
+    def submit(self, image: np.ndarray, userdata: Any, wait_s: float | None = None) -> bool:
+        """Letterboxes `image` and starts its inference on a free request, waiting at most `wait_s`
+        for one (None: as long as it takes). False: no request came free in time (all busy: the
+        model is slow or stuck), nothing was started and nothing will be delivered. Raises
+        ValueError for an image that is not a frame (see `check_image`), before any inference.
 
-        def done(request, userdata):
-            callback(request.get_output_tensor(0).data.copy(), userdata)
+        One thread submits (it owns the letterbox buffer). The input (300 kB of uint8) is copied
+        into the request, so the letterbox of the next frame can start while this one infers."""
+        t_start = time.monotonic()
+        tensor, lb = self._preprocess_async(image, out=self._staging)
+        t_pre = time.monotonic()
+        with self._cv:
+            if not self._free and not self._cv.wait_for(lambda: self._free, wait_s):
+                return False
+            slot = self._free.pop()
+            slot.since = time.monotonic()
+        slot.job = (lb, userdata, self._deliver, t_start, t_pre)
+        try:
+            self._start(slot, tensor)
+        except Exception as e:  # noqa: BLE001 - OpenVINO refused the request: delivered as a failure
+            log.error("inference could not start: %s", e)
+            self._finish(slot, Inferred(None, f"{type(e).__name__}: {str(e).strip()}", t_start, t_pre,
+                                        time.monotonic(), time.monotonic()))
+        return True
 
-        self._queue.set_callback(done)
+    def _start(self, slot: _Slot, tensor: np.ndarray) -> None:
+        slot.request.start_async({0: tensor}, None, share_inputs=False)
 
-    def submit(self, tensor: np.ndarray, userdata: Any) -> None:
-        # The input (300 kB of uint8) is copied into the request, so the caller may reuse its
-        # preprocessing buffer at once; sharing it would race with the request still in flight.
-        # start_async blocks only if every request is busy, which bounds frames in flight.
-        self._queue.start_async({0: tensor}, userdata, share_inputs=False)
+    def _on_done(self, slot: _Slot, _userdata: Any) -> None:
+        """OpenVINO's completion: decode straight from the request's output (no copy; the request
+        is not reused before this returns), then hand the detections on."""
+        t_done = time.monotonic()
+        lb = slot.job[0]
+        try:
+            det = postprocess(slot.request.get_output_tensor(0).data, lb, self.conf, self.iou, self.max_det)
+            result = Inferred(det, None, slot.job[3], slot.job[4], t_done, time.monotonic())
+        except Exception as e:  # noqa: BLE001 - a failed inference is a result too, never a lost frame
+            log.exception("inference or decoding failed")
+            result = Inferred(None, f"{type(e).__name__}: {e}", slot.job[3], slot.job[4], t_done, time.monotonic())
+        self._finish(slot, result)
 
-    def wait_all(self) -> None:
-        if self._queue is not None:
-            self._queue.wait_all()
+    def _finish(self, slot: _Slot, result: Inferred) -> None:
+        _, userdata, deliver, *_ = slot.job
+        slot.job = None
+        try:
+            deliver(result, userdata)
+        except Exception:  # noqa: BLE001 - never raise into OpenVINO's thread; the request must come back
+            log.exception("delivering an inference result failed")
+        with self._cv:
+            slot.since = None
+            self._free.append(slot)
+            self._cv.notify_all()
+
+    def oldest_busy_since(self) -> float | None:
+        """Monotonic time the longest-running request started (None: all idle): a hung device shows here."""
+        with self._cv:
+            busy = [s.since for s in self._slots if s.since is not None]
+        return min(busy) if busy else None
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Waits until no request is running (every accepted submit delivered); False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: len(self._free) == len(self._slots), timeout)
 
 
-def open_detector(model_cfg, conf: float) -> Detector:
-    """Builds the detector the `model:` config section describes."""
-    bundle = load_bundle(model_cfg.path, model_cfg.precision)
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    """What the detector's stage delivers for one submitted frame (monotonic seconds)."""
+
+    detections: Detections | None  # None when the inference failed
+    error: str | None  # why it failed, in words
+    t_start: float  # letterbox started
+    t_pre: float  # letterbox done (waiting for a free request comes after)
+    t_done: float  # OpenVINO returned
+    t_post: float  # detections decoded
+
+
+class _Slot:
+    """One inference request and the job it runs. Owned by the submitting thread from the moment it
+    is taken from the free list until it is started, then by OpenVINO's completion until freed."""
+
+    __slots__ = ("request", "job", "since")
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self.job: tuple | None = None  # (letterbox, userdata, deliver, t_start, t_pre)
+        self.since: float | None = None  # monotonic start of the running job; None when free
+
+
+def open_detector(model_cfg, bundle: ModelBundle, conf: float) -> Detector:
+    """Builds the detector the `model:` config section describes, on a bundle already loaded (and
+    hash-checked) by `load_bundle`: the service reads and checks the weights once."""
     return Detector(
         bundle,
         device=model_cfg.device,

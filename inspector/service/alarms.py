@@ -34,6 +34,8 @@ ALARM_KINDS: dict[str, str] = {
     "and they got the fail-safe verdict (or, past source.max_backlog, no verdict at all: their part ids are listed)",
     "sample_quarantined": "a spooled sample could not be read (corrupt sidecar or image): it was moved to "
     "<spool>/quarantine/ and the rest was uploaded",
+    "model_failed": "an inference failed or a request is stuck: parts get the fail-safe verdict (error or LATE) "
+    "until the model answers again (one alarm per episode)",
 }
 
 

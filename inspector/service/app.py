@@ -34,7 +34,7 @@ class Service:
         self.alarms = AlarmHub()
         bundle = load_bundle(cfg.model.path, cfg.model.precision)
         self.policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
-        self.detector = open_detector(cfg.model, conf=self.policy.conf_floor)
+        self.detector = open_detector(cfg.model, bundle, conf=self.policy.conf_floor)
         self.model = self.detector.bundle.info
         self.config_hash = cfg.config_hash()
         self.sinks: list[VerdictSink] = []
@@ -58,9 +58,8 @@ class Service:
 
             self.uploader = NightlyUploader(cfg)
         self.source = open_source(cfg.source, max_frames=max_frames)
-        max_age = getattr(cfg.source, "max_frame_age_ms", None)
         self.pipeline = Pipeline(self.source, self.detector, self.policy, self.sinks, max_frames=max_frames,
-                                 max_frame_age_s=max_age / 1000 if max_age and cfg.source.trigger == "free_run" else None)
+                                 alarm=self.alarms.raise_alarm)
         self.metrics = None
         self._source_was_connected = True
 

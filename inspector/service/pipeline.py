@@ -1,27 +1,41 @@
-"""Wiring only: source -> [infer thread] -> OpenVINO async -> [completion: NMS, decide]
--> [post thread] -> sinks.
+"""Wiring only: source -> [infer thread] -> detector stage (async) -> [completion: decide]
+-> [post thread] -> sinks; a [watchdog thread] gives a frame whose inference has not returned by
+its deadline the fail-safe LATE verdict.
+
+Threads and what each owns:
+- infer thread: reads the source, hands frames to the detector (`submit`), and settles at once the
+  frames that need no inference (past their deadline, no image, not a frame).
+- OpenVINO's completion thread: the detector delivers detections (or the failure) and the
+  decision runs right there, so a verdict costs no thread hand-off after inference.
+- watchdog thread: a deadline heap of the frames in inference; at a deadline still unanswered, the
+  frame's verdict is LATE. It wakes on its own timer (at the oldest pending deadline, and once per
+  budget when idle), never once per frame.
+- post thread: the only thread that touches `Stats`, the sinks (and so the sampler and the
+  publisher) and the model-health episode (`model_failed` alarms). Every verdict, whoever made
+  it, reaches them through the post queue.
+
+Exactly one verdict per frame read: the in-flight table is the arbiter. Whoever removes a frame
+from it (its completion, the watchdog at its deadline, or `stop`) makes its verdict; an inference
+that returns after its frame was settled is discarded and counted (`discarded_results`).
 
 The work of consecutive frames overlaps: while OpenVINO infers frame N (the GIL is released),
 the infer thread letterboxes frame N+1, and the post thread hands frame N-1's verdict to the
-sinks. NMS and the decision run in OpenVINO's completion callback, so a verdict costs no thread
-hand-off after inference. Queues are bounded by the async request count; the back-pressure
-policy lives in the source's FrameBuffer (free_run keeps the freshest, triggered never drops).
-
-Frames whose deadline already passed when they are read are not inferred at all: they get the
-fail-safe LATE verdict at once, so a backlog drains fast instead of making every later part late.
+sinks. Back-pressure lives in the source's FrameBuffer (free_run keeps the freshest and drops
+stale frames itself; triggered keeps every part, and hands over image-less parts when full).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import queue
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Any, Sequence
-
-import numpy as np
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from inspector.frames import Frame, Outcome, StageTimings, Verdict
 from inspector.inference.decision import (
@@ -30,34 +44,82 @@ from inspector.inference.decision import (
     error_verdict,
     late_verdict,
 )
-from inspector.inference.detector import Detector, postprocess
+from inspector.inference.detector import Detector, Inferred
 from inspector.service.sinks import VerdictSink
 from inspector.sources.base import FrameSource
+from inspector.stats import percentile, summary
 
 log = logging.getLogger(__name__)
 
 _STAGES = ("queue_ms", "preprocess_ms", "infer_ms", "postprocess_ms", "decide_ms", "total_ms")
 
+AlarmFn = Callable[[str, dict[str, Any]], None]
 
-@dataclass(frozen=True, slots=True)
+#: An inference request running this long is stuck, not slow: INT8 inference takes ~5 ms on the
+#: 2-core line PC and its p99 stayed under 40 ms with other jobs beside it (benchmarks/README.md).
+STUCK_AFTER_S = 1.0
+#: Verdicts owed this long past the budget mean the pipeline stopped answering (the watchdog
+#: answers every frame in inference by its deadline, so only a blocked thread gets here).
+STALL_GRACE_S = 1.0
+
+# Post-queue items: (kind, verdict or None, detail).
+_VERDICT = "verdict"  # made from the model's detections
+_LATE = "late"  # no detections by the deadline (watchdog, no free request, shutdown)
+_FAILED = "failed"  # the inference failed: error verdict, model_failed
+_REFUSED = "refused"  # not inspected (no image, not a frame): fail-safe verdict for a part, or dropped
+_DISCARDED = "discarded"  # an inference returned after its frame was settled
+_STUCK = "stuck"  # an inference request has run for longer than stuck_after_s
+_END = "end"  # input exhausted and every frame answered
+_CLOSE = "close"  # stop the post thread
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity: the in-flight table holds each frame once
 class _InFlight:
     frame: Frame
-    letterbox: Any
     t_read: float
-    t_pre: float  # preprocessing done
-    t_submit: float
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSnapshot:
+    """The pipeline's health, as any thread may read it (`Pipeline.snapshot()`). Ages in seconds.
+
+    `/healthz` should be red when `stalled` (frames were read and no verdict came for longer than
+    `stall_after_s`) or when not `model_ok` (the last inference failed, or a request is stuck)."""
+
+    frames_read: int  # frames taken from the source
+    verdicts: int  # verdicts made (all outcomes)
+    in_flight: int  # frames handed to inference and not answered yet
+    oldest_in_flight_age_s: float | None  # since the oldest of them was read
+    unanswered: int  # frames read with no verdict (or drop) yet: in flight, or waiting in the post queue
+    oldest_unanswered_age_s: float | None
+    last_verdict_age_s: float | None
+    last_read_age_s: float | None  # since the pipeline last read a frame from the source
+    late_in_flight: int  # LATE verdicts for frames whose inference had not returned by their deadline
+    discarded_results: int  # inferences that returned after their frame already had its verdict
+    model_ok: bool  # False from a failed or stuck inference until an inference returns again
+    model_failures: int  # model_failed episodes
+    model_error: str | None  # what the last failure was, in words
+    busiest_request_s: float | None  # how long the longest-running inference request has run
+    stall_after_s: float
+    stalled: bool
 
 
 class Stats:
-    """Counters and latency samples; written by the post thread only, read by anyone."""
+    """Counters and latency samples; written by the post thread only, read by anyone (the counters
+    are copied under `lock` by readers that need a consistent set)."""
 
     def __init__(self, keep: int = 200_000) -> None:
+        self.lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()  # frames without a verdict, by cause (no part to reject)
+        self.uninspected: Counter[str] = Counter()  # parts given the fail-safe verdict without inference, by cause
         self.actuations = 0
         self.frames = 0
-        self.errors = 0
+        self.errors = 0  # inference failures
+        self.late_in_flight = 0
+        self.discarded_results = 0
         self.truth_parts = 0
         self.defective_parts = 0
         self.good_parts = 0
@@ -65,99 +127,200 @@ class Stats:
         self.false_rejects = 0
         self.lat: dict[str, deque[float]] = {s: deque(maxlen=keep) for s in _STAGES}
         self.recent_total: deque[float] = deque(maxlen=1000)
-        self.last_frame_at: float | None = None
+        self.last_verdict_at: float | None = None
         self.started_at = time.monotonic()
 
+    @property
+    def last_frame_at(self) -> float | None:
+        """The time of the last verdict (the older name)."""
+        return self.last_verdict_at
+
     def add(self, v: Verdict) -> None:
-        self.frames += 1
-        self.outcomes[v.outcome.value] += 1
-        if v.reason is not None:
-            self.reasons[v.reason.value] += 1
-        self.actuations += v.actuate
-        t = v.timings
-        for s in _STAGES:
-            self.lat[s].append(getattr(t, s))
-        self.recent_total.append(t.total_ms)
-        self.last_frame_at = time.monotonic()
-        if v.frame.truth is not None:
-            self.truth_parts += 1
-            if v.frame.truth:
-                self.defective_parts += 1
-                self.escapes += not v.actuate
-            else:
-                self.good_parts += 1
-                self.false_rejects += v.actuate
+        with self.lock:
+            self.frames += 1
+            self.outcomes[v.outcome.value] += 1
+            if v.reason is not None:
+                self.reasons[v.reason.value] += 1
+            self.actuations += v.actuate
+            t = v.timings
+            for s in _STAGES:
+                self.lat[s].append(getattr(t, s))
+            self.recent_total.append(t.total_ms)
+            self.last_verdict_at = time.monotonic()
+            if v.frame.truth is not None:
+                self.truth_parts += 1
+                if v.frame.truth:
+                    self.defective_parts += 1
+                    self.escapes += not v.actuate
+                else:
+                    self.good_parts += 1
+                    self.false_rejects += v.actuate
 
     def p99_recent(self) -> float | None:
-        return float(np.percentile(self.recent_total, 99)) if self.recent_total else None
+        with self.lock:
+            recent = list(self.recent_total)
+        return percentile(recent, 99)
 
     def percentiles(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for s, vals in self.lat.items():
-            if vals:
-                a = np.fromiter(vals, float)
-                out[s] = {"p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
-                          "p99": round(float(np.percentile(a, 99)), 3), "max": round(float(a.max()), 3)}
-        return out
+        with self.lock:
+            lat = {s: list(vals) for s, vals in self.lat.items() if vals}
+        return {s: summary(vals) for s, vals in lat.items()}
 
 
 class Pipeline:
     def __init__(self, source: FrameSource, detector: Detector, policy: DecisionPolicy, sinks: Sequence[VerdictSink],
-                 *, max_frames: int | None = None, max_frame_age_s: float | None = None) -> None:
+                 *, max_frames: int | None = None, alarm: AlarmFn | None = None,
+                 stuck_after_s: float = STUCK_AFTER_S) -> None:
+        if detector.conf > min(policy.thresholds):
+            raise ValueError(f"detector conf {detector.conf} is above the lowest class threshold "
+                             f"{min(policy.thresholds):.3f}: defects would be cut before the decision; build the "
+                             f"detector with conf=policy.conf_floor ({policy.conf_floor:.3f})")
+        if detector.conf > policy.conf_floor:
+            log.warning("detector conf %.3f is above the decision's floor %.3f: part of the uncertain band "
+                        "(review samples) is not seen", detector.conf, policy.conf_floor)
         self.source = source
         self.detector = detector
         self.policy = policy
         self.sinks = list(sinks)
         self.max_frames = max_frames
-        self.max_frame_age_s = max_frame_age_s  # free_run only: older frames are stale
         self.model = detector.bundle.info
         self.stats = Stats()
+        self.stuck_after_s = stuck_after_s
+        self._alarm = alarm
         self._stop = threading.Event()
+        self._stop_by = math.inf  # monotonic: after stop(), submits wait no longer than this
         self._post: queue.SimpleQueue = queue.SimpleQueue()
-        self._submitted = 0
-        self._completed = 0
         self._read = 0
+        self._last_read_at: float | None = None
+        self._owed: deque[float] = deque()  # read times of frames not answered yet (infer appends, post pops)
         self._errors: list[BaseException] = []
+        # The in-flight table and the watchdog's deadline heap, under one condition.
+        self._cv = threading.Condition()
+        self._inflight: set[_InFlight] = set()
+        self._heap: list[tuple[float, int, _InFlight]] = []
+        self._seq = 0
+        self._wake_at = -math.inf  # when the watchdog will look next; a sooner deadline wakes it
+        self._draining = False
+        self._suspect = False  # a frame went LATE with its inference still running: watch for a stuck request
+        self._stuck_reported = False
+        self._watch_stop = False
+        # Model health: post thread only.
+        self._model_ok = True
+        self._model_failures = 0
+        self._model_error: str | None = None
+        self._started = False
         self._infer_thread = threading.Thread(target=self._guard(self._infer_loop), name="pipeline-infer", daemon=True)
         self._post_thread = threading.Thread(target=self._guard(self._post_loop), name="pipeline-post", daemon=True)
+        self._watch_thread = threading.Thread(target=self._guard(self._watch_loop), name="pipeline-watchdog",
+                                              daemon=True)
         self.done = threading.Event()  # set when the source is exhausted or max_frames reached and all is emitted
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.detector.start_async(self._on_inferred)
+        self._started = True
         self._post_thread.start()
+        self._watch_thread.start()
         self._infer_thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stops reading; every frame already read still gets its verdict (within `timeout`)."""
+        """Stops reading; every frame already read still gets its verdict within `timeout`: those
+        whose inference has not returned by then get the fail-safe LATE verdict."""
+        if not self._started:
+            return
+        t_end = time.monotonic() + timeout
+        self._stop_by = t_end - min(0.2, timeout / 4)  # what is left is for settling and the sinks
         self._stop.set()
-        self._infer_thread.join(timeout)
-        deadline = time.monotonic() + timeout
-        while self._completed < self._submitted and time.monotonic() < deadline:
-            time.sleep(0.005)
-        self._post.put(None)
-        self._post_thread.join(max(0.1, deadline - time.monotonic()))
-        if self._completed < self._submitted:
-            log.error("%d frame(s) still in flight at shutdown", self._submitted - self._completed)
+        self._infer_thread.join(max(0.0, self._stop_by - time.monotonic()))
+        forced = self._settle_all("shutdown: inference had not returned")
+        if forced:
+            log.warning("%d frame(s) still in inference at shutdown: fail-safe LATE verdicts", forced)
+        self._infer_thread.join(max(0.0, t_end - time.monotonic()))
+        self._post.put((_CLOSE, None, None))
+        self._post_thread.join(max(0.1, t_end - time.monotonic()))
+        with self._cv:
+            self._watch_stop = True
+            self._cv.notify_all()
+        self._watch_thread.join(max(0.1, t_end - time.monotonic()))
+        if self._infer_thread.is_alive() or self._post_thread.is_alive():
+            log.error("pipeline did not stop within %.1f s (%d frame(s) without a verdict)", timeout, len(self._owed))
+        if not self.detector.wait_idle(0):
+            log.warning("an inference request is still running at stop (stuck for %.1f s)",
+                        time.monotonic() - (self.detector.oldest_busy_since() or time.monotonic()))
 
     def raise_if_failed(self) -> None:
         """Errors raised in the pipeline threads are carried back to the owning thread."""
         if self._errors:
             raise self._errors[0]
 
+    def snapshot(self) -> PipelineSnapshot:
+        now = time.monotonic()
+        with self._cv:
+            in_flight = len(self._inflight)
+            oldest_read = min((e.t_read for e in self._inflight), default=None)
+        owed = len(self._owed)
+        try:
+            oldest_owed = self._owed[0] if owed else None
+        except IndexError:  # answered meanwhile
+            oldest_owed = None
+        st = self.stats
+        last_verdict = st.last_verdict_at
+        busy_since = self.detector.oldest_busy_since()
+        stall_after = self.policy.budget_s + STALL_GRACE_S
+        oldest_owed_age = None if oldest_owed is None else max(0.0, now - oldest_owed)
+        return PipelineSnapshot(
+            frames_read=self._read,
+            verdicts=st.frames,
+            in_flight=in_flight,
+            oldest_in_flight_age_s=None if oldest_read is None else max(0.0, now - oldest_read),
+            unanswered=owed,
+            oldest_unanswered_age_s=oldest_owed_age,
+            last_verdict_age_s=None if last_verdict is None else max(0.0, now - last_verdict),
+            last_read_age_s=None if self._last_read_at is None else max(0.0, now - self._last_read_at),
+            late_in_flight=st.late_in_flight,
+            discarded_results=st.discarded_results,
+            model_ok=self._model_ok,
+            model_failures=self._model_failures,
+            model_error=self._model_error,
+            busiest_request_s=None if busy_since is None else max(0.0, now - busy_since),
+            stall_after_s=stall_after,
+            stalled=oldest_owed_age is not None and oldest_owed_age > stall_after,
+        )
+
     def _guard(self, fn):
         def run():
             try:
                 fn()
-            except BaseException as e:  # noqa: BLE001 - carried to the owner, who decides
+            except BaseException as e:  # carried to the owner, who decides
                 log.exception("pipeline thread %s failed", threading.current_thread().name)
                 self._errors.append(e)
                 self.done.set()
         return run
 
+    # -- the in-flight table ------------------------------------------------------------------
+    def _claim(self, entry: _InFlight, returned: bool = False) -> bool:
+        """Removes `entry` from the in-flight table; True if this caller now owns its verdict."""
+        with self._cv:
+            if returned:  # the model answered: whatever looked stuck was not
+                self._suspect = self._stuck_reported = False
+            if entry not in self._inflight:
+                return False
+            self._inflight.remove(entry)
+            if self._draining and not self._inflight:
+                self._cv.notify_all()
+            return True
+
+    def _settle_all(self, why: str) -> int:
+        with self._cv:
+            entries, self._inflight = list(self._inflight), set()
+            self._cv.notify_all()
+        for e in entries:
+            self._post.put((_LATE, late_verdict(e.frame, self.policy, _timings(e.frame, time.monotonic()), self.model),
+                            why))
+        return len(entries)
+
     # -- infer thread -------------------------------------------------------------------------
     def _infer_loop(self) -> None:
-        buf = np.empty((1, *self.detector.input_hw, 3), np.uint8)
         while True:
             if self._stop.is_set():
                 # Frames already captured are parts in flight: each still gets its verdict (late
@@ -173,74 +336,193 @@ class Pipeline:
                     if self.source.finished:
                         break
                     continue
-            self._read += 1
             t_read = time.monotonic()
-            if self.max_frame_age_s is not None and frame.part_id is None and t_read - frame.captured_at > self.max_frame_age_s:
-                self.stats.dropped["stale"] += 1
-                continue
-            if t_read > self.policy.deadline(frame):
-                self._emit(late_verdict(frame, self.policy, _timings(frame, t_read), self.model))
-                continue
-            try:
-                tensor, lb = self.detector.preprocess(frame.image, out=buf)
-            except ValueError as e:  # wrong shape/dtype: counted; a part gets the fail-safe verdict
-                self.stats.dropped["bad_frame"] += 1
+            self._read += 1
+            self._last_read_at = t_read
+            self._owed.append(t_read)
+            self._handle(frame, t_read)
+        with self._cv:  # every frame handed to inference is answered by its deadline (watchdog)
+            self._draining = True
+            self._cv.wait_for(lambda: not self._inflight)
+        self._post.put((_END, None, None))
+
+    def _handle(self, frame: Frame, t_read: float) -> None:
+        if frame.image is None:  # the source dropped the image (e.g. its queue was full): fail safe, at once
+            why = f"image dropped before inspection ({frame.dropped or 'no image'})"
+            self._refuse(frame, frame.dropped or "no_image", why, t_read)
+            return
+        deadline = self.policy.deadline(frame)
+        if t_read > deadline:
+            self._post.put((_LATE, late_verdict(frame, self.policy, _timings(frame, t_read), self.model), None))
+            return
+        entry = _InFlight(frame, t_read, deadline)
+        with self._cv:
+            self._inflight.add(entry)
+            heapq.heappush(self._heap, (deadline, self._seq, entry))
+            self._seq += 1
+            if deadline < self._wake_at:
+                self._cv.notify()
+        wait_s = max(0.0, min(deadline, self._stop_by) - time.monotonic())
+        try:
+            started = self.detector.submit(frame.image, entry, wait_s=wait_s)
+        except ValueError as e:  # not a frame (shape/dtype): counted; a part gets the fail-safe verdict
+            if self._claim(entry):
                 log.warning("frame %s refused: %s", frame.frame_id, e)
-                if frame.part_id is not None:
-                    self._emit(error_verdict(frame, self.policy, str(e), _timings(frame, t_read), self.model))
-                continue
-            t_pre = time.monotonic()
-            self._submitted += 1
-            self.detector.submit(tensor, _InFlight(frame, lb, t_read, t_pre, time.monotonic()))
-        self.detector.wait_all()
-        self._post.put((None, False))
+                self._refuse(frame, "bad_frame", str(e), t_read)
+            return
+        if not started and self._claim(entry):  # every request busy until the deadline: slow or stuck model
+            self._post.put((_LATE, late_verdict(frame, self.policy, _timings(frame, time.monotonic()), self.model),
+                            "no free inference request"))
+
+    def _refuse(self, frame: Frame, cause: str, why: str, t_read: float) -> None:
+        v = None
+        if frame.part_id is not None:
+            v = error_verdict(frame, self.policy, why, _timings(frame, t_read), self.model)
+        self._post.put((_REFUSED, v, cause))
 
     # -- completion (OpenVINO's callback thread) ------------------------------------------------
-    def _on_inferred(self, raw: np.ndarray, ud: _InFlight) -> None:
-        """NMS and the decision run right here, on the thread that saw the inference finish: a
-        hand-off to another thread first would cost a wake-up (~0.1-0.3 ms measured) on every
-        part's critical path. Both are pure and take ~0.2 ms; the sinks (disk, network) stay on
-        the post thread, so this callback never blocks OpenVINO on I/O."""
-        t_done = time.monotonic()
-        frame = ud.frame
-        try:
-            det = postprocess(raw, ud.letterbox, self.policy.conf_floor, self.detector.iou, self.detector.max_det)
-            t_post = time.monotonic()
-            timings = StageTimings(
-                queue_ms=(ud.t_read - frame.captured_at) * 1e3,
-                preprocess_ms=(ud.t_pre - ud.t_read) * 1e3,
-                infer_ms=(t_done - ud.t_submit) * 1e3,
-                postprocess_ms=(t_post - t_done) * 1e3,
-            )
-            v = decide(frame, det, self.policy, time.monotonic(), time.time(), timings, self.model)
-            v = _with_timings(v, timings, t_post, time.monotonic(), frame)
-            failed = False
-        except Exception as e:  # noqa: BLE001 - one bad frame must not stop the line
-            log.exception("frame %s: post-processing failed", frame.frame_id)
-            v = error_verdict(frame, self.policy, f"{type(e).__name__}: {e}", _timings(frame, time.monotonic()), self.model)
-            failed = True
-        self._post.put((v, failed))
+    def _on_inferred(self, result: Inferred, entry: _InFlight) -> None:
+        """The decision runs right here, on the thread that saw the inference finish: a hand-off to
+        another thread first would cost a wake-up (~0.1-0.3 ms measured) on every part's critical
+        path. It is pure and takes ~0.1 ms; the sinks (disk, network) stay on the post thread, so
+        this never blocks OpenVINO on I/O."""
+        if not self._claim(entry, returned=result.error is None):
+            self._post.put((_DISCARDED, None, result.error))
+            return
+        frame = entry.frame
+        if result.error is not None:
+            v = error_verdict(frame, self.policy, f"inference failed: {result.error}",
+                              _timings(frame, time.monotonic()), self.model)
+            self._post.put((_FAILED, v, result.error))
+            return
+        timings = StageTimings(
+            queue_ms=(result.t_start - frame.captured_at) * 1e3,
+            preprocess_ms=(result.t_pre - result.t_start) * 1e3,
+            infer_ms=(result.t_done - result.t_pre) * 1e3,
+            postprocess_ms=(result.t_post - result.t_done) * 1e3,
+        )
+        v = decide(frame, result.detections, self.policy, time.monotonic(), time.time(), timings, self.model)
+        t_end = time.monotonic()
+        v = replace(v, timings=replace(timings, decide_ms=(t_end - result.t_post) * 1e3,
+                                       total_ms=(t_end - frame.captured_at) * 1e3))
+        self._post.put((_VERDICT, v, None))
+
+    # -- watchdog thread ----------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        # Idle, it looks once per budget: a fresh frame's deadline (capture + budget) is then never
+        # earlier than the next look, so submitting it needs no wake-up (no cost on the frame path).
+        idle_s = max(self.policy.budget_s, 0.01)
+        while True:
+            expired: list[_InFlight] = []
+            stuck_s = None
+            with self._cv:
+                while True:
+                    if self._watch_stop:
+                        return
+                    now = time.monotonic()
+                    heap = self._heap
+                    while heap and (heap[0][0] <= now or heap[0][2] not in self._inflight):
+                        entry = heapq.heappop(heap)[2]
+                        if entry in self._inflight:
+                            self._inflight.remove(entry)
+                            expired.append(entry)
+                    if expired:
+                        self._suspect = True
+                        if self._draining and not self._inflight:
+                            self._cv.notify_all()
+                    wake = heap[0][0] if heap else now + idle_s
+                    if self._suspect and not self._stuck_reported:
+                        since = self.detector.oldest_busy_since()
+                        if since is None:
+                            self._suspect = False
+                        elif now - since >= self.stuck_after_s:
+                            self._stuck_reported, self._suspect = True, False
+                            stuck_s = now - since
+                        else:
+                            wake = min(wake, since + self.stuck_after_s)
+                    if expired or stuck_s is not None:
+                        self._wake_at = -math.inf  # busy: the loop looks again before it sleeps
+                        break
+                    self._wake_at = wake
+                    self._cv.wait(max(0.0, wake - now))
+            for e in expired:
+                self._post.put((_LATE, late_verdict(e.frame, self.policy, _timings(e.frame, time.monotonic()),
+                                                    self.model), "inference had not returned by the deadline"))
+            if stuck_s is not None:
+                self._post.put((_STUCK, None, f"an inference request has run for {stuck_s:.2f} s "
+                                              f"(stuck after {self.stuck_after_s:.2f} s)"))
 
     # -- post thread --------------------------------------------------------------------------
     def _post_loop(self) -> None:
         while True:
-            item = self._post.get()
-            if item is None:
+            kind, v, detail = self._post.get()
+            if kind is _CLOSE:
                 return
-            v, failed = item
-            if v is None:  # end of input: every callback was queued before this marker
+            if kind is _END:  # every frame read was answered before this marker
                 self.done.set()
                 continue
-            self._completed += 1
-            self.stats.errors += failed
-            self._emit(v)
+            if kind is _VERDICT:
+                self._model_answered()
+            elif kind is _LATE:
+                if detail is not None:
+                    self.stats.late_in_flight += 1
+            elif kind is _FAILED:
+                self.stats.errors += 1
+                self._model_failed("inference failed", detail, v)
+            elif kind is _REFUSED:
+                if v is None:
+                    self.stats.dropped[detail] += 1
+                else:
+                    self.stats.uninspected[detail] += 1
+                    if detail == "bad_frame":
+                        self.stats.dropped[detail] += 1
+            elif kind is _DISCARDED:
+                self.stats.discarded_results += 1
+                if detail is None:
+                    self._model_answered()
+                continue
+            elif kind is _STUCK:
+                self._model_failed("inference stuck", detail, None)
+                continue
+            if v is not None:
+                self._emit(v)
+            self._answered()  # after the sinks have it: a sink that blocks shows as verdicts owed
+
+    def _answered(self) -> None:
+        try:
+            self._owed.popleft()
+        except IndexError:
+            pass
+
+    def _model_answered(self) -> None:
+        if not self._model_ok:
+            log.warning("model %s answers again after: %s", self.model.name, self._model_error)
+            self._model_ok = True
+
+    def _model_failed(self, what: str, error: str | None, v: Verdict | None) -> None:
+        """One `model_failed` alarm per episode: from the first failure until an inference returns."""
+        self._model_error = f"{what}: {error}"
+        if not self._model_ok:
+            return
+        self._model_ok = False
+        self._model_failures += 1
+        log.error("model %s %s", self.model.name, self._model_error)
+        if self._alarm is not None:
+            detail: dict[str, Any] = {"what": what, "error": error, "model": self.model.name,
+                                      "version": self.model.version}
+            if v is not None:
+                detail.update(frame_id=v.frame_id, part_id=v.part_id)
+            try:
+                self._alarm("model_failed", detail)
+            except Exception:  # an alarm path must not stop the verdicts
+                log.exception("model_failed alarm could not be raised")
 
     def _emit(self, v: Verdict) -> None:
         self.stats.add(v)
         for s in self.sinks:
             try:
                 s.submit(v)
-            except Exception:  # noqa: BLE001 - a sink failure is logged and counted, never fatal
+            except Exception:  # a sink failure is logged and counted, never fatal
                 self.stats.dropped[f"sink_{s.name}"] += 1
                 log.exception("sink %s failed on frame %s", s.name, v.frame_id)
         if v.outcome is Outcome.LATE:
@@ -250,10 +532,3 @@ class Pipeline:
 def _timings(frame: Frame, now: float) -> StageTimings:
     ms = (now - frame.captured_at) * 1e3
     return StageTimings(queue_ms=ms, total_ms=ms)
-
-
-def _with_timings(v: Verdict, t: StageTimings, t_post: float, t_end: float, frame: Frame) -> Verdict:
-    from dataclasses import replace
-
-    full = replace(t, decide_ms=(t_end - t_post) * 1e3, total_ms=(t_end - frame.captured_at) * 1e3)
-    return replace(v, timings=full)
