@@ -22,18 +22,18 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return float(np.percentile(a, q)) if a.size else None
 
 
-def summary(values: Iterable[float], stats: Sequence[str] = DEFAULT_STATS, ndigits: int | None = 3) -> dict[str, float | None]:
+def summary(values: Iterable[float], stats: Sequence[str] = DEFAULT_STATS,
+            ndigits: int | None = 3) -> dict[str, float | None]:
     """`{"p50": ..., "p99": ..., "max": ...}` for the names asked: `pNN` (any percentile, `p99.9`
     too), `min`, `max`, `mean`, `n`. Every name maps to None when there are no values."""
     a = _array(values)
     out: dict[str, float | None] = {}
-    qs = {s: float(s[1:]) for s in stats if s.startswith("p")}
-    bad = [s for s in stats if s not in qs and s not in ("min", "max", "mean", "n")]
-    if bad or any(not 0 <= q <= 100 for q in qs.values()):
+    qs = {s: _quantile(s) for s in stats if s not in ("min", "max", "mean", "n")}
+    if any(q is None for q in qs.values()):
         raise ValueError(f"summary: expected pNN (0..100), min, max, mean or n, got {list(stats)}")
     if a.size == 0:
         return {s: (0 if s == "n" else None) for s in stats}
-    pct = dict(zip(qs, np.percentile(a, list(qs.values())).tolist())) if qs else {}
+    pct = dict(zip(qs, np.percentile(a, list(qs.values())).tolist(), strict=True)) if qs else {}
     for s in stats:
         if s == "n":
             out[s] = int(a.size)
@@ -47,3 +47,11 @@ def _array(values: Iterable[float]) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values.astype(float, copy=False).ravel()
     return np.fromiter(values, float) if not isinstance(values, (list, tuple)) else np.asarray(values, float)
+
+
+def _quantile(name: str) -> float | None:
+    try:
+        q = float(name[1:]) if name.startswith("p") else None
+    except ValueError:
+        return None
+    return q if q is not None and 0 <= q <= 100 else None

@@ -46,14 +46,13 @@ from inspector.inference.detector import Detector, Preprocessor, load_bundle
 from inspector.service.pipeline import Pipeline
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.conveyor import ConveyorGenerator
+from inspector.stats import summary
 
 log = logging.getLogger(__name__)
 
 
 def pct(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, float)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 3), "p95": round(float(np.percentile(a, 95)), 3),
-            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3)}
+    return summary(values, ("n", "p50", "p95", "p99", "mean"))
 
 
 class ReplaySource:

@@ -81,6 +81,7 @@ from inspector.signalling.payloads import (
     utc,
     verdict_payload,
 )
+from inspector.stats import summary
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +182,7 @@ class _Client(mqtt.Client):
 
 
 def _ack_percentiles(ms: list[float]) -> dict[str, float | None]:
-    if not ms:
-        return {"ack_ms_p50": None, "ack_ms_p99": None}
-    ms = sorted(ms)
-    return {"ack_ms_p50": round(ms[len(ms) // 2], 3), "ack_ms_p99": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 3)}
+    return {f"ack_ms_{k}": v for k, v in summary(ms, ("p50", "p99")).items()}
 
 
 def _purge_paho_queue(client: mqtt.Client) -> None:

@@ -87,7 +87,8 @@ class FeedSource:
 
     def put(self, image, part=True) -> None:
         with self._cv:
-            self._q.append(Frame(self._n, image, time.monotonic(), time.time(), part_id=f"P{self._n}" if part else None))
+            part_id = f"P{self._n}" if part else None
+            self._q.append(Frame(self._n, image, time.monotonic(), time.time(), part_id=part_id))
             self._n += 1
             self._cv.notify()
 
