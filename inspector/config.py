@@ -68,6 +68,22 @@ class _SourceConfigBase(StrictConfig):
 
 
 
+#: inspector.sources.optics.FAMILIES, plus "none" (back to the unaltered camera); a test keeps them equal
+#: (config cannot import inspector.sources: that package imports config).
+OpticsFamily = Literal["none", "darker", "brighter", "low_contrast", "white_balance", "gamma", "jpeg", "blur",
+                       "defocus", "noise", "vignetting", "geometry"]
+
+
+class AppearanceChangeConfig(StrictConfig):
+    after_parts: int = Field(ge=0, le=10**9, description="From this part index on (0-based) the camera looks this way.")
+    family: OpticsFamily = Field(description="Optics family (inspector.sources.optics) or none (unaltered).")
+    magnitude: Literal["default", "strong"] = Field(
+        "strong", description="default: issue 14's validated magnitudes; strong: beyond them (the drift guard's test).")
+    params: dict[str, float] = Field(
+        default_factory=dict, max_length=4,
+        description="Exact parameter values instead of a draw, e.g. {sigma: 4} for blur (names: optics.FAMILIES).")
+
+
 class SyntheticSourceConfig(_SourceConfigBase):
     kind: Literal["synthetic"] = "synthetic"
     seed: int = Field(777, ge=0, le=2**31 - 1, description="Seed of the synthetic conveyor (not a training seed).")
@@ -75,7 +91,18 @@ class SyntheticSourceConfig(_SourceConfigBase):
     width: int = Field(640, ge=320, le=4096, description="Frame width in pixels.")
     height: int = Field(480, ge=240, le=4096, description="Frame height in pixels.")
     defect_free_ratio: float = Field(1 / 3, ge=0, le=1, description="Share of parts without defects.")
+    appearance: list[AppearanceChangeConfig] = Field(
+        default_factory=list, max_length=32,
+        description="Tests and demos: the camera's appearance switched mid-run (a lamp ageing, a white balance "
+        "drifting). Each entry holds from its after_parts on, until the next; one draw of its parameters per entry.")
 
+    @field_validator("appearance")
+    @classmethod
+    def _appearance_in_order(cls, v: list[AppearanceChangeConfig]) -> list[AppearanceChangeConfig]:
+        starts = [a.after_parts for a in v]
+        if starts != sorted(set(starts)):
+            raise ValueError(f"appearance: after_parts must be strictly increasing, got {starts}")
+        return v
 
 class VideoSourceConfig(_SourceConfigBase):
     kind: Literal["video"] = "video"

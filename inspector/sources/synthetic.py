@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import threading
 import time
 
+import numpy as np
+
 from inspector.config import SyntheticSourceConfig
+from inspector.errors import ConfigError
 from inspector.frames import Frame, TruthBox
+from inspector.sources import optics
 from inspector.sources.base import Connection, FrameBuffer, SourceState
-from inspector.sources.conveyor import ConveyorGenerator
+from inspector.sources.conveyor import ConveyorGenerator, SynthPart
 
 
 class SyntheticSource:
@@ -26,6 +32,24 @@ class SyntheticSource:
         self._produced = 0
         self._last_wall: float | None = None
         self._done = False
+        # Appearance switches (tests, demos): each entry's parameters are drawn once, from the source's seed,
+        # so the camera holds one state from its after_parts on, as a drifted camera does.
+        self._look_from = [a.after_parts for a in cfg.appearance]
+        self._looks: list[optics.Alteration | None] = []
+        for k, a in enumerate(cfg.appearance):
+            try:
+                self._looks.append(None if a.family == "none" else optics.sample(
+                    a.family, np.random.default_rng([cfg.seed, 0xA11E, k]), a.params or a.magnitude))
+            except ValueError as e:
+                raise ConfigError(f"source.appearance[{k}].params: {e}") from None
+
+    def _part(self, index: int) -> SynthPart:
+        part = self._gen.part(index)
+        k = bisect.bisect_right(self._look_from, index) - 1
+        if k < 0 or self._looks[k] is None:
+            return part
+        image = optics.apply(part.image, self._looks[k], np.random.default_rng([self.cfg.seed, 0xA11F, index]))
+        return dataclasses.replace(part, image=image)
 
     def start(self) -> None:
         self._thread.start()
@@ -34,7 +58,7 @@ class SyntheticSource:
         period = 1.0 / self.cfg.parts_per_s
         i = 0
         r0 = time.monotonic()
-        nxt = self._gen.part(0)
+        nxt = self._part(0)
         render_s = time.monotonic() - r0
         t0 = time.monotonic()
         while not self._stop.is_set() and (self.max_frames is None or i < self.max_frames):
@@ -64,7 +88,7 @@ class SyntheticSource:
                 if render_s < period / 2 and self._stop.wait(max(0.0, t0 + (i - 0.5) * period - time.monotonic())):
                     break
                 r0 = time.monotonic()
-                nxt = self._gen.part(i)
+                nxt = self._part(i)
                 render_s = max(time.monotonic() - r0, 0.9 * render_s)  # slow to forget a slow render
         self._done = True
 

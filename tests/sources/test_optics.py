@@ -127,3 +127,64 @@ def test_random_camera_is_deterministic_and_mixes_families(frame):
     assert any(len(s) == 0 for s in states) and any(len(s) >= 3 for s in states)  # clean frames stay in the mix
     out = optics.apply_all(frame, states[7], np.random.default_rng(0))
     assert out.shape == frame.shape and out.dtype == np.uint8
+
+
+def test_config_lists_the_same_families():
+    from typing import get_args
+
+    from inspector.config import OpticsFamily
+
+    assert set(get_args(OpticsFamily)) == {"none", *optics.FAMILIES}
+
+
+def _synthetic(appearance, n):
+    from inspector.config import SyntheticSourceConfig
+    from inspector.sources.synthetic import SyntheticSource
+
+    cfg = SyntheticSourceConfig(seed=9, parts_per_s=500, trigger="triggered", queue_size=64, appearance=appearance)
+    src = SyntheticSource(cfg, max_frames=n)
+    src.start()
+    try:
+        frames = [src.read(10.0) for _ in range(n)]
+    finally:
+        src.stop()
+    assert all(f is not None for f in frames)
+    return frames
+
+
+def test_synthetic_camera_switches_its_appearance_mid_run():
+    frames = _synthetic([{"after_parts": 3, "family": "white_balance", "magnitude": "strong"},
+                         {"after_parts": 5, "family": "blur", "params": {"sigma": 4}},
+                         {"after_parts": 7, "family": "none"}], 9)
+    gen = ConveyorGenerator(9)
+    clean = [gen.part(i).image for i in range(9)]
+    same = [np.array_equal(f.image, c) for f, c in zip(frames, clean, strict=True)]
+    assert same == [True, True, True, False, False, False, False, True, True]
+    # one draw per switch: the same white balance on parts 3 and 4 (the ratio of channel means moves alike)
+    cast = [np.array([f.image[..., 0].mean(), f.image[..., 2].mean()]) / max(f.image[..., 1].mean(), 1) for f in frames]
+    assert np.abs(cast[3] - cast[4]).max() < 0.05 and np.abs(cast[3] - cast[0]).max() > 0.2
+    assert np.array_equal(frames[5].image, optics.apply(clean[5], optics.Alteration("blur", {"sigma": 4.0})))
+    assert [f.truth for f in frames] == [tuple(t for t in f.truth) for f in frames]  # labels unchanged
+
+
+@pytest.mark.parametrize(("appearance", "message"), [
+    ([{"after_parts": 5, "family": "blur"}, {"after_parts": 5, "family": "none"}], "strictly increasing"),
+    ([{"after_parts": 0, "family": "fog"}], "appearance.0.family"),
+])
+def test_bad_appearance_is_refused_at_load(appearance, message):
+    from pydantic import ValidationError
+
+    from inspector.config import SyntheticSourceConfig
+
+    with pytest.raises(ValidationError, match=message):
+        SyntheticSourceConfig(appearance=appearance)
+
+
+def test_bad_appearance_parameter_is_named():
+    from inspector.config import SyntheticSourceConfig
+    from inspector.errors import ConfigError
+    from inspector.sources.synthetic import SyntheticSource
+
+    cfg = SyntheticSourceConfig(appearance=[{"after_parts": 0, "family": "blur", "params": {"radius": 3}}])
+    with pytest.raises(ConfigError, match=r"source.appearance\[0\].params: optics blur: parameter expected one of"):
+        SyntheticSource(cfg)
