@@ -23,5 +23,10 @@ VOLUME ["/var/lib/inspector"]
 EXPOSE 9108
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD curl -fsS http://127.0.0.1:9108/healthz || exit 1
+# Stopping: `docker stop` sends STOPSIGNAL, then SIGKILL after 10 s (its default -t). The service
+# stops every part within ONE deadline, `shutdown.deadline_s` (8 s by default), so the publisher's
+# final flush ends before the SIGKILL. A longer deadline needs a longer grace period as well:
+# `docker stop -t <deadline + 2>`, or `stop_grace_period` in compose.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["inspector", "run"]
 CMD ["--config", "/opt/inspector/configs/line-rtsp.yaml"]

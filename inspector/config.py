@@ -397,6 +397,22 @@ class BackgroundConfig(StrictConfig):
 
 class SinkConfig(StrictConfig):
     jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
+    jsonl_max_bytes: int = Field(
+        64 * 1024**2, ge=4096, le=2**40,
+        description="The verdict log is rotated before it grows past this many bytes: <jsonl> becomes <jsonl>.1, "
+        ".1 becomes .2, ... (logging.handlers.RotatingFileHandler's scheme). 64 MiB holds ~3 h at 10 parts/s.")
+    jsonl_backups: int = Field(
+        8, ge=1, le=1000,
+        description="Rotated verdict logs kept (<jsonl>.1 .. .N, the oldest deleted): the log never takes more "
+        "than jsonl_max_bytes x (jsonl_backups + 1) of the volume.")
+
+
+class ShutdownConfig(StrictConfig):
+    deadline_s: float = Field(
+        8.0, ge=0.5, le=300,
+        description="One deadline for the whole stop after SIGTERM/SIGINT, shared by every part (source, pipeline "
+        "drain, uploader, sinks incl. the publisher's final flush, metrics): each gets what is left. Keep it 2 s under "
+        "the runtime's kill timeout (docker stop: 10 s by default; systemd: TimeoutStopSec).")
 
 
 # -- root --------------------------------------------------------------------------------------
@@ -414,6 +430,7 @@ class InspectorConfig(BaseSettings):
     upload: UploadConfig = Field(default_factory=UploadConfig, description="Nightly upload of the spool.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics and health.")
     sink: SinkConfig = Field(default_factory=SinkConfig, description="Local verdict log.")
+    shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="How long a stop may take.")
     background: BackgroundConfig = Field(default_factory=BackgroundConfig,
                                          description="OS priority of background threads.")
 

@@ -3,6 +3,14 @@
 Start order matters: the publisher and spool must be able to take verdicts before the first
 frame is read, and must be the last to stop so nothing in flight is lost (SIGINT/SIGTERM stop
 the source at once; frames already read still get their verdicts; sinks then flush).
+
+Stopping has ONE deadline (`shutdown.deadline_s`, 8 s by default) shared by every part: each part
+gets what is left of it (less a small reserve for the parts after it), never a timeout of its own
+on top of the others'. A container runtime sends SIGKILL 10 s after SIGTERM (`docker stop`'s
+default), and a SIGKILL would lose the publisher's final flush.
+
+Everything the service shows about itself (summary, status line, heartbeat, /metrics, /healthz)
+is read from one `report.ServiceReport`, built by `report.build_report(service)`.
 """
 
 from __future__ import annotations
@@ -14,23 +22,32 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError, SourceError
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import load_bundle, open_detector
+from inspector.service import priority
 from inspector.service.alarms import AlarmHub
+from inspector.service.metrics import StageHistograms
 from inspector.service.pipeline import Pipeline
+from inspector.service.report import EscapeTally, ServiceReport, StallWatch, StopReport, build_report
 from inspector.service.sinks import JsonlSink, VerdictSink
 from inspector.sources import open_source
 
 log = logging.getLogger(__name__)
 
+# Seconds kept back for each later part when an earlier one is given its share of the deadline:
+# the publisher's final flush (rejects still in flight) matters most, and a slow camera close must
+# not eat it. A part that finishes early leaves its time to the next.
+_RESERVE_S = {"source": 0.2, "pipeline": 0.5, "uploader": 0.2, "sink": 0.5, "metrics": 0.1}
+
 
 class Service:
     def __init__(self, cfg: InspectorConfig, max_frames: int | None = None) -> None:
         self.cfg = cfg
+        priority.configure(cfg.background)  # background threads started from here on run below the frame path
         self.alarms = AlarmHub()
         bundle = load_bundle(cfg.model.path, cfg.model.precision)
         self.policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
@@ -41,7 +58,8 @@ class Service:
         self.publisher = None
         self.uploader = None
         if cfg.sink.jsonl is not None:
-            self.sinks.append(JsonlSink(cfg.sink.jsonl))
+            self.sinks.append(JsonlSink(cfg.sink.jsonl, max_bytes=cfg.sink.jsonl_max_bytes,
+                                        backups=cfg.sink.jsonl_backups))
         if cfg.mqtt.enabled:
             from inspector.signalling.publisher import MqttPublisher
 
@@ -57,20 +75,27 @@ class Service:
             from inspector.review.uploader import NightlyUploader
 
             self.uploader = NightlyUploader(cfg)
-        self.source = open_source(cfg.source, max_frames=max_frames)
-        self.pipeline = Pipeline(self.source, self.detector, self.policy, self.sinks, max_frames=max_frames,
-                                 alarm=self.alarms.raise_alarm)
+        self.source = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)
+        # Observers on the post thread, beside the sinks: they feed the report, not the line.
+        self.histograms = StageHistograms()
+        self.escapes = EscapeTally()
+        self.stall_watch = StallWatch()  # how long frames have arrived with no verdict (/healthz)
+        self.pipeline = Pipeline(self.source, self.detector, self.policy, [*self.sinks, self.histograms, self.escapes],
+                                 max_frames=max_frames, alarm=self.alarms.raise_alarm)
         self.metrics = None
+        self.started_at: float | None = None
+        self.stop_report: StopReport | None = None
         self._source_was_connected = True
 
+    def report(self, *, full: bool = False) -> ServiceReport:
+        """The one snapshot every reader shares (see report.py)."""
+        return build_report(self, full=full)
+
     def heartbeat(self) -> dict[str, Any]:
-        st = self.pipeline.stats
-        age = None if st.last_frame_at is None else round(time.monotonic() - st.last_frame_at, 3)
-        p99 = st.p99_recent()
-        return {"frames": st.frames, "last_frame_age_s": age, "p99_ms": None if p99 is None else round(p99, 3),
-                "source": self.source.state().connection.value}
+        return self.report().heartbeat()
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         for s in self.sinks:
             s.start()
         if self.publisher is not None:
@@ -80,14 +105,16 @@ class Service:
         if self.cfg.metrics.enabled:
             from inspector.service.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self, self.cfg.metrics.host, self.cfg.metrics.port)
+            self.metrics = MetricsServer(self.report, self.cfg.metrics.host, self.cfg.metrics.port)
             self.metrics.start()
         self.pipeline.start()
         self.source.start()
 
     def watch_source(self) -> None:
-        """Raises an alarm when the camera is lost, and notes its return."""
+        """Raises an alarm when the camera is lost, and notes its return; feeds the stall watch (every
+        0.1 s from the run loop, so a stall is seen between two /healthz requests too)."""
         st = self.source.state()
+        self.stall_watch.observe(st.frames, self.pipeline.stats.frames, time.monotonic())
         connected = st.connection.value in ("connected", "ended")
         if self._source_was_connected and not connected:
             self.alarms.raise_alarm("camera_lost", {"source": self.source.name, "state": st.connection.value,
@@ -96,53 +123,57 @@ class Service:
             log.info("camera %s back (%s)", self.source.name, st.connection.value)
         self._source_was_connected = connected
 
-    def stop(self) -> None:
-        self.source.stop()
-        self.pipeline.stop(timeout=2.0)
+    def stop(self, deadline_s: float | None = None) -> StopReport:
+        """Stops every part within one deadline (default `shutdown.deadline_s`), in order: source,
+        pipeline drain, uploader, sinks (publisher's final flush included), metrics."""
+        parts: list[tuple[str, str, Callable[[float], Any]]] = [
+            ("source", "source", lambda t: self.source.stop()),
+            ("pipeline", "pipeline", lambda t: self.pipeline.stop(timeout=t)),
+        ]
         if self.uploader is not None:
-            self.uploader.stop(timeout=1.0)
+            parts.append(("uploader", "uploader", lambda t: self.uploader.stop(timeout=t)))
         for s in reversed(self.sinks):
-            s.stop(timeout=2.0)
+            parts.append((f"sink {s.name}", "sink", lambda t, s=s: s.stop(timeout=t)))
         if self.metrics is not None:
-            self.metrics.stop()
+            parts.append(("metrics", "metrics", lambda t: self.metrics.stop(timeout=t)))
+        self.stop_report = stop_within(parts, self.cfg.shutdown.deadline_s if deadline_s is None else deadline_s)
+        return self.stop_report
 
     def summary(self, wall_s: float) -> dict[str, Any]:
-        st = self.pipeline.stats
-        dropped = dict(st.dropped)
-        for cause, n in (self.source.state().dropped or {}).items():
-            dropped[cause] = dropped.get(cause, 0) + n
-        out: dict[str, Any] = {
-            "frames": st.frames,
-            "wall_s": round(wall_s, 2),
-            "fps": round(st.frames / wall_s, 2) if wall_s > 0 else 0.0,
-            "verdicts": {k: st.outcomes.get(k, 0) for k in ("PASS", "REJECT", "LATE")},
-            "actuations": st.actuations,
-            "reasons": dict(st.reasons),
-            "deadline_misses": st.outcomes.get("LATE", 0),
-            "errors": st.errors,
-            "dropped": dropped,
-            "latency_ms": st.percentiles(),
-            "model": {"name": self.model.name, "version": self.model.version, "sha256": self.model.sha256,
-                      "precision": self.detector.bundle.precision, "device": self.detector.device},
-            "budget_ms": self.cfg.decision.budget_ms,
-            "source": _jsonable(self.source.state()),
-            "sinks": {s.name: s.state() for s in self.sinks},
-            "alarms": dict(self.alarms.counts),
-        }
-        if st.truth_parts:
-            out["ground_truth"] = {
-                "parts": st.truth_parts, "defective": st.defective_parts, "good": st.good_parts,
-                "escapes": st.escapes, "false_rejects": st.false_rejects,
-                "escape_rate": round(st.escapes / st.defective_parts, 4) if st.defective_parts else 0.0,
-                "false_reject_rate": round(st.false_rejects / st.good_parts, 4) if st.good_parts else 0.0,
-            }
-        return out
+        return self.report(full=True).summary(wall_s)
 
 
-def _jsonable(state) -> dict[str, Any]:
-    return {"connection": state.connection.value, "frames": state.frames, "dropped": state.dropped or {},
-            "last_frame_age_s": None if state.last_frame_age_s is None else round(state.last_frame_age_s, 3),
-            "reconnects": state.reconnects, "detail": state.detail}
+def stop_within(parts: list[tuple[str, str, Callable[[float], Any]]], deadline_s: float) -> StopReport:
+    """Runs each part's stop(seconds) in turn under one deadline. A part gets what is left, less the
+    reserve of the parts after it (but at least its own reserve, while time is left); one that does
+    not return in its share is left behind (its threads are daemons) and the next part starts:
+    the whole stop never takes more than `deadline_s` (plus a thread start per part)."""
+    t0 = time.monotonic()
+    end = t0 + deadline_s
+    done: list[tuple[str, float, bool]] = []
+    for i, (name, kind, stop) in enumerate(parts):
+        left = max(0.0, end - time.monotonic())
+        later = sum(_RESERVE_S[k] for _, k, _ in parts[i + 1:])
+        share = min(left, max(left - later, _RESERVE_S[kind]))
+        started = time.monotonic()
+        t = threading.Thread(target=_quietly(name, stop, share), name=f"stop-{name}", daemon=True)
+        t.start()
+        t.join(share)
+        took = time.monotonic() - started
+        if t.is_alive():
+            log.error("shutdown: %s did not stop within its %.2f s (deadline %.1f s); left behind", name, share,
+                      deadline_s)
+        done.append((name, took, not t.is_alive()))
+    return StopReport(deadline_s=deadline_s, took_s=time.monotonic() - t0, parts=tuple(done))
+
+
+def _quietly(name: str, stop: Callable[[float], Any], seconds: float) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            stop(seconds)
+        except Exception:  # one part failing to stop must not keep the others from stopping
+            log.exception("shutdown: stopping %s failed", name)
+    return run
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -161,14 +192,25 @@ def format_summary(s: dict[str, Any]) -> str:
                 p = lat[stage]
                 name = "end-to-end" if stage == "total_ms" else stage[:-3]
                 lines.append(f"  {name:<16}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}{p['max']:>9.2f}")
+    e = s["escapes"]
+    lines.append(f"physical escapes {e['physical']} (parts not stopped in time: missed verdicts {e['missed_verdicts']}, "
+                 f"rejects not delivered {e['rejects_not_delivered']}, delivered late {e['rejects_late']}; "
+                 f"escaped_part alarms {e['escaped_part_alarms']})")
     gt = s.get("ground_truth")
     if gt:
-        lines.append(f"ground truth: {gt['defective']} defective parts, escapes {gt['escapes']} ({gt['escape_rate']:.2%}); "
+        lines.append(f"ground truth: {gt['defective']} defective parts, verdict escapes {gt['verdict_escapes']}, "
+                     f"not actuated {gt['escapes']} ({gt['escape_rate']:.2%}); "
                      f"{gt['good']} good parts, false rejects {gt['false_rejects']} ({gt['false_reject_rate']:.2%})")
     if s["alarms"]:
         lines.append(f"alarms: {s['alarms']}")
     for name, st in s["sinks"].items():
         lines.append(f"sink {name}: " + _compact(st))
+    if not s["health"]["ok"]:
+        lines.append(f"health at the end: RED ({', '.join(s['health']['failed'])})")
+    sd = s.get("shutdown")
+    if sd:
+        lines.append(f"shutdown: {sd['took_s']:.2f} s of {sd['deadline_s']:g} s"
+                     + (f"; left behind: {', '.join(sd['overran'])}" if sd["overran"] else ""))
     return "\n".join(lines)
 
 
@@ -193,7 +235,7 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
     stop = threading.Event()
 
     def on_signal(signum, _frame):
-        log.info("signal %s: stopping", signal.Signals(signum).name)
+        log.info("signal %s: stopping (deadline %.1f s)", signal.Signals(signum).name, cfg.shutdown.deadline_s)
         stop.set()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -216,7 +258,7 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
             svc.watch_source()
             if live and time.monotonic() - last_status >= 0.5:
                 last_status = time.monotonic()
-                sys.stderr.write("\r" + status_line(svc, time.monotonic() - t0) + "\x1b[K")
+                sys.stderr.write("\r" + svc.report().status_line(time.monotonic() - t0) + "\x1b[K")
                 sys.stderr.flush()
         svc.pipeline.raise_if_failed()
     except InspectorError:
@@ -238,10 +280,4 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
 
 
 def status_line(svc: Service, elapsed: float) -> str:
-    st = svc.pipeline.stats
-    p99 = st.p99_recent()
-    src = svc.source.state()
-    pub = svc.publisher.state() if svc.publisher is not None else {}
-    mq = f" | mqtt {'up' if pub.get('connected') else 'DOWN'} outbox {pub.get('outbox_depth', 0)}" if pub else ""
-    return (f"{elapsed:6.1f}s  {st.frames / max(elapsed, 1e-6):5.1f} fps  p99 {p99 or 0:6.1f} ms  "
-            f"rejects {st.actuations}  late {st.outcomes.get('LATE', 0)}  source {src.connection.value}{mq}")
+    return svc.report().status_line(elapsed)

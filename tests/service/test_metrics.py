@@ -1,0 +1,173 @@
+"""`/metrics` and `/healthz` over real HTTP from a running Service (real OpenVINO, synthetic line)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from inspector.config import InspectorConfig
+from inspector.service.alarms import ALARM_KINDS
+from inspector.service.app import Service
+from inspector.service.metrics import BUCKETS_S, STAGES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_config(tmp_path: Path, **over) -> InspectorConfig:
+    base = dict(source={"kind": "synthetic", "parts_per_s": 20}, model={"path": str(REPO / "models/demo")},
+                mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None},
+                metrics={"port": 0, "host": "127.0.0.1"}, sink={"jsonl": str(tmp_path / "verdicts.jsonl")})
+    base.update(over)
+    return InspectorConfig(**base)
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
+    """Waits on the event `cond()` describes (polled), failing with `what` when it does not come."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    code, body = get(port, "/healthz")
+    return code, json.loads(body)
+
+
+@pytest.fixture
+def running():
+    made: list[Service] = []
+
+    def start(cfg: InspectorConfig, extra_sinks=()) -> Service:
+        svc = Service(cfg)
+        svc.pipeline.sinks.extend(extra_sinks)
+        made.append(svc)
+        svc.start()
+        return svc
+
+    yield start
+    for svc in made:
+        svc.stop(deadline_s=5.0)
+
+
+def families(port: int) -> dict:
+    code, body = get(port, "/metrics")
+    assert code == 200
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}
+
+
+def test_metrics_export_stage_histograms_and_every_raised_alarm(tmp_path, running):
+    svc = running(make_config(tmp_path))
+    port = svc.metrics.port
+    wait_for(lambda: svc.pipeline.stats.frames >= 10, what="10 verdicts")
+    for kind in ALARM_KINDS:
+        svc.alarms.raise_alarm(kind, {"test": True})
+    fams = families(port)
+
+    h = fams["inspector_stage_latency_seconds"]
+    assert h.type == "histogram"
+    by_stage: dict[str, dict] = {}
+    for s in h.samples:
+        by_stage.setdefault(s.labels["stage"], {}).setdefault(s.name, []).append(s)
+    assert set(by_stage) == set(STAGES)
+    for stage, samples in by_stage.items():
+        buckets = samples["inspector_stage_latency_seconds_bucket"]
+        les = [b.labels["le"] for b in buckets]
+        assert [float(x) for x in les[:-1]] == list(BUCKETS_S) and les[-1] == "+Inf"
+        counts = [b.value for b in buckets]
+        assert counts == sorted(counts), f"{stage}: buckets are cumulative"
+        count = samples["inspector_stage_latency_seconds_count"][0].value
+        assert counts[-1] == count >= 10
+        assert samples["inspector_stage_latency_seconds_sum"][0].value > 0 or stage == "decide"
+    # the budget range has resolution: 10, 50 and 100 ms are bucket bounds
+    assert {0.01, 0.05, 0.1} <= set(BUCKETS_S)
+
+    alarms = {s.labels["kind"]: s.value for s in fams["inspector_alarms"].samples if s.name == "inspector_alarms_total"}
+    missing = [k for k in ALARM_KINDS if alarms.get(k, 0) < 1]
+    assert not missing, f"raised but not in /metrics: {missing}"
+    assert fams["inspector_healthy"].samples[0].value == 1.0
+
+
+def test_healthz_is_green_while_verdicts_flow_and_red_when_they_stop(tmp_path, running):
+    """A sink that wedges the post thread: frames keep arriving, verdicts stop; /healthz says which check."""
+
+    class Wedge:
+        name = "wedge"
+
+        def __init__(self) -> None:
+            self.armed = threading.Event()
+            self.release = threading.Event()
+            self.stuck = threading.Event()
+
+        def start(self):
+            pass
+
+        def submit(self, v):
+            if self.armed.is_set():
+                self.stuck.set()
+                self.release.wait(60)
+
+        def stop(self, timeout=0.0):
+            self.release.set()
+
+        def state(self):
+            return {}
+
+    wedge = Wedge()
+    svc = running(make_config(tmp_path), extra_sinks=[wedge])
+    port = svc.metrics.port
+    try:
+        wait_for(lambda: svc.pipeline.stats.frames >= 5, what="verdicts")
+        code, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(healthz(port)), what="a green /healthz")
+        assert body["ok"] and body["failed"] == [] and body["checks"]["verdicts"]["ok"]
+
+        wedge.armed.set()
+        assert wedge.stuck.wait(30), "the post thread never reached the wedged sink"
+        code, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(healthz(port)), timeout=60,
+                              what="/healthz to turn red")
+        assert body["ok"] is False and body["failed"] == ["verdicts"], body
+        assert "verdicts stopped" in body["checks"]["verdicts"]["detail"]
+        assert families(port)["inspector_health_check"].samples  # the check is exported as well
+    finally:
+        wedge.release.set()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_healthz_red_when_mqtt_is_down_and_when_the_camera_is_lost(tmp_path, running):
+    port = _closed_port()  # nothing listens there: the broker is down, the camera unreachable
+    cfg = make_config(tmp_path,
+                      source={"kind": "opencv", "url": f"rtsp://127.0.0.1:{port}/cam", "open_timeout_ms": 500,
+                              "reconnect_initial_ms": 100, "reconnect_max_ms": 500},
+                      mqtt={"enabled": True, "host": "127.0.0.1", "port": port, "outbox_path": str(tmp_path / "o.sqlite"),
+                            "reconnect_min_s": 0.1, "reconnect_max_s": 0.5})
+    svc = running(cfg)
+    code, body = wait_for(lambda: (lambda r: r if r[0] == 503 and r[1]["checks"]["mqtt"]["detail"] != "down: not connected"
+                                   else None)(healthz(svc.metrics.port)), what="/healthz red with the MQTT error")
+    assert set(body["failed"]) == {"source", "mqtt"}, body
+    assert "refused" in body["checks"]["mqtt"]["detail"]
+    assert body["checks"]["outbox"]["ok"], "the outbox itself is fine"
+    assert body["mqtt"]["connected"] is False and body["source"] in ("connecting", "reconnecting")
