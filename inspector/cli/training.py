@@ -14,7 +14,11 @@ def cmd_synth(a: argparse.Namespace) -> int:
     import time
 
     from inspector.sources.conveyor import write_data_yaml
-    from inspector.training.datasets import make_split, split_is_complete, write_synth_split
+    from inspector.training.datasets import (
+        make_split,
+        split_is_complete,
+        write_synth_split,
+    )
 
     t0 = time.monotonic()
     out = Path(a.out)
@@ -34,7 +38,11 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_import(a: argparse.Namespace) -> int:
-    from inspector.training.dataset_import import SplitRule, format_summary, import_dataset
+    from inspector.training.dataset_import import (
+        SplitRule,
+        format_summary,
+        import_dataset,
+    )
 
     classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
     rule = SplitRule(split_file=Path(a.split_file) if a.split_file else None, val_fraction=a.val_fraction,
@@ -138,7 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("check", help="report what would break training silently; exit 2 on any finding")
     s.add_argument("dir", help="dataset folder (with data.yaml) or the data.yaml")
     s.add_argument("--imgsz", type=int, default=320, help="model input size the box sizes are reported against")
-    s.add_argument("--near-dup-bits", type=int, default=4,
+    s.add_argument("--near-dup-bits", type=int, default=10,
                    help="64-bit dHash distance at or under which a train and a val image count as near-duplicates")
     s.add_argument("--json", default=None, help="also write the report as JSON here")
     s.set_defaults(fn=cmd_dataset_check)

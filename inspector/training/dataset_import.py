@@ -120,6 +120,10 @@ def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None 
         if r is None:
             continue
         digest = hashlib.sha256(r.data).hexdigest()
+        if item.image in digests.values():
+            problems.append(Problem(str(item.source), f"annotates {item.image.name} a second time (only the first "
+                                                      "annotation is imported)"))
+            continue
         if digest in digests:  # one image labelled twice: training on both weights it double, across splits it leaks
             problems.append(Problem(str(item.image), f"the same image bytes as {digests[digest]} (only the first "
                                                      "is imported)"))

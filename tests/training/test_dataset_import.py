@@ -1,0 +1,250 @@
+"""`inspector dataset import`: each format's export round-trips into the canonical dataset, splits
+follow their rule, bad input is named and skipped, and the dataset is never half-written."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from inspector.cli import main
+from inspector.training.dataset_check import run_check
+from tests.training.exports import CLASSES, WRITERS, Drawn, ls_task
+
+
+def labels_of(out: Path) -> dict[str, list[tuple]]:
+    """image name -> sorted label rows, over all splits."""
+    rows = {}
+    for lbl in out.glob("labels/*/*.txt"):
+        img = next(out.glob(f"images/{lbl.parent.name}/{lbl.stem}.*"))
+        rows[img.name] = sorted(tuple(round(float(v), 3) for v in ln.split()) for ln in lbl.read_text().splitlines())
+    return rows
+
+
+def expected(drawn: list[Drawn]) -> dict[str, list[tuple]]:
+    return {d.name: sorted((float(CLASSES.index(c)), round((x1 + x2) / 2 / d.width, 3), round((y1 + y2) / 2 / d.height, 3),
+                            round((x2 - x1) / d.width, 3), round((y2 - y1) / d.height, 3)) for c, x1, y1, x2, y2 in d.boxes)
+            for d in drawn}
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_each_format_round_trips_into_one_canonical_dataset(tmp_path, fmt):
+    drawn = WRITERS[fmt](tmp_path / "src", n=8)
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", fmt, str(tmp_path / "src"), "--out", str(out),
+               "--classes", ",".join(CLASSES), "--val-fraction", "0.25", "--seed", "1"])
+    assert rc == 0
+    assert labels_of(out) == expected(drawn)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == list(CLASSES)
+    assert meta["source"]["format"] == fmt
+    assert meta["counts"]["val"]["images"] == 2 and meta["counts"]["train"]["images"] == 6
+    n_boxes = sum(len(d.boxes) for d in drawn)
+    assert sum(c["boxes"] for c in meta["counts"].values()) == n_boxes
+    assert meta["split_rule"]["kind"] == "random-fraction" and meta["split_rule"]["seed"] == 1
+    assert len(meta["sha256"]["content"]) == 64 and meta["skipped"] == []
+    assert meta["image_channels"] == 1  # drawn gray: 3 equal channels
+    assert run_check(out, imgsz=64).ok
+
+
+def test_the_content_hash_is_the_same_for_the_same_data_and_changes_with_a_label(tmp_path):
+    WRITERS["yolo"](tmp_path / "src", n=6)
+    args = ["dataset", "import", "--from", "yolo", str(tmp_path / "src"), "--val-fraction", "0.3"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    h = [json.loads((tmp_path / d / "dataset.json").read_text())["sha256"] for d in "ab"]
+    assert h[0] == h[1]
+    lbl = tmp_path / "src" / "labels" / "img_0.txt"
+    lbl.write_text("1" + lbl.read_text()[1:])  # the first box relabelled scratch -> pit
+    assert main([*args, "--out", str(tmp_path / "c")]) == 0
+    h2 = json.loads((tmp_path / "c" / "dataset.json").read_text())["sha256"]
+    assert h2["images"] == h[0]["images"] and h2["labels"] != h[0]["labels"]
+
+
+@pytest.mark.parametrize("form", ["folder", "train.txt", "pairs"])
+def test_a_split_file_fixes_the_split(tmp_path, form):
+    WRITERS["voc"](tmp_path / "src", n=8)
+    val = {"img_1", "img_6"}
+    sp = tmp_path / "split"
+    sp.mkdir()
+    if form == "pairs":
+        arg = sp / "split.txt"
+        arg.write_text("".join(f"JPEGImages/img_{i}.jpg {'val' if f'img_{i}' in val else 'train'}\n" for i in range(8)))
+    else:  # NEU-DET's form: train.txt and val.txt, one stem per line
+        (sp / "train.txt").write_text("".join(f"img_{i}\n" for i in range(8) if f"img_{i}" not in val))
+        (sp / "val.txt").write_text("\n".join(sorted(val)) + "\n")
+        arg = sp if form == "folder" else sp / "train.txt"
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "voc", str(tmp_path / "src"), "--out", str(out), "--split-file", str(arg)]) == 0
+    assert {p.stem for p in (out / "images" / "val").iterdir()} == val
+    assert len(list((out / "images" / "train").iterdir())) == 6
+
+
+def test_an_image_missing_from_the_split_file_is_named(tmp_path, capsys):
+    WRITERS["voc"](tmp_path / "src", n=4)
+    (tmp_path / "train.txt").write_text("img_0\nimg_1\n")
+    (tmp_path / "val.txt").write_text("img_2\n")
+    rc = main(["dataset", "import", "--from", "voc", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+               "--split-file", str(tmp_path / "train.txt")])
+    assert rc == 2
+    assert "img_3.jpg: not listed in the split file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_group_never_spans_two_splits(tmp_path, seed):
+    src = tmp_path / "src"
+    WRITERS["yolo"](src, n=12)
+    for i in range(12):  # part ids: three images of each of four parts
+        for sub, ext in (("images", ".jpg"), ("labels", ".txt")):
+            (src / sub / f"img_{i}{ext}").rename(src / sub / f"part{i % 4}_view{i}{ext}")
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(out), "--val-fraction", "0.25",
+                 "--seed", str(seed), "--group-by", r"(part\d+)_"]) == 0
+    parts = {s: {p.name.split("_")[0] for p in (out / "images" / s).iterdir()} for s in ("train", "val")}
+    assert parts["train"] and parts["val"] and not parts["train"] & parts["val"]
+    assert json.loads((out / "dataset.json").read_text())["split_rule"]["group_by"] == r"(part\d+)_"
+
+
+def _voc_unknown_class(src):
+    x = src / "Annotations" / "img_3.xml"
+    x.write_text(x.read_text().replace("<name>scratch</name>", "<name>dent</name>"))
+    return "img_3.xml", "class 'dent' is not one of ['scratch', 'pit']"
+
+
+def _voc_box_outside(src):
+    x = src / "Annotations" / "img_2.xml"
+    t = x.read_text()
+    start = t.index("<xmax>") + 6
+    x.write_text(t[:start] + "140" + t[t.index("</xmax>"):])  # image is 96 px wide
+    return "img_2.xml", "lies outside the 96x80 image"
+
+
+def _voc_corrupt_jpeg(src):
+    p = src / "JPEGImages" / "img_5.jpg"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    return "img_5.jpg", "unreadable or truncated image"
+
+
+def _voc_size_mismatch(src):
+    x = src / "Annotations" / "img_4.xml"
+    x.write_text(x.read_text().replace("<width>96</width>", "<width>100</width>"))
+    return "img_4.xml", "is 100x80, the file is 96x80"
+
+
+def _voc_bad_xml(src):
+    (src / "Annotations" / "img_6.xml").write_text("<annotation><filename>img_6.jpg</filename>")
+    return "img_6.xml", "unreadable VOC XML"
+
+
+def _coco_missing_image(src):
+    (src / "images" / "img_4.jpg").unlink()
+    return "instances_default.json", "file 'img_4.jpg' not found"
+
+
+def _coco_unknown_category(src):
+    p = src / "instances_default.json"
+    doc = json.loads(p.read_text())
+    doc["annotations"][0]["category_id"] = 99
+    p.write_text(json.dumps(doc))
+    return "img_0.jpg", "unknown category_id 99"
+
+
+def _ls_polygon(src):
+    p = src / "export.json"
+    tasks = json.loads(p.read_text())
+    d = Drawn("img_2.jpg", 96, 80, (("pit", 10, 10, 30, 30),))
+    tasks[2] = ls_task(2, d, kind="polygonlabels")
+    p.write_text(json.dumps(tasks))
+    return "export.json (task 3)", "is 'polygonlabels', only rectanglelabels"
+
+
+def _cvat_polygon(src):
+    p = src / "annotations.xml"
+    t = p.read_text()
+    i = t.index('<image id="1"')
+    j = t.index(">", i) + 1
+    p.write_text(t[:j] + '<polygon label="pit" points="1,1;5,5;1,5"></polygon>' + t[j:])
+    return "(image 'img_1.jpg')", "holds polygon; only <box>"
+
+
+def _yolo_bad_line(src):
+    (src / "labels" / "img_7.txt").write_text("0 0.5 0.5 0.1\n")
+    return "img_7.txt", "4 fields, expected 5"
+
+
+BAD = {
+    "voc class not in --classes": ("voc", _voc_unknown_class),
+    "voc box outside the image": ("voc", _voc_box_outside),
+    "corrupt jpeg": ("voc", _voc_corrupt_jpeg),
+    "voc size disagrees with the image": ("voc", _voc_size_mismatch),
+    "voc xml cut short": ("voc", _voc_bad_xml),
+    "coco missing image": ("coco", _coco_missing_image),
+    "coco unknown category": ("coco", _coco_unknown_category),
+    "labelstudio polygon": ("labelstudio", _ls_polygon),
+    "cvat polygon": ("cvat", _cvat_polygon),
+    "yolo malformed line": ("yolo", _yolo_bad_line),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_bad_input_is_named_the_rest_imported_and_exit_2_unless_skip_bad(tmp_path, capsys, case, skip_bad):
+    fmt, spoil = BAD[case]
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=8)
+    file_part, reason = spoil(src)
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(out), "--classes", "scratch,pit",
+               *(["--skip-bad"] if skip_bad else [])])
+    err = capsys.readouterr().err
+    assert rc == (0 if skip_bad else 2), err
+    line = next((ln for ln in err.splitlines() if ln.startswith("skipped")), "")
+    assert file_part in line and reason in line, err
+    meta = json.loads((out / "dataset.json").read_text())
+    assert sum(c["images"] for c in meta["counts"].values()) == 7  # the rest is imported
+    assert len(meta["skipped"]) == 1 and file_part in meta["skipped"][0]["file"] + meta["skipped"][0]["reason"]
+
+
+def test_an_image_labelled_twice_is_imported_once(tmp_path, capsys):
+    src = tmp_path / "src"
+    WRITERS["voc"](src, n=4)
+    shutil.copyfile(src / "JPEGImages" / "img_1.jpg", src / "JPEGImages" / "img_9.jpg")
+    x = (src / "Annotations" / "img_1.xml").read_text()
+    (src / "Annotations" / "img_9.xml").write_text(x.replace("<filename>img_1", "<filename>img_9"))
+    rc = main(["dataset", "import", "--from", "voc", str(src), "--out", str(tmp_path / "ds")])
+    assert rc == 2
+    assert "img_9.jpg: the same image bytes as" in capsys.readouterr().err
+
+
+def test_the_dataset_is_replaced_whole_or_not_at_all(tmp_path, capsys):
+    src = tmp_path / "src"
+    WRITERS["yolo"](src, n=6)
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(out)]) == 0
+    before = json.loads((out / "dataset.json").read_text())["sha256"]
+    # an import that fails finds nothing to write: the previous dataset stays as it was
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    assert main(["dataset", "import", "--from", "yolo", str(empty), "--out", str(out)]) == 2
+    assert json.loads((out / "dataset.json").read_text())["sha256"] == before
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    # a folder that is not ours is never overwritten
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(other)]) == 2
+    assert "is not a dataset written by" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep"
+
+
+def test_yolo_import_keeps_the_splits_its_data_yaml_declares(tmp_path):
+    src = tmp_path / "src"
+    WRITERS["yolo"](src, n=6)
+    a = tmp_path / "a"
+    assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(a), "--val-fraction", "0.5"]) == 0
+    b = tmp_path / "b"
+    assert main(["dataset", "import", "--from", "yolo", str(a / "data.yaml"), "--out", str(b)]) == 0
+    assert json.loads((b / "dataset.json").read_text())["split_rule"]["kind"] == "source"
+    for s in ("train", "val"):
+        assert sorted(p.name for p in (a / "images" / s).iterdir()) == sorted(p.name for p in (b / "images" / s).iterdir())
+    assert labels_of(a) == labels_of(b)
