@@ -150,6 +150,7 @@ def fake_inspector(argv: list[str] | None = None) -> int:
     with synthetic rejects, printing JSON lines; the tests SIGKILL it to check the outbox."""
     import argparse
     import json
+    import os
     import signal
     from pathlib import Path
 
@@ -166,6 +167,7 @@ def fake_inspector(argv: list[str] | None = None) -> int:
     p.add_argument("--short-budget-s", type=float, default=1.0)
     p.add_argument("--first-frame", type=int, default=1)
     p.add_argument("--linger", type=float, default=1e9, help="seconds to keep running after the last reject")
+    p.add_argument("--kill-after", type=int, default=0, help="SIGKILL itself right after the k-th submit returns")
     a = p.parse_args(argv)
     cfg = MQTTConfig.model_validate_json(Path(a.config).read_text())
     pub = MqttPublisher(cfg, model=ModelInfo(*TEST_MODEL_INFO), config_hash="test", heartbeat_fn=heartbeat_figures)
@@ -178,6 +180,8 @@ def fake_inspector(argv: list[str] | None = None) -> int:
             break
         short = a.short_every and i % a.short_every == 0
         pub.submit(make_reject(a.first_frame + i, budget_s=a.short_budget_s if short else a.budget_s))
+        if a.kill_after and i + 1 == a.kill_after:  # nothing of the process may run after submit returned
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(1.0 / a.rate)
     print(json.dumps({"event": "submitted", "n": a.n}), flush=True)
     done.wait(a.linger)

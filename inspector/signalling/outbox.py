@@ -230,6 +230,12 @@ class Outbox:
         # one row out, one in: the depth does not change and the bound still holds
         return done
 
+    def probe(self) -> None:
+        """Writes and removes a row in one commit: raises PublishError while the disk is full."""
+        with self._lock, self._tx():
+            self._db.execute("INSERT INTO outbox (id, kind, payload, created) VALUES ('__probe__', ?, '', 0)", (ALARM,))
+            self._db.execute("DELETE FROM outbox WHERE id = '__probe__'")
+
     def close(self) -> None:
         try:
             with self._lock:

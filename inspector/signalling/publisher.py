@@ -304,9 +304,9 @@ class MqttPublisher:
             try:
                 evicted = tuple(ob.put([row]))
                 durable = True
-            except PublishError as e:  # disk full: the publisher thread publishes it from memory
+            except Exception as e:  # disk full, I/O error: the publisher thread publishes it from memory
                 self.write_errors += 1
-                self._set_error(str(e))
+                self._set_error(str(e) if isinstance(e, PublishError) else f"outbox write failed: {type(e).__name__}: {e}")
         self._q.put(_Reject(row, v.frame.captured_wall, durable, evicted))
 
     def alarm(self, kind: str, detail: dict[str, Any]) -> None:
@@ -540,11 +540,15 @@ class MqttPublisher:
         if self._degraded and now < self._write_retry_at:
             self._remember(rows, now)
             return
-        if not rows and not self._memory:
+        if not rows and not self._memory and not self._degraded:
             return
         held = [NewRow(e.id, e.kind, e.payload, e.deadline, e.ref) for e in self._memory.values()]
         try:
-            evicted = self._outbox.put(held + rows)
+            if held or rows:
+                evicted = self._outbox.put(held + rows)
+            else:  # degraded with nothing held (all delivered from memory): can the disk write again?
+                self._outbox.probe()
+                evicted = []
         except Exception as e:  # disk full (PublishError), or anything else: never lose the rows
             self.write_errors += 1
             self._remember(rows, now)

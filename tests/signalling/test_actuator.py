@@ -43,8 +43,7 @@ def raw_client(cfg) -> mqtt.Client:
 
 def started(act: Actuator) -> Actuator:
     act.start()
-    assert act.connected.wait(10)
-    time.sleep(0.1)  # SUBACK
+    assert act.subscribed.wait(10), "no SUBACK"
     return act
 
 
@@ -84,8 +83,7 @@ def test_expect_n_rejects_from_a_real_publisher(mqtt_broker, tmp_path):
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(act.run(expect=5, duration=20)))
     t.start()
-    assert act.connected.wait(10)
-    time.sleep(0.1)
+    assert act.subscribed.wait(10), "no SUBACK"
     pub = MqttPublisher(cfg, model=MODEL, config_hash="h", heartbeat_fn=heartbeat_figures)
     pub.start()
     for i in range(5):
@@ -121,3 +119,20 @@ def test_run_actuator_fails_when_the_duration_ends_first(mqtt_broker, tmp_path, 
     assert run_actuator(InspectorConfig(mqtt=cfg), expect=1, duration=0.5) == 1
     assert "summary: rejects actuated 0/1 expected" in capsys.readouterr().out
     assert run_actuator(InspectorConfig(mqtt=cfg), expect=-1, duration=0.1) == 2
+
+
+def test_run_actuator_restores_the_signal_handlers_it_installs(mqtt_broker, tmp_path):
+    import signal
+
+    cfg = mqtt_config(mqtt_broker, tmp_path)
+
+    def mine(*_):
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert run_actuator(InspectorConfig(mqtt=cfg), expect=0, duration=5) == 0
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, h in before.items():
+            signal.signal(sig, h)

@@ -15,6 +15,7 @@ from inspector.signalling.outbox import (
     Outbox,
     publishable,
 )
+from tests.signalling.conftest import fill
 
 
 def reject(i: int, deadline: float | None = 100.0) -> NewRow:
@@ -133,30 +134,6 @@ def test_unusable_path_is_a_publish_error(tmp_path):
         Outbox(tmp_path / "dir.sqlite", max_rows=10)
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A real 1 MiB filesystem (tmpfs) to fill up; skipped where mounting is not permitted."""
-    import subprocess
-
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(folder) -> None:
-    """Writes a filler file until the filesystem says ENOSPC."""
-    with open(folder / "filler", "wb", buffering=0) as f:  # unbuffered: close has nothing left to write
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
-
-
 def test_a_full_disk_is_a_publish_error_and_the_outbox_goes_on_after(full_disk):
     from inspector.errors import PublishError
 
@@ -167,7 +144,47 @@ def test_a_full_disk_is_a_publish_error_and_the_outbox_goes_on_after(full_disk):
     with pytest.raises(PublishError, match="disk full"):
         o.put(big)
     assert o.depth() == 1 and o.ids() == {"r0"}  # rolled back whole, the cache follows
+    with pytest.raises(PublishError, match="disk full"):
+        o.probe()  # what the publisher asks while degraded with nothing held in memory
+    assert [e.id for e in o.due(1e12)] == ["r0"]  # reading still works on a full disk
     (full_disk / "filler").unlink()
+    o.probe()
     o.put(big)  # the same connection works again once there is room: the caller's retry lands
     assert o.depth() == 21
     o.close()
+
+
+@pytest.mark.parametrize("mode, pragma", [("NORMAL", 1), ("FULL", 2)])
+def test_synchronous_mode_is_what_was_asked(tmp_path, mode, pragma):
+    o = Outbox(tmp_path / "ob.sqlite", max_rows=10, synchronous=mode)
+    assert o._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
+    o.close()
+    with pytest.raises(ValueError, match="synchronous must be NORMAL or FULL, got 'OFF'"):
+        Outbox(tmp_path / "x.sqlite", max_rows=10, synchronous="OFF")
+
+
+def test_due_lists_late_rejects_read_only(ob):
+    ob.put([reject(1, deadline=50.0), reject(2, deadline=60.0), alarm(1)])
+    assert [e.id for e in ob.due(55.0)] == ["r1"]
+    assert [e.id for e in ob.due(1e12, skip={"r1"})] == ["r2"]
+    assert ob.depth() == 3
+
+
+def test_two_threads_write_one_outbox(ob):
+    """submit() commits on the caller's thread while the publisher thread writes too: the lock
+    keeps every row and the cached depth exact."""
+    import threading
+
+    big = Outbox(ob.path.with_name("big.sqlite"), max_rows=10_000)
+
+    def writer(prefix):
+        for i in range(200):
+            big.put([NewRow(id=f"{prefix}{i}", kind=REJECT, payload="{}", deadline=1e12)])
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert big.depth() == 400 == len(big.ids())
+    big.close()
