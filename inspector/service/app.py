@@ -21,8 +21,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from inspector.config import InspectorConfig
 from inspector.errors import InspectorError, SourceError
@@ -32,7 +33,13 @@ from inspector.service import priority
 from inspector.service.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
 from inspector.service.pipeline import Pipeline
-from inspector.service.report import EscapeTally, ServiceReport, StallWatch, StopReport, build_report
+from inspector.service.report import (
+    EscapeTally,
+    ServiceReport,
+    StallWatch,
+    StopReport,
+    build_report,
+)
 from inspector.service.sinks import JsonlSink, VerdictSink
 from inspector.sources import open_source
 
@@ -179,9 +186,9 @@ def _quietly(name: str, stop: Callable[[float], Any], seconds: float) -> Callabl
 def format_summary(s: dict[str, Any]) -> str:
     v = s["verdicts"]
     lines = [
-        f"frames {s['frames']} in {s['wall_s']} s ({s['fps']} fps) | PASS {v['PASS']}  REJECT {v['REJECT']}  "
-        f"LATE {v['LATE']} | actuations {s['actuations']} | deadline misses {s['deadline_misses']} "
-        f"(budget {s['budget_ms']:.0f} ms) | errors {s['errors']}",
+        (f"frames {s['frames']} in {s['wall_s']} s ({s['fps']} fps) | PASS {v['PASS']}  REJECT {v['REJECT']}  "
+         f"LATE {v['LATE']} | actuations {s['actuations']} | deadline misses {s['deadline_misses']} "
+         f"(budget {s['budget_ms']:.0f} ms) | errors {s['errors']}"),
         f"dropped: {s['dropped'] or 'none'}",
     ]
     lat = s["latency_ms"]

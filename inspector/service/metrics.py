@@ -13,11 +13,16 @@ import bisect
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 from inspector.frames import Verdict
 from inspector.service.alarms import ALARM_KINDS
@@ -162,7 +167,7 @@ class MetricsServer:
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):
                 if self.path.startswith("/metrics"):
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
                 elif self.path.startswith(("/healthz", "/readyz")):

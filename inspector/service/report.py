@@ -13,8 +13,9 @@ the p99 of the recent window (0.04 ms) and the stage histograms.
 
 Escapes are counted two ways, never mixed:
 - physical: a part that was not stopped in time: its verdict was missed (LATE, and `on_late: pass`
-  let it through), or its reject was not delivered before its deadline (expired in the outbox,
-  or acknowledged by the broker after the deadline). Needs no ground truth: these are the parts
+  let it through; or the source gave the part up without a verdict, `backlog_full`), or its
+  reject was not delivered before its deadline (expired, evicted or dropped from the outbox, or
+  acknowledged by the broker after the deadline). Needs no ground truth: these are the parts
   the `escaped_part` alarms name.
 - verdict: a defective part that got a PASS verdict. Needs ground truth (the synthetic line).
 """
@@ -36,6 +37,7 @@ from inspector.frames import Outcome, Verdict
 STALL_BUDGETS = 10
 STALL_FLOOR_S = 1.0
 
+GIVEN_UP = "backlog_full"  # the source's drop cause for a part given up without a verdict (sources/base.py)
 _FRAME_IDS_KEPT = 100  # escaped frame ids kept for the summary (bounded: a long outage escapes many)
 
 
@@ -339,9 +341,11 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
                                false_rejects=st.false_rejects)
     not_delivered = mqtt.rejects_not_delivered if mqtt else 0
     late = mqtt.rejects_late if mqtt else 0
+    # A triggered part the source gave up (backlog full behind a stalled detector) got no verdict at all.
+    missed = tally["missed_verdicts"] + source.dropped.get(GIVEN_UP, 0)
     escapes = EscapeReport(
-        physical=tally["missed_verdicts"] + not_delivered + late,
-        missed_verdicts=tally["missed_verdicts"], rejects_not_delivered=not_delivered, rejects_late=late,
+        physical=missed + not_delivered + late,
+        missed_verdicts=missed, rejects_not_delivered=not_delivered, rejects_late=late,
         escaped_part_alarms=alarms.get("escaped_part", 0),
         verdict=gt.verdict_escapes if gt is not None else None,
         frame_ids=tuple((list(tally["frame_ids"]) + list(mqtt.escaped_frame_ids if mqtt else ()))[-_FRAME_IDS_KEPT:]),

@@ -30,7 +30,8 @@ def config(tmp_path: Path, extra: str = "", source: str = "{kind: synthetic, par
 
 
 def inspector(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "inspector", *args], capture_output=True, text=True, timeout=180, **kw)
+    return subprocess.run([sys.executable, "-m", "inspector", *args], capture_output=True, text=True, timeout=180,
+                          check=False, **kw)
 
 
 def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
@@ -82,7 +83,7 @@ def test_sigterm_stops_promptly_and_loses_no_verdict(tmp_path):
     wait_for(lambda: lines(log) >= 20, what="20 verdicts in the log")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=30)
     stop_s = time.monotonic() - t0
     assert proc.returncode == 0, stderr[-2000:]
     s = json.loads(out.read_text())
@@ -176,9 +177,7 @@ def test_escapes_count_the_parts_the_escaped_part_alarms_name(tmp_path):
     """Defect 8: with the broker down, no reject is delivered before its deadline: every one is an
     escaped_part alarm, and the summary's physical escapes count them (it printed 'escapes 0')."""
     out = tmp_path / "summary.json"
-    p = config(tmp_path, extra=f"""
-        decision: {{on_late: reject}}
-    """)
+    p = config(tmp_path, extra="decision: {on_late: reject}\n")
     p.write_text(p.read_text().replace("mqtt: {enabled: false}",
                                        f"mqtt: {{enabled: true, port: {_closed_port()}, outbox_path: {tmp_path / 'o.sqlite'}, "
                                        "reconnect_min_s: 0.1, reconnect_max_s: 0.5}"))

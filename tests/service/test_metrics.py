@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_config(tmp_path: Path, **over) -> InspectorConfig:
-    base = dict(source={"kind": "synthetic", "parts_per_s": 20}, model={"path": str(REPO / "models/demo")},
-                mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None},
-                metrics={"port": 0, "host": "127.0.0.1"}, sink={"jsonl": str(tmp_path / "verdicts.jsonl")})
+    base = {"source": {"kind": "synthetic", "parts_per_s": 20}, "model": {"path": str(REPO / "models/demo")},
+            "mqtt": {"enabled": False}, "sampling": {"enabled": False}, "upload": {"window": None},
+            "metrics": {"port": 0, "host": "127.0.0.1"}, "sink": {"jsonl": str(tmp_path / "verdicts.jsonl")}}
     base.update(over)
     return InspectorConfig(**base)
 
@@ -51,6 +51,14 @@ def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
 def healthz(port: int) -> tuple[int, dict]:
     code, body = get(port, "/healthz")
     return code, json.loads(body)
+
+
+def healthz_when(port: int, pred, what: str, timeout: float = 60.0) -> dict:
+    """Waits until /healthz answers (code, body) with pred(code, body) true; returns the body."""
+    def check():
+        code, body = healthz(port)
+        return body if pred(code, body) else None
+    return wait_for(check, timeout, what)
 
 
 @pytest.fixture
@@ -105,6 +113,11 @@ def test_metrics_export_stage_histograms_and_every_raised_alarm(tmp_path, runnin
     missing = [k for k in ALARM_KINDS if alarms.get(k, 0) < 1]
     assert not missing, f"raised but not in /metrics: {missing}"
     assert fams["inspector_healthy"].samples[0].value == 1.0
+    # the status line and the heartbeat read the same report
+    r = svc.report()
+    assert "health ok" in r.status_line(1.0) and f"escapes {r.escapes.physical}" in r.status_line(1.0)
+    hb = svc.heartbeat()
+    assert hb["frames"] >= 10 and hb["healthy"] is True and hb["failed"] == [] and hb["p99_ms"] > 0
 
 
 def test_healthz_is_green_while_verdicts_flow_and_red_when_they_stop(tmp_path, running):
@@ -137,13 +150,12 @@ def test_healthz_is_green_while_verdicts_flow_and_red_when_they_stop(tmp_path, r
     port = svc.metrics.port
     try:
         wait_for(lambda: svc.pipeline.stats.frames >= 5, what="verdicts")
-        code, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(healthz(port)), what="a green /healthz")
+        body = healthz_when(port, lambda code, _: code == 200, "a green /healthz")
         assert body["ok"] and body["failed"] == [] and body["checks"]["verdicts"]["ok"]
 
         wedge.armed.set()
         assert wedge.stuck.wait(30), "the post thread never reached the wedged sink"
-        code, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(healthz(port)), timeout=60,
-                              what="/healthz to turn red")
+        body = healthz_when(port, lambda code, _: code == 503, "/healthz to turn red")
         assert body["ok"] is False and body["failed"] == ["verdicts"], body
         assert "verdicts stopped" in body["checks"]["verdicts"]["detail"]
         assert families(port)["inspector_health_check"].samples  # the check is exported as well
@@ -165,8 +177,9 @@ def test_healthz_red_when_mqtt_is_down_and_when_the_camera_is_lost(tmp_path, run
                       mqtt={"enabled": True, "host": "127.0.0.1", "port": port, "outbox_path": str(tmp_path / "o.sqlite"),
                             "reconnect_min_s": 0.1, "reconnect_max_s": 0.5})
     svc = running(cfg)
-    code, body = wait_for(lambda: (lambda r: r if r[0] == 503 and r[1]["checks"]["mqtt"]["detail"] != "down: not connected"
-                                   else None)(healthz(svc.metrics.port)), what="/healthz red with the MQTT error")
+    body = healthz_when(svc.metrics.port,
+                        lambda code, b: code == 503 and b["checks"]["mqtt"]["detail"] != "down: not connected",
+                        "/healthz red with the MQTT error")
     assert set(body["failed"]) == {"source", "mqtt"}, body
     assert "refused" in body["checks"]["mqtt"]["detail"]
     assert body["checks"]["outbox"]["ok"], "the outbox itself is fine"
