@@ -203,8 +203,88 @@ def redact_url(url: str) -> str:
 _PLAIN_USER = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")
 
 
+# GenICam (GigE Vision / USB3 Vision) through Aravis: the pixel formats the source converts to BGR.
+GENICAM_PIXEL_FORMATS = ("Mono8", "Mono10", "Mono12", "Mono16", "BayerRG8", "BayerGR8", "BayerGB8", "BayerBG8",
+                         "RGB8", "BGR8")
+
+
+class GenICamSourceConfig(_SourceConfigBase):
+    """An industrial camera through Aravis (optional extra `genicam`). Select it by exactly one of id,
+    serial or address. Features left at null keep the camera's own setting."""
+
+    kind: Literal["genicam"] = "genicam"
+    id: str | None = Field(None, min_length=1, max_length=256, description="Aravis device id "
+                           "(vendor-serial as `arv-tool-0.8` lists it); found by discovery on every interface.")
+    serial: str | None = Field(None, min_length=1, max_length=64, description="Camera serial number (discovery).")
+    address: str | None = Field(None, min_length=1, max_length=253, description="GigE Vision camera IP address: "
+                                "opened directly (unicast), no discovery broadcast.")
+    camera_trigger: Literal["free_run", "software", "hardware"] = Field(
+        "software", description="free_run: the camera streams at frame_rate; software: the inspector fires each "
+        "frame (TriggerSoftware, e.g. on a PLC trigger message); hardware: an input line (photo-eye) fires it.")
+    hardware_line: str = Field("Line0", pattern=r"^[A-Za-z0-9_]+$", max_length=32,
+                               description="camera_trigger=hardware: TriggerSource input line.")
+    trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field(
+        "RisingEdge", description="camera_trigger=hardware: TriggerActivation edge.")
+    pixel_format: str | None = Field(None, description="PixelFormat to set, one of " + ", ".join(GENICAM_PIXEL_FORMATS)
+                                     + "; null keeps the camera's (which must then be one of them).")
+    exposure_us: float | None = Field(None, gt=0, le=10_000_000, description="ExposureTime in microseconds.")
+    gain_db: float | None = Field(None, ge=0, le=100, description="Gain (dB, or the camera's raw gain unit where it "
+                                  "has only GainRaw).")
+    frame_rate: float | None = Field(None, gt=0, le=10_000, description="camera_trigger=free_run: AcquisitionFrameRate.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Sensor region x, y, width, height (pixels).")
+    packet_size: int | None = Field(None, ge=576, le=16_384, description="GigE Vision stream packet size (bytes); "
+                                    "null negotiates the largest the path carries (jumbo frames where enabled).")
+    packet_resend: bool = Field(True, description="GigE Vision: ask the camera to resend lost packets (counted).")
+    buffers: int = Field(8, ge=2, le=256, description="Aravis buffer pool: frames the driver can hold in flight.")
+    lost_after_ms: int = Field(
+        1000, ge=100, le=60_000, description="The camera is declared lost (camera_lost) when a software trigger got "
+        "no frame for this long, or a free-running camera sent none; a register probe also runs every "
+        "probe_ms while idle.")
+    probe_ms: int = Field(1000, ge=100, le=60_000, description="Idle liveness probe period (one register read).")
+    reconnect_initial_ms: int = Field(250, ge=10, le=60_000, description="First reconnect delay.")
+    reconnect_max_ms: int = Field(2000, ge=100, le=600_000, description="Cap of the exponential reconnect backoff.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _buffer_policy_follows_the_trigger(cls, data):
+        # A free-running camera is a live stream (keep the freshest); a triggered one delivers parts.
+        if isinstance(data, dict) and "trigger" not in data:
+            data = {**data, "trigger": "free_run" if data.get("camera_trigger") == "free_run" else "triggered"}
+        return data
+
+    @field_validator("pixel_format")
+    @classmethod
+    def _supported_format(cls, v: str | None) -> str | None:
+        if v is not None and v not in GENICAM_PIXEL_FORMATS:
+            raise ValueError(f"pixel format {v!r} is not supported; supported: {', '.join(GENICAM_PIXEL_FORMATS)}")
+        return v
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_sized(cls, v):
+        if v is not None and (min(v[:2]) < 0 or min(v[2:]) < 1):
+            raise ValueError(f"roi must be x, y >= 0 and width, height >= 1; got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_camera(self) -> "GenICamSourceConfig":
+        chosen = [k for k in ("id", "serial", "address") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of id, serial or address (got {chosen or 'none'})")
+        if self.camera_trigger != "free_run" and self.trigger == "free_run":
+            raise ValueError("a triggered camera (camera_trigger software/hardware) needs trigger: triggered "
+                             "(every frame is a part; free_run would drop parts)")
+        if self.frame_rate is not None and self.camera_trigger != "free_run":
+            raise ValueError("frame_rate applies to camera_trigger: free_run only (a trigger sets the pace)")
+        if self.reconnect_max_ms < self.reconnect_initial_ms:
+            raise ValueError(f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_initial_ms "
+                             f"({self.reconnect_initial_ms})")
+        return self
+
+
 # The source kinds, listed once: the union, the error-path cleaner and the docs read this tuple.
-SOURCE_CONFIGS = (SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig, OpenCVSourceConfig)
+SOURCE_CONFIGS = (SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig, OpenCVSourceConfig,
+                  GenICamSourceConfig)
 SOURCE_KINDS = tuple(c.model_fields["kind"].default for c in SOURCE_CONFIGS)
 SourceConfig = Annotated[Union[SOURCE_CONFIGS], Field(discriminator="kind")]
 
@@ -415,6 +495,39 @@ class ShutdownConfig(StrictConfig):
         "the runtime's kill timeout (docker stop: 10 s by default; systemd: TimeoutStopSec).")
 
 
+# -- PLC handshake and OPC UA (line integration) -----------------------------------------------------
+class PLCConfig(StrictConfig):
+    """The part-ID handshake with the line's PLC over MQTT (docs/controls-engineer.md: signal map). Topics
+    live under {mqtt.prefix}/{mqtt.line}/{mqtt.station}/ on the mqtt section's broker."""
+
+    enabled: bool = Field(False, description="Take triggers from the PLC and answer each with a result.")
+    camera: Literal["software", "hardware"] = Field(
+        "software", description="software: each PLC trigger fires the camera (source.camera_trigger: software); "
+        "hardware: the photo-eye fires the camera, the inspector pairs the next frame with the PLC's trigger.")
+    pairing_window_ms: float = Field(
+        150.0, gt=0, le=10_000, description="A trigger and a frame further apart than this are not the same part: "
+        "the trigger gets the fail-safe result (no_frame alarm), the frame is counted as unsolicited.")
+    max_in_flight: int = Field(16, ge=1, le=1024, description="Parts between trigger and result at most; the station "
+                               "reports busy at this many, and a trigger beyond it gets the fail-safe result at once.")
+    use_fired_at: bool = Field(True, description="Start a part's deadline at the PLC's photo-eye time (fired_at) "
+                               "when the trigger carries one within max_clock_skew_ms of its arrival.")
+    max_clock_skew_ms: float = Field(500.0, ge=0, le=60_000, description="fired_at further from the trigger's "
+                                     "arrival than this is ignored (counted): the PLC's clock is not trusted.")
+    ack_timeout_ms: int = Field(0, ge=0, le=600_000, description="Expect the PLC to acknowledge each result within "
+                                "this; a missing acknowledge raises result_unacknowledged. 0: not expected.")
+    qos: Literal[1, 2] = Field(1, description="QoS of triggers, results and the ready state.")
+
+
+class OPCUAConfig(StrictConfig):
+    """A small OPC UA server the inspector runs (optional extra `opcua`): station state, the last result and
+    counters as read-only nodes for SCADA, historians and PLCs with an OPC UA client."""
+
+    enabled: bool = Field(False, description="Run the OPC UA server.")
+    host: str = Field("127.0.0.1", min_length=1, description="Bind address (the OT network's interface on a line PC).")
+    port: int = Field(4840, ge=0, le=65535, description="TCP port (4840 is OPC UA's registered port; 0: a free one).")
+    namespace: str = Field("urn:inspector", min_length=1, max_length=256, description="Namespace URI of the nodes.")
+
+
 # -- root --------------------------------------------------------------------------------------
 class InspectorConfig(BaseSettings):
     model_config = SettingsConfigDict(
@@ -433,6 +546,9 @@ class InspectorConfig(BaseSettings):
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="How long a stop may take.")
     background: BackgroundConfig = Field(default_factory=BackgroundConfig,
                                          description="OS priority of background threads.")
+    plc: PLCConfig = Field(default_factory=PLCConfig, description="Part-ID handshake with the PLC over MQTT.")
+    opcua: OPCUAConfig = Field(default_factory=OPCUAConfig,
+                               description="OPC UA server: station state, last result, counters.")
 
     @classmethod
     def settings_customise_sources(

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.mqtt_broker",
     "tests.fixtures.s3_server",
     "tests.fixtures.rtsp_server",
+    "tests.fixtures.genicam_camera",
 ]

@@ -17,6 +17,7 @@ IMPLEMENTATIONS = {
     "video": ("inspector.sources.video", "VideoSource"),
     "folder": ("inspector.sources.folder", "FolderSource"),
     "opencv": ("inspector.sources.opencv", "OpenCVSource"),
+    "genicam": ("inspector.sources.genicam", "GenICamSource"),  # optional extra: Aravis via gi
 }
 assert set(IMPLEMENTATIONS) == set(SOURCE_KINDS), "every config source kind needs an implementation"
 

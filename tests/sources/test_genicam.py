@@ -1,0 +1,270 @@
+"""source.kind genicam against Aravis' own fake GigE Vision camera (a real GVCP/GVSP peer on loopback):
+frames arrive and convert, a software trigger yields exactly one frame, refused features are named,
+a killed camera is declared lost and comes back; discovery (id/serial) runs in a private network
+namespace. Pixel conversion of formats the fake camera lacks (Mono10/12, BGR8) is tested as pure logic."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig, load_config
+from inspector.errors import ConfigError, SourceError
+from inspector.sources import Connection, open_source
+from inspector.sources.genicam import GenICamSource, to_bgr
+from tests.fixtures.genicam_camera import FakeCamera, run_isolated
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def started(cam: FakeCamera, **kw) -> GenICamSource:
+    src = open_source(GenICamSourceConfig(address=cam.address, **kw))
+    src.start()
+    return src
+
+
+def drain(src, quiet_s: float = 0.5) -> list:
+    out = []
+    while (f := src.read(quiet_s)) is not None:
+        out.append(f)
+    return out
+
+
+# -- pixel formats (pure logic) ------------------------------------------------------------------
+def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Samples an RGB image through a colour filter array named as GenICam names it (first row first)."""
+    ch = {"R": 0, "G": 1, "B": 2}
+    out = np.zeros(rgb.shape[:2], np.uint8)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            out[dy::2, dx::2] = rgb[dy::2, dx::2, ch[pattern[dy * 2 + dx]]]
+    return out
+
+
+@pytest.mark.parametrize("fmt,cfa", [("BayerRG8", "RGGB"), ("BayerGR8", "GRBG"), ("BayerGB8", "GBRG"),
+                                     ("BayerBG8", "BGGR")])
+@pytest.mark.parametrize("colour", [(200, 30, 10), (10, 200, 30), (10, 30, 200)])
+def test_bayer_demosaics_to_the_right_colour(fmt, cfa, colour):
+    rgb = np.empty((16, 16, 3), np.uint8)
+    rgb[:] = colour
+    bgr = to_bgr(_mosaic(rgb, cfa).ravel(), fmt, 16, 16)
+    centre = bgr[4:12, 4:12].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(centre[::-1], colour, atol=2), f"{fmt}: got RGB {centre[::-1]}, expected {colour}"
+
+
+@pytest.mark.parametrize("fmt,value,expected", [
+    ("Mono8", 200, 200), ("Mono10", 1023, 255), ("Mono10", 512, 128), ("Mono12", 4095, 255),
+    ("Mono12", 2048, 128), ("Mono16", 65535, 255), ("Mono16", 256, 1),
+])
+def test_mono_formats_scale_to_8_bits(fmt, value, expected):
+    dtype = np.uint8 if fmt == "Mono8" else np.dtype("<u2")
+    raw = np.full((4, 6), value, dtype).view(np.uint8).ravel()
+    bgr = to_bgr(raw, fmt, 6, 4)
+    assert bgr.shape == (4, 6, 3) and bgr.dtype == np.uint8
+    assert (bgr == expected).all()
+
+
+@pytest.mark.parametrize("fmt", ["RGB8", "BGR8"])
+def test_colour_formats_come_out_bgr(fmt):
+    px = (10, 20, 30)  # in the camera's channel order
+    raw = np.tile(np.array(px, np.uint8), 12)
+    bgr = to_bgr(raw, fmt, 4, 3)
+    assert tuple(bgr[0, 0]) == (px[::-1] if fmt == "RGB8" else px)
+
+
+def test_an_unsupported_format_is_named_with_the_supported_ones():
+    with pytest.raises(SourceError) as e:
+        to_bgr(np.zeros(100, np.uint8), "YUV422_8", 10, 10)
+    assert "YUV422_8" in str(e.value) and all(f in str(e.value) for f in GENICAM_PIXEL_FORMATS)
+
+
+def test_a_short_payload_is_refused():
+    with pytest.raises(SourceError, match="expected 200 bytes, got 100"):
+        to_bgr(np.zeros(100, np.uint8), "Mono16", 10, 10)
+
+
+@pytest.mark.parametrize("yaml_source,needle", [
+    ("{kind: genicam, address: 127.0.0.1, pixel_format: YUV422_8}", "YUV422_8' is not supported; supported: Mono8"),
+    ("{kind: genicam}", "set exactly one of id, serial or address"),
+    ("{kind: genicam, address: 127.0.0.1, serial: X}", "set exactly one of id, serial or address"),
+    ("{kind: genicam, address: 127.0.0.1, trigger: free_run}", "needs trigger: triggered"),
+    ("{kind: genicam, address: 127.0.0.1, frame_rate: 10}", "frame_rate applies to camera_trigger: free_run"),
+    ("{kind: genicam, address: 127.0.0.1, roi: [0, 0, 0, 10]}", "roi must be"),
+])
+def test_bad_genicam_config_is_refused_with_the_reason(tmp_path, yaml_source, needle):
+    p = tmp_path / "c.yaml"
+    p.write_text(f"source: {yaml_source}\n")
+    with pytest.raises(ConfigError, match=None) as e:
+        load_config(p)
+    assert needle in str(e.value)
+
+
+def test_the_buffer_policy_follows_the_camera_trigger():
+    assert GenICamSourceConfig(address="a", camera_trigger="free_run").trigger == "free_run"
+    assert GenICamSourceConfig(address="a", camera_trigger="software").trigger == "triggered"
+    assert GenICamSourceConfig(address="a", camera_trigger="hardware").trigger == "triggered"
+
+
+def test_camera_time_maps_to_host_time_by_the_fastest_frame():
+    src = GenICamSource(GenICamSourceConfig(address="a", camera_trigger="hardware"))
+    cam0 = 5_000_000_000  # the camera's clock: 5 s since it booted
+    host0 = 1_700_000_000.0
+    # Frames exposed 100 ms apart; their first packets reach the host 3, 1 and 2 ms after exposure.
+    for i, lag in enumerate((0.003, 0.001, 0.002)):
+        cam_ns = cam0 + i * 100_000_000
+        sys_ns = int((host0 + i * 0.1 + lag) * 1e9)
+        mono, wall = src._capture_time(cam_ns, sys_ns, arrived=1000.0 + i * 0.1 + 0.01,
+                                       arrived_wall=host0 + i * 0.1 + 0.01)
+    # The smallest lag (1 ms) bounds the offset: the last frame is placed 1 ms before its true time + 1 ms.
+    assert wall == pytest.approx(host0 + 0.2 + 0.001, abs=1e-4)
+    assert mono == pytest.approx(1000.2 + 0.001, abs=1e-4)
+
+
+# -- the fake GigE Vision camera ----------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["Mono8", "Mono16", "BayerRG8", "RGB8"])
+def test_free_run_frames_arrive_converted(fake_camera, fmt):
+    src = started(fake_camera, camera_trigger="free_run", frame_rate=50, pixel_format=fmt, roi=(0, 0, 320, 240))
+    try:
+        frames = [wait_for(lambda: src.read(0.5), what="a frame") for _ in range(3)]
+        for f in frames:
+            assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
+            assert f.part_id is None  # free run: frames, not parts
+            assert f.captured_at <= time.monotonic()
+        # The fake camera draws a full-range gradient: a wrongly scaled Mono16 would be dark or saturated.
+        assert 60 < frames[-1].image.mean() < 200 and frames[-1].image.std() > 30
+        assert [f.frame_id for f in frames] == [0, 1, 2]
+        st = src.state()
+        assert st.connection is Connection.CONNECTED and st.frames >= 3
+    finally:
+        src.stop()
+    assert src.counters()["n_completed_buffers"] >= 3
+
+
+def test_a_software_trigger_yields_exactly_one_frame(fake_camera):
+    src = started(fake_camera, camera_trigger="software")
+    try:
+        assert src.read(0.5) is None, "a software-triggered camera sent a frame nobody asked for"
+        t0 = time.monotonic()
+        assert src.software_trigger()
+        f = wait_for(lambda: src.read(0.5), what="the triggered frame")
+        assert f.captured_at == pytest.approx(t0, abs=0.05)  # the part started when it was fired
+        assert f.part_id == f"{fake_camera.serial}-0"
+        assert drain(src) == [], "one trigger gave more than one frame"
+        for _ in range(3):
+            assert src.software_trigger()
+        frames = [wait_for(lambda: src.read(0.5), what="triggered frames") for _ in range(3)]
+        assert drain(src) == []
+        assert [x.frame_id for x in frames] == [1, 2, 3]
+    finally:
+        src.stop()
+
+
+def test_a_hardware_triggered_camera_waits_for_its_line(fake_camera):
+    src = started(fake_camera, camera_trigger="hardware", hardware_line="Line0")
+    try:
+        cam = src._session.camera
+        assert (cam.get_string("TriggerMode"), cam.get_string("TriggerSource")) == ("On", "Line0")
+        assert src.read(0.5) is None  # nothing fires Line0 on the fake camera
+        with pytest.raises(SourceError, match="needs camera_trigger: software"):
+            src.software_trigger()
+    finally:
+        src.stop()
+
+
+@pytest.mark.parametrize("kw,needle", [
+    ({"exposure_us": 2.5}, "source.exposure_us: the camera refused 2.5: ExposureTime must be within [10, 1e+07]"),
+    ({"gain_db": 50}, "source.gain_db: the camera refused 50"),
+    ({"camera_trigger": "free_run", "frame_rate": 5000}, "source.frame_rate: the camera refused 5000"),
+    ({"roi": (0, 0, 4096, 100)}, "source.roi: the camera refused [0, 0, 4096, 100]: [Width]"),
+    ({"pixel_format": "Mono12"}, "source.pixel_format: the camera does not offer 'Mono12'; it offers"),
+    ({"camera_trigger": "hardware", "hardware_line": "Line7"}, "no trigger source 'Line7'; it has"),
+])
+def test_a_refused_feature_is_named(fake_camera, kw, needle):
+    src = open_source(GenICamSourceConfig(address=fake_camera.address, **kw))
+    with pytest.raises(SourceError) as e:
+        src.start()
+    assert needle in str(e.value)
+    assert src.state().connection is Connection.FAILED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("camera_trigger", ["free_run", "software"])
+def test_a_killed_camera_is_lost_then_reconnects(fake_camera, camera_trigger):
+    kw = {"frame_rate": 50} if camera_trigger == "free_run" else {}
+    src = started(fake_camera, camera_trigger=camera_trigger, lost_after_ms=500, reconnect_initial_ms=100,
+                  reconnect_max_ms=500, **kw)
+
+    def one_frame():
+        if camera_trigger == "software":
+            src.software_trigger()
+        return src.read(1.0)
+
+    try:
+        wait_for(one_frame, what="a frame before the kill")
+        fake_camera.kill()
+        if camera_trigger == "software":
+            src.software_trigger()  # the part that finds the camera gone
+        wait_for(lambda: src.state().connection is Connection.RECONNECTING, what="the camera declared lost")
+        assert not src.software_trigger() if camera_trigger == "software" else True  # fail fast while lost
+        fake_camera.start()
+        wait_for(lambda: src.state().connection is Connection.CONNECTED, timeout=30, what="reconnected")
+        drain(src, 0.1)
+        f = wait_for(one_frame, what="a frame after the restart")
+        assert f.image.shape == (512, 512, 3)
+        st = src.state()
+        assert st.reconnects == 1 and st.connection is Connection.CONNECTED
+        if camera_trigger == "software":
+            assert st.dropped.get("triggers_lost", 0) >= 1
+    finally:
+        src.stop()
+
+
+# -- discovery (in a private network namespace: Aravis broadcasts) -------------------------------------
+_DISCOVER = r"""
+import json, sys
+from inspector.config import GenICamSourceConfig
+from inspector.errors import SourceError
+from inspector.sources import open_source
+out = {}
+for key, value in (("id", "Aravis-Fake-NOPE"), ("serial", sys.argv[1])):
+    src = open_source(GenICamSourceConfig(**{key: value}, camera_trigger="free_run", frame_rate=20))
+    try:
+        src.start()
+        f = src.read(5.0)
+        out[key] = {"ok": f is not None and list(f.image.shape), "name": src._session.device_id}
+        src.stop()
+    except SourceError as e:
+        out[key] = {"error": str(e)}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_cameras_are_found_by_serial_and_an_unknown_id_lists_those_found(genicam_available, tmp_path):
+    script = tmp_path / "discover.py"
+    script.write_text(_DISCOVER)
+    serial = "NSCAM01"
+    out = run_isolated(f"arv-fake-gv-camera-0.8 -i 127.0.0.1 -s {serial} >/dev/null 2>&1 & cam=$!; "
+                       f"trap 'kill $cam' EXIT; sleep 0.5; cd {REPO}; {sys.executable} {script} {serial}")
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line, f"rc {out.returncode}: {out.stdout[-2000:]} {out.stderr[-2000:]}"
+    res = json.loads(line[len("RESULT "):])
+    err = res["id"]["error"]
+    assert "no camera with id 'Aravis-Fake-NOPE'" in err and f"Aravis-Fake-{serial} (serial {serial}" in err
+    assert res["serial"] == {"ok": [512, 512, 3], "name": serial}
+
