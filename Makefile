@@ -14,15 +14,16 @@ export OPENVINO_TELEMETRY_ENABLE := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 APT_TEST := mosquitto mosquitto-clients gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 \
-            gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi gir1.2-gstreamer-1.0 chromium
+            gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi gir1.2-gstreamer-1.0 chromium \
+            aravis-tools aravis-tools-cli gir1.2-aravis-0.8 iproute2
 APT_DEMO := mosquitto
 
-.PHONY: demo test setup setup-full apt-test apt-demo model bench schemas calibration clean
+.PHONY: demo test setup setup-full apt-test apt-demo venv-gi model bench schemas calibration clean
 
 demo: setup apt-demo
 	$(VENV)/bin/inspector demo --config configs/demo.yaml
 
-test: setup-full apt-test
+test: setup-full apt-test venv-gi
 	$(VENV)/bin/ruff check --select F,E9,I inspector tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -37,7 +38,7 @@ $(VENV)/.runtime-stamp: pyproject.toml | $(VENV)/bin/python
 
 # train + dev extras: torch/ultralytics (parity tests, model rebuild) and the test tools.
 $(VENV)/.full-stamp: pyproject.toml | $(VENV)/bin/python
-	$(PIP) install -q -e '.[demo,train,dev]'
+	$(PIP) install -q -e '.[demo,train,dev,opcua]'
 	touch $@ $(VENV)/.runtime-stamp
 
 setup: $(VENV)/.runtime-stamp
@@ -48,6 +49,18 @@ apt-test:
 	@missing=$$(for p in $(APT_TEST); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; fi
+# GenICam tests (source.kind genicam) use Aravis through gi inside the venv. Debian's python3-gi is built
+# for the system CPython; a .pth puts only its `gi` package on the venv's path (no other system package),
+# which loads where the venv's CPython has the same minor version (the extension ABI). Elsewhere:
+# pip install '.[genicam]' (builds PyGObject; needs libgirepository1.0-dev libcairo2-dev).
+venv-gi: setup apt-test
+	@$(PY) -c 'import gi' 2>/dev/null || { \
+	  site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  mkdir -p $(VENV)/system-gi && ln -sfn /usr/lib/python3/dist-packages/gi $(VENV)/system-gi/gi && \
+	  echo "$(CURDIR)/$(VENV)/system-gi" > "$$site/inspector-system-gi.pth"; }
+	@$(PY) -c 'import gi; gi.require_version("Aravis", "0.8"); from gi.repository import Aravis' || { \
+	  echo "the venv cannot load Aravis through gi: its Python is not the system's minor version;" \
+	       "pip install '.[genicam]' (needs libgirepository1.0-dev libcairo2-dev)"; exit 1; }
 apt-demo:
 	@dpkg-query -W -f='$${Status}' mosquitto 2>/dev/null | grep -q "ok installed" || \
 	  { { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_DEMO); } || \
