@@ -19,8 +19,26 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.sources import optics
+
 #: Bumped whenever rendering changes: datasets stamped with another version are rebuilt.
 SYNTH_VERSION = 5
+
+#: Camera optics a frame can be rendered with. "none": the reference camera (frames as SYNTH_VERSION
+#: always made them). "random": each frame then goes through a random camera state drawn from
+#: `optics.TRAINING_MIX` (white balance, exposure, contrast, gamma, vignetting, blur, noise, JPEG),
+#: from a random stream of its own: the part, its defects and labels are the same as with "none".
+OPTICS_MODES = ("none", "random")
+#: Bumped whenever optics.TRAINING_MIX or how it is applied changes.
+OPTICS_VERSION = 1
+
+
+def render_version(optics_mode: str = "none") -> int | str:
+    """What a dataset's stamp records: SYNTH_VERSION for the reference camera (existing stamps stay
+    valid), "<SYNTH_VERSION>+optics<OPTICS_VERSION>" for random optics (never equal to a plain one)."""
+    if optics_mode not in OPTICS_MODES:
+        raise ValueError(f"optics: expected one of {OPTICS_MODES}, got {optics_mode!r}")
+    return SYNTH_VERSION if optics_mode == "none" else f"{SYNTH_VERSION}+optics{OPTICS_VERSION}"
 
 #: Defect classes, in model class-id order. The model card and the config must agree with this.
 DEFECT_CLASSES: tuple[str, ...] = ("scratch", "pit", "crack", "contamination")
@@ -100,7 +118,9 @@ class ConveyorGenerator:
         width: int = FRAME_WIDTH,
         height: int = FRAME_HEIGHT,
         defect_free_ratio: float = 1 / 3,
+        optics_mode: str = "none",
     ) -> None:
+        render_version(optics_mode)  # refuses an unknown mode
         if not 0.0 <= defect_free_ratio <= 1.0:
             raise ValueError(f"defect_free_ratio must be within [0, 1], got {defect_free_ratio}")
         if width < 320 or height < 240:
@@ -109,6 +129,7 @@ class ConveyorGenerator:
         self.width = int(width)
         self.height = int(height)
         self.defect_free_ratio = float(defect_free_ratio)
+        self.optics_mode = optics_mode
         self._scale = min(width / FRAME_WIDTH, height / FRAME_HEIGHT)
         #: pixels per unit on the part (frame scale times the optics' magnification)
         self._mag = self._scale * MAGNIFICATION
@@ -129,6 +150,9 @@ class ConveyorGenerator:
                     defects.append(d)
         self._draw_part_clutter(frame, alpha, flange, rng)
         image = self._finish(frame, rng)
+        if self.optics_mode == "random":
+            orng = np.random.default_rng([self.seed, int(index), 0x0971C5])
+            image = optics.apply_all(image, optics.random_camera(orng), orng)
         return SynthPart(
             index=int(index),
             part_id=f"S{self.seed}-{int(index):07d}",
@@ -405,14 +429,15 @@ class ConveyorGenerator:
         return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def write_dataset(out: Path, n: int, seed: int, *, start: int = 0, jpeg_quality: int = 95) -> Path:
+def write_dataset(out: Path, n: int, seed: int, *, start: int = 0, jpeg_quality: int = 95,
+                  optics_mode: str = "none") -> Path:
     """Writes a YOLO dataset (images/, labels/, data.yaml) of `n` parts; returns the data.yaml path."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    gen = ConveyorGenerator(seed)
+    gen = ConveyorGenerator(seed, optics_mode=optics_mode)
     for i in range(start, start + n):
         part = gen.part(i)
         stem = f"{seed}_{i:07d}"

@@ -264,8 +264,13 @@ _CAMERA_ORDER = ("white_balance", "darker", "brighter", "low_contrast", "gamma",
 
 
 def random_camera(rng: np.random.Generator,
-                  mix: Mapping[str, tuple[float, Mapping[str, Range]]] = TRAINING_MIX) -> tuple[Alteration, ...]:
-    """Draws a random camera state: the families of `mix` each with its probability, in camera order."""
+                  mix: Mapping[str, tuple[float, Mapping[str, Range]]] = TRAINING_MIX,
+                  clean: float = 0.25) -> tuple[Alteration, ...]:
+    """Draws a random camera state: the reference camera with probability `clean`, else the families
+    of `mix` each with its probability, in camera order (~30 % of the draws end up unaltered: the
+    model must keep the clean-set bar)."""
+    if rng.random() < clean:
+        return ()
     out = []
     for name in _CAMERA_ORDER:
         if name in mix:

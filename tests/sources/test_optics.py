@@ -188,3 +188,20 @@ def test_bad_appearance_parameter_is_named():
     cfg = SyntheticSourceConfig(appearance=[{"after_parts": 0, "family": "blur", "params": {"radius": 3}}])
     with pytest.raises(ConfigError, match=r"source.appearance\[0\].params: optics blur: parameter expected one of"):
         SyntheticSource(cfg)
+
+
+def test_conveyor_random_optics_keeps_the_part_and_its_labels():
+    from inspector.sources.conveyor import SYNTH_VERSION, render_version
+
+    plain, cams = ConveyorGenerator(5), ConveyorGenerator(5, optics_mode="random")
+    changed = 0
+    for i in range(12):
+        a, b = plain.part(i), cams.part(i)
+        assert a.defects == b.defects and a.part_id == b.part_id
+        assert np.array_equal(b.image, ConveyorGenerator(5, optics_mode="random").part(i).image)  # deterministic
+        changed += not np.array_equal(a.image, b.image)
+    assert 6 <= changed < 12  # most frames get a camera state, some stay clean
+    assert render_version("none") == SYNTH_VERSION  # stamps of existing datasets stay valid
+    assert render_version("random") != SYNTH_VERSION
+    with pytest.raises(ValueError, match=r"optics: expected one of \('none', 'random'\), got 'fancy'"):
+        ConveyorGenerator(5, optics_mode="fancy")
