@@ -253,6 +253,11 @@ def test_every_reject_delivered_or_alarmed_through_broker_kills_sigterm_and_rest
     assert led.alarmed >= 1 and led.alarms.get("escaped_part", 0) >= led.alarmed
     assert led.resent_in_time >= 1, "no reject decided during an outage was re-sent in time after it"
     assert left, "SIGTERM with the broker down left nothing in the outbox: the restart path was not exercised"
+    # The service's own report agrees with the line: each escaped_part alarm it counted reached the
+    # subscriber (run 2 raised those of run 1's leftovers), and its physical escapes cover the ledger's.
+    reported = [s["escapes"] for s in (s1, s2)]
+    assert sum(e["escaped_part_alarms"] for e in reported) == led.alarmed, reported
+    assert sum(e["physical"] for e in reported) >= led.physical_escapes, reported
     mq1, mq2 = s1["sinks"]["mqtt"], s2["sinks"]["mqtt"]
     assert mq1["outbox_depth"] == len(left)
     assert mq2["leftovers"] == len(left)
