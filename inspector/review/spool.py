@@ -48,6 +48,7 @@ from inspector.frames import Defect, ModelInfo, Verdict, iso_utc
 from inspector.records import verdict_record
 from inspector.review.sampler import SampleDecision, Sampler
 from inspector.service.alarms import AlarmThrottle
+from inspector.service.priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -385,14 +386,19 @@ class Spool:
         s = SpooledSample(self.root, *key)
         freed = 0
         present = False
-        for p in (s.sidecar, s.labels, s.image, s.marker):
+        # `s.marker` builds a new Path on every access, so an identity test (`p is not s.marker`)
+        # was always true and a sample the uploader had already removed (only its 0-byte marker
+        # left) was counted as evicted. Compare the files themselves.
+        marker = s.marker
+        for p in (s.sidecar, s.labels, s.image, marker):
             try:
                 freed += p.stat().st_size
             except FileNotFoundError:
                 continue
-            if p is not s.marker:
+            if p != marker:
                 present = True
         if not present:  # the uploader finished with it meanwhile: nothing was lost
+            marker.unlink(missing_ok=True)  # an orphan marker (its clean-up was cut short)
             with self._lock:
                 self._used -= freed
             return
@@ -453,6 +459,7 @@ class SamplingSink:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._started = False
+        self.priority: str | None = None  # what lower_thread_priority did for the writer thread
 
     def start(self) -> None:
         self.spool.open()
@@ -460,6 +467,12 @@ class SamplingSink:
         self._started = True
 
     def submit(self, verdict: Verdict) -> None:
+        if verdict.frame.image is None:
+            # A part whose image the source dropped (queue_full): nothing to review, and no JPEG to
+            # encode. Counted, so the sampler's totals still add up.
+            with self._lock:
+                self._counts["no_image"] += 1
+            return
         try:
             decision = self.sampler.consider(verdict)
         except Exception:  # sampling is best effort: it must never cost the line a verdict
@@ -479,6 +492,8 @@ class SamplingSink:
                 self._counts["dropped_queue_full"] += 1
 
     def _run(self) -> None:
+        # JPEG encoding and fsync must yield the CPU to the frame path (service/priority.py).
+        self.priority = lower_thread_priority("spool writer")
         while not self._stop.is_set():
             try:
                 job = self._q.get(timeout=0.2)

@@ -24,11 +24,23 @@ marker and delete the jpg and txt. The sidecar stays until the date's manifest t
 is stored and verified, so a crash at any point loses nothing: the next run finds the markers and
 writes the manifest. A failure that outlives the retries (with exponential backoff) ends the run:
 nothing unverified is deleted and everything waits for the next window.
+
+One pass per spool at a time: a pass holds `fcntl.flock` on `<spool>/.upload.lock` (it holds the
+holder's pid and start time), so the in-service NightlyUploader and `inspector upload --now` (another
+process) never read-merge-write a manifest at the same time, which could lose lines. The nightly
+uploader skips its pass while the lock is held (tried again at its next poll); `upload --now` waits.
+The lock is the kernel's: a SIGKILLed holder releases it.
+
+A sample whose sidecar cannot be read (not JSON, not an object, no image record, another id) would
+stop the night and every later night at the same place; it is moved to `<spool>/quarantine/<date>/`
+with a `<id>.reason` file, raised as a `sample_quarantined` alarm, and the rest is uploaded.
+Quarantined files still count against `spool.max_bytes` until somebody looks at them and deletes them.
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import logging
@@ -47,7 +59,8 @@ from inspector.config import InspectorConfig, UploadConfig
 from inspector.errors import SpoolError
 from inspector.frames import iso_utc
 from inspector.review.gallery import make_thumbnail, render_gallery
-from inspector.review.spool import SpooledSample, iter_samples, write_atomic
+from inspector.review.spool import Alarm, SpooledSample, iter_samples, write_atomic
+from inspector.service.priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,98 @@ class VerifyError(Exception):
 
 class UploadFailed(Exception):
     """An object could not be stored within the retries: the run ends, nothing unverified is deleted."""
+
+
+class SpoolBusy(Exception):
+    """Another upload pass (this process or another) holds the spool's upload lock."""
+
+
+LOCK_NAME = ".upload.lock"
+QUARANTINE_DIR = "quarantine"
+
+
+class SpoolLock:
+    """`flock` on `<spool>/.upload.lock`: one upload pass per spool, across threads and processes (each
+    holder opens the file itself, and flock locks belong to the open file description)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = Path(root) / LOCK_NAME
+        self._fd: int | None = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def acquire(self, timeout_s: float | None, stop: threading.Event | None = None,
+                on_wait: Callable[[str], None] | None = None) -> bool:
+        """True once held; False when `timeout_s` (None: no limit) passed or `stop` was set first."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if (deadline is not None and time.monotonic() >= deadline) or (stop is not None and stop.is_set()):
+                    os.close(fd)
+                    return False
+                if not waited and on_wait is not None:
+                    on_wait(self.holder())
+                waited = True
+                # flock has no timeout: poll. A pass takes seconds to hours; 0.1 s costs nothing.
+                if stop is not None:
+                    stop.wait(0.1)
+                else:
+                    time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {iso_utc(time.time())}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def quarantine(s: SpooledSample, why: str) -> Path:
+    """Moves every file of `s` to `<spool>/quarantine/<date>/` with a `<id>.reason`; returns that folder."""
+    dest = s.root / QUARANTINE_DIR / s.date
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in (s.image, s.labels, s.marker, s.sidecar):  # the sidecar last: it makes a sample "complete"
+        try:
+            os.replace(p, dest / p.name)
+        except FileNotFoundError:
+            pass
+    write_atomic(dest / f"{s.id}.reason", (why + "\n").encode())
+    return dest
+
+
+class BadSample(Exception):
+    """A spooled sample that can never be uploaded as it is (its sidecar is unreadable)."""
+
+
+def read_checked_sidecar(s: SpooledSample) -> dict[str, Any]:
+    """The sidecar, checked for what the manifest needs; BadSample (with why) otherwise."""
+    try:
+        sidecar = json.loads(s.sidecar.read_bytes())
+    except FileNotFoundError:
+        raise
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadSample(f"sidecar {s.sidecar.name} is not valid JSON: {e}") from e
+    if not isinstance(sidecar, dict):
+        raise BadSample(f"sidecar {s.sidecar.name}: expected a JSON object, got {type(sidecar).__name__}")
+    if sidecar.get("id") != s.id:
+        raise BadSample(f"sidecar {s.sidecar.name}: expected id {s.id!r}, got {sidecar.get('id')!r}")
+    image = sidecar.get("image")
+    if not isinstance(image, dict) or not isinstance(image.get("sha256"), str):
+        raise BadSample(f"sidecar {s.sidecar.name}: expected an image record with a sha256, got {image!r:.100}")
+    return sidecar
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +369,7 @@ class UploadReport:
     skipped: int = 0  # samples whose objects were already there
     resumed: int = 0  # samples stored by an earlier, interrupted run: only their manifest lines were missing
     failed: int = 0  # samples left in the spool because the run failed or stopped
+    quarantined: tuple[str, ...] = ()  # ids of samples moved to <spool>/quarantine/ (unreadable)
     bytes: int = 0  # bytes sent
     manifests: tuple[str, ...] = ()  # URIs
     galleries: tuple[str, ...] = ()  # URIs
@@ -276,7 +382,8 @@ class UploadReport:
 
     def summary(self) -> str:
         return (f"upload to {self.destination}: uploaded {self.uploaded}, skipped {self.skipped}, "
-                f"resumed {self.resumed}, failed {self.failed}, bytes {self.bytes}, manifests {len(self.manifests)} "
+                f"resumed {self.resumed}, failed {self.failed}, quarantined {len(self.quarantined)}, "
+                f"bytes {self.bytes}, manifests {len(self.manifests)} "
                 f"in {self.duration_s:.1f} s" + (f"; error: {self.error}" if self.error else ""))
 
 
@@ -289,6 +396,7 @@ class _Tally:
     bytes: int = 0
     manifests: list[str] = field(default_factory=list)
     galleries: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -297,8 +405,9 @@ class Uploader:
 
     def __init__(self, spool_dir: Path, cfg: UploadConfig, *, destination: Destination | None = None,
                  stop: threading.Event | None = None, gallery: bool = True,
-                 today: Callable[[], str] | None = None) -> None:
+                 today: Callable[[], str] | None = None, alarm: Alarm | None = None) -> None:
         self.root = Path(spool_dir)
+        self._alarm = alarm
         self.cfg = cfg
         self.dest = destination if destination is not None else open_destination(cfg)
         self._stop = stop if stop is not None else threading.Event()
@@ -342,12 +451,18 @@ class Uploader:
         if self._abort.is_set() or self._stop.is_set():
             return None
         try:
+            sidecar = read_checked_sidecar(s)
             jpg = s.image.read_bytes()
             txt = s.labels.read_bytes()
-            sidecar = s.read_sidecar()
         except FileNotFoundError:  # evicted by the spool meanwhile (counted and alarmed there)
             with tally.lock:
                 tally.gone += 1
+            return None
+        except BadSample as e:
+            self._quarantine(s, str(e), tally)
+            return None
+        except OSError as e:  # EIO, EACCES: this sample cannot be read; the others can
+            self._quarantine(s, f"cannot read its files: {type(e).__name__}: {e}", tally)
             return None
         sha = hashlib.sha256(jpg).hexdigest()
         if sha != sidecar.get("image", {}).get("sha256"):
@@ -376,6 +491,22 @@ class Uploader:
             else:
                 tally.skipped += 1
         return line
+
+    def _quarantine(self, s: SpooledSample, why: str, tally: _Tally) -> None:
+        try:
+            where = quarantine(s, why)
+        except OSError as e:  # cannot even move it: left in place, the night goes on without it
+            log.error("spool sample %s is unreadable (%s) and cannot be quarantined: %s", s.id, why, e)
+            where = None
+        log.error("spool sample %s quarantined to %s: %s", s.id, where, why)
+        with tally.lock:
+            tally.quarantined.append(s.id)
+        if self._alarm is not None:
+            try:
+                self._alarm("sample_quarantined", {"id": s.id, "date": s.date, "why": why,
+                                                   "moved_to": str(where) if where else None})
+            except Exception:  # an alarm path must not stop the night
+                log.exception("sample_quarantined alarm failed")
 
     # -- one date -------------------------------------------------------------------------------
     def _finish_date(self, date: str, done: list[tuple[SpooledSample, dict[str, Any]]], tally: _Tally,
@@ -421,7 +552,20 @@ class Uploader:
                 pass  # not empty: a sample arrived or is left for the next run
 
     # -- the pass -------------------------------------------------------------------------------
-    def run(self) -> UploadReport:
+    def run(self, lock_timeout_s: float | None = 0.0, on_wait: Callable[[str], None] | None = None) -> UploadReport:
+        """One pass under the spool's upload lock. `lock_timeout_s`: how long to wait for another pass to
+        finish (None: as long as it takes); SpoolBusy (naming the holder) when it did not."""
+        if not self.root.is_dir():
+            return UploadReport(destination=self.dest.url)
+        lock = SpoolLock(self.root)
+        if not lock.acquire(lock_timeout_s, self._stop, on_wait):
+            raise SpoolBusy(f"spool {self.root} is being uploaded by another pass ({lock.holder()})")
+        try:
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> UploadReport:
         t0 = time.monotonic()
         by_date: dict[str, list[SpooledSample]] = defaultdict(list)
         for s in iter_samples(self.root):
@@ -444,8 +588,11 @@ class Uploader:
                         continue
                     # Sent and verified by an earlier run that did not finish: only the manifest is left.
                     try:
-                        sidecar = s.read_sidecar()
+                        sidecar = read_checked_sidecar(s)
                     except FileNotFoundError:
+                        continue
+                    except BadSample as e:
+                        self._quarantine(s, str(e), tally)
                         continue
                     s.drop_payload()
                     done.append((s, self._line(s, sidecar, sidecar["image"]["sha256"])))
@@ -474,17 +621,33 @@ class Uploader:
                     # A night that fails leaves everything for the next window.
                     self._abort.set()
                     break
-        failed = total - tally.uploaded - tally.skipped - tally.resumed - tally.gone
+        failed = total - tally.uploaded - tally.skipped - tally.resumed - tally.gone - len(tally.quarantined)
         return UploadReport(
             destination=self.dest.url, uploaded=tally.uploaded, skipped=tally.skipped, resumed=tally.resumed,
-            failed=failed if error else 0, bytes=tally.bytes, manifests=tuple(tally.manifests),
+            failed=failed if error else 0, quarantined=tuple(tally.quarantined), bytes=tally.bytes,
+            manifests=tuple(tally.manifests),
             galleries=tuple(tally.galleries), error=error, duration_s=time.monotonic() - t0,
         )
 
 
 def upload_now(cfg: InspectorConfig) -> int:
-    """`inspector upload --now`: one pass, a summary line, exit 0 when everything was stored, else 1."""
-    rep = Uploader(cfg.spool.dir, cfg.upload).run()
+    """`inspector upload --now`: one pass, a summary line, exit 0 when everything was stored, else 1.
+    Waits while another pass (the service's nightly uploader) holds the spool; runs at the background
+    priority (a line PC's inference keeps the CPU)."""
+    import sys
+
+    from inspector.service.priority import lower_thread_priority
+
+    lower_thread_priority("upload --now", cfg.background)
+
+    def waiting(holder: str) -> None:
+        print(f"upload: another upload pass holds {Path(cfg.spool.dir) / LOCK_NAME} ({holder}); waiting for it",
+              file=sys.stderr, flush=True)
+
+    def alarm(kind: str, detail: dict[str, Any]) -> None:
+        print(f"{kind}: {detail['id']} ({detail['why']}) -> {detail['moved_to']}", file=sys.stderr, flush=True)
+
+    rep = Uploader(cfg.spool.dir, cfg.upload, alarm=alarm).run(lock_timeout_s=None, on_wait=waiting)
     print(rep.summary())
     for m in rep.manifests:
         print(f"manifest {m}")
@@ -518,8 +681,10 @@ class NightlyUploader:
     name = "uploader"
 
     def __init__(self, config: InspectorConfig, *, now: Callable[[], datetime] | None = None,
-                 poll_s: float = 30.0, repass_s: float = 600.0, destination: Destination | None = None) -> None:
+                 poll_s: float = 30.0, repass_s: float = 600.0, destination: Destination | None = None,
+                 alarm: Alarm | None = None) -> None:
         self.root = Path(config.spool.dir)
+        self._alarm = alarm
         self.cfg = cfg = config.upload
         self._window = parse_window(cfg.window) if cfg.window else None
         self._now = now or (lambda: datetime.now().astimezone())
@@ -534,6 +699,9 @@ class NightlyUploader:
         self._last_pass_at: float | None = None
         self._in_window = False
         self._error: str | None = None
+        self._busy = 0  # passes skipped because another pass held the spool
+        self._polls = 0  # window checks made (tests wait on it instead of sleeping)
+        self.priority: str | None = None  # what lower_thread_priority did for the uploader thread
 
     def start(self) -> None:
         if self._window is None:
@@ -546,20 +714,30 @@ class NightlyUploader:
         inside = in_window(self._now().time(), *self._window)
         with self._lock:
             self._in_window = inside
+            self._polls += 1
         if not inside:
             self._last_pass_at = None  # the next window starts with a pass
             return False
         return self._last_pass_at is None or time.monotonic() - self._last_pass_at >= self._repass_s
 
     def _run(self) -> None:
+        # Hashing, thumbnails and TLS must yield the CPU to the frame path; the pool threads a pass
+        # starts inherit this thread's priority.
+        self.priority = lower_thread_priority("uploader")
         while not self._stop.is_set():
             if self._due():
                 self._last_pass_at = time.monotonic()
                 try:
-                    rep = Uploader(self.root, self.cfg, destination=self._destination, stop=self._stop).run()
+                    rep = Uploader(self.root, self.cfg, destination=self._destination, stop=self._stop,
+                                   alarm=self._alarm).run(lock_timeout_s=0.0)
                     log.info("%s", rep.summary())
                     with self._lock:
                         self._last, self._passes, self._error = rep, self._passes + 1, rep.error
+                except SpoolBusy as e:  # `upload --now` is at it: try again at the next poll
+                    log.info("upload pass skipped: %s", e)
+                    self._last_pass_at = None
+                    with self._lock:
+                        self._busy += 1
                 except Exception as e:  # the line keeps running; the next pass retries
                     log.exception("upload pass failed")
                     with self._lock:
@@ -574,4 +752,5 @@ class NightlyUploader:
     def state(self) -> dict[str, Any]:
         with self._lock:
             return {"window": self.cfg.window, "in_window": self._in_window, "passes": self._passes,
+                    "skipped_busy": self._busy, "polls": self._polls,
                     "last": asdict(self._last) if self._last else None, "error": self._error}

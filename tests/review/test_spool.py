@@ -80,7 +80,10 @@ def test_disk_use_never_exceeds_max_bytes_under_a_sustained_stream(tmp_path, ima
             sink.submit(v)
             peak = max(peak, disk_usage(spool_dir))
             if i % 10 == 9:
-                time.sleep(0.02)  # bursts, so that the queue both fills and drains
+                # Bursts of 10 into 8 slots, so that the queue fills; then wait until it drained (the
+                # writer runs at background priority and may be slow beside other work) so that
+                # enough is written to overflow max_bytes and evict.
+                assert sink.drain(30), "expected the writer to drain its queue within 30 s"
         assert sink.drain(30), "expected the writer to drain its queue within 30 s"
     finally:
         watching = False
@@ -246,3 +249,71 @@ def test_a_write_error_is_counted_and_alarmed_and_the_spool_goes_on(tmp_path, im
     assert spool.write(_verdict(1, images, wall=1_900_000_000.0), DECISION) is None
     assert spool.state()["write_errors"] == 1 and alarms.count("spool_write_failed") == 1
     assert spool.write(_verdict(2, images, wall=1_900_100_000.0), DECISION) is not None
+
+
+def test_a_sample_the_uploader_already_removed_is_not_counted_as_evicted(tmp_path, images):
+    """Before: `p is not s.marker` compared a Path with a freshly built one, always true, so a sample
+    of which only the 0-byte marker was left (the uploader's clean-up cut short) counted as evicted."""
+    alarms = Alarms()
+    spool = Spool(SpoolConfig(dir=tmp_path, max_bytes=MIB, jpeg_quality=90), alarm=alarms, alarm_interval_s=0.0)
+    spool.open()
+    first = [spool.write(_verdict(i, images), DECISION) for i in range(6)]
+    for s in first[:3]:  # the uploader stored them and got as far as the marker in remove()
+        s.mark_uploaded()
+        for p in (s.sidecar, s.labels, s.image):
+            p.unlink()
+    spool._rescan_min_s = float("inf")  # evict from the index as it was, as between two rescans
+    while spool.state().get("evicted", 0) < 3:
+        spool.write(_verdict(7, images), DECISION)
+    st = spool.state()
+    assert st["evicted"] == 3 and st["evicted_unuploaded"] == 3, st  # the three real ones, not six
+    assert not any(s.marker.exists() for s in first[:3]), "the marker left behind is cleaned"
+    assert alarms.count("spool_evicted_unuploaded") == 3
+
+
+def test_a_part_without_an_image_is_not_sampled(tmp_path, images):
+    from dataclasses import replace
+
+    sink = SamplingSink(SamplingConfig(seed=1), SpoolConfig(dir=tmp_path), model=MODEL, config_hash="c",
+                        alarm=Alarms())
+    sink.start()
+    try:
+        v = _verdict(1, images)
+        dropped = replace(v, frame=replace(v.frame, image=None, dropped="queue_full"))
+        sink.submit(dropped)  # a part whose image the source dropped: nothing to review or encode
+        assert sink.drain(10)
+    finally:
+        sink.stop()
+    st = sink.state()
+    assert st["no_image"] == 1 and st.get("sampler_errors", 0) == 0 and st["samples"] == 0
+
+
+@pytest.mark.parametrize("policy, nice, expect_nice, expect_policy", [
+    ("nice", 12, 12, os.SCHED_OTHER),
+    ("idle", 10, None, os.SCHED_IDLE),
+    ("off", 10, None, os.SCHED_OTHER),
+])
+def test_the_spool_writer_runs_at_background_priority(tmp_path, policy, nice, expect_nice, expect_policy):
+    from inspector.config import BackgroundConfig
+    from inspector.service import priority
+
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    priority.configure(BackgroundConfig(priority=policy, nice=nice))
+    try:
+        sink = SamplingSink(SamplingConfig(seed=1), SpoolConfig(dir=tmp_path), model=MODEL, config_hash="c",
+                            alarm=Alarms())
+        sink.start()
+        try:
+            deadline = time.monotonic() + 10
+            while sink.priority is None and time.monotonic() < deadline:  # set first thing on the writer
+                time.sleep(0.005)
+            tid = sink._thread.native_id
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            thread_nice, thread_policy = int(stat[16]), os.sched_getscheduler(tid)  # proc(5) field 19: nice
+        finally:
+            sink.stop()
+    finally:
+        priority.configure(BackgroundConfig())
+    assert thread_nice == (expect_nice if expect_nice is not None else base_nice), sink.priority
+    assert thread_policy == expect_policy, sink.priority
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base_nice, "only the writer thread is lowered"
