@@ -227,3 +227,14 @@ def test_committed_config_schema_is_current():
     committed = REPO / "schemas" / "config.schema.json"
     assert committed.exists(), "run `inspector schema --out schemas`"
     assert json.loads(committed.read_text()) == json_schema(), "schemas/ is stale: run `make schemas`"
+
+
+def test_package_data_named_in_pyproject_exists():
+    """pyproject.toml ships `inspector/py.typed` (PEP 561: the package's annotations are for type
+    checkers); the file was named there but missing, so the wheel silently went without it."""
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for package, files in meta["tool"]["setuptools"]["package-data"].items():
+        for name in files:
+            assert (REPO / package.replace(".", "/") / name).is_file(), f"{package}/{name} is named but missing"
