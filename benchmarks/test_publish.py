@@ -1,5 +1,6 @@
-"""The publish path: what publishing costs the frame loop (an enqueue), the durable outbox write
-(SQLite WAL commit) and capture -> PUBACK through a local Mosquitto.
+"""The publish path: what `submit` costs the pipeline's post thread (a REJECT is committed to the
+outbox before it returns; a PASS is not written), the durable outbox write (SQLite WAL commit,
+synchronous NORMAL as shipped vs FULL) and capture -> PUBACK through a local Mosquitto.
 
 Needs /usr/sbin/mosquitto (make test installs it).
 """
@@ -40,14 +41,16 @@ def publisher(broker, tmp_path):
 
 
 @pytest.mark.benchmark(group="publish")
-def test_submit_cost_on_the_frame_loop(benchmark, publisher):
+@pytest.mark.parametrize("reject", [True, False], ids=["reject", "pass"])
+def test_submit_cost_on_the_post_thread(benchmark, publisher, reject):
     ids = itertools.count()
-    benchmark(lambda: publisher.submit(make_reject(next(ids), budget_s=30.0)))
+    benchmark(lambda: publisher.submit(make_reject(next(ids), budget_s=30.0, reject=reject)))
 
 
 @pytest.mark.benchmark(group="publish")
-def test_outbox_durable_write(benchmark, tmp_path):
-    box = Outbox(tmp_path / "o.sqlite", max_rows=10_000_000)
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+def test_outbox_durable_write(benchmark, tmp_path, synchronous):
+    box = Outbox(tmp_path / "o.sqlite", max_rows=10_000_000, synchronous=synchronous)
     ids = itertools.count()
     payload = make_reject(0).frame.part_id or "x"
     benchmark(lambda: box.put([NewRow(id=f"r{next(ids)}", kind="reject", payload=payload * 20, deadline=time.time() + 5)]))

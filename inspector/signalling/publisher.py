@@ -89,6 +89,7 @@ WINDOW = 100  # messages in flight per connection: enough to fill a LAN, small e
 _TICK_S = 0.05  # housekeeping period of the publisher thread (expiry sweep, heartbeat check)
 _REFUSED_RETRY_S = 1.0  # a message the broker refused (reason >= 0x80) is tried again after this
 _WRITE_RETRY_S = 1.0  # while the outbox cannot write (disk full), a durable write is tried this often
+_CHECKPOINT_S = 1.0  # WAL -> database copy period, on the publisher thread (see Outbox.checkpoint)
 _MEMORY_MAX = 10_000  # rows kept in memory while the outbox cannot write (capped by outbox_max)
 _ESCAPES_KEPT = 1000  # escape records kept for the service report (counters cover the rest)
 _NO_SUBSCRIBERS = 0x10
@@ -249,6 +250,7 @@ class MqttPublisher:
         self._write_retry_at = 0.0
         self._escaped_ids: OrderedDict[str, None] = OrderedDict()  # rejects already counted as escaped
         self._overflow_counted = 0
+        self._next_checkpoint = 0.0
         # counters (ints written by one thread, read by anyone)
         self.published = 0
         self.acked = 0
@@ -275,7 +277,8 @@ class MqttPublisher:
     # -- VerdictSink -----------------------------------------------------------------------------
     def start(self) -> None:
         cfg = self.cfg
-        self._outbox = Outbox(cfg.outbox_path, cfg.outbox_max, overflow_payload=self._overflow_payload)
+        self._outbox = Outbox(cfg.outbox_path, cfg.outbox_max, overflow_payload=self._overflow_payload,
+                              auto_checkpoint=False)  # checkpoints on this thread, not in submit
         self.leftovers = self._outbox.depth()
         if self.leftovers:
             log.warning("outbox %s: %d message(s) left by a previous run: re-sent with the same ids, "
@@ -481,6 +484,9 @@ class MqttPublisher:
         self._forget_acked()
         self._sweep(now)
         self._count_overflow()
+        if time.monotonic() >= self._next_checkpoint:
+            self._next_checkpoint = time.monotonic() + _CHECKPOINT_S
+            self._outbox.checkpoint()
         if self._up:
             self._pump(now)
             self._publish_verdicts()
