@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -161,6 +163,45 @@ def test_healthz_is_green_while_verdicts_flow_and_red_when_they_stop(tmp_path, r
         assert families(port)["inspector_health_check"].samples  # the check is exported as well
     finally:
         wedge.release.set()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 1 MiB filesystem (tmpfs) to fill up; skipped where mounting is not permitted."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_healthz_red_when_the_disk_is_full(tmp_path, running, mqtt_broker, full_disk):
+    """Defect 1: the outbox and the verdict log on a volume that fills up (real ENOSPC). Rejects still
+    go out from memory; /healthz says the outbox is degraded; the report counts the log's lost lines."""
+    cfg = make_config(tmp_path, decision={"budget_ms": 3000},
+                      mqtt={"enabled": True, "host": mqtt_broker.host, "port": mqtt_broker.port,
+                            "station": f"st{uuid.uuid4().hex[:8]}", "outbox_path": str(full_disk / "outbox.sqlite"),
+                            "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+                      sink={"jsonl": str(full_disk / "verdicts.jsonl")})
+    svc = running(cfg)
+    port = svc.metrics.port
+    healthz_when(port, lambda code, _: code == 200, "a green /healthz (broker connected)")
+    with open(full_disk / "filler", "wb", buffering=0) as f:  # fill the volume until the kernel says ENOSPC
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    body = healthz_when(port, lambda code, _: code == 503, "/healthz to turn red on the full disk")
+    assert body["failed"] == ["outbox"], body
+    assert body["mqtt"]["outbox_degraded"] is True and "degraded" in body["checks"]["outbox"]["detail"]
+    wait_for(lambda: svc.report().sinks["jsonl"]["errors"] > 0, what="the verdict log's write errors in the report")
+    r = svc.report()
+    assert "No space left" in r.sinks["jsonl"]["last_error"]
+    assert r.sinks["mqtt"]["acked"] > 0, "rejects are still delivered (from memory)"
 
 
 def _closed_port() -> int:
