@@ -32,6 +32,10 @@ ALARM_KINDS: dict[str, str] = {
     "spool_write_failed": "a spool write failed (I/O error)",
     "queue_full": "triggered parts arrived while the source's frame buffer was full: their images were dropped "
     "and they got the fail-safe verdict (or, past source.max_backlog, no verdict at all: their part ids are listed)",
+    "plc_no_frame": "a PLC trigger got no camera frame within plc.pairing_window_ms: its part got the fail-safe result",
+    "plc_bad_trigger": "a PLC trigger payload was refused (not JSON, no part_id or seq): answered with a fail-safe "
+    "result, the loop goes on",
+    "plc_result_unacknowledged": "the PLC did not acknowledge a result within plc.ack_timeout_ms",
     "sample_quarantined": "a spooled sample could not be read (corrupt sidecar or image): it was moved to "
     "<spool>/quarantine/ and the rest was uploaded",
     "model_failed": "an inference failed or a request is stuck: parts get the fail-safe verdict (error or LATE) "

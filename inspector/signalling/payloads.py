@@ -165,3 +165,60 @@ def reject_id(line: str, station: str, boot: str, frame_id: int) -> str:
     """`<line>-<station>-<boot>-<frame_id>`: readable in a log; unique because frame ids restart
     with each process start and `boot` is a fresh random token per start."""
     return f"{line}-{station}-{boot}-{frame_id}"
+
+
+# -- part-ID handshake with the PLC (inspector/signalling/plc.py; docs/controls-engineer.md) ------------
+class PlcTriggerPayload(_Payload):
+    """`.../trigger` (PLC -> inspector): one per part the PLC wants inspected. QoS 1, not retained."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Payload schema version (optional from the PLC).")
+    part_id: str = Field(min_length=1, max_length=128, description="The PLC's id of the part; echoed in its result.")
+    seq: int = Field(ge=0, le=2**63 - 1, description="The PLC's own sequence number; echoed in the result. A repeat "
+                     "of (part_id, seq) already answered or in flight is a duplicate and ignored.")
+    fired_at: datetime | None = Field(None, description="When the photo-eye fired (UTC ISO-8601); the part's "
+                                      "deadline starts there when the PLC's clock agrees with ours.")
+
+
+class PlcResultPayload(_Payload):
+    """`.../result` (inspector -> PLC): exactly one per trigger (result ready + OK/NG). QoS 1, not retained."""
+
+    part_id: str | None = Field(description="The trigger's part_id (null only for a trigger refused as unreadable).")
+    seq: int | None = Field(description="The trigger's seq (null when the trigger had none readable).")
+    result: Literal["OK", "NG"] = Field(description="OK: let the part pass; NG: divert it.")
+    reason: Literal["pass", "defect", "late", "error", "no_frame", "camera_lost", "busy", "bad_trigger"] = Field(
+        description="pass/defect: inspected; late/error: no verdict in time or inspection failed; no_frame: no frame "
+        "within the pairing window; camera_lost / busy: refused at once (station fault / max_in_flight); "
+        "bad_trigger: the trigger payload was refused.")
+    fail_safe: bool = Field(description="True when `result` is the fail-safe answer, not an inspection.")
+    defects: list[DefectOut] = Field(description="Defects at or above their class threshold.")
+    frame_id: int | None = Field(description="The inspector's frame id (null without a frame).")
+    trigger_at: datetime | None = Field(description="Start of the part's deadline (the PLC's fired_at or the "
+                                        "trigger's arrival), UTC ISO-8601.")
+    deadline: datetime | None = Field(description="trigger_at + decision.budget_ms: after it the result is late.")
+    result_at: datetime = Field(description="When the result was published, UTC ISO-8601.")
+    late: bool = Field(description="Published after the deadline.")
+    latency_ms: float | None = Field(description="trigger_at to result, milliseconds.")
+    error: str | None = Field(None, description="Why the trigger was refused or the inspection failed.")
+
+
+class PlcReadyPayload(_Payload):
+    """`.../ready` (inspector -> PLC): the station's state. QoS 1, RETAINED; the last will says fault."""
+
+    state: Literal["ready", "busy", "fault"] = Field(
+        description="ready: triggers are inspected; busy: max_in_flight parts in flight, a trigger now gets the "
+        "fail-safe result; fault: do not trust the station (camera lost, inspector down): divert every part.")
+    reason: str = Field(description="Why, in words.")
+    at: datetime = Field(description="When the state was entered, UTC ISO-8601.")
+    in_flight: int = Field(ge=0, description="Triggers not yet answered.")
+
+
+class PlcAckPayload(_Payload):
+    """`.../ack` (PLC -> inspector): the PLC took the result (plc.ack_timeout_ms > 0 makes it expected)."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Payload schema version (optional from the PLC).")
+    part_id: str = Field(min_length=1, max_length=128, description="The result's part_id.")
+    seq: int = Field(ge=0, le=2**63 - 1, description="The result's seq.")
+
+
+PAYLOADS.update({"trigger": PlcTriggerPayload, "result": PlcResultPayload, "ready": PlcReadyPayload,
+                 "ack": PlcAckPayload})

@@ -1,0 +1,533 @@
+"""The part-ID handshake with the line's PLC over MQTT (signal map: docs/controls-engineer.md).
+
+    PLC  -> {prefix}/{line}/{station}/trigger  {part_id, seq, fired_at?}     one per part
+    insp -> {prefix}/{line}/{station}/result   {part_id, seq, result OK|NG, reason, fail_safe, ...}
+    insp -> {prefix}/{line}/{station}/ready    {state ready|busy|fault, ...}  retained; last will: fault
+    PLC  -> {prefix}/{line}/{station}/ack      {part_id, seq}                optional (plc.ack_timeout_ms)
+
+`PlcHandshake` sits on both sides of the pipeline: `handshake.source` is the FrameSource the
+pipeline reads (camera frames paired with PLC triggers, re-stamped with the PLC's part id and the
+trigger time as the start of the part's deadline), and the handshake itself is a VerdictSink that
+answers each verdict with a result carrying the PLC's part id and sequence number.
+
+Every trigger gets exactly one result: the inspection's, or the fail-safe one (decision.on_late)
+when no frame came within the pairing window (`plc_no_frame` alarm), when the station is in fault
+(camera lost) or busy, or when the payload is refused (`plc_bad_trigger`). A frame with no trigger
+is counted (`unsolicited`) and never reaches the pipeline, so nothing is actuated on it.
+
+Threads: paho's network thread parses triggers (never blocks: a software trigger is queued to the
+camera's control thread); `plc-pair` owns the pairing (pending triggers, waiting frames), expiry
+and the ready state; the pipeline's post thread calls `submit`. Shared state is under one lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+
+from inspector.config import MQTTConfig, PLCConfig
+from inspector.frames import Frame, Outcome, Verdict
+from inspector.signalling.payloads import (
+    DefectOut,
+    PlcAckPayload,
+    PlcReadyPayload,
+    PlcResultPayload,
+    PlcTriggerPayload,
+)
+from inspector.sources.base import Connection, FrameBuffer, SourceState
+
+log = logging.getLogger(__name__)
+
+AlarmFn = Callable[[str, dict[str, Any]], None]
+
+
+def topics(cfg: MQTTConfig) -> dict[str, str]:
+    root = f"{cfg.prefix}/{cfg.line}/{cfg.station}"
+    return {k: f"{root}/{k}" for k in ("trigger", "result", "ready", "ack")}
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    part_id: str
+    seq: int
+    received_at: float  # monotonic
+    started_at: float  # monotonic: the deadline starts here (fired_at when trusted, else received_at)
+
+
+@dataclass
+class _Answered:
+    trigger: Trigger
+    published_at: float
+
+
+class PlcHandshake:
+    """Triggers in, paired frames to the pipeline, one result out per trigger. See the module doc."""
+
+    name = "plc"
+
+    def __init__(self, mqtt_cfg: MQTTConfig, cfg: PLCConfig, camera, *, budget_ms: float, on_late: str = "reject",
+                 alarm: AlarmFn | None = None, client_id: str | None = None) -> None:
+        self.mqtt_cfg, self.cfg, self.camera = mqtt_cfg, cfg, camera
+        self.budget_s = budget_ms / 1000
+        self.fail_safe_result = "NG" if on_late == "reject" else "OK"
+        self._alarm = alarm or (lambda kind, detail: log.warning("ALARM %s %s", kind, detail))
+        self.topics = topics(mqtt_cfg)
+        self.window_s = cfg.pairing_window_ms / 1000
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Trigger] = collections.deque()  # triggers awaiting a frame
+        self._waiting: collections.deque[Frame] = collections.deque()  # hardware: frames awaiting a trigger
+        self._paired: dict[int, Trigger] = {}  # frame_id -> trigger, awaiting the verdict
+        self._recent: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
+        self._unacked: collections.OrderedDict[tuple[str, int], _Answered] = collections.OrderedDict()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._state: tuple[str, str] | None = None
+        self._out = FrameBuffer("triggered", 1024)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pair_loop, name="plc-pair", daemon=True)
+        self._connected = threading.Event()
+        self.source = PairedSource(self)
+        cid = client_id or f"inspector-plc-{mqtt_cfg.line}-{mqtt_cfg.station}-{uuid.uuid4().hex[:6]}"
+        proto = mqtt.MQTTv5 if mqtt_cfg.protocol == "v5" else mqtt.MQTTv311
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto)
+        c = self._client
+        c.reconnect_delay_set(min_delay=mqtt_cfg.reconnect_min_s, max_delay=mqtt_cfg.reconnect_max_s)
+        if mqtt_cfg.username is not None:
+            c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
+        if mqtt_cfg.tls is not None:
+            t = mqtt_cfg.tls
+            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
+                      keyfile=str(t.key_file) if t.key_file else None)
+            c.tls_insecure_set(t.insecure)
+        # The broker says fault for us when we vanish (kill -9, power, cable).
+        c.will_set(self.topics["ready"], self._ready_json("fault", "inspector offline"), qos=cfg.qos, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.message_callback_add(self.topics["trigger"], self._on_trigger)
+        c.message_callback_add(self.topics["ack"], self._on_ack)
+
+    # -- lifecycle (VerdictSink) ----------------------------------------------------------------------
+    def start(self) -> None:
+        self._client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, keepalive=self.mqtt_cfg.keepalive_s)
+        self._client.loop_start()
+        self._thread.start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        # Triggers still waiting are answered (fail-safe) before we say fault and leave.
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        for t in left:
+            self._publish_fail_safe(t, "no_frame", "the inspector stopped")
+        info = self._client.publish(self.topics["ready"], self._ready_json("fault", "inspector stopped"),
+                                    qos=self.cfg.qos, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            pass
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {"connected": self._connected.is_set(), "station": self._state[0] if self._state else None,
+                    "pending": len(self._pending), "in_flight": len(self._pending) + len(self._paired),
+                    **dict(self.counts)}
+
+    # -- MQTT (paho's thread) ---------------------------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if reason_code.is_failure:
+            log.warning("plc: broker refused the connection: %s", reason_code)
+            return
+        client.subscribe([(self.topics["trigger"], self.cfg.qos), (self.topics["ack"], self.cfg.qos)])
+        with self._lock:
+            self._state = None  # re-publish the state on every (re)connect
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        self._connected.clear()
+
+    def _on_trigger(self, client, userdata, msg) -> None:
+        now = time.monotonic()
+        try:
+            try:
+                raw = json.loads(msg.payload)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"not JSON: {e}") from None
+            p = PlcTriggerPayload.model_validate(raw)
+        except (ValueError, ValidationError) as e:
+            self._refuse(msg.payload, e)
+            return
+        key = (p.part_id, p.seq)
+        with self._lock:
+            if key in self._recent:
+                self.counts["duplicate_triggers"] += 1
+                return
+            self._recent[key] = None
+            while len(self._recent) > 4096:
+                self._recent.popitem(last=False)
+            self.counts["triggers"] += 1
+            in_flight = len(self._pending) + len(self._paired)
+        t = Trigger(p.part_id, p.seq, now, self._start_time(p, now))
+        why = self._refusal(in_flight)
+        if why is not None:
+            self._publish_fail_safe(t, why, f"station {why.replace('_', ' ')}")
+            return
+        with self._lock:
+            self._pending.append(t)
+            out = self._match()  # hardware: its frame may have come first
+        for f in out:
+            self._out.put(f)
+        if self.cfg.camera == "software" and not self.camera.software_trigger():
+            with self._lock:
+                if t in self._pending:
+                    self._pending.remove(t)
+            self._publish_fail_safe(t, "camera_lost", "the camera is not connected")
+
+    def _refusal(self, in_flight: int) -> str | None:
+        if self.camera.state().connection not in (Connection.CONNECTED,):
+            return "camera_lost"
+        if in_flight >= self.cfg.max_in_flight:
+            return "busy"
+        return None
+
+    def _start_time(self, p: PlcTriggerPayload, now: float) -> float:
+        """The part's deadline starts at the photo-eye when the PLC says when, and its clock agrees."""
+        if p.fired_at is None or not self.cfg.use_fired_at:
+            return now
+        fired_wall = p.fired_at.timestamp() if p.fired_at.tzinfo else p.fired_at.replace(tzinfo=timezone.utc).timestamp()
+        age = time.time() - fired_wall
+        if -0.005 <= age <= self.cfg.max_clock_skew_ms / 1000:
+            return now - max(age, 0.0)
+        with self._lock:
+            self.counts["fired_at_ignored"] += 1
+        return now
+
+    def _refuse(self, payload: bytes, e: Exception) -> None:
+        seq = part = None
+        try:
+            raw = json.loads(payload)
+            if isinstance(raw, dict):
+                seq = raw.get("seq") if isinstance(raw.get("seq"), int) and raw.get("seq") >= 0 else None
+                part = raw.get("part_id") if isinstance(raw.get("part_id"), str) and raw.get("part_id") else None
+        except (ValueError, UnicodeDecodeError):
+            pass
+        why = str(e).splitlines()
+        why = "; ".join(x.strip() for x in why if x.strip() and not x.strip().startswith("For further"))[:300]
+        with self._lock:
+            self.counts["bad_triggers"] += 1
+        self._alarm("plc_bad_trigger", {"topic": self.topics["trigger"], "error": why,
+                                        "payload": payload[:200].decode("utf-8", "replace")})
+        self._publish(PlcResultPayload(part_id=part, seq=seq, result=self.fail_safe_result, reason="bad_trigger",
+                                       fail_safe=True, defects=[], frame_id=None, trigger_at=None, deadline=None,
+                                       result_at=_utc(time.time()), late=False, latency_ms=None, error=why))
+
+    def _on_ack(self, client, userdata, msg) -> None:
+        try:
+            p = PlcAckPayload.model_validate_json(msg.payload)
+        except ValidationError:
+            with self._lock:
+                self.counts["bad_acks"] += 1
+            return
+        with self._lock:
+            if self._unacked.pop((p.part_id, p.seq), None) is not None:
+                self.counts["acks"] += 1
+
+    # -- pairing (plc-pair thread) -------------------------------------------------------------------------
+    def _pair_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self.camera.read(0.005)
+            now = time.monotonic()
+            if frame is not None:
+                self._take_frame(frame, now)
+            self._expire(now)
+            self._update_ready()
+
+    def _take_frame(self, f: Frame, now: float) -> None:
+        with self._lock:
+            self._waiting.append(f)
+            out = self._match()
+        for frame in out:
+            self._out.put(frame)
+
+    def _match(self) -> list[Frame]:
+        """Pairs waiting frames with pending triggers, oldest first (both arrive in order). Under the lock."""
+        out = []
+        software = self.cfg.camera == "software"
+        while self._waiting and self._pending:
+            f, t = self._waiting[0], self._pending[0]
+            # A software frame is stamped with the time its trigger was asked for (just after the trigger
+            # arrived): one older than the oldest pending trigger answered a trigger that already expired.
+            gap = f.captured_at - (t.received_at if software else t.started_at)
+            if gap < (-0.001 if software else -self.window_s):
+                self._waiting.popleft()  # nobody is waiting for this frame
+                self.counts["unsolicited_frames"] += 1
+            elif gap > self.window_s:
+                break  # the trigger's own frame never came: _expire answers it
+            else:
+                self._waiting.popleft()
+                self._pending.popleft()
+                self._paired[f.frame_id] = t
+                self.counts["paired"] += 1
+                start = min(f.captured_at, t.started_at)
+                out.append(dataclasses.replace(f, part_id=t.part_id, captured_at=start,
+                                               captured_wall=f.captured_wall - (f.captured_at - start)))
+        if self.cfg.camera == "software":  # every software frame answers a trigger we sent
+            while self._waiting:
+                self._waiting.popleft()
+                self.counts["unsolicited_frames"] += 1
+        return out
+
+    def _expire(self, now: float) -> None:
+        expired, unacked = [], []
+        with self._lock:
+            while self._pending and now - self._pending[0].started_at > self.window_s:
+                expired.append(self._pending.popleft())
+            while self._waiting and now - self._waiting[0].captured_at > self.window_s:
+                self._waiting.popleft()
+                self.counts["unsolicited_frames"] += 1
+            if self.cfg.ack_timeout_ms:
+                limit = self.cfg.ack_timeout_ms / 1000
+                while self._unacked and now - next(iter(self._unacked.values())).published_at > limit:
+                    unacked.append(self._unacked.popitem(last=False)[1].trigger)
+                    self.counts["unacknowledged"] += 1
+            out = self._match()
+        for f in out:
+            self._out.put(f)
+        for t in expired:
+            self._alarm("plc_no_frame", {"part_id": t.part_id, "seq": t.seq, "window_ms": self.cfg.pairing_window_ms,
+                                         "camera": self.camera.state().connection.value})
+            self._publish_fail_safe(t, "no_frame", f"no frame within {self.cfg.pairing_window_ms:g} ms")
+        for t in unacked:
+            self._alarm("plc_result_unacknowledged", {"part_id": t.part_id, "seq": t.seq,
+                                                      "ack_timeout_ms": self.cfg.ack_timeout_ms})
+
+    def _update_ready(self) -> None:
+        st: SourceState = self.camera.state()
+        with self._lock:
+            in_flight = len(self._pending) + len(self._paired)
+            if st.connection is not Connection.CONNECTED:
+                new = ("fault", f"camera {st.connection.value}: {st.detail}".rstrip(": "))
+            elif in_flight >= self.cfg.max_in_flight:
+                new = ("busy", f"{in_flight} parts in flight (max_in_flight {self.cfg.max_in_flight})")
+            else:
+                new = ("ready", "camera connected")
+            if new == self._state or not self._connected.is_set():
+                return
+            self._state = new
+        log.info("plc: station %s (%s)", *new)
+        self._client.publish(self.topics["ready"], self._ready_json(*new, in_flight=in_flight), qos=self.cfg.qos,
+                             retain=True)
+
+    def _ready_json(self, state: str, reason: str, in_flight: int = 0) -> str:
+        return PlcReadyPayload(state=state, reason=reason, at=_utc(time.time()), in_flight=in_flight).to_json()
+
+    # -- results -------------------------------------------------------------------------------------------
+    def submit(self, v: Verdict) -> None:
+        """The pipeline's verdict for a paired frame -> the PLC's result (post thread)."""
+        with self._lock:
+            t = self._paired.pop(v.frame_id, None)
+        if t is None:
+            return  # not a PLC part (cannot happen: unpaired frames never reach the pipeline)
+        fail_safe = v.outcome is Outcome.LATE or v.error is not None
+        reason = "pass" if not v.actuate and not fail_safe else (v.reason.value if v.reason is not None else "late")
+        if fail_safe and v.outcome is Outcome.LATE:
+            reason = "late"
+        self._result(t, result="NG" if v.actuate else "OK", reason=reason, fail_safe=fail_safe, frame_id=v.frame_id,
+                     defects=[DefectOut(**{"class": d.class_name, "confidence": min(max(d.confidence, 0.0), 1.0),
+                                           "box": d.box}) for d in v.defects], error=v.error)
+
+    def _publish_fail_safe(self, t: Trigger, reason: str, error: str) -> None:
+        with self._lock:
+            self.counts[f"fail_safe_{reason}"] += 1
+        self._result(t, result=self.fail_safe_result, reason=reason, fail_safe=True, frame_id=None, defects=[],
+                     error=error)
+
+    def _result(self, t: Trigger, *, result: str, reason: str, fail_safe: bool, frame_id: int | None,
+                defects: list, error: str | None) -> None:
+        now, now_wall = time.monotonic(), time.time()
+        start_wall = now_wall - (now - t.started_at)
+        p = PlcResultPayload(part_id=t.part_id, seq=t.seq, result=result, reason=reason, fail_safe=fail_safe,
+                             defects=defects, frame_id=frame_id, trigger_at=_utc(start_wall),
+                             deadline=_utc(start_wall + self.budget_s), result_at=_utc(now_wall),
+                             late=now - t.started_at > self.budget_s, latency_ms=(now - t.started_at) * 1e3, error=error)
+        with self._lock:
+            self.counts["results"] += 1
+            self.counts["late_results"] += p.late
+            if self.cfg.ack_timeout_ms:
+                self._unacked[(t.part_id, t.seq)] = _Answered(t, now)
+        self._publish(p)
+
+    def _publish(self, p: PlcResultPayload) -> None:
+        # paho queues while disconnected; a PLC that sees no result in time diverts the part itself.
+        self._client.publish(self.topics["result"], p.to_json(), qos=self.cfg.qos)
+
+
+class PairedSource:
+    """The FrameSource the pipeline reads: camera frames that were paired with a PLC trigger."""
+
+    def __init__(self, hs: PlcHandshake) -> None:
+        self._hs = hs
+        self.name = f"plc+{hs.camera.name}"
+
+    def start(self) -> None:
+        self._hs.camera.start()
+
+    def read(self, timeout: float) -> Frame | None:
+        return self._hs._out.get(timeout)
+
+    def stop(self) -> None:
+        self._hs.camera.stop()
+
+    def state(self) -> SourceState:
+        return self._hs.camera.state()
+
+    @property
+    def finished(self) -> bool:
+        return self._hs.camera.finished and len(self._hs._out) == 0
+
+    def software_trigger(self) -> bool:
+        return self._hs.camera.software_trigger()
+
+
+# -- the PLC's side, for `inspector plc-sim` and the tests ------------------------------------------------
+@dataclass
+class SimPart:
+    part_id: str
+    seq: int
+    sent_at: float  # monotonic
+    result: dict[str, Any] | None = None
+    answered_at: float | None = None
+
+
+class PlcSimulator:
+    """Plays the PLC: publishes triggers, checks that every result names a trigger it sent (part id AND
+    sequence number), once, and measures trigger -> result on its own clock. A reference for controls
+    engineers, as `inspector actuator` is for rejects."""
+
+    def __init__(self, mqtt_cfg: MQTTConfig, *, budget_ms: float, send_fired_at: bool = True,
+                 client_id: str | None = None) -> None:
+        self.cfg, self.budget_s, self.send_fired_at = mqtt_cfg, budget_ms / 1000, send_fired_at
+        self.topics = topics(mqtt_cfg)
+        self.parts: dict[tuple[str, int], SimPart] = {}
+        self.unexpected: list[dict[str, Any]] = []  # results for no trigger we sent, or a second one
+        self.ready: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        proto = mqtt.MQTTv5 if mqtt_cfg.protocol == "v5" else mqtt.MQTTv311
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"plc-sim-{uuid.uuid4().hex[:6]}",
+                        protocol=proto)
+        if mqtt_cfg.username is not None:
+            c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
+        if mqtt_cfg.tls is not None:
+            t = mqtt_cfg.tls
+            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
+                      keyfile=str(t.key_file) if t.key_file else None)
+            c.tls_insecure_set(t.insecure)
+        c.on_connect = lambda cl, *a: cl.subscribe([(self.topics["result"], 1), (self.topics["ready"], 1)])
+        c.on_subscribe = lambda *a: self._subscribed.set()
+        c.on_message = self._on_message
+        self._client = c
+
+    def start(self, timeout: float = 10.0) -> "PlcSimulator":
+        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self._client.loop_start()
+        if not self._subscribed.wait(timeout):
+            raise ConnectionError(f"plc-sim: no broker at {self.cfg.host}:{self.cfg.port} within {timeout} s")
+        return self
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def send(self, part_id: str, seq: int) -> None:
+        msg: dict[str, Any] = {"part_id": part_id, "seq": seq}
+        if self.send_fired_at:
+            msg["fired_at"] = _utc(time.time()).isoformat()
+        with self._lock:
+            self.parts[(part_id, seq)] = SimPart(part_id, seq, time.monotonic())
+        self._client.publish(self.topics["trigger"], json.dumps(msg), qos=1)
+
+    def send_raw(self, payload: bytes | str) -> None:
+        self._client.publish(self.topics["trigger"], payload, qos=1)
+
+    def ack(self, part_id: str, seq: int) -> None:
+        self._client.publish(self.topics["ack"], json.dumps({"part_id": part_id, "seq": seq}), qos=1)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        now = time.monotonic()
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            body = {"unparsable": msg.payload[:200].decode("utf-8", "replace")}
+        with self._lock:
+            if msg.topic == self.topics["ready"]:
+                self.ready.append(body)
+                return
+            part = self.parts.get((body.get("part_id"), body.get("seq")))
+            if part is None or part.result is not None:
+                self.unexpected.append(body)
+                return
+            part.result, part.answered_at = body, now
+
+    def answered(self) -> int:
+        with self._lock:
+            return sum(p.result is not None for p in self.parts.values())
+
+    def run(self, n: int, rate: float, *, prefix: str = "P", first_seq: int = 0, answer_timeout_s: float = 5.0,
+            on_tick: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Sends `n` triggers at `rate` per second (paced on the monotonic clock), waits for every result."""
+        period, t0 = 1.0 / rate, time.monotonic()
+        for i in range(n):
+            delay = t0 + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self.send(f"{prefix}{first_seq + i:07d}", first_seq + i)
+            if on_tick is not None:
+                on_tick(i)
+        end = time.monotonic() + answer_timeout_s
+        while self.answered() < len(self.parts) and time.monotonic() < end:
+            time.sleep(0.01)
+        return self.report()
+
+    def report(self) -> dict[str, Any]:
+        import numpy as np
+
+        with self._lock:
+            parts = list(self.parts.values())
+            unexpected = list(self.unexpected)
+        done = [p for p in parts if p.result is not None]
+        lat = np.array([(p.answered_at - p.sent_at) * 1e3 for p in done]) if done else np.zeros(0)
+        reasons = collections.Counter(p.result.get("reason") for p in done)
+        return {
+            "sent": len(parts), "answered": len(done), "missing": [p.part_id for p in parts if p.result is None][:50],
+            "unexpected": len(unexpected),
+            "ok": sum(p.result.get("result") == "OK" for p in done),
+            "ng": sum(p.result.get("result") == "NG" for p in done),
+            "fail_safe": sum(bool(p.result.get("fail_safe")) for p in done), "reasons": dict(reasons),
+            # Late on the PLC's clock: the result came after trigger + budget (what the line feels).
+            "late": int((lat > self.budget_s * 1e3).sum()),
+            "late_by_inspector": sum(bool(p.result.get("late")) for p in done),
+            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2),
+                           "max": round(float(lat.max()), 2)} if lat.size else {},
+        }
