@@ -53,7 +53,8 @@ def test_outbox_durable_write(benchmark, tmp_path, synchronous):
     box = Outbox(tmp_path / "o.sqlite", max_rows=10_000_000, synchronous=synchronous)
     ids = itertools.count()
     payload = make_reject(0).frame.part_id or "x"
-    benchmark(lambda: box.put([NewRow(id=f"r{next(ids)}", kind="reject", payload=payload * 20, deadline=time.time() + 5)]))
+    benchmark(lambda: box.put([NewRow(id=f"r{next(ids)}", kind="reject", payload=payload * 20,
+                                      deadline=time.time() + 5)]))
     box.close()
 
 

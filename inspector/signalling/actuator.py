@@ -80,14 +80,16 @@ class Actuator:
 
     # -- connection ------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        c = make_client(self.cfg, client_id=self.client_id, persistent=True, logger="inspector.signalling.actuator.paho")
+        c = make_client(self.cfg, client_id=self.client_id, persistent=True,
+                        logger="inspector.signalling.actuator.paho")
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
         # back quickly after an outage: the broker queued our rejects meanwhile, each with a deadline
-        c.reconnect_delay_set(min_delay=min(self.cfg.reconnect_min_s, 0.1), max_delay=min(self.cfg.reconnect_max_s, 1.0))
+        c.reconnect_delay_set(min_delay=min(self.cfg.reconnect_min_s, 0.1),
+                              max_delay=min(self.cfg.reconnect_max_s, 1.0))
         return c
 
     def start(self) -> None:
@@ -118,7 +120,8 @@ class Actuator:
     def _on_connect_fail(self, client, userdata) -> None:
         if not self._unreachable:  # once per episode, not once per retry
             self._unreachable = True
-            self._say(f"cannot reach the broker at {self.cfg.host}:{self.cfg.port} (retrying): no rejects can arrive - fail safe")
+            self._say(f"cannot reach the broker at {self.cfg.host}:{self.cfg.port} (retrying): "
+                      "no rejects can arrive - fail safe")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

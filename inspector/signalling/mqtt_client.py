@@ -67,7 +67,8 @@ def make_client(cfg: MQTTConfig, *, client_id: str, persistent: bool, logger: st
                       keyfile=str(t.key_file) if t.key_file else None,
                       cert_reqs=ssl.CERT_REQUIRED)
         except (ssl.SSLError, OSError, ValueError) as e:
-            raise PublishError(f"mqtt.tls: expected a PEM CA bundle / client cert+key, got an unusable file: {e}") from e
+            raise PublishError(f"mqtt.tls: expected a PEM CA bundle / client cert+key, "
+                               f"got an unusable file: {e}") from e
         c.tls_insecure_set(t.insecure)
     return c
 

@@ -114,7 +114,8 @@ class Outbox:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise PublishError(f"outbox {self.path}: expected journal_mode wal, got {mode} (a network file system?)")
+                raise PublishError(f"outbox {self.path}: expected journal_mode wal, got {mode} "
+                                   "(a network file system?)")
             self._db.execute(f"PRAGMA synchronous={synchronous}")  # see the module docstring
             self._db.executescript(_SCHEMA)
             self._ckpt: sqlite3.Connection | None = None
@@ -188,7 +189,8 @@ class Outbox:
             with self._lock, self._tx():
                 for r in rows:
                     cur = self._db.execute(
-                        "INSERT OR IGNORE INTO outbox (id, kind, payload, deadline, created, ref) VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT OR IGNORE INTO outbox (id, kind, payload, deadline, created, ref) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
                         (r.id, r.kind, r.payload, r.deadline, now, r.ref),
                     )
                     self._depth += cur.rowcount
@@ -210,7 +212,8 @@ class Outbox:
                 n = 0
                 for i in range(0, len(ids), 500):  # SQLite caps the number of parameters
                     chunk = ids[i:i + 500]
-                    n += self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(chunk))})", chunk).rowcount
+                    marks = ",".join("?" * len(chunk))
+                    n += self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk).rowcount
             self._depth -= n
         return n
 
@@ -232,7 +235,8 @@ class Outbox:
                 alarm = to_alarm(e)
                 self._db.execute("DELETE FROM outbox WHERE id = ?", (e.id,))
                 self._db.execute(
-                    "INSERT OR IGNORE INTO outbox (id, kind, payload, deadline, created, ref) VALUES (?, ?, ?, NULL, ?, ?)",
+                    "INSERT OR IGNORE INTO outbox (id, kind, payload, deadline, created, ref) "
+                    "VALUES (?, ?, ?, NULL, ?, ?)",
                     (alarm.id, ALARM, alarm.payload, e.created, alarm.ref or e.ref),
                 )
                 done.append((e, alarm))
@@ -269,7 +273,8 @@ class Outbox:
         return _Transaction(self._db, self.path)
 
     def _enforce_bound(self, now: float) -> list[Entry]:
-        bounded = self._depth - self._db.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (OVERFLOW,)).fetchone()[0]
+        overflow = self._db.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (OVERFLOW,)).fetchone()[0]
+        bounded = self._depth - overflow
         excess = bounded - self.max_rows
         if excess <= 0:
             return []

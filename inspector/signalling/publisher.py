@@ -309,7 +309,8 @@ class MqttPublisher:
                 durable = True
             except Exception as e:  # disk full, I/O error: the publisher thread publishes it from memory
                 self.write_errors += 1
-                self._set_error(str(e) if isinstance(e, PublishError) else f"outbox write failed: {type(e).__name__}: {e}")
+                self._set_error(str(e) if isinstance(e, PublishError)
+                                else f"outbox write failed: {type(e).__name__}: {e}")
         self._q.put(_Reject(row, v.frame.captured_wall, durable, evicted))
 
     def alarm(self, kind: str, detail: dict[str, Any]) -> None:
@@ -447,7 +448,8 @@ class MqttPublisher:
             return (f"TLS: the broker {where} presented a certificate not trusted by ca_file {str(ca)!r} "
                     f"({exc.verify_message or exc})")
         if isinstance(exc, ssl.SSLError):
-            return f"TLS handshake with {where} failed: {exc.reason or exc} (is the broker's listener TLS? right client cert?)"
+            return (f"TLS handshake with {where} failed: {exc.reason or exc} "
+                    "(is the broker's listener TLS? right client cert?)")
         if isinstance(exc, ConnectionRefusedError):
             return f"broker {where} refused the TCP connection (not running, or wrong host/port)"
         if isinstance(exc, socket.gaierror):
@@ -664,7 +666,8 @@ class MqttPublisher:
         self._connected = False
         depth = self._outbox.depth()
         if depth:
-            log.warning("mqtt: stopped with %d message(s) in the outbox %s (re-sent on next start)", depth, self.cfg.outbox_path)
+            log.warning("mqtt: stopped with %d message(s) in the outbox %s (re-sent on next start)",
+                        depth, self.cfg.outbox_path)
         self._outbox.close()
 
     # -- rows ----------------------------------------------------------------------------------
@@ -841,7 +844,8 @@ class MqttPublisher:
         while self._verdicts:
             v = self._verdicts.popleft()
             vid = reject_id(self.cfg.line, self.cfg.station, self.boot, v.frame_id)
-            info = self._client.publish(self.topics["verdict"], verdict_payload(v, vid).to_json(), qos=self.cfg.verdict_qos)
+            info = self._client.publish(self.topics["verdict"], verdict_payload(v, vid).to_json(),
+                                        qos=self.cfg.verdict_qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 self.verdicts_published += 1
             else:

@@ -206,7 +206,8 @@ def test_1000_rejects_through_a_broker_kill_9(broker_factory, tmp_path):
 
 def _fake_inspector(cfg_file: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "inspector.devtools.testing", "fake-inspector", "--config", str(cfg_file), *args],
+    return subprocess.Popen([sys.executable, "-m", "inspector.devtools.testing", "fake-inspector",
+                             "--config", str(cfg_file), *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
@@ -257,7 +258,8 @@ def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
         rows = outbox_rows(cfg.outbox_path)
         kept = accounted_in_outbox(rows)
         missing = submitted - kept - set(ids(rec.on("reject"))) - escaped(rec)
-        assert not missing, f"{len(missing)} submitted rejects neither received nor in the outbox: {sorted(missing)[:5]}"
+        assert not missing, (f"{len(missing)} submitted rejects neither received nor in the outbox: "
+                             f"{sorted(missing)[:5]}")
         left = {rid: deadline for rid, (kind, deadline, _) in rows.items() if kind == "reject"}
         assert left, "the kill left nothing in the outbox: the test did not exercise a restart"
         short = [d for d in left.values() if d < min(left.values()) + 2.0]  # the 1.3 s ones (the rest have 8 s)
