@@ -200,18 +200,22 @@ class MosquittoSub:
 
 # -- what the service decided ----------------------------------------------------------------------
 def decided_rejects(jsonl: Path, *, line: str, station: str, boot: str) -> dict[str, dict]:
-    """Reject id -> its verdict record, for every `actuate: true` line of the JSONL verdict log."""
+    """Reject id -> its verdict record, for every `actuate: true` line of the JSONL verdict log and
+    of its rotated backups (`<jsonl>.1`, `.2`, ... as sink.jsonl_max_bytes rotates it)."""
+    jsonl = Path(jsonl)
+    backups = [p for p in jsonl.parent.glob(jsonl.name + ".*") if p.suffix[1:].isdigit()]
     out: dict[str, dict] = {}
-    with Path(jsonl).open() as fh:
-        for n, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except ValueError as e:  # a torn last line would be a defect of the log: say where
-                raise ValueError(f"{jsonl}:{n}: expected a JSON verdict record, got {text[:80]!r} ({e})") from e
-            if rec.get("actuate"):
-                out[reject_id(line, station, boot, int(rec["frame_id"]))] = rec
+    for path in [*sorted(backups, key=lambda p: -int(p.suffix[1:])), jsonl]:  # oldest first
+        with path.open() as fh:
+            for n, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                try:
+                    rec = json.loads(text)
+                except ValueError as e:  # a torn line would be a defect of the log: say where
+                    raise ValueError(f"{path}:{n}: expected a JSON verdict record, got {text[:80]!r} ({e})") from e
+                if rec.get("actuate"):
+                    out[reject_id(line, station, boot, int(rec["frame_id"]))] = rec
     return out
 
 

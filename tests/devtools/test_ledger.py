@@ -76,10 +76,12 @@ def test_says_late_ack(detail, message, expected):
     assert says_late_ack({"kind": "escaped_part", "detail": detail, "message": message}, DEADLINE) is expected
 
 
-def test_decided_rejects_reads_actuating_lines_and_names_a_torn_line(tmp_path):
+def test_decided_rejects_reads_actuating_lines_of_the_log_and_its_backups_and_names_a_torn_line(tmp_path):
     log = tmp_path / "v.jsonl"
     log.write_text('{"frame_id": 3, "actuate": true}\n{"frame_id": 4, "actuate": false}\n')
     assert list(decided_rejects(log, line="line1", station="st1", boot=BOOT)) == [rid(3)]
+    (tmp_path / "v.jsonl.1").write_text('{"frame_id": 1, "actuate": true}\n')  # rotated: read too, oldest first
+    assert list(decided_rejects(log, line="line1", station="st1", boot=BOOT)) == [rid(1), rid(3)]
     log.write_text('{"frame_id": 3, "actuate": true}\n{"frame_id": 4, "act')
     with pytest.raises(ValueError, match=r"v.jsonl:2: expected a JSON verdict record"):
         decided_rejects(log, line="line1", station="st1", boot=BOOT)
