@@ -488,7 +488,10 @@ class MqttPublisher:
         self._count_overflow()
         if time.monotonic() >= self._next_checkpoint:
             self._next_checkpoint = time.monotonic() + _CHECKPOINT_S
-            self._outbox.checkpoint()
+            try:
+                self._outbox.checkpoint()
+            except PublishError as e:  # disk full: the WAL keeps the rows; delivery goes on
+                self._set_error(str(e))
         if self._up:
             self._pump(now)
             self._publish_verdicts()
@@ -600,7 +603,12 @@ class MqttPublisher:
         if not self._to_delete:
             return
         ids = list(self._to_delete)
-        self._outbox.delete(ids)  # raises on failure: the ids stay, tried again next tick
+        try:
+            self._outbox.delete(ids)
+        except Exception as e:  # disk full: the ids stay (never re-sent, never expired), tried next tick
+            self.write_errors += 1
+            self._set_error(str(e) if isinstance(e, PublishError) else f"outbox delete failed: {type(e).__name__}: {e}")
+            return
         self._to_delete.difference_update(ids)
 
     def _count_overflow(self) -> None:

@@ -379,12 +379,16 @@ def test_a_full_disk_degrades_durability_not_delivery(broker_factory, full_disk,
     counted: list[str] = []
     with recording(cfg, topics=("reject", "alarm")) as rec, running(cfg, alarm_counter=counted.append) as pub:
         wait(lambda: pub.state()["connected"], 10, "connected")
-        fill(full_disk)
-        for i in range(3):
+        b.stop()
+        for i in range(2):  # durable before the disk fills; acknowledged (deleted) only after
             pub.submit(make_reject(i, budget_s=30))
-        rec.wait_for(lambda r: len(r.on("reject")) == 3 and any(m.payload["kind"] == "outbox_degraded"
+        fill(full_disk)
+        b.start()
+        for i in range(2, 5):
+            pub.submit(make_reject(i, budget_s=30))
+        rec.wait_for(lambda r: len(r.on("reject")) == 5 and any(m.payload["kind"] == "outbox_degraded"
                                                                 for m in r.on("alarm")), 10,
-                     "the 3 rejects and an outbox_degraded alarm, with the disk full")
+                     "the 5 rejects and an outbox_degraded alarm, with the disk full")
         st = pub.state()
         assert st["outbox_degraded"] and st["write_errors"] >= 1 and "disk full" in st["last_error"]
         assert counted == ["outbox_degraded"]
