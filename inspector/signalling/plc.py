@@ -89,6 +89,9 @@ class PlcHandshake:
         self._alarm = alarm or (lambda kind, detail: log.warning("ALARM %s %s", kind, detail))
         self.topics = topics(mqtt_cfg)
         self.window_s = cfg.pairing_window_ms / 1000
+        # A trigger with no frame is answered before its deadline, not after: a fail-safe NG that comes
+        # late is worth nothing (measured: a 150 ms window at an 80 ms budget made every no_frame late).
+        self.no_frame_after_s = min(self.window_s, 0.9 * self.budget_s)
         self._lock = threading.Lock()
         self._pending: collections.deque[Trigger] = collections.deque()  # triggers awaiting a frame
         self._waiting: collections.deque[Frame] = collections.deque()  # hardware: frames awaiting a trigger
@@ -301,7 +304,7 @@ class PlcHandshake:
     def _expire(self, now: float) -> None:
         expired, unacked = [], []
         with self._lock:
-            while self._pending and now - self._pending[0].started_at > self.window_s:
+            while self._pending and now - self._pending[0].started_at > self.no_frame_after_s:
                 expired.append(self._pending.popleft())
             while self._waiting and now - self._waiting[0].captured_at > self.window_s:
                 self._waiting.popleft()
