@@ -67,7 +67,6 @@ class _SourceConfigBase(StrictConfig):
         return self
 
 
-
 #: inspector.sources.optics.FAMILIES, plus "none" (back to the unaltered camera); a test keeps them equal
 #: (config cannot import inspector.sources: that package imports config).
 OpticsFamily = Literal["none", "darker", "brighter", "low_contrast", "white_balance", "gamma", "jpeg", "blur",
@@ -103,6 +102,7 @@ class SyntheticSourceConfig(_SourceConfigBase):
         if starts != sorted(set(starts)):
             raise ValueError(f"appearance: after_parts must be strictly increasing, got {starts}")
         return v
+
 
 class VideoSourceConfig(_SourceConfigBase):
     kind: Literal["video"] = "video"
@@ -151,7 +151,7 @@ class OpenCVSourceConfig(_SourceConfigBase):
         return v
 
     @model_validator(mode="after")
-    def _one_target(self) -> "OpenCVSourceConfig":
+    def _one_target(self) -> OpenCVSourceConfig:
         if (self.url is None) == (self.device is None):
             raise ValueError("set exactly one of url or device")
         if self.url is None and (self.username is not None or self.password is not None):
@@ -286,7 +286,7 @@ class GenICamSourceConfig(_SourceConfigBase):
 SOURCE_CONFIGS = (SyntheticSourceConfig, VideoSourceConfig, FolderSourceConfig, OpenCVSourceConfig,
                   GenICamSourceConfig)
 SOURCE_KINDS = tuple(c.model_fields["kind"].default for c in SOURCE_CONFIGS)
-SourceConfig = Annotated[Union[SOURCE_CONFIGS], Field(discriminator="kind")]
+SourceConfig = Annotated[Union[SOURCE_CONFIGS], Field(discriminator="kind")]  # noqa: UP007 - a tuple unpacks only in Union[]
 
 
 # -- model -------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ class TLSConfig(StrictConfig):
     insecure: bool = Field(False, description="Skip hostname verification (testing only).")
 
     @model_validator(mode="after")
-    def _pair(self) -> "TLSConfig":
+    def _pair(self) -> TLSConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         return self
@@ -387,7 +387,7 @@ class MQTTConfig(StrictConfig):
     )
 
     @model_validator(mode="after")
-    def _backoff_ordered(self) -> "MQTTConfig":
+    def _backoff_ordered(self) -> MQTTConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})")
         return self
@@ -583,7 +583,6 @@ def _refuse_secrets(data: dict[Any, Any], path: Path) -> None:
                     f"{path}: {section}.{key}: secrets are not accepted in the config file; "
                     f"set {ENV_PREFIX}{section.upper()}__{key.upper()} in the environment"
                 )
-
 
 
 def load_config(path: str | Path | None) -> InspectorConfig:
