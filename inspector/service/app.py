@@ -81,7 +81,7 @@ class Service:
         if cfg.upload.window is not None:
             from inspector.review.uploader import NightlyUploader
 
-            self.uploader = NightlyUploader(cfg)
+            self.uploader = NightlyUploader(cfg, alarm=self.alarms.raise_alarm)
         self.source = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)
         # Observers on the post thread, beside the sinks: they feed the report, not the line.
         self.histograms = StageHistograms()
