@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from inspector.training.importers import FORMATS
+# = inspector.training.importers.FORMATS (not imported: `inspector run` must not load the tool chain)
+FORMATS = ("yolo", "voc", "coco", "labelstudio", "cvat")
 
 
 def cmd_synth(a: argparse.Namespace) -> int:

@@ -22,3 +22,10 @@ def test_every_option_has_help(command):
     undocumented = [a.option_strings or [a.dest] for a in subparser(command)._actions
                     if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
     assert undocumented == []
+
+
+def test_the_cli_lists_every_import_format():
+    from inspector.cli.training import FORMATS
+    from inspector.training.importers import FORMATS as READERS
+
+    assert FORMATS == READERS
