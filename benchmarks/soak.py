@@ -217,7 +217,7 @@ def run(a: argparse.Namespace) -> dict:
         hard_end = t0 + duration_s + 60  # --duration stops it; the margin is for its shutdown
         while svc.poll() is None and time.monotonic() < hard_end:
             now = time.monotonic()
-            if now >= next_sample:
+            if now >= next_sample and now - t0 < duration_s - 2:  # not while it stops (--duration)
                 next_sample += a.sample_every_s
                 s = {"t_s": round(now - t0, 1), "rss_mb": proc_rss_mb(svc.pid), "fds": proc_fds(svc.pid),
                      "outbox": outbox_figures(out / "outbox.sqlite"), "spool_bytes": tree_bytes(out / "spool"),

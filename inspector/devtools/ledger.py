@@ -370,7 +370,7 @@ def proc_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
+                return round(int(line.split()[1]) / 1024.0, 1)
     except OSError:
         return None
     return None
