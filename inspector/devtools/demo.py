@@ -88,7 +88,8 @@ def run_demo(config: str, frames: int = 300) -> int:
         out.join()
         lines = out.lines
         shown = [ln for ln in lines if " REJECT " in ln][:5]
-        for ln in [ln for ln in lines if "REJECT" not in ln and SUBSCRIBED not in ln][:6] + shown + ["  ..."] + lines[-2:]:
+        head = [ln for ln in lines if "REJECT" not in ln and SUBSCRIBED not in ln][:6]
+        for ln in head + shown + ["  ..."] + lines[-2:]:
             print(ln)
 
         _banner("upload of the spool now (normally nightly)")
@@ -106,8 +107,13 @@ def run_demo(config: str, frames: int = 300) -> int:
               f"p99 capture->verdict {summary['latency_ms']['total_ms']['p99']:.1f} ms; "
               f"escapes {gt.get('escapes', '-')}/{gt.get('defective', '-')} defective, "
               f"false rejects {gt.get('false_rejects', '-')}/{gt.get('good', '-')} good")
+        esc = summary.get("escapes")
+        if isinstance(esc, dict) and "physical" in esc:
+            print(f"physical escapes {esc['physical']} (parts not stopped in time: missed verdicts, rejects not "
+                  f"delivered or acknowledged late), escaped_part alarms {esc.get('escaped_part_alarms', '-')}")
         if line_side:
-            print(f"line side: {len(line_side['actuated'])} rejects actuated, {len(line_side['expired'])} refused as late, "
+            print(f"line side: {len(line_side['actuated'])} rejects actuated, "
+                  f"{len(line_side['expired'])} refused as late, "
                   f"{len(line_side['escaped_ids'])} named in escaped_part alarms, {line_side['duplicates']} duplicates "
                   f"({work / ACTUATOR_REPORT})")
         return 0 if up.returncode == 0 else up.returncode
