@@ -248,3 +248,12 @@ def test_yolo_import_keeps_the_splits_its_data_yaml_declares(tmp_path):
     for s in ("train", "val"):
         assert sorted(p.name for p in (a / "images" / s).iterdir()) == sorted(p.name for p in (b / "images" / s).iterdir())
     assert labels_of(a) == labels_of(b)
+
+
+@pytest.mark.parametrize("val,test", [("1.0", "0"), ("-0.1", "0"), ("0.6", "0.5")])
+def test_split_fractions_out_of_range_are_bad_input(tmp_path, capsys, val, test):
+    WRITERS["yolo"](tmp_path / "src", n=4)
+    rc = main(["dataset", "import", "--from", "yolo", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+               "--val-fraction", val, "--test-fraction", test])
+    assert rc == 2 and "--val-fraction" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
