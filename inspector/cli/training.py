@@ -92,7 +92,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
     calibration = calibration_folder(a.calibration, a.data)
     print(quantize(Path(a.model), calibration, Path(a.out), imgsz=a.imgsz,
-                   max_drop=a.max_drop, val_data=Path(a.val_data) if a.val_data else None,
+                   max_drop=a.max_drop, val_data=Path(a.val_data or a.data) if (a.val_data or a.data) else None,
                    subset_size=a.subset_size, head_convs_float=a.head_float,
                    fast_bias_correction=not a.full_bias_correction))
     return 0
@@ -197,7 +197,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--subset-size", type=int, default=300, help="calibration images used (at most)")
     s.add_argument("--max-drop", type=float, default=None,
                    help="accuracy control: max mAP50-95 drop, absolute (0.01 = 1 point; needs --val-data)")
-    s.add_argument("--val-data", default=None, help="data.yaml of the validation set for --max-drop")
+    s.add_argument("--val-data", default=None,
+                   help="data.yaml whose val split measures the drop for --max-drop (default: --data)")
     s.add_argument("--head-float", choices=("none", "last", "all"), default="last",
                    help="YOLO head convs kept in float beside the box decoding: none, the 1x1 output convs "
                         "(default) or all of cv2/cv3")
