@@ -122,7 +122,7 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
         q = nncf.quantize(model, dataset, **common)
     else:
         if val_data is None:
-            raise ModelError("--max-drop needs --val-data (a data.yaml whose val split measures mAP50-95)")
+            raise ModelError("--max-drop needs --val-data or --data (a data.yaml whose val split measures mAP50-95)")
         q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common)
     _copy_rt_info(model, q)
     out = Path(out)
