@@ -57,6 +57,8 @@ _PSI_EPS = 1e-3  # proportions floored so an empty bin is a large, finite term (
 
 def frame_stats(image: np.ndarray, roi: Sequence[int] | None = None, sample_width: int = SAMPLE_WIDTH) -> np.ndarray:
     """The `STATS` vector (float64) of one HxWx3 uint8 BGR frame, on the region x0,y0,x1,y1."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"drift guard: expected an HxWx3 uint8 BGR frame, got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (0, 0, w, h) if roi is None else (max(0, int(roi[0])), max(0, int(roi[1])),
                                                         min(w, int(roi[2])), min(h, int(roi[3])))
@@ -227,7 +229,7 @@ class DriftGuard:
         self._ring[self._frames % self.window] = stats
         self._frames += 1
         worst: tuple[float, str, float, tuple[float, float]] | None = None
-        if self._frames >= self.window:
+        if self._frames >= self.window and len(self._idx):
             # The median, not the mean: one odd frame (a camera glitch, a part covered in glare) would keep a
             # mean outside for a whole window; it never moves the median of 16 frames out.
             med = np.median(self._ring[:, self._idx], axis=0)
