@@ -196,7 +196,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--imgsz", type=int, default=320, help="input size when exporting a .pt")
     s.add_argument("--subset-size", type=int, default=300, help="calibration images used (at most)")
     s.add_argument("--max-drop", type=float, default=None,
-                   help="accuracy control: max mAP50-95 drop, absolute (0.01 = 1 point; measured on --val-data or --data)")
+                   help="accuracy control: max mAP50-95 drop, absolute (0.01 = 1 point; measured on --val-data "
+                        "or --data)")
     s.add_argument("--val-data", default=None,
                    help="data.yaml whose val split measures the drop for --max-drop (default: --data)")
     s.add_argument("--head-float", choices=("none", "last", "all"), default="last",

@@ -211,7 +211,8 @@ def format_report(rep: Report, imgsz: int) -> str:
     lines = [f"classes ({len(names)}): {', '.join(names)}",
              f"  {'split':<8}{'images':>8}{'boxes':>8}  " + "".join(f"{n[:w]:>{w + 1}}" for n in names)]
     for s, c in rep.per_split.items():
-        lines.append(f"  {s:<8}{c['images']:>8}{c['boxes']:>8}  " + "".join(f"{c['per_class'][n]:>{w + 1}}" for n in names))
+        per_class = "".join(f"{c['per_class'][n]:>{w + 1}}" for n in names)
+        lines.append(f"  {s:<8}{c['images']:>8}{c['boxes']:>8}  {per_class}")
     lines.append(f"image sizes: {dict(rep.image_sizes.most_common(5))}"
                  + (f" (+{len(rep.image_sizes) - 5} more)" if len(rep.image_sizes) > 5 else "")
                  + f"; {dict(rep.channels)}")

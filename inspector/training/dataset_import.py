@@ -264,7 +264,7 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], ou
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     splits = [s for s in SPLITS if s in assignment.values()]
-    counts = {s: {"images": 0, "background_images": 0, "boxes": 0, "per_class": dict.fromkeys(names, 0)} for s in splits}
+    counts = {s: _empty_counts(names) for s in splits}
     img_hash, lbl_hash = hashlib.sha256(), hashlib.sha256()
     channels = set()
     for s in splits:
@@ -316,7 +316,7 @@ def write_description(root: Path, names: list[str], source: dict, split_rule: di
     the same hashes as `import_dataset` computes for the same files. Returns the data.yaml path."""
     root = Path(root)
     splits = [s for s in SPLITS if (root / "images" / s).is_dir()]
-    counts = {s: {"images": 0, "background_images": 0, "boxes": 0, "per_class": dict.fromkeys(names, 0)} for s in splits}
+    counts = {s: _empty_counts(names) for s in splits}
     img_hash, lbl_hash = hashlib.sha256(), hashlib.sha256()
     for s in sorted(splits):
         for img in sorted((root / "images" / s).iterdir()):
@@ -340,6 +340,10 @@ def write_description(root: Path, names: list[str], source: dict, split_rule: di
         "image_channels": 3, "sha256": {"images": img_hash.hexdigest(), "labels": lbl_hash.hexdigest(),
                                         "content": content}, "skipped": []}, indent=2) + "\n")
     return root / "data.yaml"
+
+
+def _empty_counts(names: list[str]) -> dict:
+    return {"images": 0, "background_images": 0, "boxes": 0, "per_class": dict.fromkeys(names, 0)}
 
 
 def format_summary(summary: dict) -> str:

@@ -68,6 +68,5 @@ def write_synth_split(root: Path, split: str, n: int, seed: int, workers: int = 
         stamp.write_text(json.dumps(want))
     rules = {s: json.loads((root / f".synth-{s}.json").read_text())
              for s in ("train", "val", "test") if (root / f".synth-{s}.json").exists()}
-    return write_description(root, list(DEFECT_CLASSES), {"format": "synthetic", "generator": "inspector.sources.conveyor",
-                                                          "synth_version": SYNTH_VERSION},
-                             {"kind": "synthetic", "splits": rules})
+    source = {"format": "synthetic", "generator": "inspector.sources.conveyor", "synth_version": SYNTH_VERSION}
+    return write_description(root, list(DEFECT_CLASSES), source, {"kind": "synthetic", "splits": rules})

@@ -163,7 +163,8 @@ def read_coco(src: Path) -> Export:
             name = str(im.get("file_name", ""))
             path = index.find(name, f.parent)
             if path is None:
-                out.problems.append(Problem(str(f), f"image id {im.get('id')} file {name!r} not found under {f.parent}"))
+                out.problems.append(Problem(str(f), f"image id {im.get('id')} file {name!r} not found "
+                                                    f"under {f.parent}"))
                 continue
             boxes, bad = [], None
             for a in by_image.get(im.get("id"), []):
@@ -284,7 +285,8 @@ def read_yolo(src: Path) -> Export:
     """A data.yaml (its splits kept) or a folder holding images/ and labels/ (flat or per split);
     class names from data.yaml, classes.txt, or `--classes` (then labels name them by index)."""
     out = Export()
-    yaml_path = src if src.is_file() else next((p for p in (src / "data.yaml", src / "dataset.yaml") if p.exists()), None)
+    candidates = (src / "data.yaml", src / "dataset.yaml")
+    yaml_path = src if src.is_file() else next((p for p in candidates if p.exists()), None)
     splits: dict[str, Path] = {}
     if yaml_path is not None:
         data = yaml.safe_load(yaml_path.read_text()) or {}

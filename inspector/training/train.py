@@ -83,8 +83,8 @@ def train(plan: TrainPlan, resume: bool = False) -> Path:
             raise TrainError(f"--resume: no checkpoint {last} (start the run without --resume first)")
         plan = TrainPlan(**{**asdict(plan), **json.loads((out / "train_plan.json").read_text())}) \
             if (out / "train_plan.json").exists() else plan
-        plan = TrainPlan(**{**asdict(plan), "out": out,
-                            "data": Path(plan.data) if plan.data else None, "init": Path(plan.init) if plan.init else None})
+        plan = TrainPlan(**{**asdict(plan), "out": out, "data": Path(plan.data) if plan.data else None,
+                            "init": Path(plan.init) if plan.init else None})
     elif last.exists():
         raise TrainError(f"{out} already holds a run ({last}): continue it with --resume, or choose another --out")
     data_yaml = Path(plan.data).resolve() if plan.data else _synthetic_data(out, plan)

@@ -22,7 +22,8 @@ class Drawn:
     boxes: tuple[tuple[str, int, int, int, int], ...]  # label, x1, y1, x2, y2 (pixels)
 
 
-def draw(out_dir: Path, n: int = 8, size: tuple[int, int] = (96, 80), seed: int = 0, prefix: str = "img") -> list[Drawn]:
+def draw(out_dir: Path, n: int = 8, size: tuple[int, int] = (96, 80), seed: int = 0,
+         prefix: str = "img") -> list[Drawn]:
     """n grayscale-looking parts, each with one or two defects: a bright scratch, a dark pit."""
     rng = np.random.default_rng(seed)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,8 @@ def write_voc(src: Path, n: int = 8, seed: int = 0) -> list[Drawn]:
     for d in drawn:
         objs = "".join(
             f"<object><name>{escape(c)}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>{k % 2}"
-            f"</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            f"</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
+            "</bndbox></object>"
             for k, (c, x1, y1, x2, y2) in enumerate(d.boxes))
         # some exports (NEU-DET's) record the file name without its extension
         fname = d.name if d.name.endswith(("0.jpg", "2.jpg", "4.jpg")) else Path(d.name).stem

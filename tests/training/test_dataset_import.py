@@ -22,9 +22,10 @@ def labels_of(out: Path) -> dict[str, list[tuple]]:
 
 
 def expected(drawn: list[Drawn]) -> dict[str, list[tuple]]:
-    return {d.name: sorted((float(CLASSES.index(c)), round((x1 + x2) / 2 / d.width, 3), round((y1 + y2) / 2 / d.height, 3),
-                            round((x2 - x1) / d.width, 3), round((y2 - y1) / d.height, 3)) for c, x1, y1, x2, y2 in d.boxes)
-            for d in drawn}
+    def row(d, c, x1, y1, x2, y2):
+        return (float(CLASSES.index(c)), round((x1 + x2) / 2 / d.width, 3), round((y1 + y2) / 2 / d.height, 3),
+                round((x2 - x1) / d.width, 3), round((y2 - y1) / d.height, 3))
+    return {d.name: sorted(row(d, *b) for b in d.boxes) for d in drawn}
 
 
 @pytest.mark.parametrize("fmt", sorted(WRITERS))
@@ -75,7 +76,8 @@ def test_a_split_file_fixes_the_split(tmp_path, form):
         (sp / "val.txt").write_text("\n".join(sorted(val)) + "\n")
         arg = sp if form == "folder" else sp / "train.txt"
     out = tmp_path / "ds"
-    assert main(["dataset", "import", "--from", "voc", str(tmp_path / "src"), "--out", str(out), "--split-file", str(arg)]) == 0
+    assert main(["dataset", "import", "--from", "voc", str(tmp_path / "src"), "--out", str(out),
+                 "--split-file", str(arg)]) == 0
     assert {p.stem for p in (out / "images" / "val").iterdir()} == val
     assert len(list((out / "images" / "train").iterdir())) == 6
 
@@ -246,7 +248,8 @@ def test_yolo_import_keeps_the_splits_its_data_yaml_declares(tmp_path):
     assert main(["dataset", "import", "--from", "yolo", str(a / "data.yaml"), "--out", str(b)]) == 0
     assert json.loads((b / "dataset.json").read_text())["split_rule"]["kind"] == "source"
     for s in ("train", "val"):
-        assert sorted(p.name for p in (a / "images" / s).iterdir()) == sorted(p.name for p in (b / "images" / s).iterdir())
+        names = [sorted(p.name for p in (d / "images" / s).iterdir()) for d in (a, b)]
+        assert names[0] == names[1]
     assert labels_of(a) == labels_of(b)
 
 

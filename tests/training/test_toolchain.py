@@ -109,7 +109,8 @@ def test_a_stopped_training_resumes_from_its_last_epoch_and_model_refuses_other_
     if stopped_at < 3:
         assert (out / "run" / "weights" / "last.pt").exists()
         r = cli(tmp_path, "train", "--resume", "--out", out)
-        assert f"Resuming training {out / 'run' / 'weights' / 'last.pt'} from epoch {stopped_at + 1}" in r.stdout + r.stderr
+        last = out / "run" / "weights" / "last.pt"
+        assert f"Resuming training {last} from epoch {stopped_at + 1}" in r.stdout + r.stderr
     history = json.loads(progress.read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert (out / "fp32" / "model.xml").exists()
