@@ -16,6 +16,7 @@ from inspector.inference.detector import (
     check_image,
     load_bundle,
     nms,
+    open_detector,
     postprocess,
 )
 from inspector.sources.conveyor import ConveyorGenerator
@@ -123,6 +124,22 @@ def test_bundle_metadata_is_consistent():
     assert list(b.classes) == card["classes"] and list(b.input_size) == card["input_size"]
     assert set(card["thresholds"]) == set(card["classes"])
     assert b.sha256 == card["files"]["int8"]["bin_sha256"]
+
+
+def test_the_service_reads_and_hashes_the_bundle_once(monkeypatch):
+    """open_detector builds on the bundle load_bundle returned: no second read of the card, no
+    second sha256 of the weights (the service used to do both twice at start)."""
+    import inspector.inference.detector as detector_mod
+    from inspector.config import ModelConfig
+
+    hashed = []
+    real = detector_mod.sha256_file
+    monkeypatch.setattr(detector_mod, "sha256_file", lambda p: hashed.append(p) or real(p))
+    bundle = load_bundle(MODEL, "int8")
+    assert len(hashed) == 2  # the IR's .xml and .bin, against the card
+    det = open_detector(ModelConfig(path=MODEL, precision="int8"), bundle, conf=0.05)
+    assert det.bundle is bundle and len(hashed) == 2
+    assert (det.conf, det.iou, det.max_det) == (0.05, ModelConfig().iou, ModelConfig().max_detections)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
