@@ -243,6 +243,27 @@ def test_a_stalled_model_still_gives_every_part_its_verdict_by_its_deadline(bund
     assert alarms.kinds() == ["model_failed"]
 
 
+@pytest.mark.parametrize("budget_ms", [2.0, 6.0, 12.0])
+def test_exactly_one_verdict_per_frame_when_inference_races_the_deadline(detector, budget_ms):
+    """Budgets around one inference (~5 ms): completions, the watchdog and the wait for a free
+    request race for the same frames; each frame still gets one verdict, and every inference that
+    lost the race is discarded, counted, not turned into a second verdict."""
+    bundle, det = detector
+    sink = ThreadSink()
+    p = Pipeline(ListSource([blank_image()] * 30), det, policy_for(bundle, budget_ms), [sink])
+    p.start()
+    assert p.done.wait(60)
+    assert det.wait_idle(30)  # inferences that lost the race have come back (and been counted)
+    p.stop()
+    p.raise_if_failed()
+    ids = [v.frame_id for v in sink.verdicts]
+    assert sorted(ids) == list(range(30)), "one verdict per frame"
+    snap = p.snapshot()
+    late = sum(v.outcome is Outcome.LATE for v in sink.verdicts)
+    assert snap.discarded_results <= snap.late_in_flight <= late
+    assert snap.in_flight == 0 and snap.unanswered == 0 and sink.threads == {"pipeline-post"}
+
+
 @pytest.mark.parametrize("fail, alarms_raised, errors", [
     (None, 1, 4),  # every inference refused: one episode
     ({0, 1}, 1, 2),  # then the model answers: the episode ends
