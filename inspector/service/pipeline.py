@@ -236,7 +236,7 @@ class Pipeline:
         if forced:
             log.warning("%d frame(s) still in inference at shutdown: fail-safe LATE verdicts", forced)
         self._infer_thread.join(max(0.0, t_end - time.monotonic()))
-        self._post.put((_CLOSE, None, None))
+        self._post.put((_CLOSE, None, t_end))  # the post thread still drains what is owed until t_end
         self._post_thread.join(max(0.1, t_end - time.monotonic()))
         with self._cv:
             self._watch_stop = True
@@ -454,12 +454,29 @@ class Pipeline:
 
     # -- post thread --------------------------------------------------------------------------
     def _post_loop(self) -> None:
+        # `done` and the close wait on the frames owed, not on the order of markers in the queue: a
+        # completion claims its frame before it queues the verdict, so _END (or _CLOSE) can overtake
+        # the verdict of the last frame (seen: 1 run in 3 lost it when image-less parts followed).
+        ended = False
+        close_by: float | None = None
         while True:
-            kind, v, detail = self._post.get()
+            if close_by is None:
+                kind, v, detail = self._post.get()
+            else:
+                left = close_by - time.monotonic()
+                if not self._owed or left <= 0:
+                    return
+                try:
+                    kind, v, detail = self._post.get(timeout=left)
+                except queue.Empty:
+                    return
             if kind is _CLOSE:
-                return
-            if kind is _END:  # every frame read was answered before this marker
-                self.done.set()
+                close_by = detail
+                continue
+            if kind is _END:  # every frame read has been handed out; done once each is answered
+                ended = True
+                if not self._owed:
+                    self.done.set()
                 continue
             if kind is _VERDICT:
                 self._model_answered()
@@ -487,6 +504,8 @@ class Pipeline:
             if v is not None:
                 self._emit(v)
             self._answered()  # after the sinks have it: a sink that blocks shows as verdicts owed
+            if ended and not self._owed:
+                self.done.set()
 
     def _answered(self) -> None:
         try:
