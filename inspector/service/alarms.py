@@ -40,6 +40,8 @@ ALARM_KINDS: dict[str, str] = {
     "<spool>/quarantine/ and the rest was uploaded",
     "model_failed": "an inference failed or a request is stuck: parts get the fail-safe verdict (error or LATE) "
     "until the model answers again (one alarm per episode)",
+    "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
+    "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
 }
 
 
