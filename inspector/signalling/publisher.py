@@ -794,7 +794,9 @@ class MqttPublisher:
         """Publishes one row: 1 if sent, 0 if not sendable now, None if the connection is gone."""
         props = None
         if e.kind == REJECT:
-            left = e.deadline - now
+            # The clock is read here, not at the start of the tick: submit() commits on another
+            # thread, so a row may be younger than the tick's `now`, and its expiry would round up.
+            left = e.deadline - max(now, time.time())
             if left < self.min_left_s or left <= 0:
                 return 0  # the next sweep turns it into an escaped_part alarm
             if self.v5:
