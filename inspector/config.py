@@ -416,6 +416,10 @@ class SamplingConfig(StrictConfig):
     rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2), description="Rejected frames, at a rate.")
     passes: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.01), description="Random passes (to catch escapes).")
     per_class: dict[str, StrategyConfig] = Field(default_factory=dict, description="Extra strategy per defect class name.")
+    shadow_disagree: StrategyConfig = Field(
+        default_factory=StrategyConfig,
+        description="Frames where the shadow model (shadow section) and the active model disagree (outcome or "
+        "defect classes); kept with reason shadow_disagree for the nightly review.")
     dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicate frames within this window are suppressed (free-run frames, or frames of the same part_id; distinct triggered parts never are).")
     dedup_hamming: int = Field(6, ge=0, le=64, description="Max perceptual-hash distance counted as a duplicate.")
     seed: int | None = Field(None, description="Seed of the sampling dice (tests); None: random.")
@@ -528,6 +532,96 @@ class OPCUAConfig(StrictConfig):
     namespace: str = Field("urn:inspector", min_length=1, max_length=256, description="Namespace URI of the nodes.")
 
 
+# -- model lifecycle: store, shadow, promote/rollback, control (issue 13; docs/deploy.md) -------------
+_MODEL_REF = r"^[A-Za-z0-9_.\-]+@[A-Za-z0-9_.+\-]+$"
+
+
+class RollbackGuardConfig(StrictConfig):
+    """Rolls a promotion back on its own when the new model's figures leave a band within `parts` parts."""
+
+    enabled: bool = Field(False, description="Watch each promotion and roll back when a band is left.")
+    parts: int = Field(300, ge=10, le=1_000_000, description="Parts judged by the new model that the guard watches; "
+                       "after them the promotion stands and the previous model is released.")
+    min_parts: int = Field(20, ge=5, le=1_000_000, description="Parts judged before the band is first checked "
+                           "(a rate over fewer parts is noise); checked again after every part until `parts`.")
+    reject_rate_max: float | None = Field(None, ge=0, le=1, description="Highest share of rejected parts accepted.")
+    reject_rate_min: float | None = Field(None, ge=0, le=1, description="Lowest share of rejected parts accepted.")
+    p99_ms_max: float | None = Field(None, gt=0, le=60_000, description="Highest p99 capture-to-verdict latency "
+                                     "(ms) of the new model's parts accepted.")
+
+    @model_validator(mode="after")
+    def _band(self) -> RollbackGuardConfig:
+        if self.min_parts > self.parts:
+            raise ValueError(f"min_parts ({self.min_parts}) must be <= parts ({self.parts})")
+        if self.enabled and self.reject_rate_max is None and self.reject_rate_min is None and self.p99_ms_max is None:
+            raise ValueError("an enabled guard needs a band: set reject_rate_max, reject_rate_min or p99_ms_max")
+        if (self.reject_rate_min is not None and self.reject_rate_max is not None
+                and self.reject_rate_min > self.reject_rate_max):
+            raise ValueError(f"reject_rate_min ({self.reject_rate_min}) must be <= reject_rate_max "
+                             f"({self.reject_rate_max})")
+        return self
+
+
+class LifecycleConfig(StrictConfig):
+    """The versioned model store and the control channel of the running service (docs/deploy.md)."""
+
+    enabled: bool = Field(False, description="Use the model store: the service starts on the station's active "
+                          "version (its pointer file; model.path only until a version is promoted) and opens the "
+                          "control socket that `inspector model promote/rollback/shadow/report` talk to.")
+    store: Path = Field(Path("var/models"), description="Store root: NAME/VERSION/ bundles and active/<station>.json.")
+    station: str | None = Field(None, pattern=_TOPIC_PART, description="Station whose pointer file this service "
+                                "follows; default: mqtt.station.")
+    remote: str | None = Field(None, pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$",
+                               description="Remote store s3://bucket[/prefix] (NAME/VERSION/ under it) for "
+                               "`inspector model pull`; credentials from the boto3 chain (AWS_* variables).")
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint of the remote store; None: AWS.")
+    region: str = Field("us-east-1", min_length=1, max_length=64, description="S3 region of the remote store.")
+    signature: Literal["none", "hmac-sha256", "ed25519"] = Field(
+        "none", description="Signature the model card must carry (model_card.sig) for pull, promote and shadow. "
+        "hmac-sha256: a key shared with the plant's build (INSPECTOR_LIFECYCLE__HMAC_KEY; stdlib only); ed25519: "
+        "the build's public key (public_key; needs the `signing` extra, cryptography). none: sha256s only.")
+    public_key: Path | None = Field(None, description="signature ed25519: PEM public key of the model build.")
+    hmac_key: SecretStr | None = Field(None, exclude=True, description="Environment only: "
+                                       "INSPECTOR_LIFECYCLE__HMAC_KEY, the shared key for signature hmac-sha256.")
+    socket: Path = Field(Path("var/run/inspector.sock"), description="Control socket (Unix domain) of the service.")
+    socket_mode: Literal["0600", "0660"] = Field(
+        "0600", description="Permissions of the control socket: 0600 only the service's user may switch models; "
+        "0660 also members of socket_group.")
+    socket_group: str | None = Field(None, min_length=1, max_length=64,
+                                     description="socket_mode 0660: the group allowed to use the control socket.")
+    guard: RollbackGuardConfig = Field(default_factory=RollbackGuardConfig,
+                                       description="Automatic rollback after a promotion.")
+
+    @model_validator(mode="after")
+    def _keys(self) -> LifecycleConfig:
+        if self.signature == "ed25519" and self.public_key is None:
+            raise ValueError("signature ed25519 needs public_key (the model build's PEM public key)")
+        if (self.socket_mode == "0660") != (self.socket_group is not None):
+            raise ValueError("socket_mode 0660 and socket_group go together (0600 has no group)")
+        return self
+
+
+class ShadowConfig(StrictConfig):
+    """A candidate model judging the same frames as the active one, without actuating (docs/deploy.md)."""
+
+    enabled: bool = Field(False, description="Run the shadow model from the start (`inspector model shadow` "
+                          "starts and stops one on a running service).")
+    model: str | None = Field(None, pattern=_MODEL_REF, description="The candidate, NAME@VERSION in lifecycle.store.")
+    threads: int = Field(1, ge=1, le=64, description="CPU inference threads of the shadow model: it must leave the "
+                         "active model its cores.")
+    queue: int = Field(1, ge=1, le=64, description="Frames waiting for the shadow; when it is behind, newer frames "
+                       "are dropped (counted), never the active model's.")
+    nice: int = Field(15, ge=1, le=19, description="Niceness of the shadow's thread and of the inference threads "
+                      "its model compiles with.")
+    keep_ids: int = Field(200, ge=0, le=100_000, description="Part (or frame) ids kept per disagreement list.")
+
+    @model_validator(mode="after")
+    def _named(self) -> ShadowConfig:
+        if self.enabled and self.model is None:
+            raise ValueError("an enabled shadow needs model: NAME@VERSION")
+        return self
+
+
 # -- root --------------------------------------------------------------------------------------
 class InspectorConfig(BaseSettings):
     model_config = SettingsConfigDict(
@@ -549,6 +643,9 @@ class InspectorConfig(BaseSettings):
     plc: PLCConfig = Field(default_factory=PLCConfig, description="Part-ID handshake with the PLC over MQTT.")
     opcua: OPCUAConfig = Field(default_factory=OPCUAConfig,
                                description="OPC UA server: station state, last result, counters.")
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig,
+                                       description="Model store, control socket, rollback guard.")
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow run of a candidate model.")
 
     @classmethod
     def settings_customise_sources(
@@ -570,7 +667,8 @@ class InspectorConfig(BaseSettings):
 
 # Keys that may only come from the environment. Matched case-insensitively, like the settings
 # themselves: `MQTT: {PassWord: x}` is the same key as `mqtt: {password: x}`.
-_SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key"), ("source", "password")}
+_SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key"), ("source", "password"),
+                ("lifecycle", "hmac_key")}
 
 
 def _refuse_secrets(data: dict[Any, Any], path: Path) -> None:
