@@ -253,6 +253,11 @@ class S3Destination:
         if etag != md5:
             raise VerifyError(f"{key}: expected ETag {md5} (our MD5 of {len(data)} bytes), got {etag!r}")
 
+    def presign(self, key: str, expires_s: int) -> str:
+        """A GET URL a labelling tool (or a browser) can fetch without credentials (review export)."""
+        return self._client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                   ExpiresIn=int(expires_s))
+
     def get(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
