@@ -470,6 +470,18 @@ class Detector:
             busy = [s.since for s in self._slots if s.since is not None]
         return min(busy) if busy else None
 
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Releases the compiled model and its requests once every request has returned (a model
+        swapped out: its frames in flight complete first). False: a request was still running after
+        `timeout`; nothing was released (a request must not lose its model under it)."""
+        if not self.wait_idle(timeout):
+            return False
+        with self._cv:
+            self._slots, self._free, self._deliver = [], [], None
+        self._request = None
+        self.compiled = None
+        return True
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Waits until no request is running (every accepted submit delivered); False on timeout."""
         with self._cv:

@@ -22,6 +22,13 @@ The work of consecutive frames overlaps: while OpenVINO infers frame N (the GIL 
 the infer thread letterboxes frame N+1, and the post thread hands frame N-1's verdict to the
 sinks. Back-pressure lives in the source's FrameBuffer (free_run keeps the freshest and drops
 stale frames itself; triggered keeps every part, and hands over image-less parts when full).
+
+Model swap (issue 13, `swap`): the model is a `Judge` (detector, the decision policy built on its
+card, its ModelInfo). Each frame in flight carries the judge it was handed to, so its completion,
+LATE or error verdict names that model. A new judge is handed to the infer thread, which installs it
+between two frames (before it hands the next frame to inference); frames already in the old
+detector complete there and are judged by it. No frame waits for the switch: the new detector is
+compiled and warmed before `swap`, and installing it is one assignment.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from inspector.frames import Frame, Outcome, StageTimings, Verdict
+from inspector.frames import Frame, ModelInfo, Outcome, StageTimings, Verdict
 from inspector.inference.decision import (
     DecisionPolicy,
     decide,
@@ -73,11 +80,33 @@ _END = "end"  # input exhausted and every frame answered
 _CLOSE = "close"  # stop the post thread
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Judge:
+    """A model as the pipeline runs it: its detector, the decision policy on its card's thresholds,
+    and the ModelInfo every verdict it makes carries."""
+
+    detector: Detector
+    policy: DecisionPolicy
+    model: ModelInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SwapResult:
+    """Where a swap happened: frames read up to `last_old_frame_id` were judged by `old`, from
+    `first_new_frame_id` on by the new judge (None: no frame was read around the switch yet)."""
+
+    old: Judge
+    new: Judge
+    last_old_frame_id: int | None
+    installed_at: float  # monotonic
+
+
 @dataclass(frozen=True, slots=True, eq=False)  # identity: the in-flight table holds each frame once
 class _InFlight:
     frame: Frame
     t_read: float
     deadline: float
+    judge: Judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +142,7 @@ class Stats:
         self.lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.by_model: Counter[tuple[str, str, str]] = Counter()  # (model name, version, outcome): who judged
         self.dropped: Counter[str] = Counter()  # frames without a verdict, by cause (no part to reject)
         self.uninspected: Counter[str] = Counter()  # parts given the fail-safe verdict without inference, by cause
         self.actuations = 0
@@ -139,6 +169,7 @@ class Stats:
         with self.lock:
             self.frames += 1
             self.outcomes[v.outcome.value] += 1
+            self.by_model[(v.model.name, v.model.version, v.outcome.value)] += 1
             if v.reason is not None:
                 self.reasons[v.reason.value] += 1
             self.actuations += v.actuate
@@ -171,19 +202,12 @@ class Pipeline:
     def __init__(self, source: FrameSource, detector: Detector, policy: DecisionPolicy, sinks: Sequence[VerdictSink],
                  *, max_frames: int | None = None, alarm: AlarmFn | None = None,
                  stuck_after_s: float = STUCK_AFTER_S) -> None:
-        if detector.conf > min(policy.thresholds):
-            raise ValueError(f"detector conf {detector.conf} is above the lowest class threshold "
-                             f"{min(policy.thresholds):.3f}: defects would be cut before the decision; build the "
-                             f"detector with conf=policy.conf_floor ({policy.conf_floor:.3f})")
-        if detector.conf > policy.conf_floor:
-            log.warning("detector conf %.3f is above the decision's floor %.3f: part of the uncertain band "
-                        "(review samples) is not seen", detector.conf, policy.conf_floor)
         self.source = source
-        self.detector = detector
-        self.policy = policy
+        self._judge = make_judge(detector, policy)
+        self._pending: tuple[Judge, threading.Event, list[SwapResult]] | None = None
+        self._last_frame_id: int | None = None  # infer thread: the last frame handed on
         self.sinks = list(sinks)
         self.max_frames = max_frames
-        self.model = detector.bundle.info
         self.stats = Stats()
         self.stuck_after_s = stuck_after_s
         self._alarm = alarm
@@ -214,6 +238,66 @@ class Pipeline:
         self._watch_thread = threading.Thread(target=self._guard(self._watch_loop), name="pipeline-watchdog",
                                               daemon=True)
         self.done = threading.Event()  # set when the source is exhausted or max_frames reached and all is emitted
+
+    # -- the model ------------------------------------------------------------------------------
+    @property
+    def judge(self) -> Judge:
+        """The model the next frame is handed to."""
+        return self._judge
+
+    @property
+    def detector(self) -> Detector:
+        return self._judge.detector
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        return self._judge.policy
+
+    @property
+    def model(self) -> ModelInfo:
+        return self._judge.model
+
+    def swap(self, judge: Judge, timeout: float = 5.0) -> SwapResult:
+        """Makes `judge` the model of every frame read from now on, between two frames; returns once
+        the infer thread installed it. The old judge's frames in flight complete on it (wait for
+        `result.old.detector.wait_idle()` before releasing it). `judge.detector` must be compiled and
+        warm: the infer thread only swaps a reference. Raises TimeoutError if the infer thread did not
+        come round within `timeout` (then nothing changed), RuntimeError when another swap is pending."""
+        judge.detector.start_async(self._on_inferred)
+        done = threading.Event()
+        box: list[SwapResult] = []
+        with self._cv:
+            if self._pending is not None:
+                raise RuntimeError("a model swap is already pending")
+            if not self._started or not self._infer_thread.is_alive():
+                self._install_now(judge, box)
+                return box[0]
+            self._pending = (judge, done, box)
+        if done.wait(timeout):
+            return box[0]
+        with self._cv:
+            if self._pending is not None and self._pending[0] is judge:
+                self._pending = None
+                raise TimeoutError(f"the infer thread did not reach a frame boundary within {timeout:.1f} s")
+        done.wait()  # installed just now
+        return box[0]
+
+    def _install_now(self, judge: Judge, box: list[SwapResult]) -> None:
+        old = self._judge
+        self._judge = judge
+        box.append(SwapResult(old, judge, self._last_frame_id, time.monotonic()))
+
+    def _install_pending(self) -> None:
+        """Infer thread, between two frames."""
+        with self._cv:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        judge, done, box = pending
+        self._install_now(judge, box)
+        log.info("model %s %s judges from the next frame on (after frame %s; was %s %s)", judge.model.name,
+                 judge.model.version, self._last_frame_id, box[0].old.model.name, box[0].old.model.version)
+        done.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -315,13 +399,16 @@ class Pipeline:
             entries, self._inflight = list(self._inflight), set()
             self._cv.notify_all()
         for e in entries:
-            self._post.put((_LATE, late_verdict(e.frame, self.policy, _timings(e.frame, time.monotonic()), self.model),
+            j = e.judge
+            self._post.put((_LATE, late_verdict(e.frame, j.policy, _timings(e.frame, time.monotonic()), j.model),
                             why))
         return len(entries)
 
     # -- infer thread -------------------------------------------------------------------------
     def _infer_loop(self) -> None:
         while True:
+            if self._pending is not None:  # a model swap: here, between two frames
+                self._install_pending()
             if self._stop.is_set():
                 # Frames already captured are parts in flight: each still gets its verdict (late
                 # ones at once, without inference). The source is stopped first, so this ends.
@@ -340,22 +427,25 @@ class Pipeline:
             self._read += 1
             self._last_read_at = t_read
             self._owed.append(t_read)
-            self._handle(frame, t_read)
+            if self._pending is not None:  # the frame just read is the new model's first
+                self._install_pending()
+            self._handle(frame, t_read, self._judge)
+            self._last_frame_id = frame.frame_id
         with self._cv:  # every frame handed to inference is answered by its deadline (watchdog)
             self._draining = True
             self._cv.wait_for(lambda: not self._inflight)
         self._post.put((_END, None, None))
 
-    def _handle(self, frame: Frame, t_read: float) -> None:
+    def _handle(self, frame: Frame, t_read: float, judge: Judge) -> None:
         if frame.image is None:  # the source dropped the image (e.g. its queue was full): fail safe, at once
             why = f"image dropped before inspection ({frame.dropped or 'no image'})"
-            self._refuse(frame, frame.dropped or "no_image", why, t_read)
+            self._refuse(frame, frame.dropped or "no_image", why, t_read, judge)
             return
-        deadline = self.policy.deadline(frame)
+        deadline = judge.policy.deadline(frame)
         if t_read > deadline:
-            self._post.put((_LATE, late_verdict(frame, self.policy, _timings(frame, t_read), self.model), None))
+            self._post.put((_LATE, late_verdict(frame, judge.policy, _timings(frame, t_read), judge.model), None))
             return
-        entry = _InFlight(frame, t_read, deadline)
+        entry = _InFlight(frame, t_read, deadline, judge)
         with self._cv:
             self._inflight.add(entry)
             heapq.heappush(self._heap, (deadline, self._seq, entry))
@@ -364,20 +454,20 @@ class Pipeline:
                 self._cv.notify()
         wait_s = max(0.0, min(deadline, self._stop_by) - time.monotonic())
         try:
-            started = self.detector.submit(frame.image, entry, wait_s=wait_s)
+            started = judge.detector.submit(frame.image, entry, wait_s=wait_s)
         except ValueError as e:  # not a frame (shape/dtype): counted; a part gets the fail-safe verdict
             if self._claim(entry):
                 log.warning("frame %s refused: %s", frame.frame_id, e)
-                self._refuse(frame, "bad_frame", str(e), t_read)
+                self._refuse(frame, "bad_frame", str(e), t_read, judge)
             return
         if not started and self._claim(entry):  # every request busy until the deadline: slow or stuck model
-            self._post.put((_LATE, late_verdict(frame, self.policy, _timings(frame, time.monotonic()), self.model),
+            self._post.put((_LATE, late_verdict(frame, judge.policy, _timings(frame, time.monotonic()), judge.model),
                             "no free inference request"))
 
-    def _refuse(self, frame: Frame, cause: str, why: str, t_read: float) -> None:
+    def _refuse(self, frame: Frame, cause: str, why: str, t_read: float, judge: Judge) -> None:
         v = None
         if frame.part_id is not None:
-            v = error_verdict(frame, self.policy, why, _timings(frame, t_read), self.model)
+            v = error_verdict(frame, judge.policy, why, _timings(frame, t_read), judge.model)
         self._post.put((_REFUSED, v, cause))
 
     # -- completion (OpenVINO's callback thread) ------------------------------------------------
@@ -389,10 +479,10 @@ class Pipeline:
         if not self._claim(entry, returned=result.error is None):
             self._post.put((_DISCARDED, None, result.error))
             return
-        frame = entry.frame
+        frame, judge = entry.frame, entry.judge
         if result.error is not None:
-            v = error_verdict(frame, self.policy, f"inference failed: {result.error}",
-                              _timings(frame, time.monotonic()), self.model)
+            v = error_verdict(frame, judge.policy, f"inference failed: {result.error}",
+                              _timings(frame, time.monotonic()), judge.model)
             self._post.put((_FAILED, v, result.error))
             return
         timings = StageTimings(
@@ -401,7 +491,7 @@ class Pipeline:
             infer_ms=(result.t_done - result.t_pre) * 1e3,
             postprocess_ms=(result.t_post - result.t_done) * 1e3,
         )
-        v = decide(frame, result.detections, self.policy, time.monotonic(), time.time(), timings, self.model)
+        v = decide(frame, result.detections, judge.policy, time.monotonic(), time.time(), timings, judge.model)
         t_end = time.monotonic()
         v = replace(v, timings=replace(timings, decide_ms=(t_end - result.t_post) * 1e3,
                                        total_ms=(t_end - frame.captured_at) * 1e3))
@@ -446,8 +536,8 @@ class Pipeline:
                     self._wake_at = wake
                     self._cv.wait(max(0.0, wake - now))
             for e in expired:
-                self._post.put((_LATE, late_verdict(e.frame, self.policy, _timings(e.frame, time.monotonic()),
-                                                    self.model), "inference had not returned by the deadline"))
+                self._post.put((_LATE, late_verdict(e.frame, e.judge.policy, _timings(e.frame, time.monotonic()),
+                                                    e.judge.model), "inference had not returned by the deadline"))
             if stuck_s is not None:
                 self._post.put((_STUCK, None, f"an inference request has run for {stuck_s:.2f} s "
                                               f"(stuck after {self.stuck_after_s:.2f} s)"))
@@ -525,10 +615,10 @@ class Pipeline:
             return
         self._model_ok = False
         self._model_failures += 1
-        log.error("model %s %s", self.model.name, self._model_error)
+        model = v.model if v is not None else self.model  # the model that failed, even right after a swap
+        log.error("model %s %s %s", model.name, model.version, self._model_error)
         if self._alarm is not None:
-            detail: dict[str, Any] = {"what": what, "error": error, "model": self.model.name,
-                                      "version": self.model.version}
+            detail: dict[str, Any] = {"what": what, "error": error, "model": model.name, "version": model.version}
             if v is not None:
                 detail.update(frame_id=v.frame_id, part_id=v.part_id)
             try:
@@ -546,6 +636,18 @@ class Pipeline:
                 log.exception("sink %s failed on frame %s", s.name, v.frame_id)
         if v.outcome is Outcome.LATE:
             log.debug("frame %s LATE (%.1f ms)", v.frame_id, v.timings.total_ms)
+
+
+def make_judge(detector: Detector, policy: DecisionPolicy) -> Judge:
+    """A judge, refused when the detector would cut detections the decision needs."""
+    if detector.conf > min(policy.thresholds):
+        raise ValueError(f"detector conf {detector.conf} is above the lowest class threshold "
+                         f"{min(policy.thresholds):.3f}: defects would be cut before the decision; build the "
+                         f"detector with conf=policy.conf_floor ({policy.conf_floor:.3f})")
+    if detector.conf > policy.conf_floor:
+        log.warning("detector conf %.3f is above the decision's floor %.3f: part of the uncertain band "
+                    "(review samples) is not seen", detector.conf, policy.conf_floor)
+    return Judge(detector, policy, detector.bundle.info)
 
 
 def _timings(frame: Frame, now: float) -> StageTimings:
