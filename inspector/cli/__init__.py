@@ -11,10 +11,10 @@ import argparse
 import logging
 import sys
 
-from inspector.cli import devtools, line, service, training
+from inspector.cli import devtools, line, review, service, training
 from inspector.errors import ConfigError, InspectorError
 
-GROUPS = (service, training, devtools, line)
+GROUPS = (service, training, review, devtools, line)
 
 
 def build_parser() -> argparse.ArgumentParser:

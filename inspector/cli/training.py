@@ -156,6 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", default=None, help="also write the report as JSON here")
     s.set_defaults(fn=cmd_dataset_check)
 
+    from inspector.cli.review import register_merge  # the retraining loop's `dataset merge` (docs/retraining.md)
+
+    register_merge(dsub)
+
     s = sub.add_parser("train", help="train a YOLO detector on a dataset, checkpointing every epoch (train extra)")
     s.add_argument("--data", default=None,
                    help="data.yaml of the dataset (from `inspector dataset import` or `inspector synth --split`); "
