@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from inspector.training.importers import Annotated, Problem, read_export
+from inspector.training.review_outcomes import apply_review, format_review
 
 SPLITS = ("train", "val", "test")
 EDGE_TOLERANCE_PX = 1.0  # VOC/CVAT coordinates are often 1-based: xmax == width + 1 is the edge, not an error
@@ -108,6 +109,9 @@ def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None 
                    rule: SplitRule = SplitRule(), log=print) -> ImportResult:
     src, out = Path(src), Path(out)
     export = read_export(fmt, src)
+    review = apply_review(fmt, src, export)  # a reviewed `inspector review export`: outcomes, checked strictly
+    if review is not None:
+        log(format_review(review))
     problems = list(export.problems)
     names = list(classes) if classes else (export.classes or sorted({b.label for i in export.items for b in i.boxes}))
     if len(set(names)) != len(names):
@@ -149,7 +153,7 @@ def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None 
         raise ValueError(f"nothing to import from {src} ({len(problems)} problems; first: "
                          f"{problems[0] if problems else 'no annotated images found'})")
     summary = _write(ready, assignment, names, out, {
-        "format": fmt, "path": str(src.resolve()),
+        "format": fmt, "path": str(src.resolve()), **({"review": review} if review is not None else {}),
     }, rule.describe(used_source), problems)
     return ImportResult(out, summary, problems)
 
