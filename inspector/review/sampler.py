@@ -15,6 +15,8 @@ Strategies (config `sampling`):
   reject         outcome REJECT, kept with probability `rejects.rate`
   random_pass    outcome PASS, kept with probability `passes.rate` (to catch escapes)
   class:<name>   a detection (defect or uncertain) of that class, per `per_class[name]`
+  shadow_disagree  the shadow model (issue 13) and the active model disagreed on this frame; offered by
+                 the shadow's thread through `consider_shadow`, never by `consider`
 
 Rate limits are exact sliding windows per strategy: a strategy admits a frame only if it admitted
 fewer than `per_minute` frames in the last 60 s, `per_hour` in the last 3600 s and `per_day` in the
@@ -42,6 +44,7 @@ UNCERTAIN = "uncertain"
 REJECT = "reject"
 RANDOM_PASS = "random_pass"
 CLASS_PREFIX = "class:"
+SHADOW_DISAGREE = "shadow_disagree"
 
 # Recent kept hashes compared per frame; far above what the rate limits let through in a dedup window.
 _MAX_RECENT = 4096
@@ -131,6 +134,7 @@ class Sampler:
         self._pass = _Strategy(RANDOM_PASS, cfg.passes, SlidingWindows(cfg.passes.limits))
         self._classes = {name: _Strategy(CLASS_PREFIX + name, s, SlidingWindows(s.limits))
                          for name, s in cfg.per_class.items()}
+        self._shadow = _Strategy(SHADOW_DISAGREE, cfg.shadow_disagree, SlidingWindows(cfg.shadow_disagree.limits))
         self._recent: deque[tuple[float, int, str | None]] = deque(maxlen=_MAX_RECENT)
         self._lock = threading.Lock()  # guards the counters read by state() from other threads
         self._considered = 0
@@ -154,11 +158,19 @@ class Sampler:
     def consider(self, verdict: Verdict) -> SampleDecision | None:
         with self._lock:
             self._considered += 1
+        return self._admit(verdict, self._eligible(verdict))
+
+    def consider_shadow(self, verdict: Verdict) -> SampleDecision | None:
+        """A frame the shadow model judged differently: kept per the shadow_disagree strategy (its dice
+        and rate limits), deduplicated like any sample. The caller serialises it with `consider`."""
+        return self._admit(verdict, [self._shadow])
+
+    def _admit(self, verdict: Verdict, eligible: list[_Strategy]) -> SampleDecision | None:
         if not self.cfg.enabled:
             return None
         now = self._clock()
         admitted: list[_Strategy] = []
-        for s in self._eligible(verdict):
+        for s in eligible:
             if not s.cfg.enabled:
                 continue
             # Dice before windows: a frame the dice reject must not use up the strategy's quota.

@@ -185,10 +185,12 @@ def sample_id(verdict: Verdict) -> str:
 
 
 def sidecar_record(verdict: Verdict, decision: SampleDecision, *, sid: str, date: str, image: dict[str, Any],
-                   config_hash: str, sampled_wall: float) -> dict[str, Any]:
-    """The sidecar: the sample's own fields around `records.verdict_record` of its verdict."""
+                   config_hash: str, sampled_wall: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The sidecar: the sample's own fields around `records.verdict_record` of its verdict. `extra`
+    adds fields of the sampling reason (`shadow`: the shadow model's judgement of the frame)."""
     rec = verdict_record(verdict)
     return {
+        **(extra or {}),
         "schema_version": SIDECAR_SCHEMA_VERSION,
         "id": sid,
         "date": date,
@@ -314,7 +316,7 @@ class Spool:
         self._last_scan = time.monotonic()
 
     # -- write ----------------------------------------------------------------------------------
-    def encode(self, verdict: Verdict, decision: SampleDecision) -> _Encoded:
+    def encode(self, verdict: Verdict, decision: SampleDecision, extra: dict[str, Any] | None = None) -> _Encoded:
         img = verdict.frame.image
         h, w = img.shape[:2]
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
@@ -327,12 +329,13 @@ class Spool:
                  "sha256": hashlib.sha256(jpg).hexdigest(), "jpeg_quality": self.cfg.jpeg_quality}
         txt = yolo_labels(verdict.defects + verdict.uncertain, w, h).encode()
         record = sidecar_record(verdict, decision, sid=sid, date=date, image=image,
-                                config_hash=self._config_hash, sampled_wall=self._wall())
+                                config_hash=self._config_hash, sampled_wall=self._wall(), extra=extra)
         return _Encoded(date, sid, jpg, txt, json.dumps(record, separators=(",", ":")).encode())
 
-    def write(self, verdict: Verdict, decision: SampleDecision) -> SpooledSample | None:
+    def write(self, verdict: Verdict, decision: SampleDecision,
+              extra: dict[str, Any] | None = None) -> SpooledSample | None:
         """Encodes and stores one sample within the bound. None when it was not stored (counted)."""
-        enc = self.encode(verdict, decision)
+        enc = self.encode(verdict, decision, extra)
         need = enc.nbytes
         if need > self.cfg.max_bytes:
             self._counts["dropped_too_large"] += 1
@@ -440,6 +443,7 @@ class Spool:
 class _Job:
     verdict: Verdict
     decision: SampleDecision
+    extra: dict[str, Any] | None = None
 
 
 class SamplingSink:
@@ -458,6 +462,9 @@ class SamplingSink:
         self._thread = threading.Thread(target=self._run, name="sink-sampling", daemon=True)
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
+        # The sampler has one caller at a time: the post thread (submit) and the shadow's thread
+        # (submit_shadow) take turns under this lock (uncontended: ~0.1 us per verdict).
+        self._sample_lock = threading.Lock()
         self._started = False
         self.priority: str | None = None  # what lower_thread_priority did for the writer thread
 
@@ -473,8 +480,18 @@ class SamplingSink:
             with self._lock:
                 self._counts["no_image"] += 1
             return
+        self._offer(verdict, self.sampler.consider)
+
+    def submit_shadow(self, verdict: Verdict, shadow: dict[str, Any]) -> None:
+        """A frame the shadow model judged differently from the active one (`verdict`): sampled with
+        reason shadow_disagree; the sidecar's `shadow` holds the shadow model's judgement. Any thread."""
+        if verdict.frame.image is not None:
+            self._offer(verdict, self.sampler.consider_shadow, {"shadow": shadow})
+
+    def _offer(self, verdict: Verdict, consider, extra: dict[str, Any] | None = None) -> None:
         try:
-            decision = self.sampler.consider(verdict)
+            with self._sample_lock:
+                decision = consider(verdict)
         except Exception:  # sampling is best effort: it must never cost the line a verdict
             log.exception("sampler failed on frame %s", verdict.frame_id)
             with self._lock:
@@ -484,7 +501,7 @@ class SamplingSink:
             return
         try:
             # The frame is immutable and only read by the writer: no copy.
-            self._q.put_nowait(_Job(verdict, decision))
+            self._q.put_nowait(_Job(verdict, decision, extra))
             with self._lock:
                 self._counts["queued"] += 1
         except queue.Full:
@@ -506,7 +523,7 @@ class SamplingSink:
 
     def _write(self, job: _Job) -> None:
         try:
-            self.spool.write(job.verdict, job.decision)
+            self.spool.write(job.verdict, job.decision, job.extra)
         except Exception:
             log.exception("spool: writing frame %s failed", job.verdict.frame_id)
             with self._lock:
