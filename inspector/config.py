@@ -659,6 +659,19 @@ class InspectorConfig(BaseSettings):
         # The environment wins over the YAML (passed as init kwargs): a site overrides one value.
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _plc_camera_matches_the_source(self) -> InspectorConfig:
+        # The handshake fires the camera (software) or pairs its photo-eye frames (hardware): the source
+        # must be a camera that does exactly that, or every trigger would end as a fail-safe no_frame.
+        if self.plc.enabled:
+            src = self.source
+            got = f"source.kind {src.kind}" + (f", camera_trigger {src.camera_trigger}" if src.kind == "genicam" else "")
+            if self.plc.camera == "software" and not (src.kind == "genicam" and src.camera_trigger == "software"):
+                raise ValueError(f"plc.camera software needs source.kind genicam with camera_trigger software (got {got})")
+            if self.plc.camera == "hardware" and src.kind == "genicam" and src.camera_trigger != "hardware":
+                raise ValueError(f"plc.camera hardware needs source.camera_trigger hardware (got {got})")
+        return self
+
     def config_hash(self) -> str:
         """Short hash of the effective config (secrets excluded), published in the birth message."""
         blob = json.dumps(self.model_dump(mode="json", exclude={"mqtt": {"password"}}), sort_keys=True)

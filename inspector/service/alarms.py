@@ -26,6 +26,7 @@ ALARM_KINDS: dict[str, str] = {
     "outbox_full": "the outbox evicted its oldest messages: the broker has not acknowledged for a long time",
     "outbox_degraded": "the outbox cannot write (disk full?): rejects and alarms are delivered from memory, not durably",
     "camera_lost": "the source stopped delivering frames",
+    "camera_restored": "the source delivers frames again after camera_lost (clears it: payload `clears`)",
     "spool_full": "the review spool is full and evicts samples",
     "spool_evicted_unuploaded": "a sample was evicted from the spool before it was uploaded",
     "spool_disk_full": "a spool write failed for lack of disk space",
@@ -43,6 +44,10 @@ ALARM_KINDS: dict[str, str] = {
     "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
     "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
 }
+
+# A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT
+# alarm payload carries it as `clears`.
+CLEARS: dict[str, str] = {"camera_restored": "camera_lost"}
 
 
 class UnknownAlarm(ValueError):

@@ -11,6 +11,12 @@ default), and a SIGKILL would lose the publisher's final flush.
 
 Everything the service shows about itself (summary, status line, heartbeat, /metrics, /healthz)
 is read from one `report.ServiceReport`, built by `report.build_report(service)`.
+
+Line integration (docs/controls-engineer.md): with `plc.enabled` the pipeline reads the PLC handshake's
+source (camera frames paired with the PLC's triggers) and the handshake answers every trigger on
+`.../result`; that result is then the part's only answer: `.../reject` stays silent (the publisher
+still carries alarms, status, heartbeat and, when enabled, `.../verdict`). With `opcua.enabled` an
+OPC UA server mirrors the station state and every result (the PLC's results in handshake mode).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.config import InspectorConfig
-from inspector.errors import InspectorError, SourceError
+from inspector.errors import InspectorError
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import load_bundle, open_detector
 from inspector.service import priority
@@ -49,6 +55,10 @@ log = logging.getLogger(__name__)
 # the publisher's final flush (rejects still in flight) matters most, and a slow camera close must
 # not eat it. A part that finishes early leaves its time to the next.
 _RESERVE_S = {"source": 0.2, "pipeline": 0.5, "uploader": 0.2, "sink": 0.5, "metrics": 0.1}
+# How long start() waits for the PLC handshake's broker connection, so the retained `ready` state is
+# out before the camera opens. It is not fatal: paho keeps reconnecting and the PLC sees `fault`
+# (the retained last will of an earlier run, or nothing) until it connects.
+PLC_CONNECT_WAIT_S = 5.0
 
 
 class Service:
@@ -82,17 +92,41 @@ class Service:
             from inspector.review.uploader import NightlyUploader
 
             self.uploader = NightlyUploader(cfg, alarm=self.alarms.raise_alarm)
-        self.source = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)
+        self.camera = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)
+        self.source = self.camera  # what the pipeline reads (the PLC handshake's paired source in handshake mode)
+        pipeline_sinks = list(self.sinks)
+        self.opcua = None
+        self.plc = None
+        if cfg.opcua.enabled:
+            from inspector.signalling.opcua import OpcUaServer
+
+            self.opcua = OpcUaServer(cfg.opcua)
+            self.sinks.append(self.opcua)
+        if cfg.plc.enabled:
+            from inspector.signalling.plc import PlcHandshake, VerdictTopicOnly
+
+            self.plc = PlcHandshake(cfg.mqtt, cfg.plc, self.camera, budget_ms=cfg.decision.budget_ms,
+                                    on_late=cfg.decision.on_late, alarm=self.alarms.raise_alarm,
+                                    on_result=self.opcua.submit_result if self.opcua is not None else None)
+            self.source = self.plc.source
+            self.sinks.insert(0, self.plc)  # started first (triggers need it), stopped last
+            # First on the post thread: the PLC's answer goes out before any disk write. The publisher
+            # gets verdicts for .../verdict only: no reject (see VerdictTopicOnly).
+            pipeline_sinks = [self.plc] + [VerdictTopicOnly(s) if s is self.publisher else s for s in pipeline_sinks]
+        elif self.opcua is not None:
+            pipeline_sinks.append(self.opcua)
         # Observers on the post thread, beside the sinks: they feed the report, not the line.
         self.histograms = StageHistograms()
         self.escapes = EscapeTally()
         self.stall_watch = StallWatch()  # how long frames have arrived with no verdict (/healthz)
-        self.pipeline = Pipeline(self.source, self.detector, self.policy, [*self.sinks, self.histograms, self.escapes],
+        self.pipeline = Pipeline(self.source, self.detector, self.policy,
+                                 [*pipeline_sinks, self.histograms, self.escapes],
                                  max_frames=max_frames, alarm=self.alarms.raise_alarm)
         self.metrics = None
         self.started_at: float | None = None
         self.stop_report: StopReport | None = None
         self._source_was_connected = True
+        self._source_lost_at: float | None = None
 
     def report(self, *, full: bool = False) -> ServiceReport:
         """The one snapshot every reader shares (see report.py)."""
@@ -105,6 +139,9 @@ class Service:
         self.started_at = time.monotonic()
         for s in self.sinks:
             s.start()
+        if self.plc is not None and not self.plc.wait_connected(PLC_CONNECT_WAIT_S):
+            log.warning("plc: no broker at %s:%s after %.0f s; the handshake keeps trying (the PLC sees no `ready`)",
+                        self.cfg.mqtt.host, self.cfg.mqtt.port, PLC_CONNECT_WAIT_S)
         if self.publisher is not None:
             self.alarms.attach(self.publisher.alarm)
         if self.uploader is not None:
@@ -118,17 +155,28 @@ class Service:
         self.source.start()
 
     def watch_source(self) -> None:
-        """Raises an alarm when the camera is lost, and notes its return; feeds the stall watch (every
-        0.1 s from the run loop, so a stall is seen between two /healthz requests too)."""
+        """Raises `camera_lost` when the camera is lost and `camera_restored` (which clears it) when it is
+        back; feeds the stall watch and the OPC UA station state (every 0.1 s from the run loop, so a
+        stall is seen between two /healthz requests too)."""
+        now = time.monotonic()
         st = self.source.state()
-        self.stall_watch.observe(st.frames, self.pipeline.stats.frames, time.monotonic())
+        self.stall_watch.observe(st.frames, self.pipeline.stats.frames, now)
         connected = st.connection.value in ("connected", "ended")
         if self._source_was_connected and not connected:
+            self._source_lost_at = now
             self.alarms.raise_alarm("camera_lost", {"source": self.source.name, "state": st.connection.value,
                                                     "detail": st.detail})
         elif connected and not self._source_was_connected:
-            log.info("camera %s back (%s)", self.source.name, st.connection.value)
+            lost_for = None if self._source_lost_at is None else round(now - self._source_lost_at, 3)
+            self.alarms.raise_alarm("camera_restored", {"source": self.source.name, "state": st.connection.value,
+                                                        "lost_for_s": lost_for, "reconnects": st.reconnects})
         self._source_was_connected = connected
+        if self.opcua is not None:
+            if self.plc is not None:
+                self.opcua.set_station(*self.plc.station())
+            else:
+                self.opcua.set_station("ready" if connected else "fault",
+                                       f"camera {st.connection.value}" + (f": {st.detail}" if st.detail else ""))
 
     def stop(self, deadline_s: float | None = None) -> StopReport:
         """Stops every part within one deadline (default `shutdown.deadline_s`), in order: source,
@@ -208,6 +256,17 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"ground truth: {gt['defective']} defective parts, verdict escapes {gt['verdict_escapes']}, "
                      f"not actuated {gt['escapes']} ({gt['escape_rate']:.2%}); "
                      f"{gt['good']} good parts, false rejects {gt['false_rejects']} ({gt['false_reject_rate']:.2%})")
+    plc = s.get("plc")
+    if plc:
+        lat = plc["latency_ms"]
+        lines.append(f"plc: triggers {plc['triggers']}, results {plc['results']} (late {plc['late_results']}), "
+                     f"fail-safe {plc['fail_safe'] or 'none'}, bad triggers {plc['bad_triggers']}, unsolicited frames "
+                     f"{plc['unsolicited_frames']}; trigger->result p50 {lat.get('p50')} p99 {lat.get('p99')} "
+                     f"max {lat.get('max')} ms; station {plc['station']}")
+    if s.get("opcua"):
+        o = s["opcua"]
+        lines.append(f"opcua {o['endpoint']}: {'running' if o['running'] else 'NOT RUNNING'}, parts {o['parts']} "
+                     f"(OK {o['ok']} NG {o['ng']} fail-safe {o['fail_safe']}), state {o['station']}")
     if s["alarms"]:
         lines.append(f"alarms: {s['alarms']}")
     for name, st in s["sinks"].items():
@@ -249,7 +308,7 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
     live = live and sys.stderr.isatty()
     try:
         svc.start()
-    except SourceError:
+    except InspectorError:  # the camera or the OPC UA port: stop what did start, then say why
         svc.stop()
         raise
     t0 = time.monotonic()

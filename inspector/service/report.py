@@ -93,6 +93,48 @@ class MqttReport:
 
 
 @dataclass(frozen=True, slots=True)
+class PlcReport:
+    """The PLC handshake (plc.enabled): what the PLC was told. Fail-safe answers are not escapes: the
+    PLC diverts on them (NG), and on a result that does not come by its deadline."""
+
+    connected: bool  # the handshake's own broker connection
+    station: str  # ready | busy | fault, as the PLC sees it (retained .../ready)
+    station_reason: str
+    triggers: int
+    results: int
+    late_results: int  # published after trigger + budget
+    fail_safe: dict[str, int]  # answered without an inspection, by reason (no_frame, camera_lost, busy)
+    bad_triggers: int
+    duplicate_triggers: int
+    unsolicited_frames: int
+    in_flight: int
+    unacknowledged: int
+    latency_ms: dict[str, float]  # trigger -> result on the inspector's clock, recent results (p50, p99, max, n)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"connected": self.connected, "station": self.station, "station_reason": self.station_reason,
+                "triggers": self.triggers, "results": self.results, "late_results": self.late_results,
+                "fail_safe": dict(self.fail_safe), "bad_triggers": self.bad_triggers,
+                "duplicate_triggers": self.duplicate_triggers, "unsolicited_frames": self.unsolicited_frames,
+                "in_flight": self.in_flight, "unacknowledged": self.unacknowledged, "latency_ms": dict(self.latency_ms)}
+
+
+@dataclass(frozen=True, slots=True)
+class OpcUaReport:
+    endpoint: str
+    running: bool
+    station: str  # the State node
+    parts: int
+    ok: int
+    ng: int
+    fail_safe: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "running": self.running, "station": self.station, "parts": self.parts,
+                "ok": self.ok, "ng": self.ng, "fail_safe": self.fail_safe}
+
+
+@dataclass(frozen=True, slots=True)
 class EscapeReport:
     physical: int
     missed_verdicts: int
@@ -176,6 +218,8 @@ class ServiceReport:
     histograms: tuple[Histogram, ...]
     health: tuple[HealthCheck, ...]
     shutdown: StopReport | None = None
+    plc: PlcReport | None = None  # None when plc.enabled is false
+    opcua: OpcUaReport | None = None  # None when opcua.enabled is false
 
     # -- readers ---------------------------------------------------------------------------------
     @property
@@ -199,6 +243,10 @@ class ServiceReport:
             "mqtt": None if self.mqtt is None else {
                 "connected": self.mqtt.connected, "outbox_depth": self.mqtt.outbox_depth,
                 "outbox_degraded": self.mqtt.outbox_degraded, "last_error": self.mqtt.last_error},
+            "plc": None if self.plc is None else {
+                "connected": self.plc.connected, "station": self.plc.station, "station_reason": self.plc.station_reason,
+                "in_flight": self.plc.in_flight, "late_results": self.plc.late_results},
+            "opcua": None if self.opcua is None else {"endpoint": self.opcua.endpoint, "running": self.opcua.running},
         }
 
     def heartbeat(self) -> dict[str, Any]:
@@ -208,7 +256,8 @@ class ServiceReport:
         return {"frames": p.frames, "last_frame_age_s": _r(p.last_verdict_age_s),
                 "p99_ms": _r(p.p99_recent_ms), "source": self.source.connection,
                 "deadline_misses": p.verdicts.get("LATE", 0), "escapes_physical": self.escapes.physical,
-                "healthy": self.healthy, "failed": self.failed_checks}
+                "healthy": self.healthy, "failed": self.failed_checks,
+                **({"plc_station": self.plc.station} if self.plc is not None else {})}
 
     def status_line(self, elapsed: float) -> str:
         p = self.pipeline
@@ -216,6 +265,8 @@ class ServiceReport:
         if self.mqtt is not None:
             mq = (f" | mqtt {'up' if self.mqtt.connected else 'DOWN'} outbox {self.mqtt.outbox_depth}"
                   + (" DEGRADED" if self.mqtt.outbox_degraded else ""))
+        if self.plc is not None:
+            mq += f" | plc {self.plc.station} {self.plc.results}/{self.plc.triggers}"
         health = "ok" if self.healthy else "RED " + ",".join(self.failed_checks)
         return (f"{elapsed:6.1f}s  {p.frames / max(elapsed, 1e-6):5.1f} fps  p99 {p.p99_recent_ms or 0:6.1f} ms  "
                 f"rejects {p.actuations}  late {p.verdicts.get('LATE', 0)}  escapes {self.escapes.physical}  "
@@ -252,6 +303,10 @@ class ServiceReport:
             out["ground_truth"] = self.ground_truth.as_dict()
         if self.shutdown is not None:
             out["shutdown"] = self.shutdown.as_dict()
+        if self.plc is not None:
+            out["plc"] = self.plc.as_dict()
+        if self.opcua is not None:
+            out["opcua"] = self.opcua.as_dict()
         return out
 
 
@@ -352,18 +407,21 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
     )
     histograms = svc.histograms.snapshot() if getattr(svc, "histograms", None) is not None else ()
     budget_ms = svc.cfg.decision.budget_ms
-    health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms))
+    plc = _plc_report(svc.plc) if getattr(svc, "plc", None) is not None else None
+    opcua = _opcua_report(sinks.get(svc.opcua.name)) if getattr(svc, "opcua", None) is not None else None
+    health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua)
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
              "precision": svc.detector.bundle.precision, "device": svc.detector.device}
     started = getattr(svc, "started_at", None)
     return ServiceReport(uptime_s=0.0 if started is None else now - started, model=model, budget_ms=budget_ms,
                          pipeline=pipeline, source=source, sinks=sinks, mqtt=mqtt, uploader=uploader,
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
-                         health=health, shutdown=getattr(svc, "stop_report", None))
+                         health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua)
 
 
 def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttReport | None,
-                  stall_s: float) -> tuple[HealthCheck, ...]:
+                  stall_s: float, *, plc: PlcReport | None = None,
+                  opcua: OpcUaReport | None = None) -> tuple[HealthCheck, ...]:
     """What makes `/healthz` red, each check named so the body says which failed."""
     checks = [HealthCheck("source", source.connected,
                           f"{source.connection}" + (f": {source.detail}" if source.detail else ""))]
@@ -380,6 +438,13 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
                                   "degraded: rejects are delivered from memory but not stored durably "
                                   f"({mqtt.last_error or 'outbox write failed'})" if mqtt.outbox_degraded
                                   else f"ok ({mqtt.outbox_depth} waiting)"))
+    # Listed only when enabled: a line without a PLC handshake or OPC UA has nothing to check there.
+    if plc is not None:  # without its broker link no trigger arrives and no result leaves
+        checks.append(HealthCheck("plc", plc.connected, f"connected, station {plc.station}" if plc.connected
+                                  else "no broker connection: triggers cannot arrive, results cannot leave"))
+    if opcua is not None:
+        checks.append(HealthCheck("opcua", opcua.running, f"serving {opcua.endpoint}" if opcua.running
+                                  else f"the OPC UA server on {opcua.endpoint} is not running"))
     return tuple(checks)
 
 
@@ -442,6 +507,24 @@ def _mqtt_report(state: dict[str, Any] | None) -> MqttReport:
         rejects_late=int(s.get("late_acks", 0) or 0),
         escaped_frame_ids=tuple(str(x) for x in ids),
     )
+
+
+def _plc_report(hs: Any) -> PlcReport:
+    s = hs.state()
+    return PlcReport(
+        connected=bool(s["connected"]), station=s["station"], station_reason=s["station_reason"],
+        triggers=s["triggers"], results=s["results"], late_results=s["late_results"],
+        fail_safe={k[len("fail_safe_"):]: n for k, n in s.items() if k.startswith("fail_safe_") and n},
+        bad_triggers=s["bad_triggers"], duplicate_triggers=s["duplicate_triggers"],
+        unsolicited_frames=s["unsolicited_frames"], in_flight=s["in_flight"], unacknowledged=s["unacknowledged"],
+        latency_ms=hs.latency_ms())
+
+
+def _opcua_report(s: dict[str, Any] | None) -> OpcUaReport:
+    s = s or {}
+    return OpcUaReport(endpoint=str(s.get("endpoint", "")), running=bool(s.get("running")),
+                       station=str(s.get("station", "")), parts=int(s.get("parts", 0)), ok=int(s.get("ok", 0)),
+                       ng=int(s.get("ng", 0)), fail_safe=int(s.get("failsafe", 0)))
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

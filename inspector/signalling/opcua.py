@@ -14,8 +14,14 @@ Nodes, under Objects/Inspector (namespace `opcua.namespace`):
     LastLatencyMs (Double), LastAt (DateTime),
     Parts, Ok, Ng, FailSafe (UInt64 counters since start)
 
+What feeds the nodes (inspector/service/app.py): with the PLC handshake on, every result the PLC
+gets (`record`, from PlcHandshake's on_result: fail-safe answers without a frame included) and the
+station state the PLC sees; without it, every verdict (`submit`, as a pipeline sink) and the camera's
+connection as the state. The counters therefore always match what the line was told.
+
 asyncua runs on its own event loop in one thread (`opcua-server`); other threads hand values over
-with `call_soon_threadsafe`, so an OPC UA client never slows the frame path.
+with `call_soon_threadsafe`, so an OPC UA client never slows the frame path. Updates come from several
+threads (post thread, the handshake's threads, the service loop): the counters are under a lock.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,6 +61,8 @@ class OpcUaServer:
         self._thread = threading.Thread(target=self._run, name="opcua-server", daemon=True)
         self._nodes: dict[str, Any] = {}
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._lock = threading.Lock()
+        self._station = ("fault", "starting")
         self.endpoint = f"opc.tcp://{cfg.host}:{cfg.port}/inspector/"
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -69,21 +78,40 @@ class OpcUaServer:
         self._thread.join(timeout)
 
     def state(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "running": self._ready.is_set() and self._thread.is_alive(), **self._counts}
+        with self._lock:
+            counts, station = dict(self._counts), self._station
+        return {"endpoint": self.endpoint, "running": self._ready.is_set() and self._thread.is_alive(),
+                "station": station[0], **{k.lower(): n for k, n in counts.items()}}
 
     # -- updates (any thread) ----------------------------------------------------------------------------
     def set_station(self, state: str, reason: str = "") -> None:
+        with self._lock:
+            if (state, reason) == self._station:
+                return
+            self._station = (state, reason)
         self._write({"State": state, "StateReason": reason})
 
     def submit(self, v: Verdict) -> None:
-        fail_safe = v.outcome is Outcome.LATE or v.error is not None
-        self._counts["Parts"] += 1
-        self._counts["Ng" if v.actuate else "Ok"] += 1
-        self._counts["FailSafe"] += fail_safe
-        self._write({"LastPartId": v.part_id or "", "LastFrameId": v.frame_id, "LastResult": "NG" if v.actuate else "OK",
-                     "LastReason": (v.reason.value if v.reason is not None else "pass"),
-                     "LastLatencyMs": float(v.timings.total_ms), "LastAt": datetime.now(timezone.utc),
-                     **self._counts})
+        """A pipeline verdict (VerdictSink; used when the PLC handshake is off)."""
+        self.record(result="NG" if v.actuate else "OK", reason=v.reason.value if v.reason is not None else "pass",
+                    fail_safe=v.outcome is Outcome.LATE or v.error is not None, part_id=v.part_id, frame_id=v.frame_id,
+                    latency_ms=float(v.timings.total_ms))
+
+    def submit_result(self, p: Any) -> None:
+        """A result the PLC handshake published (a PlcResultPayload): fail-safe answers included."""
+        self.record(result=p.result, reason=p.reason, fail_safe=p.fail_safe, part_id=p.part_id, frame_id=p.frame_id,
+                    latency_ms=p.latency_ms)
+
+    def record(self, *, result: str, reason: str, fail_safe: bool, part_id: str | None, frame_id: int | None,
+               latency_ms: float | None) -> None:
+        with self._lock:
+            self._counts["Parts"] += 1
+            self._counts["Ng" if result == "NG" else "Ok"] += 1
+            self._counts["FailSafe"] += bool(fail_safe)
+            counts: Mapping[str, int] = dict(self._counts)
+        self._write({"LastPartId": part_id or "", "LastFrameId": -1 if frame_id is None else frame_id,
+                     "LastResult": result, "LastReason": reason,
+                     "LastLatencyMs": float(latency_ms or 0.0), "LastAt": datetime.now(timezone.utc), **counts})
 
     def _write(self, values: dict[str, Any]) -> None:
         if self._loop is None or not self._ready.is_set():
@@ -127,8 +155,8 @@ class OpcUaServer:
         self._types = {**dict.fromkeys(_STRINGS, ua.VariantType.String), "LastFrameId": ua.VariantType.Int64,
                        "LastLatencyMs": ua.VariantType.Double, "LastAt": ua.VariantType.DateTime,
                        **dict.fromkeys(_COUNTERS, ua.VariantType.UInt64)}
-        initial = {**dict.fromkeys(_STRINGS, ""), "State": "fault", "StateReason": "starting", "LastFrameId": -1,
-                   "LastLatencyMs": 0.0, "LastAt": datetime.now(timezone.utc), **dict.fromkeys(_COUNTERS, 0)}
+        initial = {**dict.fromkeys(_STRINGS, ""), "State": self._station[0], "StateReason": self._station[1],
+                   "LastFrameId": -1, "LastLatencyMs": 0.0, "LastAt": datetime.now(timezone.utc), **dict.fromkeys(_COUNTERS, 0)}
         for name, vt in self._types.items():
             self._nodes[name] = await obj.add_variable(idx, name, ua.Variant(initial[name], vt))
         async with server:

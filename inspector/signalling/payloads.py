@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inspector.frames import ModelInfo, Verdict
 from inspector.records import verdict_record
+from inspector.service.alarms import CLEARS
 
 SCHEMA_VERSION = 1
 
@@ -116,11 +117,22 @@ class AlarmPayload(_Payload):
     """`.../alarm`: durable events the line must know about. QoS 1, delivered with no expiry."""
 
     id: str = Field(min_length=1, description="Unique per alarm, stable across re-sends: deduplicate by it.")
-    kind: str = Field(min_length=1, description="escaped_part | no_subscribers | outbox_full | camera_lost | model_failed | spool_full | ...")
+    kind: str = Field(min_length=1, description="escaped_part | no_subscribers | outbox_full | camera_lost | "
+                      "camera_restored | model_failed | spool_full | ...")
     raised_at: datetime = Field(description="When the condition was detected, UTC.")
     message: str = Field(description="One line for an operator.")
     detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific facts.")
     reject: RejectPayload | None = Field(None, description="escaped_part: the reject that was not delivered (part, defects).")
+    clears: str | None = Field(None, description="Set on an alarm that ends a condition: the kind it clears "
+                               "(camera_restored clears camera_lost). Null for an alarm that raises one.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _clears_from_the_registry(cls, data: Any) -> Any:
+        # Filled from the registry (service/alarms.py CLEARS), so every producer sends it the same way.
+        if isinstance(data, dict) and data.get("clears") is None and data.get("kind") in CLEARS:
+            data = {**data, "clears": CLEARS[data["kind"]]}
+        return data
 
 
 PAYLOADS: dict[str, type[_Payload]] = {

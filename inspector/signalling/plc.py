@@ -82,7 +82,8 @@ class PlcHandshake:
     name = "plc"
 
     def __init__(self, mqtt_cfg: MQTTConfig, cfg: PLCConfig, camera, *, budget_ms: float, on_late: str = "reject",
-                 alarm: AlarmFn | None = None, client_id: str | None = None) -> None:
+                 alarm: AlarmFn | None = None, client_id: str | None = None,
+                 on_result: Callable[[PlcResultPayload], None] | None = None) -> None:
         self.mqtt_cfg, self.cfg, self.camera = mqtt_cfg, cfg, camera
         self.budget_s = budget_ms / 1000
         self.fail_safe_result = "NG" if on_late == "reject" else "OK"
@@ -100,7 +101,13 @@ class PlcHandshake:
         self._unacked: collections.OrderedDict[tuple[str, int], _Answered] = collections.OrderedDict()
         self.counts: collections.Counter[str] = collections.Counter()
         self._state: tuple[str, str] | None = None
-        self._out = FrameBuffer("triggered", 1024)
+        # trigger -> result on the inspector's clock (ms), recent results only (the PLC measures its own).
+        self._latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self._on_result = on_result  # e.g. the OPC UA server's mirror of every result, fail-safe ones included
+        # Paired frames waiting for the pipeline. Never more than max_in_flight: a trigger beyond it is
+        # answered busy and never paired; the alarm and backlog are the FrameBuffer's usual safety net.
+        self._out = FrameBuffer("triggered", cfg.max_in_flight, max_backlog=cfg.max_in_flight, alarm=alarm,
+                                source="plc")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pair_loop, name="plc-pair", daemon=True)
         self._connected = threading.Event()
@@ -136,10 +143,12 @@ class PlcHandshake:
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
-        # Triggers still waiting are answered (fail-safe) before we say fault and leave.
+        # Triggers still waiting, for a frame or for the verdict of their frame (the pipeline stopped
+        # before it), are answered fail-safe before we say fault and leave: one result per trigger.
         with self._lock:
-            left = list(self._pending)
+            left = list(self._pending) + list(self._paired.values())
             self._pending.clear()
+            self._paired.clear()
         for t in left:
             self._publish_fail_safe(t, "no_frame", "the inspector stopped")
         info = self._client.publish(self.topics["ready"], self._ready_json("fault", "inspector stopped"),
@@ -151,11 +160,43 @@ class PlcHandshake:
         self._client.disconnect()
         self._client.loop_stop()
 
+    # Counters shown from the start (at 0): a series that appears only with its first event breaks alerts.
+    COUNTERS = ("triggers", "results", "late_results", "paired", "bad_triggers", "duplicate_triggers",
+                "unsolicited_frames", "fail_safe_no_frame", "fail_safe_camera_lost", "fail_safe_busy",
+                "fired_at_ignored", "acks", "unacknowledged", "bad_acks")
+
     def state(self) -> dict[str, Any]:
+        """Flat and JSON-able (the service report, /metrics gauges `inspector_plc_*`, the summary)."""
+        station, reason = self.station()
         with self._lock:
-            return {"connected": self._connected.is_set(), "station": self._state[0] if self._state else None,
-                    "pending": len(self._pending), "in_flight": len(self._pending) + len(self._paired),
-                    **dict(self.counts)}
+            counts = dict(self.counts)
+            out = {"connected": self._connected.is_set(), "station": station, "station_reason": reason,
+                   "ready": station == "ready", "pending": len(self._pending),
+                   "in_flight": len(self._pending) + len(self._paired)}
+        out.update({k: counts.pop(k, 0) for k in self.COUNTERS})
+        out.update(counts)
+        return out
+
+    def station(self) -> tuple[str, str]:
+        """The state the PLC sees (ready | busy | fault, reason); fault while the broker link is down."""
+        if not self._connected.is_set():
+            return "fault", "the PLC handshake has no broker connection"
+        with self._lock:
+            st = self._state
+        return st if st is not None else ("fault", "starting")
+
+    def latency_ms(self) -> dict[str, float]:
+        """p50/p99/max of trigger -> result over the recent results (inspector's clock), {} before any."""
+        with self._lock:
+            lat = list(self._latency_ms)
+        if not lat:
+            return {}
+        lat.sort()
+
+        def pct(q: float) -> float:
+            return round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)
+
+        return {"p50": pct(0.5), "p99": pct(0.99), "max": round(lat[-1], 2), "n": len(lat)}
 
     # -- MQTT (paho's thread) ---------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -377,6 +418,7 @@ class PlcHandshake:
         with self._lock:
             self.counts["results"] += 1
             self.counts["late_results"] += p.late
+            self._latency_ms.append(p.latency_ms)
             if self.cfg.ack_timeout_ms:
                 self._unacked[(t.part_id, t.seq)] = _Answered(t, now)
         self._publish(p)
@@ -384,6 +426,11 @@ class PlcHandshake:
     def _publish(self, p: PlcResultPayload) -> None:
         # paho queues while disconnected; a PLC that sees no result in time diverts the part itself.
         self._client.publish(self.topics["result"], p.to_json(), qos=self.cfg.qos)
+        if self._on_result is not None:
+            try:
+                self._on_result(p)
+            except Exception:  # a mirror (OPC UA) must never stop the handshake
+                log.exception("plc: on_result failed")
 
 
 class PairedSource:
@@ -403,7 +450,16 @@ class PairedSource:
         self._hs.camera.stop()
 
     def state(self) -> SourceState:
-        return self._hs.camera.state()
+        """The camera's state, counting only the frames handed to the pipeline (paired with a trigger):
+        an unsolicited frame gets no verdict by design and must not read as a stalled pipeline."""
+        st = self._hs.camera.state()
+        with self._hs._lock:
+            paired, unsolicited = self._hs.counts["paired"], self._hs.counts["unsolicited_frames"]
+        dropped = dict(st.dropped or {})
+        dropped.update(self._hs._out.counts())
+        if unsolicited:
+            dropped["unsolicited"] = unsolicited
+        return dataclasses.replace(st, frames=paired, dropped=dropped)
 
     @property
     def finished(self) -> bool:
@@ -411,6 +467,33 @@ class PairedSource:
 
     def software_trigger(self) -> bool:
         return self._hs.camera.software_trigger()
+
+
+class VerdictTopicOnly:
+    """What the MQTT publisher gets from the pipeline in handshake mode: verdicts for the informational
+    `.../verdict` topic (when `mqtt.publish_verdicts`), never a reject. The PLC's `.../result` is the
+    part's one answer (NG included, fail-safe answers included); a reject on `.../reject` as well would
+    let a second subscriber eject the same part again, and the parts answered without a frame would be
+    missing from it. So `.../reject` stays silent, and `actuate` on `.../verdict` says so (false: no
+    reject was signalled there). Started and stopped with the publisher itself (not here)."""
+
+    name = "mqtt-verdicts"
+
+    def __init__(self, publisher) -> None:
+        self._publisher = publisher
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+    def submit(self, v: Verdict) -> None:
+        if self._publisher.cfg.publish_verdicts:
+            self._publisher.submit(dataclasses.replace(v, actuate=False) if v.actuate else v)
+
+    def state(self) -> dict[str, Any]:
+        return {}
 
 
 # -- the PLC's side, for `inspector plc-sim` and the tests ------------------------------------------------

@@ -50,8 +50,15 @@ PFNC = {0x01080001: "Mono8", 0x01100003: "Mono10", 0x01100005: "Mono12", 0x01100
 assert set(PFNC.values()) == set(GENICAM_PIXEL_FORMATS)
 
 
+class CameraConfigError(SourceError):
+    """The camera refuses what the config asks (unknown camera id or serial, a refused feature value, an
+    unsupported pixel format): bad input, exit 2. A camera that does not answer stays a SourceError (1)."""
+
+    exit_code = 2
+
+
 def unsupported_format(name: str) -> SourceError:
-    return SourceError(f"pixel format {name!r} is not supported; supported: {', '.join(GENICAM_PIXEL_FORMATS)} "
+    return CameraConfigError(f"pixel format {name!r} is not supported; supported: {', '.join(GENICAM_PIXEL_FORMATS)} "
                        "(set source.pixel_format to one the camera offers)")
 
 
@@ -184,7 +191,7 @@ class _Session:
 
 
 def _refused(feature: str, value: Any, why: str) -> SourceError:
-    return SourceError(f"source.{feature}: the camera refused {value!r}: {why}")
+    return CameraConfigError(f"source.{feature}: the camera refused {value!r}: {why}")
 
 
 def configure(Aravis, cam, cfg: GenICamSourceConfig) -> None:
@@ -192,7 +199,7 @@ def configure(Aravis, cam, cfg: GenICamSourceConfig) -> None:
     if cfg.pixel_format is not None:
         offered = list(cam.dup_available_pixel_formats_as_strings() or [])
         if cfg.pixel_format not in offered:
-            raise SourceError(f"source.pixel_format: the camera does not offer {cfg.pixel_format!r}; it offers "
+            raise CameraConfigError(f"source.pixel_format: the camera does not offer {cfg.pixel_format!r}; it offers "
                               f"{', '.join(offered)} (supported here: {', '.join(GENICAM_PIXEL_FORMATS)})")
         try:
             cam.set_pixel_format_from_string(cfg.pixel_format)
@@ -220,13 +227,13 @@ def configure(Aravis, cam, cfg: GenICamSourceConfig) -> None:
         cam.set_acquisition_mode(Aravis.AcquisitionMode.CONTINUOUS)
         if cfg.camera_trigger == "software":
             if not cam.is_software_trigger_supported():
-                raise SourceError("source.camera_trigger: software: the camera has no TriggerSoftware command")
+                raise CameraConfigError("source.camera_trigger: software: the camera has no TriggerSoftware command")
             _try(lambda: cam.set_trigger("Software"), "camera_trigger", "software")
         else:
             sources = list(cam.dup_available_trigger_sources() or [])
             if cfg.hardware_line not in sources:
-                raise SourceError(f"source.hardware_line: the camera has no trigger source {cfg.hardware_line!r}; "
-                                  f"it has {', '.join(sources)}")
+                raise CameraConfigError(f"source.hardware_line: the camera has no trigger source "
+                                        f"{cfg.hardware_line!r}; it has {', '.join(sources)}")
             _try(lambda: cam.set_trigger(cfg.hardware_line), "hardware_line", cfg.hardware_line)
             if cam.is_feature_available("TriggerActivation"):
                 _try(lambda: cam.set_string("TriggerActivation", cfg.trigger_activation), "trigger_activation",
@@ -271,7 +278,10 @@ class GenICamSource:
         self.cfg = cfg
         self.name = f"genicam:{cfg.address or cfg.serial or cfg.id}"
         self._alarm = alarm
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size)
+        # Bounded like every source's: a triggered part beyond queue_size keeps its metadata and gets the
+        # fail-safe verdict (queue_full alarm); past max_backlog it is given up and named in the alarm.
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
+                                source=self.name)
         self._stop = threading.Event()
         self._triggers: queue.SimpleQueue[float] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards everything below
@@ -328,6 +338,8 @@ class GenICamSource:
             session, self._session = self._session, None
         if session is not None:
             self._retire(session)
+        if not self._grab.is_alive():  # the grab thread is the buffer's only producer
+            self._buf.flush_alarms()
         if self._connection is not Connection.FAILED:
             self._connection = Connection.ENDED
 
@@ -402,11 +414,12 @@ class GenICamSource:
             return self.cfg.address
         found = list_cameras(self._Aravis)
         for c in found:
-            if (self.cfg.id is not None and c.id == self.cfg.id) or (self.cfg.serial is not None and c.serial == self.cfg.serial):
+            if ((self.cfg.id is not None and c.id == self.cfg.id)
+                    or (self.cfg.serial is not None and c.serial == self.cfg.serial)):
                 return c.id
         what = f"id {self.cfg.id!r}" if self.cfg.id is not None else f"serial {self.cfg.serial!r}"
         listing = "; ".join(str(c) for c in found) or "none"
-        raise SourceError(f"source: no camera with {what}; cameras found: {listing}")
+        raise CameraConfigError(f"source: no camera with {what}; cameras found: {listing}")
 
     def _control_loop(self) -> None:
         backoff = self.cfg.reconnect_initial_ms / 1000
