@@ -69,7 +69,8 @@ def cmd_retrain(a: argparse.Namespace) -> int:
     from inspector.training.retrain import RetrainPlan, retrain
 
     plan = RetrainPlan(parent=Path(a.from_), data=Path(a.data), out=Path(a.out), epochs=a.epochs, lr0=a.lr0,
-                       batch=a.batch, work=Path(a.work) if a.work else None, weights=Path(a.weights) if a.weights else None,
+                       batch=a.batch, work=Path(a.work) if a.work else None,
+                       weights=Path(a.weights) if a.weights else None,
                        max_drop=a.max_drop, version=a.version, resume=a.resume, subset_size=a.subset_size,
                        workers=a.workers)
     retrain(plan)
@@ -97,7 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="labelstudio: how tasks point at the uploaded frames: presigned S3 GET URLs, Label Studio "
                         "local-files URLs (file:// destination), or s3:// URIs for a Label Studio S3 storage "
                         "(default: presigned for s3://, local-files for file://)")
-    s.add_argument("--expires", type=int, default=7 * 24 * 3600, help="presigned URLs' lifetime in seconds (max 7 days)")
+    s.add_argument("--expires", type=int, default=7 * 24 * 3600,
+                   help="presigned URLs' lifetime in seconds (max 7 days)")
     s.add_argument("--document-root", default=None,
                    help="local-files: Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the file:// "
                         "destination's folder)")

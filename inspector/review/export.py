@@ -61,6 +61,8 @@ class ExportResult:
 
 def parse_date(s: str, what: str) -> dt.date:
     try:
+        if len(s) != 10:  # fromisoformat also takes 20300317, which reads like a typo here
+            raise ValueError(s)
         return dt.date.fromisoformat(s)
     except ValueError:
         raise ReviewExportError(f"{what}: expected a date YYYY-MM-DD, got {s!r}") from None
@@ -170,7 +172,8 @@ def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[
 def labeling_config(classes: list[str]) -> str:
     """The Label Studio labelling interface of inspector reviews (one rectangle label per class)."""
     palette = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c")
-    labels = "\n".join(f'    <Label value="{c}" background="{palette[i % len(palette)]}"/>' for i, c in enumerate(classes))
+    labels = "\n".join(f'    <Label value="{c}" background="{palette[i % len(palette)]}"/>'
+                       for i, c in enumerate(classes))
     return (f'<View>\n  <Header value="$reasons | verdict $verdict | part $part_id | $night"/>\n'
             f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
             f'  <RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}">\n{labels}\n  </RectangleLabels>\n</View>\n')

@@ -219,6 +219,7 @@ class S3Destination:
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
                 s3={"addressing_style": "path"} if cfg.endpoint_url else None,
+                signature_version="s3v4",  # presigned review URLs too (boto3 would presign with SigV2 here)
             ),
         )
 

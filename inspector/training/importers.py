@@ -203,8 +203,9 @@ def read_labelstudio(src: Path) -> Export:
         index = ImageIndex(f.parent)
         for t in tasks:
             data = t.get("data", {}) if isinstance(t, dict) else {}
+            # local-files URLs carry the path in ?d= (/data/local-files/?d=night/a.jpg)
             ref = next((v for v in data.values() if isinstance(v, str) and
-                        Path(v.split("?")[0]).suffix.lower() in IMAGE_SUFFIXES), None)
+                        Path(v.split("?d=")[-1].split("?")[0]).suffix.lower() in IMAGE_SUFFIXES), None)
             where = f"{f} (task {t.get('id') if isinstance(t, dict) else '?'})"
             if ref is None:
                 out.problems.append(Problem(where, "task has no image in its data"))

@@ -29,7 +29,6 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote
 
 REVIEW_JSON = "review.json"  # = inspector.review.export.REVIEW_JSON (the runtime package is not imported here)
