@@ -89,6 +89,10 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
                              "train on this dataset (or pass the dataset the model was trained on)")
     out.mkdir(parents=True, exist_ok=True)
     files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
+    pt = Path(fp32_xml).parent.parent / "best.pt"  # `inspector train`'s float weights: `inspector retrain` starts there
+    if pt.exists():
+        shutil.copyfile(pt, out / "model.pt")
+        files["pt"] = {"file": "model.pt", "sha256": sha256_file(out / "model.pt"), "bytes": pt.stat().st_size}
     meta = Path(fp32_xml).parent / "metadata.yaml"
     if meta.exists():  # lets `ultralytics.YOLO(<dir>)` load the IR for parity checks and benchmarks
         shutil.copyfile(meta, out / "metadata.yaml")
