@@ -89,10 +89,14 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
                              "train on this dataset (or pass the dataset the model was trained on)")
     out.mkdir(parents=True, exist_ok=True)
     files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
-    pt = Path(fp32_xml).parent.parent / "best.pt"  # `inspector train`'s float weights: `inspector retrain` starts there
+    # `inspector train`'s float weights, where `inspector retrain` starts. Not under "files" (the IRs the line
+    # runs, each xml+bin, which the model store checks and installs): the line PC never needs them.
+    pt = Path(fp32_xml).parent.parent / "best.pt"
+    float_weights = None
     if pt.exists():
         shutil.copyfile(pt, out / "model.pt")
-        files["pt"] = {"file": "model.pt", "sha256": sha256_file(out / "model.pt"), "bytes": pt.stat().st_size}
+        float_weights = {"file": "model.pt", "sha256": sha256_file(out / "model.pt"), "bytes": pt.stat().st_size,
+                         "format": "ultralytics .pt"}
     meta = Path(fp32_xml).parent / "metadata.yaml"
     if meta.exists():  # lets `ultralytics.YOLO(<dir>)` load the IR for parity checks and benchmarks
         shutil.copyfile(meta, out / "metadata.yaml")
@@ -142,6 +146,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
             "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached)},
         },
         "files": files,
+        "float_weights": float_weights,
         "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
         "dataset": dataset_record(data) if data is not None else {"generator": "inspector.sources.conveyor"},
         # The runtime feeds 3-channel BGR; grayscale cameras' frames are expanded to 3 equal channels.
