@@ -216,8 +216,11 @@ def read_labelstudio(src: Path) -> Export:
             if path is None:
                 out.problems.append(Problem(where, f"image {ref!r} not found under {f.parent}"))
                 continue
-            annotations = t.get("annotations") or t.get("completions") or []
-            results = [r for a in annotations[:1] if not a.get("was_cancelled") for r in a.get("result", [])]
+            annotations = [a for a in t.get("annotations") or t.get("completions") or [] if not a.get("was_cancelled")]
+            if not annotations:  # not labelled yet: importing it as a defect-free image would teach its defects away
+                out.problems.append(Problem(where, "task has no (non-cancelled) annotation: not labelled yet"))
+                continue
+            results = annotations[0].get("result", [])
             boxes, size, bad = [], None, None
             for r in results:
                 kind, v = r.get("type"), r.get("value", {})
@@ -312,26 +315,28 @@ def read_yolo(src: Path) -> Export:
                 continue
             seen.add(img)
             label = _yolo_label_for(img)
+            if label is None:  # ultralytics would train it as defect-free; an empty .txt says so on purpose
+                out.problems.append(Problem(str(img), "no label file (a defect-free image needs an empty .txt)"))
+                continue
             boxes, bad = [], None
-            if label is not None:
-                for n, line in enumerate(label.read_text().splitlines(), 1):
-                    parts = line.split()
-                    if not parts:
-                        continue
-                    try:
-                        if len(parts) != 5:
-                            raise ValueError(f"{len(parts)} fields, expected 5 (class cx cy w h)")
-                        c, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:])
-                    except ValueError as e:
-                        bad = f"line {n}: {e}"
-                        break
-                    name = out.classes[c] if out.classes and 0 <= c < len(out.classes) else f"#{c}"
-                    # normalised: the writer scales by the real image size (size=None marks that)
-                    boxes.append(Box(name, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+            for n, line in enumerate(label.read_text().splitlines(), 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                try:
+                    if len(parts) != 5:
+                        raise ValueError(f"{len(parts)} fields, expected 5 (class cx cy w h)")
+                    c, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:])
+                except ValueError as e:
+                    bad = f"line {n}: {e}"
+                    break
+                name = out.classes[c] if out.classes and 0 <= c < len(out.classes) else f"#{c}"
+                # normalised: the writer scales by the real image size (size=None marks that)
+                boxes.append(Box(name, cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
             if bad:
                 out.problems.append(Problem(str(label), bad))
                 continue
-            out.items.append(Annotated(img, label or img, tuple(boxes), None, split, normalized=True))
+            out.items.append(Annotated(img, label, tuple(boxes), None, split, normalized=True))
     return out
 
 

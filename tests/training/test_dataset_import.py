@@ -169,6 +169,19 @@ def _cvat_polygon(src):
     return "(image 'img_1.jpg')", "holds polygon; only <box>"
 
 
+def _ls_unlabelled(src):
+    p = src / "export.json"
+    tasks = json.loads(p.read_text())
+    tasks[4]["annotations"][0]["was_cancelled"] = True
+    p.write_text(json.dumps(tasks))
+    return "export.json (task 5)", "task has no (non-cancelled) annotation"
+
+
+def _yolo_no_label(src):
+    (src / "labels" / "img_6.txt").unlink()
+    return "img_6.jpg", "no label file"
+
+
 def _yolo_bad_line(src):
     (src / "labels" / "img_7.txt").write_text("0 0.5 0.5 0.1\n")
     return "img_7.txt", "4 fields, expected 5"
@@ -185,6 +198,8 @@ BAD = {
     "labelstudio polygon": ("labelstudio", _ls_polygon),
     "cvat polygon": ("cvat", _cvat_polygon),
     "yolo malformed line": ("yolo", _yolo_bad_line),
+    "yolo image without label file": ("yolo", _yolo_no_label),
+    "labelstudio task not labelled": ("labelstudio", _ls_unlabelled),
 }
 
 
