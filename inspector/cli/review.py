@@ -80,7 +80,7 @@ def cmd_retrain(a: argparse.Namespace) -> int:
 def cmd_compare(a: argparse.Namespace) -> int:
     from inspector.training.compare import compare_cli
 
-    return compare_cli(Path(a.old), Path(a.new), Path(a.data), html=a.html, json_out=a.json,
+    return compare_cli(Path(a.old), Path(a.new), Path(a.data), html_out=a.html, json_out=a.json,
                        new_source=a.new_source, alpha=a.alpha)
 
 

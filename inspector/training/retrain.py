@@ -1,0 +1,167 @@
+"""`inspector retrain --from models/NAME --data DIR --out models/NAME-candidate`: a candidate bundle.
+
+The same chain as the parent was built with, started from the parent's own float weights:
+    fine-tune (`inspector train --init <parent model.pt>`: the parent's input size and augmentation,
+    a lower learning rate, no warm-up) -> quantize (calibrated on the dataset's train split, with the
+    parent's accuracy control unless --max-drop says otherwise) -> `inspector model --data` (thresholds
+    calibrated on val at the parent's target recall, metrics on the test split = the regression set)
+    -> the card gains `parent` (name, version, card sha256, thresholds) and `retrain` (what was run).
+The bundle is assembled in a temporary folder and renamed: OUT is the complete candidate or absent.
+
+The parent's float weights: `card.float_weights` (model.pt, sha256-checked), written by `inspector model`
+since the retraining loop; bundles made before (the shipped models/demo 1.1.0) have none, and --weights
+names the .pt they were trained from (`make model` leaves it in build/train/best.pt).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from inspector.errors import InspectorError
+
+
+class RetrainError(InspectorError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    parent: Path
+    data: Path
+    out: Path
+    epochs: int = 10
+    lr0: float = 0.002
+    batch: int = 16
+    work: Path | None = None
+    weights: Path | None = None
+    max_drop: float | None = None
+    version: str | None = None
+    resume: bool = False
+    subset_size: int = 300
+    workers: int = 2
+    cache: str | None = "ram"
+
+
+def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Path, str]:
+    from inspector.inference.detector import sha256_file
+
+    if override is not None:
+        if not override.is_file():
+            raise RetrainError(f"--weights {override} does not exist")
+        return override, sha256_file(override)
+    fw = card.get("float_weights")
+    if not fw:
+        raise RetrainError(
+            f"{parent} holds no float weights (its card has no float_weights: bundles built before `inspector model` "
+            "kept model.pt, such as the shipped models/demo 1.1.0, have none). Pass --weights with the .pt it was "
+            "trained from (`make model` leaves build/train/best.pt), or rebuild the bundle with `make model`")
+    pt = parent / fw["file"]
+    if not pt.is_file():
+        raise RetrainError(f"{pt}: missing (named in {parent}/model_card.json float_weights)")
+    got = sha256_file(pt)
+    if got != fw.get("sha256"):
+        raise RetrainError(f"{pt}: sha256 {got[:16]}…, the card says {str(fw.get('sha256'))[:16]}… "
+                           "(replaced or corrupt)")
+    return pt, got
+
+
+def retrain(plan: RetrainPlan, log=print) -> Path:
+    from inspector.inference.detector import CARD_NAME, load_bundle
+    from inspector.training.card import build_bundle
+    from inspector.training.quantize import calibration_folder, quantize
+    from inspector.training.train import TrainPlan, dataset_classes, train
+
+    parent = Path(plan.parent)
+    try:
+        card_bytes = (parent / CARD_NAME).read_bytes()
+        card = json.loads(card_bytes)
+    except (OSError, ValueError) as e:
+        raise RetrainError(f"--from {parent}: not a model bundle ({e})") from e
+    data = Path(plan.data)
+    data = data / "data.yaml" if data.is_dir() else data
+    if not data.is_file():
+        raise RetrainError(f"--data {plan.data}: no data.yaml")
+    want = dataset_classes(data)
+    if want != list(card["classes"]):
+        raise RetrainError(f"the dataset {data} has classes {want}, the parent {parent} has {card['classes']}: a "
+                           "candidate keeps its parent's classes (train a new model for new classes)")
+    weights, weights_sha = parent_weights(parent, card, plan.weights)
+    out = Path(plan.out).resolve()
+    if out == parent.resolve():
+        raise RetrainError(f"--out {out} is the parent: a candidate never overwrites the bundle in service")
+    work = Path(plan.work) if plan.work else Path("build/retrain") / out.name
+    training = card.get("training") or {}
+    imgsz = int(card["input_size"][0])
+    quant = card.get("quantization") or {}
+    max_drop = plan.max_drop if plan.max_drop is not None else \
+        ((quant.get("accuracy_control") or {}).get("max_drop_mAP50-95"))
+    target_recall = float((card.get("threshold_calibration") or {}).get("target_recall", 0.99))
+    version = plan.version or f"{card['version']}-rc.{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M}"
+    times = {}
+
+    t0 = time.monotonic()
+    log(f"[retrain] fine-tuning {parent} ({card['name']} {card['version']}) from {weights} on {data}: "
+        f"{plan.epochs} epochs at {imgsz} px, lr0 {plan.lr0}")
+    fp32 = train(TrainPlan(out=work, data=data, arch=training.get("arch", "yolov8n.yaml"), imgsz=imgsz,
+                           epochs=plan.epochs, batch=plan.batch, workers=plan.workers, init=weights, lr0=plan.lr0,
+                           augment=training.get("augment", "fixed-camera"), cache=plan.cache), resume=plan.resume)
+    times["train_s"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    calibration = calibration_folder(None, str(data))
+    int8 = quantize(fp32, calibration, work / "int8" / "model.xml", imgsz=imgsz, max_drop=max_drop,
+                    val_data=data if max_drop is not None else None, subset_size=plan.subset_size,
+                    head_convs_float=quant.get("head_convs_float", "last"),
+                    fast_bias_correction=quant.get("fast_bias_correction", True))
+    times["quantize_s"] = round(time.monotonic() - t0, 1)
+
+    t0 = time.monotonic()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    info_path = work / "train_info.json"
+    train_info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    try:
+        build_bundle(fp32, int8, tmp, name=card["name"], version=version, calibration=calibration,
+                     target_recall=target_recall, data=data, train_info=train_info,
+                     command=f"inspector retrain --from {parent} --data {plan.data} --out {plan.out} "
+                             f"--epochs {plan.epochs} --lr0 {plan.lr0}")
+        times["bundle_s"] = round(time.monotonic() - t0, 1)
+        new = json.loads((tmp / CARD_NAME).read_text())
+        new["parent"] = {"name": card["name"], "version": card["version"], "path": str(parent.resolve()),
+                         "card_sha256": hashlib.sha256(card_bytes).hexdigest(),
+                         "int8_bin_sha256": card["files"]["int8"]["bin_sha256"], "thresholds": card.get("thresholds")}
+        new["retrain"] = {"from_weights": str(weights), "from_weights_sha256": weights_sha, "epochs": plan.epochs,
+                          "lr0": plan.lr0, "max_drop": max_drop, "dataset": str(data.resolve()),
+                          "dataset_version": _dataset_version(data), "seconds": times}
+        (tmp / CARD_NAME).write_text(json.dumps(new, indent=2) + "\n")
+        load_bundle(tmp, "int8")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            out.rename(old)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"[retrain] wrote {out}: {card['name']} {version} (parent {card['version']}); train {times['train_s']} s, "
+        f"quantize {times['quantize_s']} s, bundle {times['bundle_s']} s; next: inspector compare {parent} {out} "
+        f"--data {data.parent}")
+    return out
+
+
+def _dataset_version(data: Path) -> dict | None:
+    p = data.parent / "dataset.json"
+    if not p.exists():
+        return None
+    meta = json.loads(p.read_text())
+    return {"number": (meta.get("version") or {}).get("number"),
+            "content_sha256": meta.get("sha256", {}).get("content"),
+            "regression_sha256": (meta.get("regression") or {}).get("sha256")}
