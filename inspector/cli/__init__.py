@@ -11,10 +11,10 @@ import argparse
 import logging
 import sys
 
-from inspector.cli import devtools, line, review, service, training
+from inspector.cli import devtools, line, model, review, service, training
 from inspector.errors import ConfigError, InspectorError
 
-GROUPS = (service, training, review, devtools, line)
+GROUPS = (service, training, model, review, devtools, line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(model.legacy_argv(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:

@@ -221,7 +221,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--compare", action="store_true", help="FP32 vs INT8 side by side")
     s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("model", help="assemble a model bundle: thresholds, metrics, model card (train extra)")
+
+def register_model_build(msub: argparse._SubParsersAction) -> None:
+    """`inspector model build`: the bundle builder, a sub-command of the model group (cli/model.py)."""
+    s = msub.add_parser("build", help="assemble a model bundle: thresholds, metrics, model card (train extra)")
     s.add_argument("--fp32", required=True, help="FP32 IR (.xml) from `inspector train` (its train_info.json is read)")
     s.add_argument("--int8", required=True, help="INT8 IR (.xml) from `inspector quantize`")
     s.add_argument("--out", required=True, help="bundle folder to write")

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from inspector.config import InspectorConfig
-from inspector.errors import InspectorError
+from inspector.errors import ConfigError, InspectorError
+from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import load_bundle, open_detector
 from inspector.service import priority
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 # Seconds kept back for each later part when an earlier one is given its share of the deadline:
 # the publisher's final flush (rejects still in flight) matters most, and a slow camera close must
 # not eat it. A part that finishes early leaves its time to the next.
-_RESERVE_S = {"source": 0.2, "pipeline": 0.5, "uploader": 0.2, "sink": 0.5, "metrics": 0.1}
+_RESERVE_S = {"lifecycle": 0.1, "source": 0.2, "pipeline": 0.5, "uploader": 0.2, "sink": 0.5, "metrics": 0.1}
 # How long start() waits for the PLC handshake's broker connection, so the retained `ready` state is
 # out before the camera opens. It is not fatal: paho keeps reconnecting and the PLC sees `fault`
 # (the retained last will of an earlier run, or nothing) until it connects.
@@ -66,10 +67,16 @@ class Service:
         self.cfg = cfg
         priority.configure(cfg.background)  # background threads started from here on run below the frame path
         self.alarms = AlarmHub()
-        bundle = load_bundle(cfg.model.path, cfg.model.precision)
-        self.policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
-        self.detector = open_detector(cfg.model, bundle, conf=self.policy.conf_floor)
-        self.model = self.detector.bundle.info
+        if cfg.shadow.enabled and not cfg.lifecycle.enabled:
+            raise ConfigError("shadow.enabled needs lifecycle.enabled: true (the shadow model comes from the store)")
+        from inspector.lifecycle.manager import (
+            initial_model_path,  # the store's pointer, when lifecycle is on
+        )
+
+        bundle = load_bundle(initial_model_path(cfg), cfg.model.precision)
+        policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
+        detector = open_detector(cfg.model, bundle, conf=policy.conf_floor)
+        self._first_model = detector.bundle.info
         self.config_hash = cfg.config_hash()
         self.sinks: list[VerdictSink] = []
         self.publisher = None
@@ -80,14 +87,16 @@ class Service:
         if cfg.mqtt.enabled:
             from inspector.signalling.publisher import MqttPublisher
 
-            self.publisher = MqttPublisher(cfg.mqtt, model=self.model, config_hash=self.config_hash,
+            self.publisher = MqttPublisher(cfg.mqtt, model=self._first_model, config_hash=self.config_hash,
                                            heartbeat_fn=self.heartbeat, alarm_counter=self.alarms.record)
             self.sinks.append(self.publisher)
+        self.sampling = None
         if cfg.sampling.enabled:
             from inspector.review.spool import SamplingSink
 
-            self.sinks.append(SamplingSink(cfg.sampling, cfg.spool, model=self.model, config_hash=self.config_hash,
-                                           alarm=self.alarms.raise_alarm))
+            self.sampling = SamplingSink(cfg.sampling, cfg.spool, model=self._first_model,
+                                         config_hash=self.config_hash, alarm=self.alarms.raise_alarm)
+            self.sinks.append(self.sampling)
         if cfg.upload.window is not None:
             from inspector.review.uploader import NightlyUploader
 
@@ -119,14 +128,42 @@ class Service:
         self.histograms = StageHistograms()
         self.escapes = EscapeTally()
         self.stall_watch = StallWatch()  # how long frames have arrived with no verdict (/healthz)
-        self.pipeline = Pipeline(self.source, self.detector, self.policy,
+        self.pipeline = Pipeline(self.source, detector, policy,
                                  [*pipeline_sinks, self.histograms, self.escapes],
                                  max_frames=max_frames, alarm=self.alarms.raise_alarm)
+        # Model lifecycle (issue 13): promote/rollback/shadow through the control socket; the manager
+        # also watches verdicts on the post thread (rollback guard, shadow feed), after the sinks.
+        self.lifecycle = None
+        self.control = None
+        if cfg.lifecycle.enabled:
+            from inspector.lifecycle.manager import ModelManager
+
+            self.lifecycle = ModelManager(cfg, self.pipeline, alarm=self.alarms.raise_alarm,
+                                          announce=self._announce_model, spool_sink=self.sampling)
+            self.pipeline.sinks.append(self.lifecycle)
         self.metrics = None
         self.started_at: float | None = None
         self.stop_report: StopReport | None = None
         self._source_was_connected = True
         self._source_lost_at: float | None = None
+
+    # The model that judges now (it changes on promote/rollback): always read from the pipeline.
+    @property
+    def model(self) -> ModelInfo:
+        return self.pipeline.model
+
+    @property
+    def detector(self):
+        return self.pipeline.detector
+
+    @property
+    def policy(self) -> DecisionPolicy:
+        return self.pipeline.policy
+
+    def _announce_model(self, new: ModelInfo, old: ModelInfo, why: str) -> None:
+        """A model switch is told to the line: the publisher's retained status names the new model."""
+        if self.publisher is not None:
+            self.publisher.announce_model(new, previous=old, why=why)
 
     def report(self, *, full: bool = False) -> ServiceReport:
         """The one snapshot every reader shares (see report.py)."""
@@ -153,6 +190,15 @@ class Service:
             self.metrics.start()
         self.pipeline.start()
         self.source.start()
+        if self.lifecycle is not None:
+            from inspector.lifecycle.control import ControlServer
+            from inspector.lifecycle.handlers import control_handler
+
+            lc = self.cfg.lifecycle
+            self.control = ControlServer(lc.socket, control_handler(self), mode=lc.socket_mode, group=lc.socket_group)
+            self.control.start()
+            if self.cfg.shadow.enabled:
+                self.lifecycle.shadow_start(self.cfg.shadow.model)
 
     def watch_source(self) -> None:
         """Raises `camera_lost` when the camera is lost and `camera_restored` (which clears it) when it is
@@ -181,7 +227,12 @@ class Service:
     def stop(self, deadline_s: float | None = None) -> StopReport:
         """Stops every part within one deadline (default `shutdown.deadline_s`), in order: source,
         pipeline drain, uploader, sinks (publisher's final flush included), metrics."""
-        parts: list[tuple[str, str, Callable[[float], Any]]] = [
+        parts: list[tuple[str, str, Callable[[float], Any]]] = []
+        if self.control is not None:
+            parts.append(("control", "lifecycle", lambda t: self.control.stop(timeout=t)))
+        if self.lifecycle is not None:
+            parts.append(("shadow", "lifecycle", lambda t: self.lifecycle.stop(timeout=t)))
+        parts += [
             ("source", "source", lambda t: self.source.stop()),
             ("pipeline", "pipeline", lambda t: self.pipeline.stop(timeout=t)),
         ]
@@ -313,6 +364,13 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
         raise
     t0 = time.monotonic()
     rc = 0
+    # systemd (deploy/systemd/inspector.service, Type=notify): READY once started, WATCHDOG=1 only while
+    # verdicts flow, STOPPING at the stop. Not under systemd: no-ops.
+    from inspector.lifecycle.sdnotify import Notifier, verdicts_flow
+
+    notifier = Notifier()
+    notifier.ready(f"judging with {svc.model.name}@{svc.model.version}")
+    next_ping = time.monotonic()
     try:
         last_status = 0.0
         while not stop.is_set():
@@ -322,6 +380,14 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
                 break
             svc.pipeline.raise_if_failed()
             svc.watch_source()
+            if notifier.watchdog_s is not None and time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + notifier.watchdog_s / 2
+                rep = svc.report()
+                if verdicts_flow(rep):
+                    notifier.notify(watchdog=1, status=rep.status_line(time.monotonic() - t0))
+                else:
+                    log.error("verdicts do not flow (%s): no watchdog ping; systemd restarts the service after "
+                              "WatchdogSec", ", ".join(rep.failed_checks))
             if live and time.monotonic() - last_status >= 0.5:
                 last_status = time.monotonic()
                 sys.stderr.write("\r" + svc.report().status_line(time.monotonic() - t0) + "\x1b[K")
@@ -332,6 +398,7 @@ def run_service(cfg: InspectorConfig, max_frames: int | None = None, duration: f
         raise
     finally:
         wall = time.monotonic() - t0
+        notifier.stopping()
         svc.stop()
         for sig, h in old.items():
             signal.signal(sig, h)

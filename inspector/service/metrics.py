@@ -90,6 +90,15 @@ def families(r: ServiceReport):
         c.add_metric([k], p.verdicts.get(k, 0))
     yield c
     yield CounterMetricFamily("inspector_actuations", "Reject signals requested", value=p.actuations)
+    mi = GaugeMetricFamily("inspector_model_info", "The model judging now (1)", labels=["name", "version", "sha256"])
+    mi.add_metric([str(r.model["name"]), str(r.model["version"]), str(r.model["sha256"])], 1.0)
+    yield mi
+    bm = CounterMetricFamily("inspector_model_verdicts", "Verdicts by the model that made them (issue 13: "
+                             "promote/rollback)", labels=["model", "outcome"])
+    for model, outcomes in r.verdicts_by_model.items():
+        for outcome, n in outcomes.items():
+            bm.add_metric([model, outcome], n)
+    yield bm
     yield CounterMetricFamily("inspector_deadline_misses", "Verdicts past their deadline", value=p.verdicts.get("LATE", 0))
     d = CounterMetricFamily("inspector_frames_dropped", "Frames dropped, by cause", labels=["cause"])
     for cause, n in p.dropped.items():

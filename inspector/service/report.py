@@ -220,6 +220,10 @@ class ServiceReport:
     shutdown: StopReport | None = None
     plc: PlcReport | None = None  # None when plc.enabled is false
     opcua: OpcUaReport | None = None  # None when opcua.enabled is false
+    # Issue 13: which model judged how many parts ("name@version" -> outcome -> count), and the
+    # lifecycle's own state (switches, guard, shadow); None when lifecycle is off.
+    verdicts_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
+    lifecycle: dict[str, Any] | None = None
 
     # -- readers ---------------------------------------------------------------------------------
     @property
@@ -257,6 +261,7 @@ class ServiceReport:
                 "p99_ms": _r(p.p99_recent_ms), "source": self.source.connection,
                 "deadline_misses": p.verdicts.get("LATE", 0), "escapes_physical": self.escapes.physical,
                 "healthy": self.healthy, "failed": self.failed_checks,
+                "model": f"{self.model['name']}@{self.model['version']}",
                 **({"plc_station": self.plc.station} if self.plc is not None else {})}
 
     def status_line(self, elapsed: float) -> str:
@@ -307,6 +312,9 @@ class ServiceReport:
             out["plc"] = self.plc.as_dict()
         if self.opcua is not None:
             out["opcua"] = self.opcua.as_dict()
+        out["verdicts_by_model"] = self.verdicts_by_model
+        if self.lifecycle is not None:
+            out["lifecycle"] = self.lifecycle
         return out
 
 
@@ -413,10 +421,17 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
              "precision": svc.detector.bundle.precision, "device": svc.detector.device}
     started = getattr(svc, "started_at", None)
+    with st.lock:
+        by_model_raw = dict(st.by_model)
+    by_model: dict[str, dict[str, int]] = {}
+    for (name, version, outcome), n in sorted(by_model_raw.items()):
+        by_model.setdefault(f"{name}@{version}", {})[outcome] = n
+    manager = getattr(svc, "lifecycle", None)
     return ServiceReport(uptime_s=0.0 if started is None else now - started, model=model, budget_ms=budget_ms,
                          pipeline=pipeline, source=source, sinks=sinks, mqtt=mqtt, uploader=uploader,
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
-                         health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua)
+                         health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
+                         verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state())
 
 
 def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttReport | None,

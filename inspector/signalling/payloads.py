@@ -97,6 +97,10 @@ class StatusPayload(_Payload):
     boot: str = Field(description="Random id of this process start: a new value means a restart.")
     model: ModelRef | None = Field(None, description="The loaded model (online only).")
     config_hash: str | None = Field(None, description="Hash of the effective config (online only).")
+    previous_model: ModelRef | None = Field(None, description="After a model switch (promote, rollback; online "
+                                            "only): the model `model` replaced. Null before any switch.")
+    model_switched_at: datetime | None = Field(None, description="When the last model switch happened, UTC.")
+    model_switch: str | None = Field(None, description="Why: promote, or rollback: <reason> (online only).")
 
 
 class HeartbeatPayload(_Payload):

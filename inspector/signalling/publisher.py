@@ -381,11 +381,25 @@ class MqttPublisher:
         c.max_queued_messages_set(0)  # the outbox is the bound, paho's queue is emptied per connect
         return c
 
+    def announce_model(self, model: ModelInfo, *, previous: ModelInfo | None = None, why: str = "") -> None:
+        """A model switch (issue 13: promote, rollback): the retained `online` status is published again
+        naming the new model and the one it replaced; later births (reconnects) name it too. Any thread
+        (paho's publish is thread-safe; its PUBACK is ignored like the birth's)."""
+        self.model = model
+        self._switch = (previous, why, time.time())
+        client = self._client
+        if client is not None and self._connected:
+            client.publish(self.topics["status"], self._status("online", time.time()), qos=1, retain=True)
+
     def _status(self, state: str, at: float | None) -> str:
         online = state == "online"
+        prev, why, switched = getattr(self, "_switch", None) or (None, None, None)
         return StatusPayload(state=state, at=utc(at) if at is not None else None, client_id=self.client_id,
                              boot=self.boot, model=ModelRef.of(self.model) if online else None,
-                             config_hash=self.config_hash if online else None).to_json()
+                             config_hash=self.config_hash if online else None,
+                             previous_model=ModelRef.of(prev) if online and prev is not None else None,
+                             model_switched_at=utc(switched) if online and switched is not None else None,
+                             model_switch=why if online else None).to_json()
 
     def _count_alarm(self, kind: str) -> None:
         if self.alarm_counter is not None:

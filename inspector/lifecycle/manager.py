@@ -1,0 +1,269 @@
+"""The model lifecycle of a running service: promote, rollback, shadow, status.
+
+One model change at a time (`_lock`), on the caller's thread (the control socket's), never on the
+frame path:
+- promote: check the stored bundle again (sha256s, signature), compile and warm the new detector on
+  this (normal-priority) thread, hand it to the pipeline, which installs it between two frames
+  (`Pipeline.swap`); move the station's pointer; announce the switch (MQTT status); release the old
+  model once its frames in flight have completed. With the guard on, the old model stays compiled
+  (a few MB) until the guard accepts the promotion, so a rollback is one more swap with no compile.
+- rollback: the same, back to the pointer's `previous`.
+- the compile runs at the service's own priority on purpose: OpenVINO's inference threads inherit
+  the niceness of the thread that compiles the model, and this model will judge the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from inspector.errors import ModelError
+from inspector.frames import ModelInfo
+from inspector.inference.decision import DecisionPolicy
+from inspector.inference.detector import Detector, load_bundle, open_detector
+from inspector.lifecycle.guard import RollbackGuard
+from inspector.lifecycle.shadow import ShadowRunner
+from inspector.lifecycle.signing import Trust
+from inspector.lifecycle.store import ModelRef, ModelStore, verify_bundle
+from inspector.service.pipeline import Judge, Pipeline, make_judge
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[ModelInfo, ModelInfo, str], None]  # (new, old, why)
+AlarmFn = Callable[[str, dict[str, Any]], None]
+
+RELEASE_WAIT_S = 10.0  # a swapped-out model's frames in flight are answered by their deadline long before
+
+
+def station_of(cfg) -> str:
+    return cfg.lifecycle.station or cfg.mqtt.station
+
+
+def open_store(cfg) -> tuple[ModelStore, Trust]:
+    return ModelStore(cfg.lifecycle.store, station_of(cfg)), Trust.from_config(cfg.lifecycle)
+
+
+def initial_model_path(cfg) -> Path:
+    """The bundle the service starts on. Lifecycle off: `model.path`. On: the station's pointer; the
+    first time, `model.path` is staged into the store (checked like any bundle) and becomes it."""
+    if not cfg.lifecycle.enabled:
+        return Path(cfg.model.path)
+    store, trust = open_store(cfg)
+    ref = store.active_ref()
+    if ref is None:
+        ref = store.stage(cfg.model.path, trust)
+        store.set_active(ref, why=f"initial: model.path {cfg.model.path}")
+        log.info("store %s: station %s starts on %s (from model.path)", store.root, store.station, ref)
+    verify_bundle(store.path(ref), trust, expect=ref)
+    return store.path(ref)
+
+
+def ref_of(m: ModelInfo) -> ModelRef:
+    return ModelRef(m.name, m.version)
+
+
+class ModelManager:
+    def __init__(self, cfg, pipeline: Pipeline, *, alarm: AlarmFn, announce: Announce | None = None,
+                 spool_sink=None) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.store, self.trust = open_store(cfg)
+        self._alarm = alarm
+        self._announce = announce
+        self._spool_sink = spool_sink
+        self._lock = threading.Lock()  # one model change at a time
+        self._warm: Judge | None = None  # the previous judge, kept compiled while the guard watches
+        self.shadow: ShadowRunner | None = None
+        self.guard = RollbackGuard(cfg.lifecycle.guard, self._guard_tripped, self._guard_accepted)
+        self.events: list[dict[str, Any]] = []  # promotions and rollbacks of this run
+        self._releasers: list[threading.Thread] = []
+
+    # -- the post thread's tap (VerdictSink form) ----------------------------------------------------
+    name = "lifecycle"
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, v) -> None:
+        if self.guard.armed:
+            self.guard.submit(v)
+        shadow = self.shadow
+        if shadow is not None:
+            shadow.submit(v)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if self.shadow is not None:
+            self.shadow.stop(timeout)
+
+    # -- building a judge ------------------------------------------------------------------------------
+    def _load(self, ref: ModelRef, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
+        self.store.verify(ref, self.trust)
+        bundle = load_bundle(self.store.path(ref), self.cfg.model.precision, verify=False)  # just checked
+        policy = DecisionPolicy.build(self.cfg.decision, bundle.classes, bundle.thresholds)
+        model_cfg = self.cfg.model if threads is None else self.cfg.model.model_copy(
+            update={"threads": threads, "requests": 1, "hint": "latency"})
+        return open_detector(model_cfg, bundle, conf=policy.conf_floor), policy
+
+    def build_judge(self, ref: ModelRef) -> Judge:
+        detector, policy = self._load(ref)
+        return make_judge(detector, policy)
+
+    # -- promote / rollback ----------------------------------------------------------------------------
+    def promote(self, ref: ModelRef | str, *, why: str = "promote") -> dict[str, Any]:
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        with self._lock:
+            current = ref_of(self.pipeline.model)
+            if ref == current:
+                raise ModelError(f"{ref} is already the active model")
+            t0 = time.monotonic()
+            judge = self.build_judge(ref)  # refused here (BundleRefused) before anything changes
+            compiled_s = time.monotonic() - t0
+            event = self._switch(judge, why=why, by="command", keep_old=self.cfg.lifecycle.guard.enabled)
+            event["compile_s"] = round(compiled_s, 3)
+            if self.cfg.lifecycle.guard.enabled:
+                self.guard.arm(judge.model)
+            return event
+
+    def rollback(self, *, why: str = "by command", by: str = "command",
+                 detail: dict[str, Any] | None = None) -> dict[str, Any]:
+        with self._lock:
+            current = ref_of(self.pipeline.model)
+            prev = self.store.previous_ref()
+            if prev is None:
+                raise ModelError(f"nothing to roll back to: the pointer {self.store.pointer_path} names no "
+                                 f"previous version of {current}")
+            self.guard.disarm()
+            warm, self._warm = self._warm, None
+            if warm is not None and ref_of(warm.model) == prev:
+                judge = warm
+            else:
+                if warm is not None:
+                    self._release(warm)
+                judge = self.build_judge(prev)
+            event = self._switch(judge, why=f"rollback: {why}", by=by, keep_old=False, rollback=True)
+            self._alarm("model_rolled_back", {"by": by, "why": why, "from": str(current), "to": str(prev),
+                                              **(detail or {})})
+            return event
+
+    def _switch(self, judge: Judge, *, why: str, by: str, keep_old: bool, rollback: bool = False) -> dict[str, Any]:
+        new = ref_of(judge.model)
+        result = self.pipeline.swap(judge, timeout=5.0)
+        old = result.old
+        old_ref = ref_of(old.model)
+        # The pointer follows: a restart comes back on what judges now. After a rollback there is
+        # nothing to return to (rolling "back" to the rejected model would be a promotion).
+        self.store.set_active(new, why=why, previous=None if rollback else old_ref)
+        if self._warm is not None:
+            self._release(self._warm)
+            self._warm = None
+        if keep_old:
+            self._warm = old
+        else:
+            self._release(old)
+        event = {"event": "rollback" if rollback else "promote", "by": by, "why": why, "active": str(new),
+                 "previous": str(old_ref), "last_old_frame_id": result.last_old_frame_id, "at": time.time()}
+        self.events.append(event)
+        log.warning("model switch (%s): %s -> %s after frame %s", why, old_ref, new, result.last_old_frame_id)
+        if self._announce is not None:
+            try:
+                self._announce(judge.model, old.model, why)
+            except Exception:  # the switch happened; a failed announcement must not undo it
+                log.exception("announcing the model switch failed")
+        return event
+
+    def _release(self, judge: Judge) -> None:
+        """Releases a swapped-out model once its frames in flight are answered (own thread)."""
+        def run() -> None:
+            if not judge.detector.close(RELEASE_WAIT_S):
+                log.error("model %s %s: a request still runs %.0f s after the swap; not released",
+                          judge.model.name, judge.model.version, RELEASE_WAIT_S)
+        t = threading.Thread(target=run, name="lifecycle-release", daemon=True)
+        t.start()
+        self._releasers = [x for x in self._releasers if x.is_alive()] + [t]
+
+    def wait_released(self, timeout: float = RELEASE_WAIT_S) -> bool:
+        end = time.monotonic() + timeout
+        for t in list(self._releasers):
+            t.join(max(0.0, end - time.monotonic()))
+        return not any(t.is_alive() for t in self._releasers)
+
+    # -- the guard's callbacks (post thread: hand off, never swap here) -------------------------------
+    def _guard_tripped(self, result: dict[str, Any]) -> None:
+        def run() -> None:
+            try:
+                self.rollback(why=result["why"], by="guard", detail={"guard": result})
+            except Exception:
+                log.exception("the rollback guard could not roll back")
+        threading.Thread(target=run, name="lifecycle-guard-rollback", daemon=True).start()
+
+    def _guard_accepted(self, model: ModelInfo) -> None:
+        def run() -> None:
+            with self._lock:
+                warm, self._warm = self._warm, None
+                if warm is not None:
+                    self._release(warm)
+            log.info("rollback guard: %s@%s stands after %d parts; previous model released", model.name,
+                     model.version, self.cfg.lifecycle.guard.parts)
+        threading.Thread(target=run, name="lifecycle-guard-accept", daemon=True).start()
+
+    # -- shadow -----------------------------------------------------------------------------------------
+    def shadow_start(self, ref: ModelRef | str, wait_s: float = 60.0) -> dict[str, Any]:
+        ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        with self._lock:
+            if self.shadow is not None:
+                raise ModelError(f"a shadow already runs ({self.shadow.ref}); stop it first")
+            self.store.verify(ref, self.trust)  # refused before a thread starts
+            runner = ShadowRunner(str(ref), lambda: self._load(ref, threads=self.cfg.shadow.threads),
+                                  self.cfg.shadow, spool_sink=self._spool_sink)
+            runner.start()
+            if not runner.ready.wait(wait_s):
+                runner.stop(0.5)
+                raise ModelError(f"shadow {ref}: not compiled within {wait_s:.0f} s")
+            if runner.failed:
+                runner.stop(0.5)
+                raise ModelError(f"shadow {ref} could not be built: {runner.failed}")
+            self.shadow = runner
+            return {"shadow": str(ref), "priority": runner.priority}
+
+    def shadow_stop(self) -> dict[str, Any]:
+        with self._lock:
+            runner, self.shadow = self.shadow, None
+        if runner is None:
+            raise ModelError("no shadow runs")
+        runner.stop(2.0)
+        return {"stopped": runner.ref, "report": runner.state()}
+
+    def shadow_report(self) -> dict[str, Any]:
+        if self.shadow is None:
+            raise ModelError("no shadow runs: start one with `inspector model shadow NAME@VERSION`")
+        return {"active": str(ref_of(self.pipeline.model)), **self.shadow.state()}
+
+    # -- status -------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        active = ref_of(self.pipeline.model)
+        prev = self.store.previous_ref()
+        return {
+            "station": self.store.station,
+            "store": str(self.store.root),
+            "active": str(active),
+            "previous": None if prev is None else str(prev),
+            "shadow": None if self.shadow is None else self.shadow.ref,
+            "guard": self.guard.state(),
+            "versions": [{"ref": str(v.ref), "created": v.created, "signed": v.signed,
+                          "active": v.ref == active, "shadow": self.shadow is not None and str(v.ref) == self.shadow.ref}
+                         for v in self.store.versions()],
+            "events": self.events[-20:],
+        }
+
+    def state(self) -> dict[str, Any]:
+        """For the service report (summary, /metrics): small and cheap."""
+        out: dict[str, Any] = {"switches": len(self.events), "guard_armed": self.guard.armed}
+        if self.shadow is not None:
+            st = self.shadow.state()
+            out["shadow"] = {k: st[k] for k in ("model", "judged", "dropped", "agree", "disagree", "agreement",
+                                                 "spooled_disagreements")}
+        return out
