@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -42,7 +43,8 @@ PARTS_PER_S = 10
 # in time: both branches run every time (P(no reject in 10 parts) = (1/3)**10).
 BUDGET_MS = 2500
 
-pytestmark = [pytest.mark.slow, needs_mosquitto]
+pytestmark = [pytest.mark.slow, needs_mosquitto,
+              pytest.mark.skipif(shutil.which("mosquitto_sub") is None, reason="mosquitto-clients not installed")]
 
 
 def _config(tmp_path: Path, port: int, station: str) -> Path:
