@@ -187,8 +187,11 @@ class ModelManager:
 
     def wait_released(self, timeout: float = RELEASE_WAIT_S) -> bool:
         end = time.monotonic() + timeout
-        for t in list(self._releasers):
-            t.join(max(0.0, end - time.monotonic()))
+        while True:  # a release may start another (the guard's accept releases the warm model)
+            alive = [t for t in list(self._releasers) if t.is_alive()]
+            if not alive or time.monotonic() >= end:
+                break
+            alive[0].join(max(0.0, end - time.monotonic()))
         return not any(t.is_alive() for t in self._releasers)
 
     # -- the guard's callbacks (post thread: hand off, never swap here) -------------------------------
@@ -208,7 +211,9 @@ class ModelManager:
                     self._release(warm)
             log.info("rollback guard: %s@%s stands after %d parts; previous model released", model.name,
                      model.version, self.cfg.lifecycle.guard.parts)
-        threading.Thread(target=run, name="lifecycle-guard-accept", daemon=True).start()
+        t = threading.Thread(target=run, name="lifecycle-guard-accept", daemon=True)
+        self._releasers.append(t)  # wait_released() waits for it too
+        t.start()
 
     # -- shadow -----------------------------------------------------------------------------------------
     def shadow_start(self, ref: ModelRef | str, wait_s: float = 60.0) -> dict[str, Any]:
