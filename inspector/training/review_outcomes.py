@@ -138,13 +138,11 @@ def _ls_status(path: Path, by_file: dict[str, dict], classes: list[str]) -> dict
             raise ValueError(f"{where}: image {(t.get('data') or {}).get('image')!r} is not in the upload this review "
                              f"was exported from ({len(by_file)} frames listed in {REVIEW_JSON})")
         anns = t.get("annotations") or t.get("completions") or []
-        if not anns:
-            out[name] = ("unreviewed", where)
+        kept = [a for a in anns if not a.get("was_cancelled")]  # as the reader: the first one not cancelled
+        if not kept:
+            out[name] = ("skipped" if anns else "unreviewed", f"{path} (task {tid})")
             continue
-        a = anns[0]
-        if a.get("was_cancelled"):
-            out[name] = ("skipped", where)
-            continue
+        a = kept[0]
         for r in a.get("result") or []:
             rid = r.get("id", "?")
             if r.get("type") != "rectanglelabels":
@@ -186,6 +184,9 @@ def apply_review(fmt: str, src: Path, export) -> dict | None:
             raise ValueError(f"{src}: pass the reviewed Label Studio export file itself (the folder also holds "
                              "tasks.json, the unreviewed tasks)")
         status = _ls_status(src, by_file, classes)
+    # the reader's "not labelled yet" for the tasks that are skipped or unreviewed here: recorded, not an error
+    quiet = {w for s, w in status.values() if s in ("skipped", "unreviewed")}
+    export.problems = [p for p in export.problems if p.file not in quiet]
     if export.problems:  # strict: a review is imported whole or not at all
         raise ValueError(f"{src}: {len(export.problems)} problem(s) in the reviewed export, nothing imported; "
                          f"first: {export.problems[0]}")
