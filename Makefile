@@ -18,12 +18,12 @@ APT_TEST := mosquitto mosquitto-clients gstreamer1.0-rtsp gir1.2-gst-rtsp-server
             aravis-tools aravis-tools-cli gir1.2-aravis-0.8 iproute2
 APT_DEMO := mosquitto
 
-.PHONY: demo test setup setup-full apt-test apt-demo venv-gi model bench schemas calibration clean
+.PHONY: demo test setup setup-full apt-test apt-demo venv-gi model bench schemas calibration clean labelstudio
 
 demo: setup apt-demo
 	$(VENV)/bin/inspector demo --config configs/demo.yaml
 
-test: setup-full apt-test venv-gi
+test: setup-full apt-test venv-gi labelstudio
 	$(VENV)/bin/ruff check --select F,E9,I inspector tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
@@ -40,6 +40,16 @@ $(VENV)/.runtime-stamp: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.full-stamp: pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -e '.[demo,train,dev,opcua]'
 	touch $@ $(VENV)/.runtime-stamp
+
+# Label Studio for the review round-trip test (tests/review/test_labelstudio.py): its own venv, never the
+# runtime's (it pins its own Django stack; ~1 min from a package mirror, ~3 min from PyPI).
+LS_VENV := build/labelstudio-venv
+$(LS_VENV)/.stamp:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q -U pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
+	touch $@
+labelstudio: $(LS_VENV)/.stamp
 
 setup: $(VENV)/.runtime-stamp
 setup-full: $(VENV)/.full-stamp
