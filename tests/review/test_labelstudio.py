@@ -25,7 +25,8 @@ from tests.fixtures.s3_server import free_port
 from tests.review.test_export import NIGHT, spool_and_upload
 
 REPO = Path(__file__).resolve().parents[2]
-LABEL_STUDIO = Path(os.environ.get("INSPECTOR_LABEL_STUDIO", REPO / "build" / "labelstudio-venv" / "bin" / "label-studio"))
+LABEL_STUDIO = Path(os.environ.get("INSPECTOR_LABEL_STUDIO",
+                                   REPO / "build" / "labelstudio-venv" / "bin" / "label-studio"))
 TOKEN = "inspector-test-token-0123456789"
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LABEL_STUDIO.exists(), reason=f"{LABEL_STUDIO} is not "
@@ -112,7 +113,8 @@ def test_a_review_round_trip_through_a_real_label_studio(tmp_path, label_studio)
     edits[0] = ("confirm", prediction(tasks[0]), False)
     edits[1] = ("delete", prediction(tasks[1])[:-1], False)  # the uncertain pit was not a pit
     added = {**prediction(tasks[2])[-1], "id": "reviewer1"}
-    added["value"] = {**added["value"], "x": 60.0, "y": 60.0, "width": 6.0, "height": 5.0, "rectanglelabels": ["crack"]}
+    added["value"] = {**added["value"], "x": 60.0, "y": 60.0, "width": 6.0, "height": 5.0,
+                      "rectanglelabels": ["crack"]}
     edits[2] = ("add", prediction(tasks[2]) + [added], False)
     edits[3] = ("skip", [], True)
     for k, (_, result, cancelled) in edits.items():

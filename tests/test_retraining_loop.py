@@ -1,0 +1,126 @@
+"""The retraining loop end to end on the synthetic line (issue 12's acceptance; docs/retraining.md's manual run):
+
+a deliberately weak model (few epochs on a small synthetic set at a low input size) runs the line until >= 100
+frames are sampled; they are uploaded to the S3-compatible server, exported for review, "reviewed" by the
+synthetic generator's ground truth through the Label Studio export format a person's review produces, imported,
+merged with the base dataset, and a candidate is fine-tuned from the weak model's own float weights; `compare`
+must show higher recall on the classes the review caught the model missing, say so with counts, and list the
+old model's failures on the new frames. Every step is the CLI in a child process under the offline guard."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.training.test_offline import GUARD, REPO
+
+pytest.importorskip("ultralytics")
+
+IMGSZ = 192  # low: the weak model stays weak and each epoch is cheap (measured below, docs/retraining.md)
+
+
+def cli(tmp_path: Path, *args, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]),
+             INSPECTOR_NET_LOG=str(tmp_path / "net.log"), YOLO_CONFIG_DIR=str(tmp_path / "ucfg"), **(env or {}))
+    r = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=e, cwd=tmp_path,
+                       timeout=timeout)
+    assert r.returncode == 0, f"{args[:3]}: exit {r.returncode}\n" + (r.stdout + r.stderr)[-4000:]
+    return r
+
+
+def inspector(tmp_path: Path, *args, **kw) -> subprocess.CompletedProcess:
+    return cli(tmp_path, "inspector", *args, **kw)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+# Not yet verified end to end (its trainings were measured at 2.6 min per epoch on a machine shared with other
+# trainings, more than the suite's budget): opt in until its sizes are tuned and it has passed.
+@pytest.mark.skipif(os.environ.get("INSPECTOR_LOOP_TEST") != "1", reason="set INSPECTOR_LOOP_TEST=1 (unverified)")
+def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_server):
+    # 1. base dataset and a deliberately weak model (trained on too little for too short)
+    base = tmp_path / "base"
+    for split, n, seed in (("train", 240, 1001), ("val", 60, 2002), ("test", 60, 3003)):
+        inspector(tmp_path, "synth", "--out", base, "--split", split, "--n", n, "--seed", seed)
+    inspector(tmp_path, "train", "--data", base / "data.yaml", "--out", tmp_path / "weak-run", "--imgsz", IMGSZ,
+              "--epochs", 4, "--batch", 16, "--workers", 0)
+    inspector(tmp_path, "quantize", "--model", tmp_path / "weak-run" / "fp32" / "model.xml", "--data",
+              base / "data.yaml", "--imgsz", IMGSZ, "--subset-size", 60, "--out", tmp_path / "weak-int8" / "model.xml")
+    weak = tmp_path / "models" / "weak"
+    inspector(tmp_path, "model", "--fp32", tmp_path / "weak-run" / "fp32" / "model.xml", "--int8",
+              tmp_path / "weak-int8" / "model.xml", "--data", base / "data.yaml", "--out", weak, "--name", "weak",
+              "--version", "0.1.0", "--command", "test_retraining_loop")
+    assert json.loads((weak / "model_card.json").read_text())["float_weights"]["file"] == "model.pt"
+
+    # 2. the line: every uncertain frame and reject, most passes, sampled into the spool; uploaded to S3
+    cfg = tmp_path / "line.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        source: {{kind: synthetic, seed: 777, parts_per_s: 25, trigger: triggered}}
+        model: {{path: {weak}}}
+        decision: {{budget_ms: 2000}}
+        mqtt: {{enabled: false}}
+        sampling:
+          seed: 1
+          dedup_window_s: 0
+          uncertain: {{rate: 1.0, limits: {{per_minute: 100000, per_hour: 100000}}}}
+          rejects: {{rate: 1.0, limits: {{per_minute: 100000, per_hour: 100000}}}}
+          passes: {{rate: 0.7, limits: {{per_minute: 100000, per_hour: 100000}}}}
+        spool: {{dir: {tmp_path / 'spool'}}}
+        upload: {{destination: "s3://{s3_bucket}/night", endpoint_url: "{s3_server.endpoint_url}", window: null}}
+        metrics: {{port: 0}}
+    """))
+    s3 = s3_server.env()
+    inspector(tmp_path, "run", "--config", cfg, "--max-frames", 200, "--no-live", "--summary-json",
+              tmp_path / "summary.json", env=s3)
+    r = inspector(tmp_path, "upload", "--now", "--config", cfg, env=s3)
+    assert "failed 0" in r.stdout
+    today = dt.datetime.now(dt.timezone.utc).date()
+
+    # 3. review: export, the stand-in reviewer answers with the truth, import
+    review = tmp_path / "review"
+    inspector(tmp_path, "review", "export", review, "--config", cfg, "--since", today - dt.timedelta(days=1),
+              "--until", today, "--to", "labelstudio", env=s3)
+    tasks = json.loads((review / "tasks.json").read_text())
+    assert len(tasks) >= 100
+    cli(tmp_path, "inspector.devtools.synth_review", review / "tasks.json", "--out", review / "reviewed.json")
+    new = tmp_path / "reviewed-ds"
+    inspector(tmp_path, "dataset", "import", "--from", "labelstudio", review / "reviewed.json", "--out", new)
+    outcome = json.loads((new / "dataset.json").read_text())["source"]["review"]
+    caught = [c for c, v in outcome["per_class"].items() if v["added"] > 0]  # classes the weak model missed
+    assert caught, outcome["per_class"]
+
+    # 4. a new dataset version, a candidate fine-tuned from the weak model's own weights
+    v2 = tmp_path / "v2"
+    inspector(tmp_path, "dataset", "merge", base, new, "--out", v2, "--val-fraction", "0.4")
+    meta = json.loads((v2 / "dataset.json").read_text())
+    assert meta["regression"]["images"] == 60 and any(s.startswith("review:") for s in meta["counts_per_source"])
+    cand = tmp_path / "models" / "weak-candidate"
+    inspector(tmp_path, "retrain", "--from", weak, "--data", v2, "--out", cand, "--epochs", 6, "--lr0", 0.01,
+              "--work", tmp_path / "retrain-run", "--subset-size", 60, "--workers", 0)
+    card = json.loads((cand / "model_card.json").read_text())
+    assert card["parent"]["version"] == "0.1.0" and card["retrain"]["dataset_version"]["number"] == 2
+
+    # 5. the comparison
+    r = inspector(tmp_path, "compare", weak, cand, "--data", v2, "--html", tmp_path / "compare.html", "--json",
+                  tmp_path / "compare.json")
+    rep = json.loads((tmp_path / "compare.json").read_text())
+    print(r.stdout)
+    for name in ("new", "regression"):
+        s = rep["sets"][name]
+        assert s["images"] > 0
+        old_r = sum(s["old"]["per_class"][c]["recall"] * s["old"]["per_class"][c]["instances"] for c in caught)
+        new_r = sum(s["new"]["per_class"][c]["recall"] * s["new"]["per_class"][c]["instances"] for c in caught)
+        assert new_r > old_r, (name, caught, s["old"]["per_class"], s["new"]["per_class"])
+    assert "fixes" in rep["recommendation"] and "McNemar" in rep["recommendation"]
+    assert rep["sets"]["new"]["old_failures"] and "the old model's failures on the new frames" in r.stdout
+    html = (tmp_path / "compare.html").read_text()
+    assert "data:image/jpeg;base64," in html and "verdicts changed" in html
+    assert not (tmp_path / "net.log").exists() or (tmp_path / "net.log").read_text() == ""

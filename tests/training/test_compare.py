@@ -1,0 +1,78 @@
+"""`inspector compare`: the McNemar test on changed part verdicts, and a comparison of the real models/demo with
+itself (nothing changes: not significant, zero counts) on a merged dataset's regression set and reviewed frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from inspector.cli import main
+from inspector.sources.conveyor import ConveyorGenerator
+from inspector.training.compare import mcnemar, recommend
+from inspector.training.dataset_import import write_description
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = ["scratch", "pit", "crack", "contamination"]
+
+
+@pytest.mark.parametrize("b, c, p", [
+    (0, 0, 1.0),
+    (0, 6, 2 / 64),  # all six discordant frames fixed: p = 2 * 0.5^6
+    (3, 3, 1.0),
+    (1, 9, 2 * 11 / 1024),
+    (9, 1, 2 * 11 / 1024),
+])
+def test_mcnemar_exact(b, c, p):
+    assert mcnemar(b, c) == pytest.approx(p)
+
+
+def test_recommendation_is_worse_when_any_set_is_significantly_worse():
+    def s(b, c, verdict):
+        parts = {"escapes": 0, "false_rejects": 0}
+        return {"images": 20, "verdict": verdict, "mcnemar": {"b_old_right_new_wrong": b, "c_old_wrong_new_right": c,
+                                                              "p": mcnemar(b, c)},
+                "old": {"parts": parts, "mAP50": 0.5}, "new": {"parts": parts, "mAP50": 0.6}}
+    assert recommend({"regression": s(9, 0, "worse"), "new": s(0, 9, "better")}, 0.05).startswith("WORSE")
+    assert recommend({"regression": s(1, 1, "not significant"), "new": s(0, 9, "better")}, 0.05).startswith("BETTER")
+    assert "fixes 9 part verdict(s) and breaks 0" in recommend({"new": s(0, 9, "better")}, 0.05)
+
+
+def test_demo_against_itself_changes_nothing(tmp_path, capsys):
+    root = tmp_path / "v2"
+    gen = ConveyorGenerator(4242)
+    rows = []
+    for split, idx in (("test", range(0, 6)), ("val", range(6, 12))):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i in idx:
+            part = gen.part(i)
+            cv2.imwrite(str(root / "images" / split / f"p{i}.jpg"), part.image)
+            (root / "labels" / split / f"p{i}.txt").write_text(part.yolo_labels())
+            rows.append({"split": split, "file": f"p{i}.jpg", "sha256": str(i), "group": part.part_id,
+                         "source": "review:2030-03-17..2030-03-17" if split == "val" else "synth:base"})
+    write_description(root, CLASSES, {"format": "test"}, {"kind": "test"})
+    (root / "members.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    demo = str(REPO / "models" / "demo")
+    assert main(["compare", demo, demo, "--data", str(root), "--html", str(tmp_path / "c.html"), "--json",
+                 str(tmp_path / "c.json")]) == 0
+    r = json.loads((tmp_path / "c.json").read_text())
+    assert r["new_source"] == "review:2030-03-17..2030-03-17"
+    for s in r["sets"].values():
+        assert s["images"] == 6 and s["changed"] == [] and s["verdict"] == "not significant"
+        assert s["mcnemar"] == {"b_old_right_new_wrong": 0, "c_old_wrong_new_right": 0, "p": 1.0}
+        assert s["old"]["mAP50"] == s["new"]["mAP50"]
+    assert r["recommendation"].startswith("NOT SIGNIFICANT")
+    assert "recommendation: NOT SIGNIFICANT" in capsys.readouterr().out
+    assert (tmp_path / "c.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def test_compare_refuses_a_dataset_with_nothing_to_compare_on(tmp_path, capsys):
+    root = tmp_path / "ds"
+    (root / "images" / "train").mkdir(parents=True)
+    write_description(root, CLASSES, {"format": "test"}, {"kind": "test"})
+    demo = str(REPO / "models" / "demo")
+    assert main(["compare", demo, demo, "--data", str(root)]) == 2
+    assert "no regression set" in capsys.readouterr().err

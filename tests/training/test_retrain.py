@@ -1,0 +1,31 @@
+"""`inspector retrain` refuses what cannot make a candidate, before any training: a parent without float weights
+(the shipped models/demo predates them), a dataset with other classes, a candidate over its parent."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspector.cli import main
+from tests.training.test_merge import CLASSES, make_dataset
+
+pytest.importorskip("ultralytics")
+
+
+@pytest.mark.parametrize("case, why", [
+    ("no_weights", "holds no float weights"),
+    ("missing_weights_file", "--weights"),
+    ("classes", "a candidate keeps its parent's classes"),
+    ("onto_parent", "never overwrites the bundle in service"),
+])
+def test_retrain_refuses_bad_input_with_exit_2(tmp_path, capsys, case, why):
+    ds = make_dataset(tmp_path / "ds", {"train": [1, 2, 3], "val": [4]},
+                      classes=CLASSES[::-1] if case == "classes" else CLASSES)
+    out = "models/demo" if case == "onto_parent" else str(tmp_path / "cand")
+    args = ["retrain", "--from", "models/demo", "--data", str(ds), "--out", out, "--work", str(tmp_path / "w")]
+    if case == "missing_weights_file":
+        args += ["--weights", str(tmp_path / "nope.pt")]
+    if case == "onto_parent":
+        args += ["--weights", __file__]  # any file: the check on --out comes first
+    assert main(args) == 2
+    assert why in capsys.readouterr().err
+    assert not (tmp_path / "cand").exists() and not (tmp_path / "w").exists()
