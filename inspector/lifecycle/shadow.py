@@ -135,14 +135,23 @@ class ShadowRunner:
         self.ready.set()
         while not self._stop.is_set():
             v = self._q.get()
-            if v is None:
-                break
             try:
+                if v is None:
+                    break
                 self._judge(v)
             except Exception:
                 log.exception("shadow %s failed on frame %s", self.ref, v.frame_id)
                 with self._lock:
                     self.not_compared["shadow_error"] += 1
+            finally:
+                self._q.task_done()
+
+    def drain(self, timeout: float) -> bool:
+        """Waits until the frames already queued are judged (tests, a final report). True if they were."""
+        end = time.monotonic() + timeout
+        while self._q.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self._q.unfinished_tasks
 
     def _judge(self, v: Verdict) -> None:
         t0 = time.monotonic()

@@ -188,6 +188,8 @@ class Service:
 
             self.metrics = MetricsServer(self.report, self.cfg.metrics.host, self.cfg.metrics.port)
             self.metrics.start()
+        if self.lifecycle is not None and self.cfg.shadow.enabled:  # before the first frame: it sees them all
+            self.lifecycle.shadow_start(self.cfg.shadow.model)
         self.pipeline.start()
         self.source.start()
         if self.lifecycle is not None:
@@ -197,8 +199,6 @@ class Service:
             lc = self.cfg.lifecycle
             self.control = ControlServer(lc.socket, control_handler(self), mode=lc.socket_mode, group=lc.socket_group)
             self.control.start()
-            if self.cfg.shadow.enabled:
-                self.lifecycle.shadow_start(self.cfg.shadow.model)
 
     def watch_source(self) -> None:
         """Raises `camera_lost` when the camera is lost and `camera_restored` (which clears it) when it is
