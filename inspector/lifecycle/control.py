@@ -117,8 +117,13 @@ class ControlServer:
                 return
             try:
                 req = _recv(conn)
+            except EOFError:  # connected and left (a liveness probe: `_listening` of a second service)
+                return
             except (ValueError, OSError) as e:
-                _send(conn, {"ok": False, "error": f"bad request: {e}", "exit_code": 2})
+                try:
+                    _send(conn, {"ok": False, "error": f"bad request: {e}", "exit_code": 2})
+                except OSError:
+                    pass
                 return
             self.served += 1
             cmd = req.get("cmd")
@@ -188,6 +193,8 @@ def _recv(conn: socket.socket) -> dict[str, Any]:
         buf += chunk
         if len(buf) > MAX_LINE:
             raise ValueError(f"request longer than {MAX_LINE} bytes")
+    if not buf:
+        raise EOFError("the peer closed without a request")
     line = buf.split(b"\n", 1)[0]
     doc = json.loads(line)
     if not isinstance(doc, dict):
@@ -214,7 +221,7 @@ def request(path: Path | str, doc: dict[str, Any], timeout: float = 300.0) -> di
         _send(s, doc)
         try:
             reply = _recv(s)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise ControlError(f"control socket {path}: no valid answer ({e})") from e
     if not reply.get("ok"):
         raise ControlError(reply.get("error", "refused"), exit_code=int(reply.get("exit_code", 1)))
