@@ -92,7 +92,10 @@ class PlcHandshake:
         self.window_s = cfg.pairing_window_ms / 1000
         # A trigger with no frame is answered before its deadline, not after: a fail-safe NG that comes
         # late is worth nothing (measured: a 150 ms window at an 80 ms budget made every no_frame late).
-        self.no_frame_after_s = min(self.window_s, 0.9 * self.budget_s)
+        # 0.8, not 0.9: at 0.9 x 80 ms the 8 ms left for the pairing loop's poll, paho and the broker were
+        # not enough on the 2-core box at load ~5 (2 of 41 fail-safe answers reached plc-sim at 80.4 ms);
+        # a frame that has not come by then could not be inspected in the 16 ms left anyway.
+        self.no_frame_after_s = min(self.window_s, 0.8 * self.budget_s)
         self._lock = threading.Lock()
         self._pending: collections.deque[Trigger] = collections.deque()  # triggers awaiting a frame
         self._waiting: collections.deque[Frame] = collections.deque()  # hardware: frames awaiting a trigger
@@ -360,6 +363,9 @@ class PlcHandshake:
             self._out.put(f)
         for t in expired:
             self._alarm("plc_no_frame", {"part_id": t.part_id, "seq": t.seq, "window_ms": self.cfg.pairing_window_ms,
+                                         "waited_ms": round((now - t.started_at) * 1e3, 1),
+                                         # fired_at -> arrival: the PLC/broker trip, eaten from the budget
+                                         "trigger_transit_ms": round((t.received_at - t.started_at) * 1e3, 1),
                                          "camera": self.camera.state().connection.value})
             self._publish_fail_safe(t, "no_frame", f"no frame within {self.cfg.pairing_window_ms:g} ms")
         for t in unacked:
@@ -422,15 +428,15 @@ class PlcHandshake:
             if self.cfg.ack_timeout_ms:
                 self._unacked[(t.part_id, t.seq)] = _Answered(t, now)
         self._publish(p)
-
-    def _publish(self, p: PlcResultPayload) -> None:
-        # paho queues while disconnected; a PLC that sees no result in time diverts the part itself.
-        self._client.publish(self.topics["result"], p.to_json(), qos=self.cfg.qos)
-        if self._on_result is not None:
+        if self._on_result is not None:  # a part's answer (a refused payload names no part: not mirrored)
             try:
                 self._on_result(p)
             except Exception:  # a mirror (OPC UA) must never stop the handshake
                 log.exception("plc: on_result failed")
+
+    def _publish(self, p: PlcResultPayload) -> None:
+        # paho queues while disconnected; a PLC that sees no result in time diverts the part itself.
+        self._client.publish(self.topics["result"], p.to_json(), qos=self.cfg.qos)
 
 
 class PairedSource:
