@@ -192,3 +192,66 @@ def test_hardware_frames_pair_with_triggers_within_the_window_and_others_are_cou
         assert line.alarms.counts["plc_no_frame"] == 1
         assert sorted(v.part_id for v in line.seen.verdicts) == ["H1", "H2"]  # the PLC's ids, not the camera's
         assert line.hs.state()["unsolicited_frames"] == 1
+
+
+def test_a_trigger_paired_but_not_yet_inspected_is_answered_fail_safe_at_stop(mqtt_broker, tmp_path):
+    """Stopping must not leave the PLC waiting: a trigger whose frame was paired but never reached a
+    verdict (the pipeline stopped first) gets its fail-safe result too (it had none before)."""
+    eye = LineTriggeredSource()
+    cfg = mqtt_config(mqtt_broker, tmp_path)
+    hs = PlcHandshake(cfg, PLCConfig(enabled=True, camera="hardware", pairing_window_ms=2000), eye,
+                      budget_ms=BUDGET_MS)
+    plc = PlcSimulator(cfg, budget_ms=BUDGET_MS)
+    hs.start()
+    try:
+        assert hs.wait_connected(10)
+        plc.start()
+        plc.send("S1", 1)
+        eye.fire()
+        end = time.monotonic() + 10
+        while hs.state()["paired"] < 1 and time.monotonic() < end:
+            time.sleep(0.01)
+        assert hs.state()["paired"] == 1 and plc.answered() == 0  # no pipeline: no verdict is coming
+    finally:
+        hs.stop()
+    end = time.monotonic() + 10
+    while plc.answered() < 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    plc.stop()
+    r = plc.parts[("S1", 1)].result
+    assert r is not None and r["fail_safe"] and r["result"] == "NG" and r["reason"] == "no_frame", r
+    assert plc.ready[-1]["state"] == "fault"
+
+
+@pytest.mark.parametrize("publish_verdicts", [True, False])
+def test_handshake_mode_publishes_no_reject_and_verdicts_say_none_was_signalled(mqtt_broker, tmp_path,
+                                                                                publish_verdicts):
+    """In handshake mode the PLC's result is the part's one answer: the publisher's .../reject stays silent
+    (no second path that could eject a part twice); .../verdict, when on, still reports the REJECT."""
+    from inspector.devtools.testing import heartbeat_figures, make_defect, make_verdict, synth_frame
+    from inspector.frames import ModelInfo
+    from inspector.signalling.plc import VerdictTopicOnly
+    from inspector.signalling.publisher import MqttPublisher
+    from tests.fixtures.mqtt_broker import Recorder
+
+    cfg = mqtt_config(mqtt_broker, tmp_path, publish_verdicts=publish_verdicts, verdict_qos=1)
+    rec = Recorder(cfg).start()
+    pub = MqttPublisher(cfg, model=ModelInfo("demo", "1.0.0", "0" * 64), config_hash="c",
+                        heartbeat_fn=heartbeat_figures)
+    pub.start()
+    try:
+        sink = VerdictTopicOnly(pub)
+        sink.submit(make_verdict(synth_frame(1, frame_id=1), outcome="REJECT", defects=(make_defect(),)))
+        sink.submit(make_verdict(synth_frame(2, frame_id=2), outcome="PASS"))
+        pub.alarm("plc_no_frame", {"part_id": "X"})  # a later message: once it is in, the earlier ones are too
+        rec.wait_for(lambda r: r.on("alarm"), 10, "the alarm")
+    finally:
+        pub.stop()
+        rec.stop()
+    assert rec.on("reject") == []
+    verdicts = [m.payload for m in rec.on("verdict")]
+    if publish_verdicts:
+        assert [(v["verdict"], v["actuate"], v["reason"]) for v in verdicts] == [("REJECT", False, "defect"),
+                                                                                ("PASS", False, None)]
+    else:
+        assert verdicts == []

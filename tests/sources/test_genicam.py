@@ -199,7 +199,25 @@ def test_a_refused_feature_is_named(fake_camera, kw, needle):
     with pytest.raises(SourceError) as e:
         src.start()
     assert needle in str(e.value)
+    assert e.value.exit_code == 2  # the config asks what the camera cannot do: bad input
     assert src.state().connection is Connection.FAILED
+
+
+def test_the_frame_buffer_is_bounded_and_raises_queue_full():
+    """Triggered parts beyond queue_size keep their metadata, get the fail-safe verdict and a queue_full
+    alarm; past max_backlog they are given up and named (the camera source had neither before)."""
+    from inspector.devtools.testing import synth_frame
+
+    alarms = []
+    src = open_source(GenICamSourceConfig(address="a", queue_size=2, max_backlog=3),
+                      alarm=lambda kind, detail: alarms.append((kind, detail)))
+    for i in range(5):
+        src._buf.put(synth_frame(i, frame_id=i))
+    frames = drain(src, 0.01)
+    assert [f.frame_id for f in frames] == [0, 1, 4] and [f.dropped for f in frames] == [None, None, "queue_full"]
+    assert src.state().dropped == {"queue_full": 3, "backlog_full": 2}
+    assert alarms[0][0] == "queue_full" and alarms[0][1]["source"] == "genicam:a"
+    assert any(d.get("parts_without_verdict") for _, d in alarms)
 
 
 @pytest.mark.slow
