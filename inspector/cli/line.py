@@ -41,7 +41,8 @@ def cmd_plc_sim(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("plc-sim", help="play the PLC: publish part triggers, check every result (part id, seq, lateness)")
+    s = sub.add_parser("plc-sim",
+                       help="play the PLC: publish part triggers, check every result (part id, seq, lateness)")
     s.add_argument("--config", required=True, help="the inspector's config (mqtt section: broker and topics)")
     s.add_argument("--parts", type=int, default=300, help="triggers to send")
     s.add_argument("--rate", type=float, default=10.0, help="triggers per second")

@@ -156,7 +156,8 @@ class OpcUaServer:
                        "LastLatencyMs": ua.VariantType.Double, "LastAt": ua.VariantType.DateTime,
                        **dict.fromkeys(_COUNTERS, ua.VariantType.UInt64)}
         initial = {**dict.fromkeys(_STRINGS, ""), "State": self._station[0], "StateReason": self._station[1],
-                   "LastFrameId": -1, "LastLatencyMs": 0.0, "LastAt": datetime.now(timezone.utc), **dict.fromkeys(_COUNTERS, 0)}
+                   "LastFrameId": -1, "LastLatencyMs": 0.0, "LastAt": datetime.now(timezone.utc),
+                   **dict.fromkeys(_COUNTERS, 0)}
         for name, vt in self._types.items():
             self._nodes[name] = await obj.add_variable(idx, name, ua.Variant(initial[name], vt))
         async with server:

@@ -124,7 +124,8 @@ class PlcHandshake:
             c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
         if mqtt_cfg.tls is not None:
             t = mqtt_cfg.tls
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
+            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
+                      certfile=str(t.cert_file) if t.cert_file else None,
                       keyfile=str(t.key_file) if t.key_file else None)
             c.tls_insecure_set(t.insecure)
         # The broker says fault for us when we vanish (kill -9, power, cable).
@@ -262,7 +263,8 @@ class PlcHandshake:
         """The part's deadline starts at the photo-eye when the PLC says when, and its clock agrees."""
         if p.fired_at is None or not self.cfg.use_fired_at:
             return now
-        fired_wall = p.fired_at.timestamp() if p.fired_at.tzinfo else p.fired_at.replace(tzinfo=timezone.utc).timestamp()
+        fired = p.fired_at if p.fired_at.tzinfo else p.fired_at.replace(tzinfo=timezone.utc)
+        fired_wall = fired.timestamp()
         age = time.time() - fired_wall
         if -0.005 <= age <= self.cfg.max_clock_skew_ms / 1000:
             return now - max(age, 0.0)
@@ -420,7 +422,8 @@ class PlcHandshake:
         p = PlcResultPayload(part_id=t.part_id, seq=t.seq, result=result, reason=reason, fail_safe=fail_safe,
                              defects=defects, frame_id=frame_id, trigger_at=_utc(start_wall),
                              deadline=_utc(start_wall + self.budget_s), result_at=_utc(now_wall),
-                             late=now - t.started_at > self.budget_s, latency_ms=(now - t.started_at) * 1e3, error=error)
+                             late=now - t.started_at > self.budget_s, latency_ms=(now - t.started_at) * 1e3,
+                             error=error)
         with self._lock:
             self.counts["results"] += 1
             self.counts["late_results"] += p.late
@@ -533,7 +536,8 @@ class PlcSimulator:
             c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
         if mqtt_cfg.tls is not None:
             t = mqtt_cfg.tls
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None, certfile=str(t.cert_file) if t.cert_file else None,
+            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
+                      certfile=str(t.cert_file) if t.cert_file else None,
                       keyfile=str(t.key_file) if t.key_file else None)
             c.tls_insecure_set(t.insecure)
         c.on_connect = lambda cl, *a: cl.subscribe([(self.topics["result"], 1), (self.topics["ready"], 1)])
@@ -620,6 +624,7 @@ class PlcSimulator:
             # Late on the PLC's clock: the result came after trigger + budget (what the line feels).
             "late": int((lat > self.budget_s * 1e3).sum()),
             "late_by_inspector": sum(bool(p.result.get("late")) for p in done),
-            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2),
+            "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
+                           "p99": round(float(np.percentile(lat, 99)), 2),
                            "max": round(float(lat.max()), 2)} if lat.size else {},
         }
