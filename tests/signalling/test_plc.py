@@ -206,8 +206,8 @@ def test_a_trigger_paired_but_not_yet_inspected_is_answered_fail_safe_at_stop(mq
     try:
         assert hs.wait_connected(10)
         plc.start()
+        eye.fire()  # frame first (the stand-in reads as ended, so a refused trigger, until it has fired once)
         plc.send("S1", 1)
-        eye.fire()
         end = time.monotonic() + 10
         while hs.state()["paired"] < 1 and time.monotonic() < end:
             time.sleep(0.01)
