@@ -228,7 +228,12 @@ def test_handshake_mode_publishes_no_reject_and_verdicts_say_none_was_signalled(
                                                                                 publish_verdicts):
     """In handshake mode the PLC's result is the part's one answer: the publisher's .../reject stays silent
     (no second path that could eject a part twice); .../verdict, when on, still reports the REJECT."""
-    from inspector.devtools.testing import heartbeat_figures, make_defect, make_verdict, synth_frame
+    from inspector.devtools.testing import (
+        heartbeat_figures,
+        make_defect,
+        make_verdict,
+        synth_frame,
+    )
     from inspector.frames import ModelInfo
     from inspector.signalling.plc import VerdictTopicOnly
     from inspector.signalling.publisher import MqttPublisher
