@@ -322,6 +322,11 @@ class DecisionConfig(StrictConfig):
     uncertain_margin: float = Field(0.15, ge=0, lt=1, description="A detection within ±margin of its class threshold is 'uncertain'.")
     roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x0,y0,x1,y1 (source px); defects whose centre is outside are ignored.")
     min_box_px: float = Field(0.0, ge=0, le=10_000, description="Ignore defects whose box is smaller than this on both sides.")
+    on_drift: Literal["alarm", "reject", "hold"] = Field(
+        "alarm", description="When the input drift guard says the images left the model's envelope (drift section): "
+        "alarm: input_drift alarm only; reject: also every part that would pass is rejected (reason drift) while "
+        "in drift; hold: every part gets the fail-safe verdict (a LATE too, whatever on_late says) until the "
+        "stream is back inside, and /healthz is red meanwhile.")
 
     @field_validator("thresholds")
     @classmethod
@@ -337,6 +342,46 @@ class DecisionConfig(StrictConfig):
         if v is not None and (v[2] <= v[0] or v[3] <= v[1] or min(v) < 0):
             raise ValueError(f"roi must be x0,y0,x1,y1 with x1>x0, y1>y0, all >= 0; got {list(v)}")
         return v
+
+
+# -- input drift guard and golden part (issue 14) ------------------------------------------------
+class DriftConfig(StrictConfig):
+    """The input drift guard (inference/drift_guard.py) against the model card's input_envelope."""
+
+    enabled: bool = Field(True, description="Watch the input; a model card without input_envelope disables it "
+                          "(logged once at start).")
+    window: int = Field(16, ge=2, le=256, description="Frames in the windowed median of each image statistic.")
+    enter_after: int = Field(4, ge=1, le=1000, description="Consecutive frames outside the envelope before drift.")
+    clear_after: int = Field(48, ge=1, le=100_000, description="Consecutive frames inside before drift is cleared.")
+    psi_window: int = Field(200, ge=10, le=100_000, description="Frames in the confidence PSI window.")
+    psi_threshold: float = Field(0.25, ge=0.01, le=10, description="Population stability index of the top "
+                                 "confidences above which they have drifted.")
+    psi_acts: bool = Field(False, description="false: a drift seen only in the confidences raises input_drift but "
+                           "does not trigger decision.on_drift (a batch of bad parts moves them too).")
+
+
+class GoldenPartConfig(StrictConfig):
+    name: str | None = Field(None, min_length=1, max_length=64, description="Name in alarms and the report "
+                             "(default: the image file name or the part id).")
+    image: Path | None = Field(None, description="Reference image inspected every every_s through the same path "
+                               "(never actuated, never counted as a part).")
+    part_id: str | None = Field(None, min_length=1, max_length=128, description="Triggered lines: a physical "
+                                "golden part recognised by its part id (published as any part, then checked).")
+    expect: Literal["PASS", "REJECT"] = Field(description="The verdict the model must give it.")
+    every_s: float = Field(600.0, ge=1, le=86_400, description="Image mode: seconds between two inspections.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GoldenPartConfig:
+        if (self.image is None) == (self.part_id is None):
+            raise ValueError("a golden part is either image: FILE or part_id: ID (exactly one of them)")
+        return self
+
+
+class GoldenConfig(StrictConfig):
+    parts: list[GoldenPartConfig] = Field(default_factory=list, max_length=16,
+                                          description="Golden parts; a wrong verdict raises golden_part_failed.")
+    idle_wait_s: float = Field(30.0, ge=0, le=3600, description="A golden image waits for an idle moment (no part "
+                               "for 50 ms) at most this long, then goes in right after a part.")
 
 
 # -- MQTT --------------------------------------------------------------------------------------
@@ -631,6 +676,8 @@ class InspectorConfig(BaseSettings):
     source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Where frames come from.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The detector.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Thresholds and deadline policy.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Input drift guard (issue 14).")
+    golden: GoldenConfig = Field(default_factory=GoldenConfig, description="Golden reference parts (issue 14).")
     mqtt: MQTTConfig = Field(default_factory=MQTTConfig, description="Reject signalling.")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Which frames are kept for review.")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Bounded on-disk store of samples.")

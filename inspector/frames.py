@@ -34,6 +34,9 @@ class Frame:
     # Why the image was dropped before inspection (e.g. "queue_full": a triggered part arrived while
     # the source's buffer was full); the part still needs its fail-safe verdict. None: a normal frame.
     dropped: str | None = None
+    # Set on a golden reference frame (issue 14: the name of the golden part): inspected through the same
+    # path, never actuated, never counted as a production part. None: a frame from the line.
+    golden: str | None = None
 
     @property
     def captured_iso(self) -> str:
@@ -69,6 +72,7 @@ class Reason(str, enum.Enum):
     DEFECT = "defect"
     LATE = "late"
     ERROR = "error"
+    DRIFT = "drift"  # the input left the model's envelope and decision.on_drift rejects (fail safe)
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,8 +101,79 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     from inspector.training.evaluate import run_eval_cli
 
+    if a.perturb:
+        return _eval_perturbed(a)
     return run_eval_cli(Path(a.model), data=Path(a.data) if a.data else None, json_out=a.json,
                         compare=a.compare, n=a.n, seed=a.seed, split=a.split)
+
+
+def _eval_perturbed(a: argparse.Namespace) -> int:
+    """`inspector eval --perturb FAMILY[,FAMILY]`: the model on altered copies of the set (issue 14)."""
+    from inspector.inference.detector import load_bundle
+    from inspector.training.evaluate import data_splits, synthetic_samples, yolo_samples
+    from inspector.training.perturb_eval import parse_families, run_perturb_cli
+
+    try:
+        families = parse_families(a.perturb)
+        if a.data:
+            split = a.split or ("test" if "test" in data_splits(Path(a.data)) else "val")
+            samples = list(yolo_samples(Path(a.data), split))
+        else:
+            samples = list(synthetic_samples(a.n, a.seed))
+    except (OSError, KeyError, ValueError) as e:
+        print(f"eval --perturb: {e}", file=sys.stderr)
+        return 2
+    if not samples:
+        print(f"eval --perturb: no evaluation images ({a.data or f'synthetic seed {a.seed}'})", file=sys.stderr)
+        return 2
+    bundle = load_bundle(Path(a.model), "fp32" if a.compare else "int8")
+    print(f"{bundle.name} {bundle.version} [{bundle.precision}] on {a.data or f'synthetic seed {a.seed}'}, "
+          f"{len(samples)} images, magnitude {a.magnitude}")
+    return run_perturb_cli(bundle, samples, families, a.seed, a.magnitude, a.json)
+
+
+def cmd_model_envelope(a: argparse.Namespace) -> int:
+    """`inspector model envelope DIR`: the input envelope of the drift guard, written into the card."""
+    from inspector.inference.detector import CARD_NAME, load_bundle
+    from inspector.training.envelope import (
+        families_held,
+        folder_images,
+        write_card_envelope,
+    )
+    from inspector.training.evaluate import synthetic_samples
+    from inspector.training.perturb_eval import CLEAN, parse_families
+
+    bundle = load_bundle(Path(a.dir), "int8")
+    try:
+        if a.families == "held":
+            families = families_held(bundle.card)
+            if families is None:
+                print("model envelope: the card has no per-family metrics (evaluation.perturbed): clean images only; "
+                      "pass --families to name the optics families the model holds under", file=sys.stderr)
+                families = []
+        else:
+            families = [f for f in parse_families(a.families) if f != CLEAN]
+        roi = [int(v) for v in a.roi.split(",")] if a.roi else None
+        if roi is not None and len(roi) != 4:
+            raise ValueError(f"--roi: expected x0,y0,x1,y1, got {a.roi!r}")
+        if a.data:
+            images = list(folder_images(Path(a.data)))
+            where = {"data": str(Path(a.data).resolve())}
+        else:
+            images = [s.image for s in synthetic_samples(a.n, a.seed)]
+            where = {"generator": "inspector.sources.conveyor", "seed": a.seed, "n": a.n}
+    except ValueError as e:
+        print(f"model envelope: {e}", file=sys.stderr)
+        return 2
+    env = write_card_envelope(Path(a.dir), images, families, roi=roi, confidences=not a.no_confidence,
+                              seed=a.seed, source=where)
+    print(f"wrote input_envelope into {Path(a.dir) / CARD_NAME}: {len(images)} images x "
+          f"{1 + len(families)} ({', '.join(['clean', *families])}), frame {env.frame_size}")
+    for k, (lo, hi) in env.bounds.items():
+        print(f"  {k:<11} [{lo:.4f}, {hi:.4f}]")
+    if (Path(a.dir) / "model_card.sig").exists():
+        print("model_card.sig no longer matches the card: sign it again (`inspector model sign`)", file=sys.stderr)
+    return 0
 
 
 def cmd_model(a: argparse.Namespace) -> int:
@@ -218,7 +289,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, default=500, help="synthetic set size (without --data)")
     s.add_argument("--seed", type=int, default=4004, help="synthetic set seed (without --data)")
     s.add_argument("--json", default=None, help="also write the results as JSON here")
-    s.add_argument("--compare", action="store_true", help="FP32 vs INT8 side by side")
+    s.add_argument("--compare", action="store_true", help="FP32 vs INT8 side by side (with --perturb: the FP32 IR)")
+    s.add_argument("--perturb", default=None,
+                   help="evaluate on altered copies of the set: 'issue' (issue 14's table), 'all', or "
+                        "FAMILY[,FAMILY] among none, darker, brighter, low_contrast, white_balance, gamma, jpeg, "
+                        "blur, defocus, noise, vignetting, geometry (labels kept, or moved with the pixels)")
+    s.add_argument("--magnitude", choices=("default", "strong"), default="default",
+                   help="with --perturb: default (issue 14's magnitudes) or strong (beyond them)")
     s.set_defaults(fn=cmd_eval)
 
 
@@ -242,3 +319,16 @@ def register_model_build(msub: argparse._SubParsersAction) -> None:
     s.add_argument("--target-recall", type=float, default=0.99, help="per-class defect recall the thresholds keep")
     s.add_argument("--command", default="make model", help="the command that rebuilds it, for the card")
     s.set_defaults(fn=cmd_model)
+
+    s = msub.add_parser("envelope", help="write the drift guard's input envelope into a bundle's card (issue 14)")
+    s.add_argument("dir", help="bundle folder")
+    s.add_argument("--data", default=None, help="reference images: a folder or a data.yaml (its images/); default: "
+                                                "the synthetic line (--n, --seed: the threshold-calibration split)")
+    s.add_argument("--n", type=int, default=400, help="synthetic reference frames")
+    s.add_argument("--seed", type=int, default=2002, help="synthetic seed (and the seed of the altered copies)")
+    s.add_argument("--families", default="held",
+                   help="optics families whose altered copies belong in the envelope: 'held' (those the card's "
+                        "per-family metrics pass), 'issue', or FAMILY[,FAMILY]")
+    s.add_argument("--roi", default=None, help="x0,y0,x1,y1: the inspected region (default: the whole frame)")
+    s.add_argument("--no-confidence", action="store_true", help="no confidence reference (no PSI check)")
+    s.set_defaults(fn=cmd_model_envelope)

@@ -8,11 +8,15 @@ Rules, in order:
 3. If `now` is past the deadline (`captured_at + budget_ms`), the verdict is LATE whatever was
    found: the part has already passed the ejector, so the configured fail-safe action applies
    (`on_late: reject` by default) and it is counted. Otherwise REJECT if any defect, else PASS.
+4. While the input drift guard says the images left the model's envelope (`under_drift`, applied by
+   the pipeline's post thread, which owns the guard): `on_drift: reject` turns a PASS into a REJECT
+   with reason `drift`; `hold` does that and also rejects a LATE part whatever `on_late` says (every
+   part gets the fail-safe verdict); `alarm` changes nothing. Defects found keep reason `defect`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -107,3 +111,15 @@ def error_verdict(frame: Frame, policy: DecisionPolicy, error: str, timings: Sta
     """A frame that could not be inspected (corrupt, inference failure): rejected, fail safe."""
     return Verdict(frame, Outcome.REJECT, True, Reason.ERROR, (), (), policy.deadline(frame),
                    frame.captured_wall + policy.budget_s, timings, model, error=error)
+
+
+def under_drift(v: Verdict, on_drift: str) -> Verdict:
+    """`v` while the input is outside the model's envelope (rule 4). Pure; a verdict that already
+    actuates keeps its reason (a defect found under drift is still a defect)."""
+    if v.actuate or on_drift == "alarm":
+        return v
+    if v.outcome is Outcome.PASS and on_drift in ("reject", "hold"):
+        return replace(v, outcome=Outcome.REJECT, actuate=True, reason=Reason.DRIFT)
+    if v.outcome is Outcome.LATE and on_drift == "hold":  # on_late: pass would let an unjudged part through
+        return replace(v, actuate=True, reason=Reason.DRIFT)
+    return v

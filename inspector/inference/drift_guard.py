@@ -218,10 +218,16 @@ class DriftGuard:
         self._outside = 0  # consecutive frames outside
         self._inside = 0  # consecutive frames inside
         self._state = DriftState(False, None, None, None, 0)
+        self._med: np.ndarray | None = None  # the last windowed medians (of the envelope's statistics)
 
     @property
     def state(self) -> DriftState:
         return self._state
+
+    def medians(self) -> dict[str, float]:
+        """The windowed median of each statistic the envelope bounds (empty until the window is full)."""
+        med = self._med
+        return {} if med is None else {n: float(m) for n, m in zip(self._names, med)}
 
     def update(self, stats: np.ndarray, top_confidence: float | None = None) -> DriftState:
         """One frame: its `frame_stats` vector and the highest detection confidence (0.0 if none;
@@ -233,6 +239,7 @@ class DriftGuard:
             # The median, not the mean: one odd frame (a camera glitch, a part covered in glare) would keep a
             # mean outside for a whole window; it never moves the median of 16 frames out.
             med = np.median(self._ring[:, self._idx], axis=0)
+            self._med = med
             out = np.maximum(self._lo - med, med - self._hi) / self._span  # > 0: outside, in spans
             i = int(np.argmax(out))
             worst = (float(out[i]), self._names[i], float(med[i]), (float(self._lo[i]), float(self._hi[i])))

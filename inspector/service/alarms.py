@@ -41,13 +41,18 @@ ALARM_KINDS: dict[str, str] = {
     "<spool>/quarantine/ and the rest was uploaded",
     "model_failed": "an inference failed or a request is stuck: parts get the fail-safe verdict (error or LATE) "
     "until the model answers again (one alarm per episode)",
+    "input_drift": "the camera's images left the envelope the model was validated on (detail: the statistic, its "
+    "value and bounds, and decision.on_drift; with hold/reject parts get the fail-safe verdict until input_restored)",
+    "input_restored": "the images are back inside the model's envelope (clears input_drift: payload `clears`)",
+    "golden_part_failed": "a golden reference part got the wrong verdict (detail: expected, got, defects): the "
+    "inspection itself is not to be trusted",
     "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
     "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
 }
 
 # A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT
 # alarm payload carries it as `clears`.
-CLEARS: dict[str, str] = {"camera_restored": "camera_lost"}
+CLEARS: dict[str, str] = {"camera_restored": "camera_lost", "input_restored": "input_drift"}
 
 
 class UnknownAlarm(ValueError):

@@ -128,9 +128,26 @@ class Service:
         self.histograms = StageHistograms()
         self.escapes = EscapeTally()
         self.stall_watch = StallWatch()  # how long frames have arrived with no verdict (/healthz)
+        # Issue 14: the input drift guard (off without the card's input_envelope) and golden parts.
+        self.drift = None
+        if cfg.drift.enabled:
+            from inspector.service.drift import DriftMonitor
+
+            self.drift = DriftMonitor(cfg.drift, cfg.decision.on_drift, detector.bundle.card, detector.bundle.info,
+                                      alarm=self.alarms.raise_alarm)
+        self.golden = None
+        observers = [self.histograms, self.escapes]
+        if cfg.golden.parts:
+            from inspector.service.golden import GoldenParts
+
+            self.golden = GoldenParts(cfg.golden, inject=lambda f: self.pipeline.inject(f),
+                                      alarm=self.alarms.raise_alarm)
+            observers.append(self.golden)  # part-id mode: golden parts on the belt are checked there
         self.pipeline = Pipeline(self.source, detector, policy,
-                                 [*pipeline_sinks, self.histograms, self.escapes],
-                                 max_frames=max_frames, alarm=self.alarms.raise_alarm)
+                                 [*pipeline_sinks, *observers],
+                                 max_frames=max_frames, alarm=self.alarms.raise_alarm, drift=self.drift,
+                                 on_golden=self.golden.check if self.golden is not None else None,
+                                 golden_wait_s=cfg.golden.idle_wait_s)
         # Model lifecycle (issue 13): promote/rollback/shadow through the control socket; the manager
         # also watches verdicts on the post thread (rollback guard, shadow feed), after the sinks.
         self.lifecycle = None
@@ -192,6 +209,8 @@ class Service:
             self.lifecycle.shadow_start(self.cfg.shadow.model)
         self.pipeline.start()
         self.source.start()
+        if self.golden is not None:
+            self.golden.start()
         if self.lifecycle is not None:
             from inspector.lifecycle.control import ControlServer
             from inspector.lifecycle.handlers import control_handler
@@ -232,6 +251,8 @@ class Service:
             parts.append(("control", "lifecycle", lambda t: self.control.stop(timeout=t)))
         if self.lifecycle is not None:
             parts.append(("shadow", "lifecycle", lambda t: self.lifecycle.stop(timeout=t)))
+        if self.golden is not None:
+            parts.append(("golden", "lifecycle", lambda t: self.golden.stop(timeout=t)))
         parts += [
             ("source", "source", lambda t: self.source.stop()),
             ("pipeline", "pipeline", lambda t: self.pipeline.stop(timeout=t)),

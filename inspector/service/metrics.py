@@ -136,6 +136,30 @@ def families(r: ServiceReport):
     for kind in sorted(set(ALARM_KINDS) | set(r.alarms)):
         a.add_metric([kind], r.alarms.get(kind, 0))
     yield a
+    if r.drift is not None and r.drift["enabled"]:  # issue 14: the input drift guard
+        dr = r.drift
+        yield GaugeMetricFamily("inspector_input_drift", "1 while the input is outside the model's envelope",
+                                value=float(dr["in_drift"]))
+        yield GaugeMetricFamily("inspector_input_held", "1 while decision.on_drift rejects parts because of drift",
+                                value=float(dr["acting"]))
+        st = GaugeMetricFamily("inspector_input_statistic", "Windowed median of each input statistic",
+                               labels=["stat"])
+        lo = GaugeMetricFamily("inspector_input_statistic_low", "The envelope's lower bound", labels=["stat"])
+        hi = GaugeMetricFamily("inspector_input_statistic_high", "The envelope's upper bound", labels=["stat"])
+        for name, (low, high) in dr["envelope"].items():
+            if name in dr["medians"]:
+                st.add_metric([name], dr["medians"][name])
+            lo.add_metric([name], low)
+            hi.add_metric([name], high)
+        yield from (st, lo, hi)
+        if dr["psi"] is not None:
+            yield GaugeMetricFamily("inspector_confidence_psi", "PSI of the recent top confidences against the "
+                                    "card's validation distribution", value=dr["psi"])
+    if r.golden is not None:
+        g = CounterMetricFamily("inspector_golden_checks", "Golden part checks, by result", labels=["result"])
+        for res in ("ok", "failed", "late"):
+            g.add_metric([res], r.golden[res])
+        yield g
     yield GaugeMetricFamily("inspector_healthy", "1 when every /healthz check passes", value=float(r.healthy))
     hc = GaugeMetricFamily("inspector_health_check", "1 when this /healthz check passes", labels=["check"])
     for chk in r.health:

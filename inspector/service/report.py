@@ -224,6 +224,10 @@ class ServiceReport:
     # lifecycle's own state (switches, guard, shadow); None when lifecycle is off.
     verdicts_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
     lifecycle: dict[str, Any] | None = None
+    # Issue 14: the input drift guard's state (service/drift.py DriftMonitor.snapshot; None when drift.enabled
+    # is false) and the golden parts' checks (None without golden parts).
+    drift: dict[str, Any] | None = None
+    golden: dict[str, Any] | None = None
 
     # -- readers ---------------------------------------------------------------------------------
     @property
@@ -251,6 +255,8 @@ class ServiceReport:
                 "connected": self.plc.connected, "station": self.plc.station, "station_reason": self.plc.station_reason,
                 "in_flight": self.plc.in_flight, "late_results": self.plc.late_results},
             "opcua": None if self.opcua is None else {"endpoint": self.opcua.endpoint, "running": self.opcua.running},
+            "drift": None if self.drift is None else {k: self.drift[k] for k in (
+                "enabled", "in_drift", "acting", "on_drift", "statistic", "value", "bounds", "psi")},
         }
 
     def heartbeat(self) -> dict[str, Any]:
@@ -262,7 +268,8 @@ class ServiceReport:
                 "deadline_misses": p.verdicts.get("LATE", 0), "escapes_physical": self.escapes.physical,
                 "healthy": self.healthy, "failed": self.failed_checks,
                 "model": f"{self.model['name']}@{self.model['version']}",
-                **({"plc_station": self.plc.station} if self.plc is not None else {})}
+                **({"plc_station": self.plc.station} if self.plc is not None else {}),
+                **({"input_drift": self.drift["in_drift"], "held": self.drift["acting"]} if self.drift else {})}
 
     def status_line(self, elapsed: float) -> str:
         p = self.pipeline
@@ -315,6 +322,10 @@ class ServiceReport:
         out["verdicts_by_model"] = self.verdicts_by_model
         if self.lifecycle is not None:
             out["lifecycle"] = self.lifecycle
+        if self.drift is not None:
+            out["drift"] = self.drift
+        if self.golden is not None:
+            out["golden"] = self.golden
         return out
 
 
@@ -417,7 +428,9 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
     budget_ms = svc.cfg.decision.budget_ms
     plc = _plc_report(svc.plc) if getattr(svc, "plc", None) is not None else None
     opcua = _opcua_report(sinks.get(svc.opcua.name)) if getattr(svc, "opcua", None) is not None else None
-    health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua)
+    drift_monitor = getattr(svc, "drift", None)
+    drift = drift_monitor.snapshot() if drift_monitor is not None else None
+    health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua, drift=drift)
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
              "precision": svc.detector.bundle.precision, "device": svc.detector.device}
     started = getattr(svc, "started_at", None)
@@ -431,12 +444,13 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
                          pipeline=pipeline, source=source, sinks=sinks, mqtt=mqtt, uploader=uploader,
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
                          health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
-                         verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state())
+                         verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state(),
+                         drift=drift, golden=svc.golden.state() if getattr(svc, "golden", None) is not None else None)
 
 
 def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttReport | None,
                   stall_s: float, *, plc: PlcReport | None = None,
-                  opcua: OpcUaReport | None = None) -> tuple[HealthCheck, ...]:
+                  opcua: OpcUaReport | None = None, drift: dict[str, Any] | None = None) -> tuple[HealthCheck, ...]:
     """What makes `/healthz` red, each check named so the body says which failed."""
     checks = [HealthCheck("source", source.connected,
                           f"{source.connection}" + (f": {source.detail}" if source.detail else ""))]
@@ -460,6 +474,16 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
     if opcua is not None:
         checks.append(HealthCheck("opcua", opcua.running, f"serving {opcua.endpoint}" if opcua.running
                                   else f"the OPC UA server on {opcua.endpoint} is not running"))
+    if drift is not None:  # drift alone is an alarm, not ill health; a held line inspects nothing: red
+        held = drift["acting"] and drift["on_drift"] == "hold"
+        what = f"{drift['statistic']} {drift['value']} outside {drift['bounds']}"
+        if held:
+            detail = f"held: every part gets the fail-safe verdict ({what})"
+        elif drift["in_drift"]:
+            detail = f"outside the envelope ({what}; on_drift {drift['on_drift']})"
+        else:
+            detail = "inside the envelope" if drift["enabled"] else f"not watched: {drift['why_off']}"
+        checks.append(HealthCheck("input", not held, detail))
     return tuple(checks)
 
 

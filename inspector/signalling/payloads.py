@@ -63,8 +63,9 @@ class RejectPayload(_Payload):
     frame_id: int = Field(ge=0, description="Frame counter of the inspector process.")
     captured_at: datetime = Field(description="Capture time, UTC ISO-8601.")
     deadline: datetime = Field(description="UTC ISO-8601. After this instant the part has passed: do NOT actuate.")
-    reason: Literal["defect", "late", "error"] = Field(
-        description="defect: defects found; late/error: no verdict in time or inspection failed (fail-safe reject).")
+    reason: Literal["defect", "late", "error", "drift"] = Field(
+        description="defect: defects found; late/error: no verdict in time or inspection failed (fail-safe reject); "
+                    "drift: the input left the model's envelope and decision.on_drift rejects (fail safe).")
     defects: list[DefectOut] = Field(description="Defects at or above their class threshold (empty for late/error).")
     model: ModelRef = Field(description="The model that decided.")
     latency_ms: float = Field(ge=0, description="Capture to verdict, milliseconds.")
@@ -80,7 +81,7 @@ class VerdictPayload(_Payload):
     deadline: datetime = Field(description="UTC ISO-8601 deadline of the decision.")
     verdict: Literal["PASS", "REJECT", "LATE"] = Field(description="The outcome.")
     actuate: bool = Field(description="Whether a reject was signalled (on .../reject).")
-    reason: Literal["defect", "late", "error"] | None = Field(description="Why it was rejected; null for a pass.")
+    reason: Literal["defect", "late", "error", "drift"] | None = Field(description="Why it was rejected; null for a pass.")
     defects: list[DefectOut] = Field(description="Defects at or above their class threshold.")
     uncertain: int = Field(ge=0, description="Detections within the uncertain band.")
     model: ModelRef = Field(description="The model that decided.")
@@ -201,8 +202,10 @@ class PlcResultPayload(_Payload):
     part_id: str | None = Field(description="The trigger's part_id (null only for a trigger refused as unreadable).")
     seq: int | None = Field(description="The trigger's seq (null when the trigger had none readable).")
     result: Literal["OK", "NG"] = Field(description="OK: let the part pass; NG: divert it.")
-    reason: Literal["pass", "defect", "late", "error", "no_frame", "camera_lost", "busy", "bad_trigger"] = Field(
-        description="pass/defect: inspected; late/error: no verdict in time or inspection failed; no_frame: no frame "
+    reason: Literal["pass", "defect", "late", "error", "drift", "no_frame", "camera_lost", "busy",
+                    "bad_trigger"] = Field(
+        description="pass/defect: inspected; late/error: no verdict in time or inspection failed; drift: the input "
+        "left the model's envelope (decision.on_drift, NG); no_frame: no frame "
         "within the pairing window; camera_lost / busy: refused at once (station fault / max_in_flight); "
         "bad_trigger: the trigger payload was refused.")
     fail_safe: bool = Field(description="True when `result` is the fail-safe answer, not an inspection.")

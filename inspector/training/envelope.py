@@ -108,3 +108,46 @@ def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (),
         source={"images": len(images), "families": list(families), "magnitude": "default", "seed": seed,
                 "quantile": quantile, "margin": margin, "conf_floor": conf_floor if bundle is not None else None},
     )
+
+
+def families_held(card: dict, mAP50: float = 0.90, escapes: float = 0.01, false_rejects: float = 0.05) -> list[str] | None:
+    """The optics families the card's per-family held-out metrics say the model holds under (issue 14's bar);
+    None when the card has no per-family metrics (`evaluation.perturbed`)."""
+    per = (card.get("evaluation") or {}).get("perturbed")
+    if not per:
+        return None
+    return [f for f, r in per.items() if f != "none" and r.get("mAP50", 0) >= mAP50
+            and r.get("escape_rate", 1) <= escapes and r.get("false_reject_rate", 1) <= false_rejects]
+
+
+def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families: Sequence[str], *,
+                        roi: Sequence[int] | None = None, confidences: bool = True, seed: int = 0,
+                        source: dict | None = None) -> Envelope:
+    """Computes the envelope of `images` (+ `families`) and writes it into the bundle's card as
+    `input_envelope`. The card's sha256 entries are of the model files, which this does not touch; the
+    bundle is loaded again (every sha256 checked) before returning. A signature over the card
+    (model_card.sig) no longer matches afterwards: sign it again."""
+    import json
+
+    from inspector.inference.decision import DecisionPolicy
+    from inspector.inference.detector import CARD_NAME, load_bundle
+
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir, "int8")
+    floor = None
+    if confidences:
+        from inspector.config import DecisionConfig
+
+        floor = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds).conf_floor
+    env = compute_envelope(images, families, seed=seed, roi=roi, bundle=bundle if confidences else None,
+                           conf_floor=floor or 0.05)
+    env = Envelope(env.bounds, env.frame_size, env.roi, env.sample_width, env.confidence,
+                   {**env.source, **(source or {})})
+    card_path = bundle_dir / CARD_NAME
+    card = json.loads(card_path.read_text())
+    card["input_envelope"] = env.to_card()
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(card_path)
+    load_bundle(bundle_dir, "int8")
+    return env

@@ -1,0 +1,179 @@
+"""The input drift guard on the frame path: statistics on the infer thread, state on the post thread.
+
+`DriftMonitor` wraps `inference.drift_guard.DriftGuard` for the pipeline (issue 14; design in
+/work/notes/issue14-wiring.md):
+
+- `stats(image)` runs on the infer thread right after the frame was handed to inference: OpenVINO
+  infers with the GIL released, so the ~0.13 ms of numpy/OpenCV (benchmarks/test_drift_guard.py,
+  1280x720) is taken from the infer thread's idle time, not from the part's latency.
+- `observe(verdict, stats, top_confidence, judge)` runs on the post thread before the verdict goes to
+  the sinks: it updates the guard, raises `input_drift` when the stream leaves the envelope and
+  `input_restored` (which clears it) when it is back, and applies `decision.on_drift`
+  (`decision.under_drift`) to that very verdict. So the alarm and the first held verdict are the same
+  frame: no part is emitted as a PASS after the alarm while `hold`/`reject` is configured.
+- `snapshot()` is what the report reads (a frozen dict swapped by reference; any thread).
+
+The envelope is the model card's `input_envelope`; without one the image checks are off (one log
+line at start) and `snapshot()` says so. On a model switch the guard restarts on the new card's
+envelope (a drift in progress is cleared with `input_restored`, `why: model switched`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from inspector.config import DriftConfig
+from inspector.errors import ModelError
+from inspector.frames import ModelInfo, Verdict
+from inspector.inference.decision import under_drift
+from inspector.inference.drift_guard import (
+    PSI_STAT,
+    DriftGuard,
+    DriftState,
+    Envelope,
+    frame_stats,
+)
+
+log = logging.getLogger(__name__)
+
+AlarmFn = Callable[[str, dict[str, Any]], None]
+
+
+def envelope_of(card: dict[str, Any], where: str = "model card") -> Envelope | None:
+    """The card's envelope, None when it has none; a malformed one is a ModelError naming the field."""
+    raw = card.get("input_envelope")
+    if not raw:
+        return None
+    try:
+        return Envelope.from_card(raw)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ModelError(f"{where}: input_envelope: {e}") from e
+
+
+class DriftMonitor:
+    """One per pipeline. `stats` on the infer thread, `observe` on the post thread (one owner each)."""
+
+    def __init__(self, cfg: DriftConfig, on_drift: str, card: dict[str, Any], model: ModelInfo,
+                 alarm: AlarmFn | None = None) -> None:
+        self.cfg, self.on_drift, self._alarm = cfg, on_drift, alarm
+        self.entered = 0
+        self.cleared = 0
+        self._since: float | None = None
+        self._size_warned = False
+        self._bind(card, model)
+
+    def _bind(self, card: dict[str, Any], model: ModelInfo) -> None:
+        self.model = model
+        env = envelope_of(card, f"model {model.name} {model.version}")
+        self.envelope = env
+        if env is None:
+            self.guard = None
+            self.why_off = "the model card has no input_envelope"
+            log.warning("input drift guard off: model %s %s has no input_envelope in its card "
+                        "(`inspector model envelope` writes one)", model.name, model.version)
+        else:
+            self.guard = DriftGuard(env, window=self.cfg.window, enter_after=self.cfg.enter_after,
+                                    clear_after=self.cfg.clear_after, psi_window=self.cfg.psi_window,
+                                    psi_threshold=self.cfg.psi_threshold)
+            self.why_off = None
+            log.info("input drift guard on: %d statistics of model %s %s's envelope (%s), on_drift %s",
+                     len(env.bounds), model.name, model.version,
+                     ", ".join(env.source.get("families", [])) or "clean images only", self.on_drift)
+        self._last: tuple[DriftState, np.ndarray | None] | None = None  # swapped by reference (read by snapshot)
+
+    # -- infer thread ---------------------------------------------------------------------------
+    def stats(self, image: np.ndarray) -> np.ndarray | None:
+        env = self.envelope
+        if env is None:
+            return None
+        if env.frame_size and not self._size_warned and tuple(env.frame_size) != (image.shape[1], image.shape[0]):
+            self._size_warned = True  # the statistics sample ~160 px whatever the size: comparable, but say it
+            log.warning("input drift guard: frames are %dx%d, the envelope was measured on %dx%d frames",
+                        image.shape[1], image.shape[0], *env.frame_size)
+        try:
+            return frame_stats(image, env.roi, env.sample_width)
+        except ValueError as e:  # not a BGR frame or a region too small: the model path decides about the frame
+            log.debug("input drift guard: no statistics for this frame (%s)", e)
+            return None
+
+    # -- post thread ----------------------------------------------------------------------------
+    def observe(self, v: Verdict, stats: np.ndarray | None, top_confidence: float | None, judge=None) -> Verdict:
+        """Updates the guard with one production frame and returns its verdict under `on_drift`."""
+        if judge is not None and v.model != self.model and judge.model == v.model:
+            self._switch(judge)
+        guard = self.guard
+        if guard is None:
+            return v
+        state = guard.state
+        if stats is not None:  # a frame settled without inference (late, no image) has no statistics
+            state = guard.update(stats, top_confidence)
+            if state.changed:
+                self._changed(state, v)
+            self._last = (state, guard._med)  # the report builds its dict on the reader's thread
+        if self._acting(state):
+            return under_drift(v, self.on_drift)
+        return v
+
+    def _acting(self, state: DriftState) -> bool:
+        return state.in_drift and (self.cfg.psi_acts or state.statistic != PSI_STAT)
+
+    def _changed(self, state: DriftState, v: Verdict) -> None:
+        now = time.monotonic()
+        if state.in_drift:
+            self.entered += 1
+            self._since = now
+            kind = "input_drift"
+            detail = {**state.detail(), "action": self.on_drift if self._acting(state) else "alarm",
+                      "psi": None if state.psi is None else round(state.psi, 4)}
+        else:
+            self.cleared += 1
+            kind = "input_restored"
+            detail = {"frames": state.frames, "drift_s": None if self._since is None else round(now - self._since, 3)}
+            self._since = None
+        detail.update(frame_id=v.frame_id, part_id=v.part_id, model=f"{v.model.name}@{v.model.version}")
+        log.warning("%s: %s", kind, detail)
+        if self._alarm is not None:
+            try:
+                self._alarm(kind, detail)
+            except Exception:  # an alarm path must not stop the verdicts
+                log.exception("%s alarm could not be raised", kind)
+
+    def _switch(self, judge) -> None:
+        was = self.guard is not None and self.guard.state.in_drift
+        old = self.model
+        self._bind(judge.detector.bundle.card, judge.model)
+        if was:
+            self.cleared += 1
+            self._since = None
+            if self._alarm is not None:
+                self._alarm("input_restored", {"why": "model switched", "model": f"{old.name}@{old.version}",
+                                               "to": f"{judge.model.name}@{judge.model.version}"})
+
+    def snapshot(self) -> dict[str, Any]:
+        """The guard's state for the report; any thread (built from a frozen state and an array that the
+        post thread replaces, never mutates)."""
+        env, guard, last = self.envelope, self.guard, self._last
+        out: dict[str, Any] = {"enabled": guard is not None, "why_off": self.why_off, "on_drift": self.on_drift,
+                               "in_drift": False, "acting": False, "statistic": None, "value": None, "bounds": None,
+                               "psi": None, "entered": self.entered, "cleared": self.cleared, "frames": 0,
+                               "medians": {}, "envelope": {} if env is None else
+                               {k: [lo, hi] for k, (lo, hi) in env.bounds.items()}}
+        if last is None or guard is None:
+            return out
+        state, med = last
+        out.update(in_drift=state.in_drift, acting=self._acting(state), statistic=state.statistic,
+                   value=None if state.value is None else round(state.value, 4),
+                   bounds=None if state.bounds is None else [round(b, 4) for b in state.bounds],
+                   psi=None if state.psi is None else round(state.psi, 4), frames=state.frames,
+                   medians={} if med is None else {n: round(float(m), 5) for n, m in zip(guard._names, med)})
+        return out
+
+
+def top_confidence(det) -> float:
+    """The highest detection confidence of a frame (0.0 without detections): the PSI's per-frame value."""
+    return float(det.confidence.max()) if len(det) else 0.0
