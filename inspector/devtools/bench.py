@@ -252,6 +252,23 @@ class Bench:
             broker.stop()
             shutil.rmtree(work, ignore_errors=True)
 
+    def drift_guard_costs(self, n: int) -> list[float]:
+        """Issue 14's input drift guard per frame (ms): the statistics (infer thread) plus the windowed
+        comparison and the confidence PSI (post thread), at the bench's frame size; budget 0.3 ms at 720p."""
+        from inspector.inference.drift_guard import (
+            STAT_NAMES,
+            ConfidenceReference,
+            DriftGuard,
+            Envelope,
+            frame_stats,
+        )
+
+        env = Envelope({s: (-1e9, 1e9) for s in STAT_NAMES},  # wide: every statistic computed and compared
+                       confidence=ConfidenceReference.from_scores(np.linspace(0, 1, 100)))
+        guard = DriftGuard(env)
+        return _timed(lambda i: guard.update(frame_stats(self.images[i % len(self.images)]), (i % 10) / 10),
+                      range(n), 0.0)
+
     def throughput_hint_fps(self, seconds: float = 3.0) -> float:
         import openvino as ov
 
@@ -308,6 +325,7 @@ class Bench:
         ack = self.publish_ack_latencies(n=max(60, self.frames // 3))
         if ack:
             lat["publish_ack"] = ack
+        lat["drift_guard"] = self.drift_guard_costs(n=len(lat["raw_int8"]))
         res = {k_: pct(v) for k_, v in lat.items() if v}
         tput = self.throughput_hint_fps()
         sustain = self.sustainable_rate(tput, self.detector_tput)
@@ -406,6 +424,11 @@ def format_table(r: dict[str, Any]) -> str:
     if "publish_ack" in r["latency_ms"]:
         p = r["latency_ms"]["publish_ack"]
         lines.append(f"  {'    capture->PUBACK (paced)':<34}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}")
+    if "drift_guard" in r["latency_ms"]:
+        p = r["latency_ms"]["drift_guard"]
+        w, h = r["frame_size"]
+        lines.append(f"  {f'    input drift guard ({w}x{h})':<34}{p['p50']:>9.3f}{p['p95']:>9.3f}{p['p99']:>9.3f}"
+                     "  (budget 0.3 ms at 1280x720; off the part's latency: see service/drift.py)")
     t = r["throughput"]
     lines.append(f"(d) throughput: inspector sustains {t['inspector_sustainable_parts_per_s']:.1f} parts/s with no "
                  f"deadline miss at {t['budget_ms']:.0f} ms (model.hint throughput; "
