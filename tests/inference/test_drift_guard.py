@@ -6,6 +6,10 @@ import dataclasses
 import numpy as np
 import pytest
 
+from inspector.config import DriftConfig
+from inspector.devtools.testing import make_defect, make_verdict
+from inspector.frames import ModelInfo, Outcome, Reason
+from inspector.inference.decision import under_drift
 from inspector.inference.drift_guard import (
     PSI_EDGES,
     PSI_STAT,
@@ -188,3 +192,46 @@ def test_a_stream_switched_to_a_strong_fault_is_caught_within_50_parts(envelope,
     first = next((k for k, s in enumerate(after) if s.in_drift), None)
     assert first is not None, f"{alt.describe()}: no drift in 50 parts; last {after[-1]}"
     assert after[first].changed and after[first].statistic in stats
+
+
+# -- decision.on_drift (rule 4 of inference/decision.py) and the monitor on the post thread -----------
+
+
+@pytest.mark.parametrize("outcome, defects, actuate, on_drift, want_outcome, want_actuate, want_reason", [
+    ("PASS", (), False, "alarm", "PASS", False, None),
+    ("PASS", (), False, "reject", "REJECT", True, "drift"),
+    ("PASS", (), False, "hold", "REJECT", True, "drift"),
+    ("REJECT", ("d",), True, "hold", "REJECT", True, "defect"),  # a defect found stays a defect
+    ("LATE", (), False, "reject", "LATE", False, None),  # on_late: pass keeps its rule under reject
+    ("LATE", (), False, "hold", "LATE", True, "drift"),  # ... not under hold: every part fail-safe
+    ("LATE", (), True, "hold", "LATE", True, "late"),
+])
+def test_under_drift(outcome, defects, actuate, on_drift, want_outcome, want_actuate, want_reason):
+    v = make_verdict(outcome=outcome, defects=tuple(make_defect() for _ in defects))
+    v = dataclasses.replace(v, actuate=actuate, reason=None if not actuate else v.reason or Reason.LATE)
+    got = under_drift(v, on_drift)
+    assert (got.outcome.value, got.actuate, got.reason.value if got.reason else None) == (
+        want_outcome, want_actuate, want_reason)
+    assert got.defects == v.defects and got.frame is v.frame
+
+
+def _state(in_drift: bool, statistic: str):
+    from inspector.inference.drift_guard import DriftState
+
+    return DriftState(in_drift, statistic, 1.0, (0.0, 0.5), 100)
+
+
+@pytest.mark.parametrize("psi_acts, statistic, acting", [
+    (False, "luma", True), (False, PSI_STAT, False), (True, PSI_STAT, True)])
+def test_a_drift_seen_only_in_the_confidences_alarms_but_acts_only_with_psi_acts(psi_acts, statistic, acting):
+    """A batch of bad parts moves the confidences as a camera fault does: by default the PSI does not hold."""
+    from inspector.service.drift import DriftMonitor
+
+    env = Envelope({"luma": (0.0, 255.0)})
+    mon = DriftMonitor(DriftConfig(psi_acts=psi_acts), "hold", {"input_envelope": env.to_card()},
+                       ModelInfo("m", "1", "x"))
+    assert mon._acting(_state(True, statistic)) is acting and not mon._acting(_state(False, statistic))
+    v = make_verdict(outcome="PASS")
+    assert mon.observe(v, None, None) is v  # no statistics (a late or image-less frame): nothing changes
+    assert mon.snapshot()["enabled"] and not mon.snapshot()["in_drift"]
+    assert v.outcome is Outcome.PASS
