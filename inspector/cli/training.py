@@ -24,14 +24,14 @@ def cmd_synth(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
     out = Path(a.out)
     if a.split:
-        data_yaml = write_synth_split(out, a.split, a.n, a.seed, workers=a.workers)
+        data_yaml = write_synth_split(out, a.split, a.n, a.seed, workers=a.workers, optics_mode=a.optics)
         print(f"{out}: split {a.split} holds {a.n} frames of seed {a.seed} ({data_yaml}) "
               f"[{time.monotonic() - t0:.1f} s]")
         return 0
-    if split_is_complete(out, a.n, a.seed):
+    if split_is_complete(out, a.n, a.seed, a.optics):
         print(f"{out} already holds these {a.n} frames of seed {a.seed} (same generator version): kept")
         return 0
-    make_split(out, a.n, a.seed, workers=a.workers)
+    make_split(out, a.n, a.seed, workers=a.workers, optics_mode=a.optics)
     write_data_yaml(out, train="images", val="images")
     dt = time.monotonic() - t0
     print(f"wrote {a.n} frames to {out} (images/, labels/, data.yaml) in {dt:.1f} s ({a.n / dt:.0f} frames/s)")
@@ -192,6 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OUT/labels/<split>, OUT/data.yaml, OUT/dataset.json); default: a flat folder "
                         "(OUT/images, OUT/labels) as calibration images")
     s.add_argument("--workers", type=int, default=2, help="rendering processes")
+    s.add_argument("--optics", choices=("none", "random"), default="none",
+                   help="random: each frame through a random camera state (white balance, exposure, contrast, "
+                        "gamma, blur, noise, JPEG...; 25 %% stay clean; labels unchanged): issue 14's training mix")
     s.set_defaults(fn=cmd_synth)
 
     d = sub.add_parser("dataset", help="import a labelled dataset, or check one (train extra not needed)")
@@ -248,10 +251,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch", type=int, default=16, help="images per batch")
     s.add_argument("--time-budget", type=float, default=None,
                    help="hours: stop within this time (ultralytics fits the epochs and schedule to it)")
-    s.add_argument("--augment", choices=("fixed-camera", "texture", "ultralytics"), default="fixed-camera",
+    s.add_argument("--augment", choices=("fixed-camera", "line-optics", "texture", "ultralytics"),
+                   default="fixed-camera",
                    help="augmentation preset: fixed-camera (flips, small scale/shift, no mosaic: parts at a "
                         "fixed distance), texture (flips, mosaic, scale 0.5, brightness: surface crops such as "
-                        "NEU-DET), ultralytics (its defaults)")
+                        "NEU-DET), line-optics (fixed-camera + colour jitter, for data rendered with "
+                        "`synth --optics random`), ultralytics (its defaults)")
     s.add_argument("--lr0", type=float, default=0.01, help="initial learning rate")
     s.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
     s.add_argument("--workers", type=int, default=2, help="data loader processes")
@@ -318,6 +323,16 @@ def register_model_build(msub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-test", type=int, default=500, help="synthetic only: held-out test frames")
     s.add_argument("--target-recall", type=float, default=0.99, help="per-class defect recall the thresholds keep")
     s.add_argument("--command", default="make model", help="the command that rebuilds it, for the card")
+    s.add_argument("--calibrate-under", default=None,
+                   help="issue 14: thresholds calibrated on the calibration split plus its copies altered by these "
+                        "optics families ('issue' or FAMILY[,FAMILY]): recall holds where the model is declared to")
+    s.add_argument("--perturbed-eval", default=None,
+                   help="issue 14: per-family metrics of the INT8 model on altered copies of the held-out split, "
+                        "in the card's evaluation.perturbed ('issue', 'all' or none,FAMILY[,FAMILY])")
+    s.add_argument("--envelope-families", default=None,
+                   help="issue 14: write the drift guard's input_envelope (calibration images + copies altered by "
+                        "these families): 'held' (those --perturbed-eval passes: mAP50 >= 0.90, escapes <= 1 %%, "
+                        "false rejects <= 5 %%), 'issue', FAMILY[,FAMILY] or none (default: no envelope)")
     s.set_defaults(fn=cmd_model)
 
     s = msub.add_parser("envelope", help="write the drift guard's input envelope into a bundle's card (issue 14)")

@@ -77,7 +77,14 @@ def dataset_record(data: Path) -> dict:
 def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, version: str, calibration: Path,
                  val_seed: int = 2002, n_val: int = 400, test_seed: int = 4004, n_test: int = 500,
                  target_recall: float = 0.99, command: str = "", train_info: dict | None = None,
-                 data: Path | None = None) -> dict:
+                 data: Path | None = None, calibrate_under: tuple[str, ...] = (),
+                 perturbed_eval: tuple[str, ...] = (), envelope_families: str | None = None) -> dict:
+    """Writes the bundle `out` (IRs, float weights, card) and returns its card. Issue 14:
+    `calibrate_under`: optics families whose altered copies of the calibration split join it for the
+    thresholds (issue 14: recall holds where the model is declared to hold); `perturbed_eval`: families
+    evaluated on altered copies of the held-out split (`evaluation.perturbed`); `envelope_families`: the
+    drift guard's `input_envelope` from the calibration split's images plus copies altered by these
+    families ('held': those the per-family metrics pass), None: no envelope."""
     out = Path(out)
     if data is not None:  # before anything is written: a class mismatch leaves no half bundle
         from inspector.training.train import dataset_classes
@@ -109,23 +116,36 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     if data is None:
         val_split = {"generator": "inspector.sources.conveyor", "seed": val_seed, "n": n_val}
         test_split = {"generator": "inspector.sources.conveyor", "seed": test_seed, "n": n_test, "held_out": True}
-        val = collect(Detector(int8, conf=EVAL_CONF), synthetic_samples(n_val, val_seed))
+        val_samples = list(synthetic_samples(n_val, val_seed))
         test = list(synthetic_samples(n_test, test_seed))
     else:
         splits = data_splits(data)
         if "val" not in splits:
             raise ModelError(f"{data}: no val split to calibrate the thresholds on")
         held = "test" if "test" in splits else "val"
-        val = collect(Detector(int8, conf=EVAL_CONF), yolo_samples(data, "val"))
+        val_samples = list(yolo_samples(data, "val"))
         test = list(yolo_samples(data, held))
-        val_split = {"data": str(Path(data).resolve()), "split": "val", "n": len(val)}
+        val_split = {"data": str(Path(data).resolve()), "split": "val", "n": len(val_samples)}
         test_split = {"data": str(Path(data).resolve()), "split": held, "n": len(test), "held_out": held == "test",
                       "note": None if held == "test" else "no test split: metrics on val, which also set the "
                                                           "thresholds (mAP does not depend on them; P/R do)"}
+    from inspector.training.perturb_eval import perturb_samples, row
+
+    calib = list(val_samples)
+    for fam in calibrate_under:  # issue 14: the thresholds keep the recall under the validated alterations too
+        calib += perturb_samples(val_samples, fam, val_seed)
+    val = collect(Detector(int8, conf=EVAL_CONF), iter(calib))
     thresholds, reached = calibrate_thresholds(val, nc, target_recall)
+    if calibrate_under:
+        val_split = {**val_split, "plus_altered_copies": list(calibrate_under), "n_total": len(calib)}
 
     r8 = report(collect(Detector(int8, conf=EVAL_CONF), iter(test)), int8, thresholds)
     r32 = report(collect(Detector(fp32, conf=EVAL_CONF), iter(test)), fp32, thresholds)
+    perturbed = {}
+    for fam in perturbed_eval:  # INT8, the operating model, at the card's thresholds
+        rf = r8 if fam == "none" else report(collect(Detector(int8, conf=EVAL_CONF),
+                                                     iter(perturb_samples(test, fam, test_seed))), int8, thresholds)
+        perturbed[fam] = row(fam, rf)
     calib_hash, calib_n = dir_hash(calibration)
 
     card = {
@@ -159,12 +179,24 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
             "int8": r8,
             "delta_int8_minus_fp32": {"mAP50": round(r8["mAP50"] - r32["mAP50"], 4),
                                       "mAP50-95": round(r8["mAP50-95"] - r32["mAP50-95"], 4)},
+            **({"perturbed": perturbed, "perturbed_note": "INT8 on altered copies of the held-out split "
+                "(inspector.training.perturb_eval, default magnitudes, seed = the split's)"} if perturbed else {}),
         },
         "versions": _versions(),
         "rebuild": command,
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     load_bundle(out, "int8")  # the bundle must load with its own card (sha256 checks)
+    if envelope_families is not None:
+        from inspector.training.envelope import families_held, write_card_envelope
+        from inspector.training.perturb_eval import CLEAN, parse_families
+
+        fams = (families_held(card) or []) if envelope_families == "held" else \
+            [f for f in parse_families(envelope_families) if f != CLEAN]
+        env = write_card_envelope(out, [sm.image for sm in val_samples], fams, seed=val_seed,
+                                  source={"split": val_split})
+        card["input_envelope"] = env.to_card()
+        print(f"input_envelope: calibration images + {fams or 'no'} altered copies")
     print(format_report(r32))
     print(format_report(r8))
     print(f"thresholds: {card['thresholds']}")
@@ -189,7 +221,25 @@ def build_bundle_cli(a) -> int:
     build_bundle(fp32, Path(a.int8), Path(a.out), name=a.name, version=a.version,
                  calibration=calibration_folder(a.calibration, a.data),
                  val_seed=a.val_seed, n_val=a.n_val, test_seed=a.test_seed, n_test=a.n_test,
-                 target_recall=a.target_recall, command=a.command, train_info=train_info, data=data)
+                 target_recall=a.target_recall, command=a.command, train_info=train_info, data=data,
+                 **_issue14_options(a))
     return 0
 
 
+
+
+def _issue14_options(a) -> dict:
+    """`--calibrate-under`, `--perturbed-eval`, `--envelope-families` (issue 14) as build_bundle's arguments."""
+    from inspector.training.perturb_eval import CLEAN, parse_families
+
+    under = getattr(a, "calibrate_under", None)
+    evals = getattr(a, "perturbed_eval", None)
+    env = getattr(a, "envelope_families", None)
+    try:
+        if env not in (None, "none", "held"):
+            parse_families(env)
+        return {"calibrate_under": tuple(f for f in parse_families(under) if f != CLEAN) if under else (),
+                "perturbed_eval": tuple(parse_families(evals)) if evals else (),
+                "envelope_families": None if env in (None, "none") else env}
+    except ValueError as e:
+        raise ModelError(str(e)) from e
