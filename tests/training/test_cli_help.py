@@ -6,7 +6,7 @@ import pytest
 
 from inspector.cli import build_parser
 
-TOOLCHAIN = ["synth", "dataset import", "dataset check", "train", "quantize", "eval", "model"]
+TOOLCHAIN = ["synth", "dataset import", "dataset check", "train", "quantize", "eval", "model build"]
 
 
 def subparser(path: str) -> argparse.ArgumentParser:

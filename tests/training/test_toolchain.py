@@ -56,8 +56,8 @@ def test_a_labelled_export_goes_all_the_way_to_the_line(tmp_path, fmt):
     assert "calibrating on 7 images from" in r.stdout + r.stderr  # the train split, by default
 
     bundle = tmp_path / "bundle"
-    cli(tmp_path, "model", "--fp32", fp32, "--int8", tmp_path / "int8" / "model.xml", "--data", ds / "data.yaml",
-        "--out", bundle, "--name", f"own-{fmt}", "--version", "0.0.1", "--command", "test")
+    cli(tmp_path, "model", "build", "--fp32", fp32, "--int8", tmp_path / "int8" / "model.xml",
+        "--data", ds / "data.yaml", "--out", bundle, "--name", f"own-{fmt}", "--version", "0.0.1", "--command", "test")
     card = json.loads((bundle / "model_card.json").read_text())
     assert card["classes"] == list(CLASSES)
     assert card["dataset"]["content_sha256"] == meta["sha256"]["content"]
@@ -126,8 +126,8 @@ def test_a_stopped_training_resumes_from_its_last_epoch_and_model_refuses_other_
     (tmp_path / "export" / "classes.txt").write_text("dent\nrust\n")
     cli(tmp_path, "dataset", "import", "--from", "yolo", tmp_path / "export", "--out", other)
     fp32 = out / "fp32" / "model.xml"
-    r = cli(tmp_path, "model", "--fp32", fp32, "--int8", fp32, "--data", other / "data.yaml", "--out", tmp_path / "b",
-            check=2)
+    r = cli(tmp_path, "model", "build", "--fp32", fp32, "--int8", fp32, "--data", other / "data.yaml",
+            "--out", tmp_path / "b", check=2)
     assert "['dent', 'rust']" in r.stderr and "['scratch', 'pit']" in r.stderr
     assert not (tmp_path / "b").exists()
     r = cli(tmp_path, "eval", "--model", fp32, "--data", other / "data.yaml", check=2)
