@@ -48,7 +48,8 @@ def cmd_schema(a: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("run", help="run the line-side service")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", required=True,
+                   help="YAML config of the station (see configs/ and schemas/config.schema.json)")
     s.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     s.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     s.add_argument("--summary-json", default=None, help="also write the end-of-run summary as JSON")
@@ -56,20 +57,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("check-config", help="validate a config file (exit 2 on error)")
-    s.add_argument("file")
+    s.add_argument("file", help="the YAML config file to validate")
     s.set_defaults(fn=cmd_check_config)
 
     s = sub.add_parser("actuator", help="reference line-side subscriber of rejects")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", required=True,
+                   help="the station's config: the actuator subscribes to its mqtt section's topics")
     s.add_argument("--expect", type=int, default=None, help="exit non-zero unless N distinct rejects arrived")
     s.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     s.set_defaults(fn=cmd_actuator)
 
     s = sub.add_parser("upload", help="upload the spool")
     s.add_argument("--now", action="store_true", help="upload now, ignoring the nightly window")
-    s.add_argument("--config", required=True)
+    s.add_argument("--config", required=True,
+                   help="the station's config: its spool and upload sections say what goes where")
     s.set_defaults(fn=cmd_upload)
 
     s = sub.add_parser("schema", help="write the JSON Schemas of the config and MQTT payloads")
-    s.add_argument("--out", default="schemas")
+    s.add_argument("--out", default="schemas", help="folder the JSON Schemas are written to (default: schemas)")
     s.set_defaults(fn=cmd_schema)
