@@ -267,7 +267,7 @@ class GenICamSourceConfig(_SourceConfigBase):
         return v
 
     @model_validator(mode="after")
-    def _one_camera(self) -> "GenICamSourceConfig":
+    def _one_camera(self) -> GenICamSourceConfig:
         chosen = [k for k in ("id", "serial", "address") if getattr(self, k) is not None]
         if len(chosen) != 1:
             raise ValueError(f"set exactly one of id, serial or address (got {chosen or 'none'})")

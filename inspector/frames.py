@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -52,13 +52,13 @@ class Detections:
     class_id: np.ndarray  # (N,) int32
 
     @staticmethod
-    def empty() -> "Detections":
+    def empty() -> Detections:
         return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32))
 
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
 
-    def select(self, mask: np.ndarray) -> "Detections":
+    def select(self, mask: np.ndarray) -> Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
 
 
@@ -126,4 +126,4 @@ class Verdict:
 
 
 def iso_utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

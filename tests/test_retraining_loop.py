@@ -82,7 +82,7 @@ def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_ser
               tmp_path / "summary.json", env=s3)
     r = inspector(tmp_path, "upload", "--now", "--config", cfg, env=s3)
     assert "failed 0" in r.stdout
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
 
     # 3. review: export, the stand-in reviewer answers with the truth, import
     review = tmp_path / "review"

@@ -21,7 +21,7 @@ def cmd_review_export(a: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     since = parse_date(a.since, "--since")
-    until = parse_date(a.until, "--until") if a.until else dt.datetime.now(dt.timezone.utc).date()
+    until = parse_date(a.until, "--until") if a.until else dt.datetime.now(dt.UTC).date()
     r = export_review(load_config_arg(a.config), since, until, a.to, Path(a.out), image_url_mode=a.image_url,
                       expires_s=a.expires, document_root=Path(a.document_root) if a.document_root else None,
                       publish=a.publish)

@@ -83,7 +83,7 @@ class LocalBroker:
         self.protocols = ("v5", "v311") if impl == "mosquitto" else ("v311",)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def start(self, timeout: float = 10.0) -> "LocalBroker":
+    def start(self, timeout: float = 10.0) -> LocalBroker:
         if self._proc is not None and self._proc.poll() is None:
             return self
         cmd = self._command()
@@ -113,7 +113,7 @@ class LocalBroker:
         p.send_signal(signal.SIGKILL)
         p.wait()
 
-    def restart(self, timeout: float = 10.0) -> "LocalBroker":
+    def restart(self, timeout: float = 10.0) -> LocalBroker:
         """Start again on the same port with the same persistence directory."""
         self.stop()
         return self.start(timeout)
@@ -131,7 +131,7 @@ class LocalBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

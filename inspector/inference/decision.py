@@ -45,7 +45,7 @@ class DecisionPolicy:
     min_box_px: float = 0.0
 
     @staticmethod
-    def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float]) -> "DecisionPolicy":
+    def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float]) -> DecisionPolicy:
         unknown = sorted(set(cfg.thresholds) - set(classes))
         if unknown:
             raise ConfigError(f"decision.thresholds: unknown class(es) {unknown}; the model's classes are {list(classes)}")

@@ -297,7 +297,7 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
                 (tmp / "labels" / f"{it['image_sha256']}.txt").write_text(yolo_label(it, classes))
             (tmp / "classes.txt").write_text("".join(c + "\n" for c in classes))
         review = {"kind": REVIEW_KIND, "format_version": 1,
-                  "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   "destination": dest.url, "since": since.isoformat(), "until": until.isoformat(), "to": to,
                   "image_url": mode if to == "labelstudio" else None, "classes": classes,
                   "nights": found, "nights_without_manifest": missing, "items": items}

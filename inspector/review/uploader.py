@@ -48,12 +48,13 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from datetime import time as dtime
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from inspector.config import InspectorConfig, UploadConfig
 from inspector.errors import SpoolError
@@ -419,7 +420,7 @@ class Uploader:
         self._stop = stop if stop is not None else threading.Event()
         self._abort = threading.Event()
         self._gallery = gallery
-        self._today = today or (lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+        self._today = today or (lambda: datetime.now(UTC).strftime("%Y-%m-%d"))
         self._throttle = Throttle(cfg.bandwidth_bytes_per_s, self._stop)
 
     # -- retries --------------------------------------------------------------------------------

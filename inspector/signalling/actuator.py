@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 from collections import Counter, OrderedDict
-from datetime import datetime, timezone
-from typing import Callable, TextIO
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TextIO
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -40,7 +41,7 @@ _STALE_FACTOR = 3.0  # heartbeat stale after this many periods without one
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Actuator:

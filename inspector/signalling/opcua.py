@@ -30,7 +30,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from inspector.config import OPCUAConfig
@@ -111,7 +111,7 @@ class OpcUaServer:
             counts: Mapping[str, int] = dict(self._counts)
         self._write({"LastPartId": part_id or "", "LastFrameId": -1 if frame_id is None else frame_id,
                      "LastResult": result, "LastReason": reason,
-                     "LastLatencyMs": float(latency_ms or 0.0), "LastAt": datetime.now(timezone.utc), **counts})
+                     "LastLatencyMs": float(latency_ms or 0.0), "LastAt": datetime.now(UTC), **counts})
 
     def _write(self, values: dict[str, Any]) -> None:
         if self._loop is None or not self._ready.is_set():
@@ -156,7 +156,7 @@ class OpcUaServer:
                        "LastLatencyMs": ua.VariantType.Double, "LastAt": ua.VariantType.DateTime,
                        **dict.fromkeys(_COUNTERS, ua.VariantType.UInt64)}
         initial = {**dict.fromkeys(_STRINGS, ""), "State": self._station[0], "StateReason": self._station[1],
-                   "LastFrameId": -1, "LastLatencyMs": 0.0, "LastAt": datetime.now(timezone.utc),
+                   "LastFrameId": -1, "LastLatencyMs": 0.0, "LastAt": datetime.now(UTC),
                    **dict.fromkeys(_COUNTERS, 0)}
         for name, vt in self._types.items():
             self._nodes[name] = await obj.add_variable(idx, name, ua.Variant(initial[name], vt))

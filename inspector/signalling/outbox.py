@@ -37,9 +37,9 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from inspector.errors import PublishError
 

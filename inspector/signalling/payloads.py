@@ -8,7 +8,7 @@ keep the version; anything else bumps it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 
 def utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 class _Payload(BaseModel):
@@ -51,7 +51,7 @@ class ModelRef(BaseModel):
     sha256: str = Field(description="SHA-256 of the model weights that made the decision.")
 
     @staticmethod
-    def of(m: ModelInfo) -> "ModelRef":
+    def of(m: ModelInfo) -> ModelRef:
         return ModelRef(name=m.name, version=m.version, sha256=m.sha256)
 
 

@@ -29,9 +29,10 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -59,7 +60,7 @@ def topics(cfg: MQTTConfig) -> dict[str, str]:
 
 
 def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +264,7 @@ class PlcHandshake:
         """The part's deadline starts at the photo-eye when the PLC says when, and its clock agrees."""
         if p.fired_at is None or not self.cfg.use_fired_at:
             return now
-        fired = p.fired_at if p.fired_at.tzinfo else p.fired_at.replace(tzinfo=timezone.utc)
+        fired = p.fired_at if p.fired_at.tzinfo else p.fired_at.replace(tzinfo=UTC)
         fired_wall = fired.timestamp()
         age = time.time() - fired_wall
         if -0.005 <= age <= self.cfg.max_clock_skew_ms / 1000:
@@ -545,7 +546,7 @@ class PlcSimulator:
         c.on_message = self._on_message
         self._client = c
 
-    def start(self, timeout: float = 10.0) -> "PlcSimulator":
+    def start(self, timeout: float = 10.0) -> PlcSimulator:
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         self._client.loop_start()
         if not self._subscribed.wait(timeout):

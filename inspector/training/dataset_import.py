@@ -295,7 +295,7 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], ou
     content = hashlib.sha256(f"{img_hash.hexdigest()}\n{lbl_hash.hexdigest()}\n{names}".encode()).hexdigest()
     summary = {
         "format_version": 1,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "source": source,
         "classes": names,
         "splits": splits,
@@ -339,7 +339,7 @@ def write_description(root: Path, names: list[str], source: dict, split_rule: di
     (root / "data.yaml").write_text("# paths relative to this file\n" + "\n".join(yaml_lines) + "\n")
     content = hashlib.sha256(f"{img_hash.hexdigest()}\n{lbl_hash.hexdigest()}\n{names}".encode()).hexdigest()
     (root / DATASET_JSON).write_text(json.dumps({
-        "format_version": 1, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "format_version": 1, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "source": source, "classes": names, "splits": splits, "split_rule": split_rule, "counts": counts,
         "image_channels": 3, "sha256": {"images": img_hash.hexdigest(), "labels": lbl_hash.hexdigest(),
                                         "content": content}, "skipped": []}, indent=2) + "\n")

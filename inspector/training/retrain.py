@@ -103,7 +103,7 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
     max_drop = plan.max_drop if plan.max_drop is not None else \
         ((quant.get("accuracy_control") or {}).get("max_drop_mAP50-95"))
     target_recall = float((card.get("threshold_calibration") or {}).get("target_recall", 0.99))
-    version = plan.version or f"{card['version']}-rc.{dt.datetime.now(dt.timezone.utc):%Y%m%d%H%M}"
+    version = plan.version or f"{card['version']}-rc.{dt.datetime.now(dt.UTC):%Y%m%d%H%M}"
     times = {}
 
     t0 = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -58,7 +58,7 @@ def test_dedup_expired_invalid_status_and_stale_heartbeat(mqtt_broker, tmp_path)
         late = reject_payload(make_reject(2, budget_s=1, age_s=5), "r-2").to_json()  # deadline passed
         for body in (fresh, fresh, late, "{not json"):
             c.publish(f"{root}/reject", body, qos=1).wait_for_publish(5)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         c.publish(f"{root}/status", StatusPayload(state="online", at=now, client_id="x", boot="b").to_json(), qos=1)
         c.publish(f"{root}/heartbeat", HeartbeatPayload(seq=0, at=now, boot="b", uptime_s=0, outbox_depth=0).to_json())
         wait(lambda: act.last_heartbeat is not None and act.invalid == 1, 5, "the heartbeat and the invalid one")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -65,7 +65,7 @@ def test_consumers_tolerate_fields_added_later():
 
 
 def test_status_heartbeat_alarm_round_trip():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for p in (StatusPayload(state="offline", at=None, client_id="c", boot="b"),
               HeartbeatPayload(seq=3, at=now, boot="b", uptime_s=1.0, outbox_depth=0),
               AlarmPayload(id="a1", kind="camera_lost", raised_at=now, message="camera lost", detail={"x": 1})):

@@ -46,7 +46,7 @@ class Line:
         self.pipeline = Pipeline(self.hs.source, det, policy, [self.hs, self.seen])
         self.plc = PlcSimulator(self.mqtt, budget_ms=BUDGET_MS)
 
-    def __enter__(self) -> "Line":
+    def __enter__(self) -> Line:
         self.hs.start()
         assert self.hs.wait_connected(10)
         self.pipeline.start()
