@@ -84,7 +84,10 @@ class DriftMonitor:
             log.info("input drift guard on: %d statistics of model %s %s's envelope (%s), on_drift %s",
                      len(env.bounds), model.name, model.version,
                      ", ".join(env.source.get("families", [])) or "clean images only", self.on_drift)
-        self._last: tuple[DriftState, np.ndarray | None] | None = None  # swapped by reference (read by snapshot)
+        # (state, medians, their names) swapped by reference, read by snapshot: the names travel with the
+        # medians because a model switch replaces `guard` before it clears `_last`, and a snapshot taken
+        # in between must not label the old guard's medians with the new guard's statistics.
+        self._last: tuple[DriftState, np.ndarray | None, list[str]] | None = None
 
     # -- infer thread ---------------------------------------------------------------------------
     def stats(self, image: np.ndarray) -> np.ndarray | None:
@@ -114,7 +117,7 @@ class DriftMonitor:
             state = guard.update(stats, top_confidence)
             if state.changed:
                 self._changed(state, v)
-            self._last = (state, guard._med)  # the report builds its dict on the reader's thread
+            self._last = (state, guard._med, guard._names)  # the report builds its dict on the reader's thread
         if self._acting(state):
             return under_drift(v, self.on_drift)
         return v
@@ -165,12 +168,12 @@ class DriftMonitor:
                                {k: [lo, hi] for k, (lo, hi) in env.bounds.items()}}
         if last is None or guard is None:
             return out
-        state, med = last
+        state, med, names = last
         out.update(in_drift=state.in_drift, acting=self._acting(state), statistic=state.statistic,
                    value=None if state.value is None else round(state.value, 4),
                    bounds=None if state.bounds is None else [round(b, 4) for b in state.bounds],
                    psi=None if state.psi is None else round(state.psi, 4), frames=state.frames,
-                   medians={} if med is None else {n: round(float(m), 5) for n, m in zip(guard._names, med)})
+                   medians={} if med is None else {n: round(float(m), 5) for n, m in zip(names, med, strict=True)})
         return out
 
 

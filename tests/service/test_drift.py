@@ -204,3 +204,28 @@ def test_a_malformed_envelope_is_refused_naming_the_field(tmp_path):
     cfg = make_config([]).model_copy(update={"model": InspectorConfig(model={"path": bundle}).model})
     with pytest.raises(ModelError, match="input_envelope.*low <= high"):
         Service(cfg)
+
+
+def test_a_snapshot_during_a_model_switch_labels_the_medians_with_their_own_statistics():
+    """`_switch` (post thread) replaces the guard before it clears the last state; a report built in
+    between (any thread) must not name the old guard's medians after the new guard's statistics (the
+    old snapshot zipped the new names with the old medians: `sharpness` got the luma median)."""
+    import numpy as np
+
+    from inspector.config import DriftConfig
+    from inspector.devtools.testing import make_verdict
+    from inspector.frames import ModelInfo
+    from inspector.inference.drift_guard import STAT_NAMES, DriftGuard, Envelope
+    from inspector.service.drift import DriftMonitor
+
+    card_a = {"input_envelope": {"stats": {"luma": [0.0, 255.0], "contrast": [0.0, 10.0]}}}
+    cfg = DriftConfig()
+    mon = DriftMonitor(cfg, "alarm", card_a, ModelInfo("a", "1.0.0", "0" * 64))
+    stats = np.zeros(len(STAT_NAMES))
+    stats[STAT_NAMES.index("luma")], stats[STAT_NAMES.index("contrast")] = 120.0, 0.5
+    for _ in range(cfg.window):
+        mon.observe(make_verdict(), stats, 0.9)
+    assert mon.snapshot()["medians"] == {"luma": 120.0, "contrast": 0.5}
+    # The first half of a switch to a model whose envelope bounds other statistics.
+    mon.guard = DriftGuard(Envelope.from_card({"stats": {"sharpness": [0.0, 5.0]}}), window=cfg.window)
+    assert mon.snapshot()["medians"] == {"luma": 120.0, "contrast": 0.5}
