@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -311,7 +312,8 @@ class FileDestination:
         back = p.read_bytes()
         got = hashlib.sha256(back).hexdigest()
         if len(back) != len(data) or got != sha256:
-            raise VerifyError(f"{p}: expected {len(data)} bytes sha256 {sha256}, read back {len(back)} bytes sha256 {got}")
+            raise VerifyError(f"{p}: expected {len(data)} bytes sha256 {sha256}, "
+                              f"read back {len(back)} bytes sha256 {got}")
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -479,9 +481,10 @@ class Uploader:
         sent = False
         for key, data, ctype in ((line["image_key"], jpg, "image/jpeg"), (line["labels_key"], txt, "text/plain")):
             info = listing.get(key)
+            # partial, not a lambda: the call binds this iteration's key/info/data (`_retry` calls it at once)
             if info is not None and self._retry(
-                    lambda: self.dest.same(key, info, len(data), hashlib.md5(data).hexdigest(),
-                                           hashlib.sha256(data).hexdigest()), f"check {key}"):
+                    functools.partial(self.dest.same, key, info, len(data), hashlib.md5(data).hexdigest(),
+                                      hashlib.sha256(data).hexdigest()), f"check {key}"):
                 continue
             self._put(key, data, ctype, tally)
             sent = True
@@ -605,7 +608,10 @@ class Uploader:
                     done.append((s, self._line(s, sidecar, sidecar["image"]["sha256"])))
                     tally.resumed += 1
                 try:
-                    listing = self._retry(lambda: self.dest.listing(self.dest.key(f"{date}/")), f"list {date}") if todo else {}
+                    listing: dict[str, ObjectInfo] = {}
+                    if todo:
+                        listing = self._retry(functools.partial(self.dest.listing, self.dest.key(f"{date}/")),
+                                              f"list {date}")
                     futures = [(s, pool.submit(self._upload_one, s, listing, tally, thumbs)) for s in todo]
                     for s, f in futures:
                         try:
