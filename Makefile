@@ -24,7 +24,7 @@ demo: setup apt-demo
 	$(VENV)/bin/inspector demo --config configs/demo.yaml
 
 test: setup-full apt-test venv-gi labelstudio
-	$(VENV)/bin/ruff check --select F,E9,I inspector tests benchmarks
+	$(VENV)/bin/ruff check inspector tests benchmarks
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # --- set-up -----------------------------------------------------------------------------------

@@ -96,8 +96,9 @@ def preprocessing_pair(det, bundle, images, k, rounds):
     (PrePostProcessor, ours) or in numpy before a float-input model. Letterbox (cv2) in both."""
     import openvino as ov
 
-    plain = ov.Core().compile_model(str(bundle.xml), "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                               "INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    compiled = ov.Core().compile_model(str(bundle.xml), "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                                  "INFERENCE_PRECISION_HINT": "f32"})
+    plain = compiled.create_infer_request()
     buf = np.empty((1, *det.input_hw, 3), np.uint8)
     out = {"conversion in the graph (PrePostProcessor)": [], "conversion in numpy": []}
     for r in range(rounds):
@@ -158,9 +159,10 @@ def main() -> int:
     lat = {name: [] for name in dets}
     base = "baseline: latency hint, auto threads, 2 requests"
     loaded = {"baseline + a grab thread rendering 10 frames/s": dets[base],
-              "1 inference thread + a grab thread rendering 10 frames/s": dets["1 inference thread (a core left to grab/publish)"]}
+              "1 inference thread + a grab thread rendering 10 frames/s":
+                  dets["1 inference thread (a core left to grab/publish)"]}
     lat.update({name: [] for name in loaded})
-    for r in range(a.rounds):
+    for _ in range(a.rounds):
         for name, det in dets.items():
             lat[name] += run(det, policy, images, k, rate=25.0)
         with GrabLoad(10.0):

@@ -62,13 +62,13 @@ class Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     PASS = "PASS"
     REJECT = "REJECT"
     LATE = "LATE"  # no verdict before the deadline: the configured fail-safe action applies
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     DEFECT = "defect"
     LATE = "late"
     ERROR = "error"

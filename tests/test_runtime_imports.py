@@ -24,7 +24,8 @@ def test_running_the_pipeline_imports_no_training_stack(tmp_path):
     """))
     code = textwrap.dedent(f"""
         import json, sys
-        import inspector.service.app, inspector.cli, inspector.inference.detector, inspector.service.pipeline, inspector.sources.conveyor
+        import inspector.service.app, inspector.cli, inspector.inference.detector
+        import inspector.service.pipeline, inspector.sources.conveyor
         from inspector.config import load_config
         from inspector.service.app import run_service
         rc = run_service(load_config({str(cfg)!r}), max_frames=10, live=False)

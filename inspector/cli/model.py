@@ -191,7 +191,8 @@ def format_report(r: dict[str, Any]) -> str:
 def report_html(r: dict[str, Any]) -> str:
     e = html.escape
     rows = "".join(f"<tr><td>{e(c)}</td><td>{row['both']}</td><td>{row['active_only']}</td><td>{row['shadow_only']}"
-                   f"</td><td>{row['neither']}</td><td>{row['agreement']}</td></tr>" for c, row in r["per_class"].items())
+                   f"</td><td>{row['neither']}</td><td>{row['agreement']}</td></tr>"
+                   for c, row in r["per_class"].items())
     alone = "".join(f"<h3>rejected by {e(k)} alone ({r['rejected_alone'][k]})</h3><p>{e(', '.join(ids)) or '-'}</p>"
                     for k, ids in r["rejected_alone_ids"].items())
     return (f"<!doctype html><meta charset=utf-8><title>shadow {e(r['model'])}</title>"

@@ -137,7 +137,8 @@ class Bench:
         self.images = [gen.part(i).image for i in range(min(self.frames, 60))]
         self.int8 = load_bundle(self.model_dir, "int8")
         self.fp32 = load_bundle(self.model_dir, "fp32")
-        self.policy = DecisionPolicy.build(DecisionConfig(budget_ms=self.budget_ms), self.int8.classes, self.int8.thresholds)
+        self.policy = DecisionPolicy.build(DecisionConfig(budget_ms=self.budget_ms), self.int8.classes,
+                                           self.int8.thresholds)
         self.detector = Detector(self.int8, conf=self.policy.conf_floor, warmup=5)
         # Throughput is bought with parallel streams (model.hint: throughput); latency with one.
         self.detector_tput = Detector(self.int8, conf=self.policy.conf_floor, hint="throughput", warmup=5)
@@ -189,7 +190,8 @@ class Bench:
 
     def raw_block(self, precision: str, k: int, start: int, interval_s: float = 0.0) -> list[float]:
         req = self.raw[precision]
-        return _timed(lambda i: req.infer({0: self.tensors[i % len(self.tensors)]}), range(start, start + k), interval_s)
+        return _timed(lambda i: req.infer({0: self.tensors[i % len(self.tensors)]}),
+                      range(start, start + k), interval_s)
 
     def ultra_block(self, k: int, start: int, interval_s: float = 0.0) -> list[float]:
         def predict(i: int) -> None:
@@ -208,7 +210,8 @@ class Bench:
         gate.set()
         return self._pipeline(ReplaySource(self.images, 0.0, n, gate), _Collect(gate), n + 30, None)[0]
 
-    def _pipeline(self, src: ReplaySource, sink: _Collect, wait_s: float, detector: Detector | None) -> tuple[list[float], int]:
+    def _pipeline(self, src: ReplaySource, sink: _Collect, wait_s: float,
+                  detector: Detector | None) -> tuple[list[float], int]:
         p = Pipeline(src, detector or self.detector, self.policy, [sink])
         p.start()
         src.start()
@@ -359,7 +362,8 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         out["inspector_p99_over_raw_p99" + sfx] = lat["inspector" + sfx]["p99"] / lat["raw_int8" + sfx]["p99"]
         out["int8_speedup_over_fp32_p50" + sfx] = lat["raw_fp32" + sfx]["p50"] / lat["raw_int8" + sfx]["p50"]
         if "ultralytics" + sfx in lat:
-            out["ultralytics_p50_over_inspector_p50" + sfx] = lat["ultralytics" + sfx]["p50"] / lat["inspector" + sfx]["p50"]
+            ultra = lat["ultralytics" + sfx]["p50"]
+            out["ultralytics_p50_over_inspector_p50" + sfx] = ultra / lat["inspector" + sfx]["p50"]
             # What bounds the ratio above: an inspector with zero overhead would reach this.
             out["ultralytics_p50_over_raw_p50" + sfx] = lat["ultralytics" + sfx]["p50"] / lat["raw_int8" + sfx]["p50"]
     t = r["throughput"]
@@ -410,12 +414,14 @@ def target(key: str) -> tuple[str, float] | None:
 
 def format_table(r: dict[str, Any]) -> str:
     lines = [f"machine: {r['machine']['cpu']} ({r['machine']['cores']} cores); model {r['model']['name']} "
-             f"{r['model']['version']} input {r['model']['input']}; {r['frames_per_variant']} frames per variant, interleaved",
+             f"{r['model']['version']} input {r['model']['input']}; {r['frames_per_variant']} frames per variant, "
+             "interleaved",
              f"  {'latency ms':<34}{'p50':>9}{'p95':>9}{'p99':>9}"]
     names = {"raw_int8": "(a) raw OpenVINO INT8 sync", "inspector": "(b) inspector capture->verdict",
              "ultralytics": "(c) ultralytics predict INT8", "raw_fp32": "    raw OpenVINO FP32 sync",
              "raw_fp32_ir_as_bf16": "    raw FP32 IR run as bf16 (CPU default)"}
-    for sfx, title in (("", "hot (back to back)"), ("_paced", f"paced (one part every {r['paced_interval_ms']:.0f} ms)")):
+    paced = f"paced (one part every {r['paced_interval_ms']:.0f} ms)"
+    for sfx, title in (("", "hot (back to back)"), ("_paced", paced)):
         lines.append(f"  {title}")
         for key, name in names.items():
             if key + sfx in r["latency_ms"]:

@@ -193,7 +193,8 @@ class LocalBroker:
             except OSError:
                 time.sleep(0.02)
         self.kill()
-        raise PublishError(f"{self.impl} broker not listening on {self.host}:{self.port} after {timeout:.0f} s:\n{self.log_tail()}")
+        raise PublishError(f"{self.impl} broker not listening on {self.host}:{self.port} after {timeout:.0f} s:\n"
+                           f"{self.log_tail()}")
 
 
 def _amqtt_main(host: str, port: int) -> None:

@@ -48,7 +48,8 @@ class DecisionPolicy:
     def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float]) -> DecisionPolicy:
         unknown = sorted(set(cfg.thresholds) - set(classes))
         if unknown:
-            raise ConfigError(f"decision.thresholds: unknown class(es) {unknown}; the model's classes are {list(classes)}")
+            raise ConfigError(f"decision.thresholds: unknown class(es) {unknown}; "
+                              f"the model's classes are {list(classes)}")
         th = tuple(float(cfg.thresholds.get(c, card_thresholds.get(c, cfg.default_threshold))) for c in classes)
         return DecisionPolicy(classes, th, cfg.uncertain_margin, cfg.budget_ms / 1000.0, cfg.on_late == "reject",
                               cfg.roi, cfg.min_box_px)
@@ -97,7 +98,8 @@ def decide(frame: Frame, det: Detections, policy: DecisionPolicy, now: float, no
         return Verdict(frame, Outcome.LATE, policy.reject_when_late, Reason.LATE if policy.reject_when_late else None,
                        defects, uncertain, deadline, deadline_wall, timings, model)
     if defects:
-        return Verdict(frame, Outcome.REJECT, True, Reason.DEFECT, defects, uncertain, deadline, deadline_wall, timings, model)
+        return Verdict(frame, Outcome.REJECT, True, Reason.DEFECT, defects, uncertain, deadline, deadline_wall,
+                       timings, model)
     return Verdict(frame, Outcome.PASS, False, None, (), uncertain, deadline, deadline_wall, timings, model)
 
 

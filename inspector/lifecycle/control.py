@@ -78,7 +78,8 @@ class ControlServer:
         self._sock = s
         self._thread = threading.Thread(target=self._serve, name="lifecycle-control", daemon=True)
         self._thread.start()
-        log.info("control socket %s (mode %s%s)", self.path, oct(self.mode), f", group {self.group}" if self.group else "")
+        log.info("control socket %s (mode %s%s)", self.path, oct(self.mode),
+                 f", group {self.group}" if self.group else "")
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()

@@ -258,8 +258,8 @@ class ModelManager:
             "previous": None if prev is None else str(prev),
             "shadow": None if self.shadow is None else self.shadow.ref,
             "guard": self.guard.state(),
-            "versions": [{"ref": str(v.ref), "created": v.created, "signed": v.signed,
-                          "active": v.ref == active, "shadow": self.shadow is not None and str(v.ref) == self.shadow.ref}
+            "versions": [{"ref": str(v.ref), "created": v.created, "signed": v.signed, "active": v.ref == active,
+                          "shadow": self.shadow is not None and str(v.ref) == self.shadow.ref}
                          for v in self.store.versions()],
             "events": self.events[-20:],
         }

@@ -233,7 +233,7 @@ def yolo_label(it: dict[str, Any], classes: list[str]) -> str:
     w, h = it["width"], it["height"]
     rows = []
     for p in it["predictions"]:
-        x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(p["box"], (w, h, w, h)))
+        x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(p["box"], (w, h, w, h), strict=True))
         if x1 > x0 and y1 > y0:
             rows.append(f"{classes.index(p['class'])} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} "
                         f"{(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}\n")

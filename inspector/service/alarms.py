@@ -22,10 +22,12 @@ AlarmHandler = Callable[[str, dict[str, Any]], None]
 
 # kind -> what the line should understand by it. Add a kind here before raising it.
 ALARM_KINDS: dict[str, str] = {
-    "escaped_part": "a part was not stopped: its reject was not delivered before its deadline, or its verdict came too late",
+    "escaped_part": "a part was not stopped: its reject was not delivered before its deadline, or its verdict "
+                    "came too late",
     "no_subscribers": "the broker delivered a reject to nobody: no actuator subscribes to the reject topic",
     "outbox_full": "the outbox evicted its oldest messages: the broker has not acknowledged for a long time",
-    "outbox_degraded": "the outbox cannot write (disk full?): rejects and alarms are delivered from memory, not durably",
+    "outbox_degraded": "the outbox cannot write (disk full?): rejects and alarms are delivered from memory, "
+                       "not durably",
     "camera_lost": "the source stopped delivering frames",
     "camera_restored": "the source delivers frames again after camera_lost (clears it: payload `clears`)",
     "spool_full": "the review spool is full and evicts samples",

@@ -320,8 +320,9 @@ def format_summary(s: dict[str, Any]) -> str:
                 name = "end-to-end" if stage == "total_ms" else stage[:-3]
                 lines.append(f"  {name:<16}{p['p50']:>9.2f}{p['p95']:>9.2f}{p['p99']:>9.2f}{p['max']:>9.2f}")
     e = s["escapes"]
-    lines.append(f"physical escapes {e['physical']} (parts not stopped in time: missed verdicts {e['missed_verdicts']}, "
-                 f"rejects not delivered {e['rejects_not_delivered']}, delivered late {e['rejects_late']}; "
+    lines.append(f"physical escapes {e['physical']} (parts not stopped in time: "
+                 f"missed verdicts {e['missed_verdicts']}, rejects not delivered {e['rejects_not_delivered']}, "
+                 f"delivered late {e['rejects_late']}; "
                  f"escaped_part alarms {e['escaped_part_alarms']})")
     gt = s.get("ground_truth")
     if gt:

@@ -61,7 +61,7 @@ class StageHistograms:
         t = v.timings
         values = [max(0.0, getattr(t, f"{s}_ms") / 1000.0) for s in STAGES]
         with self._lock:
-            for s, x in zip(STAGES, values):
+            for s, x in zip(STAGES, values, strict=True):
                 self._counts[s][bisect.bisect_left(self.bounds, x)] += 1
                 self._sums[s] += x
 
@@ -99,7 +99,8 @@ def families(r: ServiceReport):
         for outcome, n in outcomes.items():
             bm.add_metric([model, outcome], n)
     yield bm
-    yield CounterMetricFamily("inspector_deadline_misses", "Verdicts past their deadline", value=p.verdicts.get("LATE", 0))
+    yield CounterMetricFamily("inspector_deadline_misses", "Verdicts past their deadline",
+                              value=p.verdicts.get("LATE", 0))
     d = CounterMetricFamily("inspector_frames_dropped", "Frames dropped, by cause", labels=["cause"])
     for cause, n in p.dropped.items():
         d.add_metric([cause], n)
@@ -107,7 +108,8 @@ def families(r: ServiceReport):
     h = HistogramMetricFamily("inspector_stage_latency_seconds", "Latency of each pipeline stage (total: capture "
                               "to verdict)", labels=["stage"])
     for hist in r.histograms:
-        buckets = [(_le(b), n) for b, n in zip(hist.bounds, hist.cumulative)] + [("+Inf", hist.count)]
+        # cumulative holds one count per bound, then the +Inf one (== count)
+        buckets = [(_le(b), n) for b, n in zip(hist.bounds, hist.cumulative[:-1], strict=True)] + [("+Inf", hist.count)]
         h.add_metric([hist.stage], buckets, hist.sum_s)
     yield h
     yield GaugeMetricFamily("inspector_latency_p99_ms", "p99 capture-to-verdict latency (last 1000 frames)",
@@ -129,7 +131,8 @@ def families(r: ServiceReport):
     yield GaugeMetricFamily("inspector_source_connected", "1 when the camera delivers frames",
                             value=1.0 if src.connected else 0.0)
     if src.last_frame_age_s is not None:
-        yield GaugeMetricFamily("inspector_last_frame_age_seconds", "Age of the newest frame", value=src.last_frame_age_s)
+        yield GaugeMetricFamily("inspector_last_frame_age_seconds", "Age of the newest frame",
+                                value=src.last_frame_age_s)
     # Every known kind at 0 from the start (a series that appears only with its first alarm breaks
     # rate() and `absent` alerts); kinds counted but not registered are shown too.
     a = CounterMetricFamily("inspector_alarms", "Alarms raised, by kind", labels=["kind"])

@@ -489,12 +489,14 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
 
 def _verdict_check(p: PipelineReport, stall_s: float) -> HealthCheck:
     if p.stalled:
-        return HealthCheck("verdicts", False, f"verdicts stopped: a frame read {p.oldest_unanswered_age_s or 0:.1f} s ago "
-                                              f"has no verdict ({p.unanswered} owed)")
+        return HealthCheck("verdicts", False, "verdicts stopped: a frame read "
+                                              f"{p.oldest_unanswered_age_s or 0:.1f} s ago has no verdict "
+                                              f"({p.unanswered} owed)")
     if p.no_verdict_s is not None and p.no_verdict_s > stall_s:
         last = "never" if p.last_verdict_age_s is None else f"{p.last_verdict_age_s:.1f} s ago"
-        return HealthCheck("verdicts", False, f"frames arrive but verdicts stopped: no verdict for {p.no_verdict_s:.1f} s "
-                                              f"of arriving frames (limit {stall_s:.1f} s; last verdict {last})")
+        return HealthCheck("verdicts", False, "frames arrive but verdicts stopped: no verdict for "
+                                              f"{p.no_verdict_s:.1f} s of arriving frames "
+                                              f"(limit {stall_s:.1f} s; last verdict {last})")
     # The pipeline's own view, where it says how old its oldest frame in inference is.
     if p.oldest_in_flight_age_s is not None and p.oldest_in_flight_age_s > stall_s:
         return HealthCheck("verdicts", False, f"a frame has waited {p.oldest_in_flight_age_s:.1f} s in inference "

@@ -81,7 +81,8 @@ class VerdictPayload(_Payload):
     deadline: datetime = Field(description="UTC ISO-8601 deadline of the decision.")
     verdict: Literal["PASS", "REJECT", "LATE"] = Field(description="The outcome.")
     actuate: bool = Field(description="Whether a reject was signalled (on .../reject).")
-    reason: Literal["defect", "late", "error", "drift"] | None = Field(description="Why it was rejected; null for a pass.")
+    reason: Literal["defect", "late", "error", "drift"] | None = Field(
+        description="Why it was rejected; null for a pass.")
     defects: list[DefectOut] = Field(description="Defects at or above their class threshold.")
     uncertain: int = Field(ge=0, description="Detections within the uncertain band.")
     model: ModelRef = Field(description="The model that decided.")
@@ -92,7 +93,8 @@ class VerdictPayload(_Payload):
 class StatusPayload(_Payload):
     """`.../status`, retained: `online` on every (re)connect, `offline` (last will), `stopped`."""
 
-    state: Literal["online", "offline", "stopped"] = Field(description="online | offline (last will, process or link lost) | stopped (clean shutdown).")
+    state: Literal["online", "offline", "stopped"] = Field(
+        description="online | offline (last will, process or link lost) | stopped (clean shutdown).")
     at: datetime | None = Field(description="When it was sent; null in the last will (the broker sends it, later).")
     client_id: str = Field(description="MQTT client id of the inspector.")
     boot: str = Field(description="Random id of this process start: a new value means a restart.")
@@ -111,7 +113,8 @@ class HeartbeatPayload(_Payload):
     at: datetime = Field(description="When it was sent, UTC.")
     boot: str = Field(description="Random id of this process start.")
     uptime_s: float = Field(ge=0, description="Seconds since the publisher started.")
-    last_frame_age_s: float | None = Field(None, description="Seconds since the last frame was inspected; null before the first.")
+    last_frame_age_s: float | None = Field(None, description="Seconds since the last frame was inspected; "
+                                           "null before the first.")
     p99_ms: float | None = Field(None, description="p99 capture-to-verdict latency over recent frames.")
     frames: int | None = Field(None, ge=0, description="Frames inspected since start.")
     outbox_depth: int = Field(ge=0, description="Messages waiting for the broker's acknowledgement.")
@@ -127,7 +130,8 @@ class AlarmPayload(_Payload):
     raised_at: datetime = Field(description="When the condition was detected, UTC.")
     message: str = Field(description="One line for an operator.")
     detail: dict[str, Any] = Field(default_factory=dict, description="Kind-specific facts.")
-    reject: RejectPayload | None = Field(None, description="escaped_part: the reject that was not delivered (part, defects).")
+    reject: RejectPayload | None = Field(None, description="escaped_part: the reject that was not delivered "
+                                         "(part, defects).")
     clears: str | None = Field(None, description="Set on an alarm that ends a condition: the kind it clears "
                                "(camera_restored clears camera_lost). Null for an alarm that raises one.")
 
@@ -156,8 +160,8 @@ def _common(rec: dict[str, Any]) -> dict[str, Any]:
         "frame_id": rec["frame_id"],
         "captured_at": utc(rec["captured_wall"]),
         "deadline": utc(rec["deadline_wall"]),
-        "defects": [DefectOut(**{"class": d["class"], "confidence": min(max(d["confidence"], 0.0), 1.0), "box": d["box"]})
-                    for d in rec["defects"]],
+        "defects": [DefectOut(**{"class": d["class"], "confidence": min(max(d["confidence"], 0.0), 1.0),
+                                 "box": d["box"]}) for d in rec["defects"]],
         "model": ModelRef(**rec["model"]),
         "latency_ms": max(rec["latency_ms"], 0.0),
     }
@@ -166,7 +170,8 @@ def _common(rec: dict[str, Any]) -> dict[str, Any]:
 def reject_payload(v: Verdict, reject_id: str) -> RejectPayload:
     """The reject of a verdict, built from `records.verdict_record` like every verdict record."""
     if not v.actuate:
-        raise ValueError(f"expected a verdict with actuate=True (a reject), got outcome {v.outcome.value} actuate=False")
+        raise ValueError("expected a verdict with actuate=True (a reject), "
+                         f"got outcome {v.outcome.value} actuate=False")
     # A LATE verdict that actuates has reason LATE; keep a reason even if a caller left it unset.
     rec = verdict_record(v)
     return RejectPayload(id=reject_id, reason=rec["reason"] or "late", **_common(rec))

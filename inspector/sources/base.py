@@ -17,7 +17,7 @@ from inspector.service.alarms import AlarmThrottle
 log = logging.getLogger(__name__)
 
 
-class Connection(str, enum.Enum):
+class Connection(enum.StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"

@@ -164,7 +164,8 @@ class OpenCVSource:
         if not cap.isOpened():
             cap.release()
             if cfg.url is not None:
-                return None, f"cannot open {self.target} within {cfg.open_timeout_ms} ms (server down, wrong path, or no video)"
+                return None, (f"cannot open {self.target} within {cfg.open_timeout_ms} ms "
+                              "(server down, wrong path, or no video)")
             return None, f"cannot open {self.target} (no such camera, or it is busy)"
         return cap, ""
 
@@ -294,7 +295,8 @@ class OpenCVSource:
         timeout_s = self.cfg.read_timeout_ms / 1000
         if connection == Connection.CONNECTED and silent_since is not None and now - silent_since > 1.5 * timeout_s:
             connection = Connection.RECONNECTING
-            detail = f"no frame from {self.target} for {now - silent_since:.2f} s (read timeout {self.cfg.read_timeout_ms} ms)"
+            detail = (f"no frame from {self.target} for {now - silent_since:.2f} s "
+                      f"(read timeout {self.cfg.read_timeout_ms} ms)")
         return SourceState(
             connection=connection,
             frames=delivered,

@@ -110,7 +110,8 @@ def ranges(name: str, magnitude: str | Mapping[str, float | Range] = "default") 
     fam = family(name)
     if isinstance(magnitude, str):
         if magnitude not in MAGNITUDES:
-            raise ValueError(f"optics magnitude of {name}: expected one of {MAGNITUDES} or parameters, got {magnitude!r}")
+            raise ValueError(f"optics magnitude of {name}: expected one of {MAGNITUDES} or parameters, "
+                             f"got {magnitude!r}")
         return dict(getattr(fam, magnitude))
     out = dict(fam.default)
     for k, v in magnitude.items():
@@ -139,7 +140,10 @@ def sample(name: str, rng: np.random.Generator, magnitude: str | Mapping[str, fl
         need, have = _u(rng, r["spread"]), float(g.max() - g.min())
         if have < need:  # nearly equal gains are an exposure change, not a cast: stretch them apart
             m = float(g.mean())
-            g = m + (g - m) * (need / have) if have > 1e-6 else m + need * np.array([-0.5, 0.0, 0.5])[rng.permutation(3)]
+            if have > 1e-6:
+                g = m + (g - m) * (need / have)
+            else:
+                g = m + need * np.array([-0.5, 0.0, 0.5])[rng.permutation(3)]
             g = g.clip(0.0, None)
         return Alteration(name, MappingProxyType({"gains": tuple(float(x) for x in g)}))
     if name == "gamma":

@@ -77,7 +77,8 @@ class VideoSource(FileSource):
             cap.release()
             raise SourceError(
                 f"video source: {p} cannot be opened as a video "
-                f"(expected a container/codec FFmpeg can decode, e.g. MJPG .avi or H.264 .mp4; size {p.stat().st_size} bytes)"
+                "(expected a container/codec FFmpeg can decode, e.g. MJPG .avi or H.264 .mp4; "
+                f"size {p.stat().st_size} bytes)"
             )
         return cap
 

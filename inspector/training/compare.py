@@ -101,7 +101,7 @@ def _missed(r: ImageResult, thr: np.ndarray, classes: list[str]) -> list[str]:
 def _kept(r: ImageResult, thr: np.ndarray) -> list[dict]:
     keep = r.pred_conf >= thr[r.pred_cls] if len(r.pred_conf) else np.zeros(0, bool)
     return [{"cls": int(c), "conf": round(float(s), 3), "box": [round(float(v), 1) for v in b]}
-            for b, s, c in zip(r.pred_boxes[keep], r.pred_conf[keep], r.pred_cls[keep])]
+            for b, s, c in zip(r.pred_boxes[keep], r.pred_conf[keep], r.pred_cls[keep], strict=True)]
 
 
 def compare_set(frames: list[Frame], old, new, alpha: float) -> dict:
@@ -130,7 +130,7 @@ def compare_set(frames: list[Frame], old, new, alpha: float) -> dict:
         b += ok_o and not ok_n
         c += ok_n and not ok_o
         truth = [{"cls": int(k), "box": [round(float(v), 1) for v in bx]}
-                 for bx, k in zip(f.sample.gt_boxes, f.sample.gt_cls)]
+                 for bx, k in zip(f.sample.gt_boxes, f.sample.gt_cls, strict=True)]
         entry = {"file": f.name, "path": str(f.path), "defective": defective, "old_reject": fo, "new_reject": fn,
                  "truth": truth, "old_boxes": _kept(ro, thr["old"]), "new_boxes": _kept(rn, thr["new"]),
                  "old_missed": _missed(ro, thr["old"], classes), "new_missed": _missed(rn, thr["new"], classes)}

@@ -99,7 +99,7 @@ def near_pairs(a: np.ndarray, b: np.ndarray, max_bits: int, chunk: int = 512) ->
     for s in range(0, len(a), chunk):
         x = a[s:s + chunk].astype(np.uint64)[:, None] ^ bb[None, :]
         d = np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
-        for i, j in zip(*np.nonzero(d <= max_bits)):
+        for i, j in zip(*np.nonzero(d <= max_bits), strict=True):
             out.append((s + int(i), int(j), int(d[i, j])))
     return out
 

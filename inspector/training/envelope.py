@@ -68,7 +68,8 @@ def reference_stats(images: Iterable[np.ndarray], families: Sequence[str] = (), 
     return np.array(rows), size
 
 
-def bounds_from_stats(stats: np.ndarray, quantile: float = 0.002, margin: float = 0.1) -> dict[str, tuple[float, float]]:
+def bounds_from_stats(stats: np.ndarray, quantile: float = 0.002,
+                      margin: float = 0.1) -> dict[str, tuple[float, float]]:
     """Per statistic: the [quantile, 1 - quantile] range widened by `margin` of its span on each side."""
     if not 0 <= quantile < 0.5 or margin < 0:
         raise ValueError(f"envelope: quantile within [0, 0.5) and margin >= 0, got {quantile}, {margin}")
@@ -110,7 +111,8 @@ def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (),
     )
 
 
-def families_held(card: dict, mAP50: float = 0.90, escapes: float = 0.01, false_rejects: float = 0.05) -> list[str] | None:
+def families_held(card: dict, mAP50: float = 0.90, escapes: float = 0.01,
+                  false_rejects: float = 0.05) -> list[str] | None:
     """The optics families the card's per-family held-out metrics say the model holds under (issue 14's bar);
     None when the card has no per-family metrics (`evaluation.perturbed`)."""
     per = (card.get("evaluation") or {}).get("perturbed")

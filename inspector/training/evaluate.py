@@ -27,8 +27,8 @@ from inspector.training.metrics import (
     part_level,
 )
 
-EVAL_CONF = 0.001
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}  # as ultralytics val: the whole precision-recall curve
+EVAL_CONF = 0.001  # as ultralytics val: the whole precision-recall curve
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,8 @@ def report(results: list[ImageResult], bundle: ModelBundle, thresholds: np.ndarr
     op = at_thresholds(results, thresholds)
     present = n_gt > 0
     return {
-        "model": {"name": bundle.name, "version": bundle.version, "precision": bundle.precision, "sha256": bundle.sha256},
+        "model": {"name": bundle.name, "version": bundle.version, "precision": bundle.precision,
+                  "sha256": bundle.sha256},
         "images": len(results),
         "mAP50": round(float(ap[present, 0].mean()), 4) if present.any() else 0.0,
         "mAP50-95": round(float(ap[present].mean()), 4) if present.any() else 0.0,

@@ -116,8 +116,8 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     calib = calibration_tensors(calibration, hw, subset_size)
     log.info("calibrating on %d images from %s", len(calib), calibration)
     dataset = nncf.Dataset(calib)
-    common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib), fast_bias_correction=fast_bias_correction,
-                  ignored_scope=head_ignored_scope(model, head_convs_float))
+    common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib),
+                  fast_bias_correction=fast_bias_correction, ignored_scope=head_ignored_scope(model, head_convs_float))
     if max_drop is None:
         q = nncf.quantize(model, dataset, **common)
     else:
@@ -134,7 +134,8 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
                          if op.get_type_name() == "Convolution" and not _weights_quantized(op))
     info = {"tool": "nncf", "nncf": nncf.__version__, "preset": "mixed", "calibration_images": len(calib),
             "fast_bias_correction": fast_bias_correction, "head_convs_float": head_convs_float,
-            "accuracy_control": None if max_drop is None else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data)},
+            "accuracy_control": (None if max_drop is None
+                                 else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data)}),
             "float_convolutions": float_convs}
     out.with_name("quantization.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
@@ -187,7 +188,8 @@ def _weights_quantized(conv) -> bool:
 
 def _copy_rt_info(src, dst) -> None:
     # The runtime checks labels and input layout from rt_info: keep ultralytics' model_info.
-    for key in ("model_type", "labels", "reverse_input_channels", "pad_value", "scale_values", "iou_threshold", "resize_type"):
+    for key in ("model_type", "labels", "reverse_input_channels", "pad_value", "scale_values", "iou_threshold",
+                "resize_type"):
         try:
             dst.set_rt_info(src.get_rt_info(["model_info", key]).astype(str), ["model_info", key])
         except RuntimeError:

@@ -27,7 +27,8 @@ def dets(*rows):
 
 
 def policy(**kw):
-    return DecisionPolicy.build(DecisionConfig(**kw), CLASSES, {"scratch": 0.5, "pit": 0.4, "crack": 0.6, "contamination": 0.3})
+    return DecisionPolicy.build(DecisionConfig(**kw), CLASSES,
+                                {"scratch": 0.5, "pit": 0.4, "crack": 0.6, "contamination": 0.3})
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
-"""Shadow run over 600 parts (150 in the fast variant): the candidate judges the active model's frames without actuating, the
-report gives agreement per class and the parts each model rejected alone, disagreements are in the
-spool with reason shadow_disagree, and the shadow's threads (its own and OpenVINO's) run at a lower
-OS priority while the active model's keep theirs. Correctness only: the cost to the active model's
-p99 is measured in benchmarks/shadow.py."""
+"""Shadow run over 600 parts (150 in the fast variant): the candidate judges the active model's frames
+without actuating, the report gives agreement per class and the parts each model rejected alone,
+disagreements are in the spool with reason shadow_disagree, and the shadow's threads (its own and
+OpenVINO's) run at a lower OS priority while the active model's keep theirs. Correctness only: the
+cost to the active model's p99 is measured in benchmarks/shadow.py."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_shadow_run(tmp_path, running, n):
     assert rep["disagree"] == rep["rejected_alone"]["shadow"] > 0
     assert 0 < rep["agreement"] < 1 and rep["agree"] + rep["disagree"] == judged
     assert set(rep["per_class"]) == {"scratch", "pit", "crack", "contamination"}
-    for c, row in rep["per_class"].items():
+    for row in rep["per_class"].values():
         assert row["both"] + row["active_only"] + row["shadow_only"] + row["neither"] == judged
     assert rep["per_class"]["scratch"]["active_only"] == 0  # the candidate finds class 0 on every part
     assert rep["latency_ms"]["shadow_infer"]["p99"] > 0 and rep["latency_ms"]["active_infer"]["p50"] > 0

@@ -75,7 +75,7 @@ def test_labelstudio_tasks_point_at_the_uploaded_objects_with_the_models_boxes(t
     tasks = json.loads((out / "tasks.json").read_text())
     review = json.loads((out / "review.json").read_text())
     assert len(tasks) == N and review["classes"] == ["scratch", "pit", "crack", "contamination"]
-    for t, it in zip(tasks, review["items"]):
+    for t, it in zip(tasks, review["items"], strict=True):
         # a presigned GET URL: fetched without credentials, the exact uploaded bytes
         assert "X-Amz-Signature=" in t["data"]["image"]
         body = urllib.request.urlopen(t["data"]["image"], timeout=10).read()

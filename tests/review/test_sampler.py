@@ -109,8 +109,8 @@ def test_strategies_are_limited_independently():
     # Every frame is an uncertain reject: the uncertain cap (2/min) must not starve the reject
     # strategy (10/min), and no reason may exceed its own cap.
     clock = FakeClock(0.0)
-    sampler = Sampler(cfg(uncertain=on(limits=RateLimitsConfig(per_minute=2)), rejects=on(limits=RateLimitsConfig(per_minute=10))),
-                      clock=clock)
+    sampler = Sampler(cfg(uncertain=on(limits=RateLimitsConfig(per_minute=2)),
+                          rejects=on(limits=RateLimitsConfig(per_minute=10))), clock=clock)
     v = make_verdict(outcome="REJECT", defects=D_SCRATCH, uncertain=U)
     by_reason: dict[str, list[float]] = {"uncertain": [], "reject": []}
     for i in range(600):  # 10 minutes at 1 frame/s

@@ -55,7 +55,8 @@ class Alarms:
 def test_disk_use_never_exceeds_max_bytes_under_a_sustained_stream(tmp_path, images):
     spool_dir = tmp_path / "spool"
     alarms = Alarms()
-    everything = StrategyConfig(rate=1.0, limits=RateLimitsConfig(per_minute=100_000, per_hour=1_000_000, per_day=10_000_000))
+    everything = StrategyConfig(rate=1.0, limits=RateLimitsConfig(per_minute=100_000, per_hour=1_000_000,
+                                                                  per_day=10_000_000))
     sink = SamplingSink(
         SamplingConfig(uncertain=everything, rejects=everything, passes=everything, dedup_window_s=0, seed=3),
         SpoolConfig(dir=spool_dir, max_bytes=1 * MIB, jpeg_quality=90, queue_size=8),

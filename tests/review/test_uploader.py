@@ -99,7 +99,8 @@ def check_bucket(s3, bucket: str, expected: dict[str, str]) -> None:
         lines += recs
         assert m.replace("manifest.jsonl", "gallery.html") in keys
     ids = [r["id"] for r in lines]
-    assert len(ids) == len(set(ids)) == len(expected), f"expected {len(expected)} distinct manifest lines, got {len(ids)}"
+    assert len(ids) == len(set(ids)) == len(expected), \
+        f"expected {len(expected)} distinct manifest lines, got {len(ids)}"
     assert {r["id"]: r["image_sha256"] for r in lines} == expected
     assert all(r["image_key"] in keys and r["labels_key"] in keys and r["reasons"] for r in lines)
 
@@ -128,7 +129,8 @@ def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_serve
     finally:
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=10)
-    assert proc.returncode == -signal.SIGKILL, f"expected the uploader to be killed mid-run; it ended: {out.decode()[-2000:]}"
+    assert proc.returncode == -signal.SIGKILL, \
+        f"expected the uploader to be killed mid-run; it ended: {out.decode()[-2000:]}"
     left = len(list(iter_samples(spool)))
     in_bucket = sum(k.endswith(".jpg") for k in s3_server.keys(s3_bucket, "night/"))
     assert 0 < in_bucket < 500 and left > 0, f"expected a half-done night, got {in_bucket} in the bucket, {left} local"

@@ -179,7 +179,8 @@ def test_escapes_count_the_parts_the_escaped_part_alarms_name(tmp_path):
     out = tmp_path / "summary.json"
     p = config(tmp_path, extra="decision: {on_late: reject}\n")
     p.write_text(p.read_text().replace("mqtt: {enabled: false}",
-                                       f"mqtt: {{enabled: true, port: {_closed_port()}, outbox_path: {tmp_path / 'o.sqlite'}, "
+                                       f"mqtt: {{enabled: true, port: {_closed_port()}, "
+                                       f"outbox_path: {tmp_path / 'o.sqlite'}, "
                                        "reconnect_min_s: 0.1, reconnect_max_s: 0.5}"))
     r = inspector("run", "--config", str(p), "--max-frames", "40", "--summary-json", str(out))
     assert r.returncode == 0, r.stderr[-2000:]

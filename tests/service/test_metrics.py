@@ -215,8 +215,8 @@ def test_healthz_red_when_mqtt_is_down_and_when_the_camera_is_lost(tmp_path, run
     cfg = make_config(tmp_path,
                       source={"kind": "opencv", "url": f"rtsp://127.0.0.1:{port}/cam", "open_timeout_ms": 500,
                               "reconnect_initial_ms": 100, "reconnect_max_ms": 500},
-                      mqtt={"enabled": True, "host": "127.0.0.1", "port": port, "outbox_path": str(tmp_path / "o.sqlite"),
-                            "reconnect_min_s": 0.1, "reconnect_max_s": 0.5})
+                      mqtt={"enabled": True, "host": "127.0.0.1", "port": port,
+                            "outbox_path": str(tmp_path / "o.sqlite"), "reconnect_min_s": 0.1, "reconnect_max_s": 0.5})
     svc = running(cfg)
     body = healthz_when(svc.metrics.port,
                         lambda code, b: code == 503 and b["checks"]["mqtt"]["detail"] != "down: not connected",

@@ -76,7 +76,8 @@ def test_stall_watch_counts_frames_without_verdicts(steps, waited):
 
 
 def _verdict(outcome, *, actuate, defective):
-    frame = dataclasses.replace(make_verdict().frame, truth=(TruthBox(0, "scratch", (0, 0, 1, 1)),) if defective else ())
+    truth = (TruthBox(0, "scratch", (0, 0, 1, 1)),) if defective else ()
+    frame = dataclasses.replace(make_verdict().frame, truth=truth)
     return dataclasses.replace(make_verdict(frame, outcome=outcome), actuate=actuate)
 
 

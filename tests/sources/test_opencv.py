@@ -4,6 +4,7 @@ a frozen server detected within the read timeout, back-pressure, and bad input."
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_streams_bgr_frames_and_reports_connected(rtsp_server, source_factory):
         assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
         assert f.part_id is None and f.source == "opencv"  # free_run: frames are not parts
     assert [f.frame_id for f in frames] == sorted(f.frame_id for f in frames)
-    assert all(a.captured_at < b.captured_at for a, b in zip(frames, frames[1:]))
+    assert all(a.captured_at < b.captured_at for a, b in pairwise(frames))
     st = src.state()
     assert st.connection == Connection.CONNECTED
     assert st.frames == 5 and st.reconnects == 0
@@ -203,7 +204,7 @@ def test_triggered_keeps_every_part_and_bounds_the_images(rtsp_server, source_fa
     assert [f.frame_id for f in frames[1:5]] == [f.frame_id for f in with_image[1:5]], "the first 4 queued keep images"
     imageless = [f for f in frames if f.image is None]
     assert len(imageless) >= 6 and all(f.dropped == "queue_full" for f in imageless)
-    assert all(a.captured_at < b.captured_at for a, b in zip(frames, frames[1:]))
+    assert all(a.captured_at < b.captured_at for a, b in pairwise(frames))
     st = src.state()
     assert st.dropped.get("queue_full", 0) >= len(imageless) and "stale" not in st.dropped
     assert alarms and alarms[0][0] == "queue_full" and alarms[0][1]["source"] == "opencv"

@@ -68,7 +68,10 @@ def test_each_family_does_what_its_fault_does(frame, name, effect):
     assert effect(frame, out)
 
 
-@pytest.mark.parametrize(("gains", "channel_ratio"), [((1.0, 1.0, 1.5), (1.0, 1.0, 1.5)), ((0.6, 1.0, 1.0), (0.6, 1.0, 1.0))])
+@pytest.mark.parametrize(("gains", "channel_ratio"), [
+    ((1.0, 1.0, 1.5), (1.0, 1.0, 1.5)),
+    ((0.6, 1.0, 1.0), (0.6, 1.0, 1.0)),
+])
 def test_white_balance_is_a_per_channel_gain(gains, channel_ratio):
     img = np.full((8, 8, 3), 100, np.uint8)
     out = optics.apply(img, optics.Alteration("white_balance", {"gains": gains}))

@@ -4,6 +4,7 @@ and a clear SourceError for a file that is missing or not a video."""
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
@@ -74,7 +75,7 @@ def test_fast_reads_every_frame_in_order_then_ends(clip, started):
     assert [level(f) for f in frames] == list(range(N_FRAMES))
     assert [f.part_id for f in frames] == [f"clip-{i}" for i in range(N_FRAMES)]  # triggered by default
     assert all(f.image.shape == (120, 160, 3) and f.image.dtype == np.uint8 for f in frames)
-    assert all(a.captured_at <= b.captured_at for a, b in zip(frames, frames[1:]))
+    assert all(a.captured_at <= b.captured_at for a, b in pairwise(frames))
     assert abs(frames[-1].captured_wall - time.time()) < 5
     assert src.finished
     st = src.state()

@@ -49,7 +49,8 @@ def test_the_guard_catches_an_attempt(tmp_path):
     """The guard itself must be able to fail, or the test above proves nothing."""
     log = tmp_path / "net.log"
     env = dict(os.environ, PYTHONPATH=str(GUARD), INSPECTOR_NET_LOG=str(log))
-    code = "import socket\ntry:\n    socket.create_connection(('203.0.113.7', 443), timeout=1)\nexcept OSError as e:\n    print(e)"
+    code = ("import socket\ntry:\n    socket.create_connection(('203.0.113.7', 443), timeout=1)\n"
+            "except OSError as e:\n    print(e)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30)
     assert "offline guard" in r.stdout
     assert "203.0.113.7" in log.read_text()
