@@ -130,10 +130,12 @@ class OpenCVSourceConfig(_SourceConfigBase):
                                        "the camera password (any characters; percent-encoded into the URL at open).")
     device: int | None = Field(None, ge=0, le=63, description="USB/V4L2 device index.")
     open_timeout_ms: int = Field(5000, ge=100, le=120_000, description="CAP_PROP_OPEN_TIMEOUT_MSEC.")
-    read_timeout_ms: int = Field(2000, ge=50, le=60_000, description="CAP_PROP_READ_TIMEOUT_MSEC: a frozen stream is declared lost after this.")
+    read_timeout_ms: int = Field(2000, ge=50, le=60_000,
+                                 description="CAP_PROP_READ_TIMEOUT_MSEC: a frozen stream is declared lost after this.")
     reconnect_initial_ms: int = Field(250, ge=10, le=60_000, description="First reconnect delay.")
     reconnect_max_ms: int = Field(5000, ge=100, le=600_000, description="Cap of the exponential reconnect backoff.")
-    max_frame_age_ms: int = Field(200, ge=1, le=60_000, description="free_run: a frame older than this is stale and dropped.")
+    max_frame_age_ms: int = Field(200, ge=1, le=60_000,
+                                  description="free_run: a frame older than this is stale and dropped.")
     rtsp_transport: Literal["tcp", "udp"] = Field(
         "tcp",
         description="RTSP transport. tcp (default): passes firewalls/NAT and loses no packets (a lost UDP "
@@ -157,7 +159,8 @@ class OpenCVSourceConfig(_SourceConfigBase):
         if self.url is None and (self.username is not None or self.password is not None):
             raise ValueError("username/password go with url (a V4L2 device has no credentials)")
         if self.reconnect_max_ms < self.reconnect_initial_ms:
-            raise ValueError(f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= reconnect_initial_ms ({self.reconnect_initial_ms})")
+            raise ValueError(f"reconnect_max_ms ({self.reconnect_max_ms}) must be >= "
+                             f"reconnect_initial_ms ({self.reconnect_initial_ms})")
         return self
 
 
@@ -230,7 +233,8 @@ class GenICamSourceConfig(_SourceConfigBase):
     exposure_us: float | None = Field(None, gt=0, le=10_000_000, description="ExposureTime in microseconds.")
     gain_db: float | None = Field(None, ge=0, le=100, description="Gain (dB, or the camera's raw gain unit where it "
                                   "has only GainRaw).")
-    frame_rate: float | None = Field(None, gt=0, le=10_000, description="camera_trigger=free_run: AcquisitionFrameRate.")
+    frame_rate: float | None = Field(None, gt=0, le=10_000,
+                                     description="camera_trigger=free_run: AcquisitionFrameRate.")
     roi: tuple[int, int, int, int] | None = Field(None, description="Sensor region x, y, width, height (pixels).")
     packet_size: int | None = Field(None, ge=576, le=16_384, description="GigE Vision stream packet size (bytes); "
                                     "null negotiates the largest the path carries (jumbo frames where enabled).")
@@ -304,11 +308,13 @@ class ModelConfig(StrictConfig):
         "decoding). f32: the verdicts the model card measured, identical on every CPU generation. bf16: faster on CPUs "
         "with AMX/AVX512-BF16 (FP32 IR measured 4.0 vs 9.1 ms on such a Xeon), confidences shift by ~0.02. "
         "device_default: OpenVINO's choice (bf16 where the CPU has it). GPU and NPU keep their own defaults.")
-    requests: int = Field(0, ge=0, le=64, description="Inference requests in flight; 0: OpenVINO's optimum (at least 2, "
-                          "so the next frame is preprocessed while one is inferred).")
+    requests: int = Field(0, ge=0, le=64, description="Inference requests in flight; 0: OpenVINO's optimum "
+                          "(at least 2, so the next frame is preprocessed while one is inferred).")
     cache_dir: Path | None = Field(None, description="OpenVINO model cache (speeds up GPU/NPU start).")
-    classes: list[str] | None = Field(None, description="Expected class names, in order; start is refused if the model differs.")
-    input_size: tuple[int, int] | None = Field(None, description="Expected model input [height, width]; refused if different.")
+    classes: list[str] | None = Field(None, description="Expected class names, in order; start is refused if "
+                                      "the model differs.")
+    input_size: tuple[int, int] | None = Field(None, description="Expected model input [height, width]; "
+                                               "refused if different.")
     iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold (ultralytics' default).")
     max_detections: int = Field(300, ge=1, le=10_000, description="Detections kept per frame after NMS.")
 
@@ -316,12 +322,18 @@ class ModelConfig(StrictConfig):
 # -- decision ----------------------------------------------------------------------------------
 class DecisionConfig(StrictConfig):
     budget_ms: float = Field(50.0, gt=0, le=60_000, description="Deadline = captured_at + budget_ms.")
-    on_late: Literal["reject", "pass"] = Field("reject", description="Action when no verdict was made before the deadline (fail safe: reject).")
-    thresholds: dict[str, float] = Field(default_factory=dict, description="Per-class confidence thresholds; overrides the model card's.")
-    default_threshold: float = Field(0.5, gt=0, lt=1, description="Threshold for a class the card and config do not name.")
-    uncertain_margin: float = Field(0.15, ge=0, lt=1, description="A detection within ±margin of its class threshold is 'uncertain'.")
-    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x0,y0,x1,y1 (source px); defects whose centre is outside are ignored.")
-    min_box_px: float = Field(0.0, ge=0, le=10_000, description="Ignore defects whose box is smaller than this on both sides.")
+    on_late: Literal["reject", "pass"] = Field("reject", description="Action when no verdict was made before the "
+                                               "deadline (fail safe: reject).")
+    thresholds: dict[str, float] = Field(default_factory=dict,
+                                         description="Per-class confidence thresholds; overrides the model card's.")
+    default_threshold: float = Field(0.5, gt=0, lt=1,
+                                     description="Threshold for a class the card and config do not name.")
+    uncertain_margin: float = Field(0.15, ge=0, lt=1,
+                                    description="A detection within ±margin of its class threshold is 'uncertain'.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x0,y0,x1,y1 (source px); "
+                                                  "defects whose centre is outside are ignored.")
+    min_box_px: float = Field(0.0, ge=0, le=10_000,
+                              description="Ignore defects whose box is smaller than this on both sides.")
     on_drift: Literal["alarm", "reject", "hold"] = Field(
         "alarm", description="When the input drift guard says the images left the model's envelope (drift section): "
         "alarm: input_drift alarm only; reject: also every part that would pass is rejected (reason drift) while "
@@ -407,7 +419,8 @@ class MQTTConfig(StrictConfig):
     port: int = Field(1883, ge=1, le=65535, description="Broker port.")
     protocol: Literal["v5", "v311"] = Field("v5", description="MQTT 5 (message expiry) or 3.1.1.")
     client_id: str | None = Field(None, max_length=128, description="Client id; default inspector-<line>-<station>.")
-    keepalive_s: int = Field(5, ge=1, le=3600, description="Keepalive; the broker publishes our last will after 1.5x this.")
+    keepalive_s: int = Field(5, ge=1, le=3600,
+                             description="Keepalive; the broker publishes our last will after 1.5x this.")
     username: str | None = Field(None, description="Username (the password comes from INSPECTOR_MQTT__PASSWORD).")
     password: SecretStr | None = Field(None, description="Environment only: INSPECTOR_MQTT__PASSWORD.")
     tls: TLSConfig | None = Field(None, description="TLS settings; absent means plain TCP.")
@@ -419,7 +432,8 @@ class MQTTConfig(StrictConfig):
     verdict_qos: Literal[0, 1] = Field(0, description="QoS of .../verdict.")
     heartbeat_ms: int = Field(1000, ge=50, le=600_000, description="Heartbeat period.")
     outbox_path: Path = Field(Path("var/outbox.sqlite"), description="Durable outbox (SQLite).")
-    outbox_max: int = Field(100_000, ge=10, le=10_000_000, description="Bound of the outbox; reaching it raises an alarm.")
+    outbox_max: int = Field(100_000, ge=10, le=10_000_000,
+                            description="Bound of the outbox; reaching it raises an alarm.")
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Reconnect backoff cap.")
     subsecond_rejects: Literal["alarm", "expire_1s"] = Field(
@@ -434,7 +448,8 @@ class MQTTConfig(StrictConfig):
     @model_validator(mode="after")
     def _backoff_ordered(self) -> MQTTConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= reconnect_min_s ({self.reconnect_min_s})")
+            raise ValueError(f"reconnect_max_s ({self.reconnect_max_s}) must be >= "
+                             f"reconnect_min_s ({self.reconnect_min_s})")
         return self
 
     @property
@@ -457,15 +472,21 @@ class StrategyConfig(StrictConfig):
 
 class SamplingConfig(StrictConfig):
     enabled: bool = Field(True, description="Keep sampled frames for review.")
-    uncertain: StrategyConfig = Field(default_factory=StrategyConfig, description="Frames with a detection in the uncertain band.")
-    rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2), description="Rejected frames, at a rate.")
-    passes: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.01), description="Random passes (to catch escapes).")
-    per_class: dict[str, StrategyConfig] = Field(default_factory=dict, description="Extra strategy per defect class name.")
+    uncertain: StrategyConfig = Field(default_factory=StrategyConfig,
+                                      description="Frames with a detection in the uncertain band.")
+    rejects: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.2),
+                                    description="Rejected frames, at a rate.")
+    passes: StrategyConfig = Field(default_factory=lambda: StrategyConfig(rate=0.01),
+                                   description="Random passes (to catch escapes).")
+    per_class: dict[str, StrategyConfig] = Field(default_factory=dict,
+                                                 description="Extra strategy per defect class name.")
     shadow_disagree: StrategyConfig = Field(
         default_factory=StrategyConfig,
         description="Frames where the shadow model (shadow section) and the active model disagree (outcome or "
         "defect classes); kept with reason shadow_disagree for the nightly review.")
-    dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicate frames within this window are suppressed (free-run frames, or frames of the same part_id; distinct triggered parts never are).")
+    dedup_window_s: float = Field(10.0, ge=0, le=86_400, description="Near-duplicate frames within this window are "
+                                  "suppressed (free-run frames, or frames of the same part_id; distinct triggered "
+                                  "parts never are).")
     dedup_hamming: int = Field(6, ge=0, le=64, description="Max perceptual-hash distance counted as a duplicate.")
     seed: int | None = Field(None, description="Seed of the sampling dice (tests); None: random.")
 
@@ -474,16 +495,21 @@ class SpoolConfig(StrictConfig):
     dir: Path = Field(Path("var/spool"), description="Spool directory.")
     max_bytes: int = Field(2 * 1024**3, ge=1024 * 1024, le=2**50, description="Hard bound of the spool's disk use.")
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of spooled frames.")
-    queue_size: int = Field(64, ge=1, le=10_000, description="Samples waiting to be written; more are dropped (counted).")
+    queue_size: int = Field(64, ge=1, le=10_000,
+                            description="Samples waiting to be written; more are dropped (counted).")
 
 
 class UploadConfig(StrictConfig):
-    destination: str = Field("file://var/uploads", description="s3://bucket/prefix or file:///path (file://relative also accepted).")
+    destination: str = Field("file://var/uploads",
+                             description="s3://bucket/prefix or file:///path (file://relative also accepted).")
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, ...); None: AWS.")
     region: str = Field("us-east-1", description="S3 region.")
-    window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description="Nightly local-time window HH:MM-HH:MM; null (or 'off' from the environment) disables in-service upload.")
+    window: str | None = Field("01:00-05:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+                               description="Nightly local-time window HH:MM-HH:MM; null (or 'off' from the "
+                               "environment) disables in-service upload.")
     bandwidth_bytes_per_s: int = Field(0, ge=0, description="Upload bandwidth cap; 0: unlimited.")
-    retries: int = Field(5, ge=0, le=100, description="Retries per object after the first attempt; then the night gives up (all kept for the next window).")
+    retries: int = Field(5, ge=0, le=100, description="Retries per object after the first attempt; then the night "
+                         "gives up (all kept for the next window).")
     backoff_s: float = Field(1.0, gt=0, le=3600, description="First retry delay (doubles each time, capped at 60 s).")
     concurrency: int = Field(4, ge=1, le=32, description="Objects uploaded in parallel (the bandwidth cap is shared).")
     # Secrets: environment only (INSPECTOR_UPLOAD__ACCESS_KEY / __SECRET_KEY); load_config refuses them in
@@ -712,9 +738,12 @@ class InspectorConfig(BaseSettings):
         # must be a camera that does exactly that, or every trigger would end as a fail-safe no_frame.
         if self.plc.enabled:
             src = self.source
-            got = f"source.kind {src.kind}" + (f", camera_trigger {src.camera_trigger}" if src.kind == "genicam" else "")
+            got = f"source.kind {src.kind}"
+            if src.kind == "genicam":
+                got += f", camera_trigger {src.camera_trigger}"
             if self.plc.camera == "software" and not (src.kind == "genicam" and src.camera_trigger == "software"):
-                raise ValueError(f"plc.camera software needs source.kind genicam with camera_trigger software (got {got})")
+                raise ValueError(
+                    f"plc.camera software needs source.kind genicam with camera_trigger software (got {got})")
             if self.plc.camera == "hardware" and src.kind == "genicam" and src.camera_trigger != "hardware":
                 raise ValueError(f"plc.camera hardware needs source.camera_trigger hardware (got {got})")
         return self
