@@ -25,7 +25,7 @@ class TruthBox:
 @dataclass(frozen=True, slots=True)
 class Frame:
     frame_id: int
-    image: np.ndarray | None = field(repr=False)  # HxWx3 uint8 BGR; None only when `dropped` says why
+    image: np.ndarray | None = field(repr=False)  # uint8 HxWx3 BGR or HxW gray; None only when `dropped` says why
     captured_at: float  # monotonic seconds
     captured_wall: float  # UTC epoch seconds
     part_id: str | None = None  # set in triggered mode: one frame per part

@@ -6,6 +6,11 @@ BGR->RGB, /255 and NHWC->NCHW are folded into the compiled model with `PrePostPr
 the frame crosses into OpenVINO once, as uint8, without a copy. Letterbox and NMS reproduce
 ultralytics' arithmetic (tests/inference/test_parity.py checks it against ultralytics itself).
 
+Channels: frames come as BGR (HxWx3) or grayscale (HxW, HxWx1: mono cameras, Mono10/12 already
+scaled to 8 bit by the source); the model card's `input_channels` (3, or 1 for a grayscale model;
+checked against the IR at load) says what the model takes, and the letterbox converts once, at
+the model's input size (see `Preprocessor`).
+
 The asynchronous stage keeps its own pool of inference requests instead of OpenVINO's
 `AsyncInferQueue`, whose `start_async` blocks without a timeout when every request is busy: a
 hung device would then block the pipeline's reader forever. Here the submitter waits for a free
@@ -20,9 +25,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -49,6 +55,7 @@ class ModelBundle:
     sha256: str  # of the .bin (the weights)
     precision: str
     card: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    channels: int = 3  # what the model's input expects: 3 (BGR frame) or 1 (grayscale); card `input_channels`
 
     @property
     def info(self) -> ModelInfo:
@@ -89,8 +96,12 @@ def load_bundle(path: Path | str, precision: str = "int8", verify: bool = True) 
         for f, want in ((xml, entry.get("xml_sha256")), (binf, entry.get("bin_sha256"))):
             got = sha256_file(f)
             if want and got != want:
-                raise ModelError(f"{f}: sha256 mismatch: model card says {want[:12]}…, file is {got[:12]}… (corrupt or replaced)")
+                raise ModelError(f"{f}: sha256 mismatch: model card says {want[:12]}…, file is {got[:12]}… "
+                                 "(corrupt or replaced)")
     try:
+        channels = card.get("input_channels", 3)  # cards before issue 11 have none: those models take 3
+        if channels not in (1, 3):
+            raise ValueError(f"input_channels must be 1 or 3, got {channels!r}")
         return ModelBundle(
             name=card["name"],
             version=str(card["version"]),
@@ -101,6 +112,7 @@ def load_bundle(path: Path | str, precision: str = "int8", verify: bool = True) 
             sha256=entry.get("bin_sha256") or sha256_file(binf),
             precision=precision,
             card=card,
+            channels=channels,
         )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ModelError(f"{card_path}: malformed model card ({type(e).__name__}: {e})") from e
@@ -117,7 +129,8 @@ def _bundle_from_xml(xml: Path, precision: str) -> ModelBundle:
         raise ModelError(f"{xml}: no class labels in rt_info (model_info/labels); use a bundle with a model card")
     h, w = _input_hw(model, xml)
     return ModelBundle(name=xml.stem, version="dev", classes=tuple(labels), input_size=(h, w), thresholds={},
-                       xml=xml, sha256=sha256_file(xml.with_suffix(".bin")), precision=precision)
+                       xml=xml, sha256=sha256_file(xml.with_suffix(".bin")), precision=precision,
+                       channels=input_channels(model, xml))
 
 
 def _rt_labels(model) -> list[str] | None:
@@ -136,6 +149,14 @@ def _input_hw(model, where) -> tuple[int, int]:
     return int(ps[2].get_length()), int(ps[3].get_length())
 
 
+def input_channels(model, where) -> int:
+    """Channels of the IR's NCHW input: 3 (a colour or 3-equal-channel model) or 1 (a grayscale model)."""
+    ps = model.input(0).get_partial_shape()
+    if ps.is_dynamic or len(ps) != 4 or int(ps[1].get_length()) not in (1, 3):
+        raise ModelError(f"{where}: expected a static NCHW input with 1 or 3 channels, got {ps}")
+    return int(ps[1].get_length())
+
+
 @dataclass(frozen=True, slots=True)
 class Letterbox:
     """How a source image was fitted into the model input (ultralytics' arithmetic)."""
@@ -147,7 +168,8 @@ class Letterbox:
     pad_y: int
 
     @staticmethod
-    def plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple["Letterbox", tuple[int, int], tuple[int, int, int, int]]:
+    def plan(src_hw: tuple[int, int],
+             dst_hw: tuple[int, int]) -> tuple[Letterbox, tuple[int, int], tuple[int, int, int, int]]:
         h, w = src_hw
         r = min(dst_hw[0] / h, dst_hw[1] / w)
         nw, nh = max(round(w * r), 1), max(round(h * r), 1)
@@ -158,29 +180,45 @@ class Letterbox:
 
 
 class Preprocessor:
-    """Letterboxes BGR uint8 frames into a reusable (1, H, W, 3) uint8 buffer.
+    """Letterboxes uint8 frames into a reusable (1, H, W, C) uint8 buffer, C = the model's channels.
 
-    With a reused `out` buffer the padding is written once per (buffer, frame size), and when
-    the resized image spans the full width (any frame at least as wide as tall, relative to the
-    input) cv2 resizes straight into the buffer's rows: no intermediate image, no copy.
+    A frame is BGR (H, W, 3) or grayscale (H, W) / (H, W, 1). With a reused `out` buffer the
+    padding is written once per (buffer, frame size), and when the resized image spans the full
+    width (any frame at least as wide as tall, relative to the input) cv2 resizes straight into the
+    buffer's rows: no intermediate image, no copy.
+
+    When the frame's channels differ from the model's, the conversion happens once, here, after the
+    resize, at the model's input size: the frame is resized in its own layout into a scratch image
+    of the input size (reused) and `cv2.cvtColor` writes that into the buffer (gray -> 3 equal
+    channels, or BGR -> luma). No full-size converted copy of the frame is ever made: a 5 MP gray
+    frame is resized on 1 channel, a third of the work of resizing its BGR inflation
+    (benchmarks/test_stages.py, group letterbox-channels). Resize and channel replication commute
+    exactly (each channel is resized alone), so a gray frame gives the same input, bit for bit, as
+    the same frame stored with 3 equal channels (tests/inference/test_channels.py).
     """
 
-    def __init__(self, input_hw: tuple[int, int]) -> None:
+    def __init__(self, input_hw: tuple[int, int], channels: int = 3) -> None:
+        if channels not in (1, 3):
+            raise ValueError(f"model input channels must be 1 or 3, got {channels}")
         self.input_hw = input_hw
+        self.channels = channels
         self._plans: dict[tuple[int, int], tuple[Letterbox, tuple[int, int], tuple[int, int, int, int]]] = {}
         self._padded: tuple[int, tuple[int, int]] | None = None  # (id(out), frame hw) last padded
+        self._scratch: dict[tuple[int, ...], np.ndarray] = {}  # resized frames awaiting their conversion
 
     def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Letterbox]:
         check_image(image)
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]  # a view: (H, W, 1) and (H, W) are the same bytes
         hw = image.shape[:2]
         plan = self._plans.get(hw)
         if plan is None:
             plan = self._plans[hw] = Letterbox.plan(hw, self.input_hw)
         lb, (nw, nh), (top, bottom, left, right) = plan
         if out is None:
-            out = np.empty((1, *self.input_hw, 3), np.uint8)
+            out = np.empty((1, *self.input_hw, self.channels), np.uint8)
             self._padded = None
-        body = out[0]
+        body = out[0] if self.channels == 3 else out[0, :, :, 0]  # 1 channel: a 2-D view cv2 can write into
         if self._padded != (id(out), hw):
             body[:top] = PAD_VALUE
             body[top + nh:] = PAD_VALUE
@@ -188,21 +226,42 @@ class Preprocessor:
             body[top:top + nh, left + nw:] = PAD_VALUE
             self._padded = (id(out), hw)
         region = body[top:top + nh, left:left + nw]
-        if (nw, nh) == (hw[1], hw[0]):
-            region[...] = image
-        elif region.flags.c_contiguous:
-            cv2.resize(image, (nw, nh), dst=region, interpolation=cv2.INTER_LINEAR)
+        same_size = (nw, nh) == (hw[1], hw[0])
+        if (1 if image.ndim == 2 else 3) == self.channels:
+            if same_size:
+                region[...] = image
+            elif region.flags.c_contiguous:
+                cv2.resize(image, (nw, nh), dst=region, interpolation=cv2.INTER_LINEAR)
+            else:
+                region[...] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            return out, lb
+        if same_size:
+            small = image
         else:
-            region[...] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            key = (nh, nw, *image.shape[2:])
+            small = self._scratch.get(key)
+            if small is None:
+                small = self._scratch[key] = np.empty(key, np.uint8)
+            cv2.resize(image, (nw, nh), dst=small, interpolation=cv2.INTER_LINEAR)
+        # Luma (not the green channel) for a colour frame into a gray model: what a mono sensor
+        # sees; on a 3-equal-channel frame both give the same bytes (the weights sum to exactly 1).
+        code = cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_BGR2GRAY
+        if region.flags.c_contiguous:
+            cv2.cvtColor(small, code, dst=region)
+        else:
+            region[...] = cv2.cvtColor(small, code)
         return out, lb
 
 
 def check_image(image: Any) -> None:
-    """A frame must be HxWx3 uint8 (BGR); anything else is refused here, not deep in OpenVINO."""
+    """A frame must be uint8 BGR (HxWx3) or grayscale (HxW or HxWx1), at least 8x8; anything else is
+    refused here, not deep in OpenVINO."""
     if not isinstance(image, np.ndarray):
         raise ValueError(f"frame must be a numpy array, got {type(image).__name__}")
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-        raise ValueError(f"frame must be HxWx3 uint8 (BGR, at least 8x8), got shape {image.shape} dtype {image.dtype}")
+    if (image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3))
+            or min(image.shape[:2]) < 8):
+        raise ValueError(f"frame must be HxWx3 (BGR) or HxW / HxWx1 (gray) uint8, at least 8x8, got shape "
+                         f"{image.shape} dtype {image.dtype}")
 
 
 def postprocess(
@@ -288,7 +347,8 @@ def _check_device(core, device: str) -> None:
         return
     missing = [d for d in wanted if d not in avail and d.split(".")[0] not in [a.split(".")[0] for a in avail]]
     if missing:
-        raise ModelError(f"device {device!r} is not available on this machine (missing {missing}); available devices: {avail}")
+        raise ModelError(f"device {device!r} is not available on this machine (missing {missing}); "
+                         f"available devices: {avail}")
 
 
 class Detector:
@@ -323,9 +383,11 @@ class Detector:
         self.bundle = bundle
         self.conf, self.iou, self.max_det = conf, iou, max_det
         if expect_classes is not None and tuple(expect_classes) != bundle.classes:
-            raise ModelError(f"model {bundle.name} classes {list(bundle.classes)} differ from config model.classes {list(expect_classes)}")
+            raise ModelError(f"model {bundle.name} classes {list(bundle.classes)} differ from config model.classes "
+                             f"{list(expect_classes)}")
         if expect_input is not None and tuple(expect_input) != bundle.input_size:
-            raise ModelError(f"model {bundle.name} input size {list(bundle.input_size)} differs from config model.input_size {list(expect_input)}")
+            raise ModelError(f"model {bundle.name} input size {list(bundle.input_size)} differs from config "
+                             f"model.input_size {list(expect_input)}")
         core = ov.Core()
         _check_device(core, device)
         try:
@@ -334,18 +396,28 @@ class Detector:
             raise ModelError(f"{bundle.xml}: OpenVINO cannot read this model: {e}") from e
         labels = _rt_labels(model)
         if labels is not None and tuple(labels) != bundle.classes:
-            raise ModelError(f"{bundle.xml}: labels in the IR {labels} differ from the model card {list(bundle.classes)}")
+            raise ModelError(f"{bundle.xml}: labels in the IR {labels} differ from the model card "
+                             f"{list(bundle.classes)}")
         hw = _input_hw(model, bundle.xml)
         if hw != bundle.input_size:
             raise ModelError(f"{bundle.xml}: IR input {list(hw)} differs from the model card {list(bundle.input_size)}")
+        channels = input_channels(model, bundle.xml)
+        if channels != bundle.channels:
+            raise ModelError(f"{bundle.xml}: IR input has {channels} channel(s) but the model card says input_channels "
+                             f"{bundle.channels} (rebuild the bundle with `inspector model build`)")
         out_shape = model.output(0).get_partial_shape()
         if out_shape.is_static and int(out_shape[1].get_length()) != 4 + len(bundle.classes):
-            raise ModelError(f"{bundle.xml}: output has {out_shape[1]} channels, expected 4 + {len(bundle.classes)} classes")
+            raise ModelError(f"{bundle.xml}: output has {out_shape[1]} channels, expected 4 + "
+                             f"{len(bundle.classes)} classes")
 
         ppp = PrePostProcessor(model)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+        color = ColorFormat.BGR if channels == 3 else ColorFormat.GRAY
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
         ppp.input().model().set_layout(ov.Layout("NCHW"))
-        ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+        if channels == 3:  # ultralytics models take RGB; a 1-channel model takes the gray level as is
+            steps.convert_color(ColorFormat.RGB)
+        steps.scale(255.0)
         model = ppp.build()
 
         props: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper()}
@@ -366,7 +438,8 @@ class Detector:
         self.compile_s = time.perf_counter() - t0
         self.device = device
         self.input_hw = hw
-        self.preprocess = Preprocessor(hw)
+        self.channels = channels
+        self.preprocess = Preprocessor(hw, channels)
         self._request = self.compiled.create_infer_request()
         optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self._async_requests = async_requests or max(2, optimal)
@@ -377,9 +450,9 @@ class Detector:
         self._slots: list[_Slot] = []
         self._free: list[_Slot] = []
         self._deliver: Callable[[Inferred, Any], None] | None = None
-        self._staging = np.empty((1, *hw, 3), np.uint8)
-        self._preprocess_async = Preprocessor(hw)  # its own pad cache: detect() may run on another thread
-        zeros = np.full((1, *hw, 3), PAD_VALUE, np.uint8)
+        self._staging = np.empty((1, *hw, channels), np.uint8)
+        self._preprocess_async = Preprocessor(hw, channels)  # its own pad cache: detect() may run on another thread
+        zeros = np.full((1, *hw, channels), PAD_VALUE, np.uint8)
         for _ in range(warmup):
             self._request.infer({0: zeros})
         log.info("model %s %s (%s) on %s ready: input %s, %s hint, %d requests, compiled in %.2f s", bundle.name,
@@ -415,9 +488,10 @@ class Detector:
         """Letterboxes `image` and starts its inference on a free request, waiting at most `wait_s`
         for one (None: as long as it takes). False: no request came free in time (all busy: the
         model is slow or stuck), nothing was started and nothing will be delivered. Raises
-        ValueError for an image that is not a frame (see `check_image`), before any inference.
+        ValueError for an image that is not a frame (see `check_image`), before any inference. A gray
+        (HxW) or BGR frame is converted to the model's channels inside the letterbox, once.
 
-        One thread submits (it owns the letterbox buffer). The input (300 kB of uint8) is copied
+        One thread submits (it owns the letterbox buffer). The input (300 kB of uint8 at 3 channels) is copied
         into the request, so the letterbox of the next frame can start while this one infers."""
         t_start = time.monotonic()
         tensor, lb = self._preprocess_async(image, out=self._staging)

@@ -56,9 +56,13 @@ _PSI_EPS = 1e-3  # proportions floored so an empty bin is a large, finite term (
 
 
 def frame_stats(image: np.ndarray, roi: Sequence[int] | None = None, sample_width: int = SAMPLE_WIDTH) -> np.ndarray:
-    """The `STATS` vector (float64) of one HxWx3 uint8 BGR frame, on the region x0,y0,x1,y1."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"drift guard: expected an HxWx3 uint8 BGR frame, got {image.dtype} {image.shape}")
+    """The `STATS` vector (float64) of one uint8 frame, BGR (HxWx3) or gray (HxW, HxWx1), on the region
+    x0,y0,x1,y1. A gray frame gives the same vector as its 3-equal-channel BGR copy (casts 1.0)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"drift guard: expected an HxWx3 (BGR) or HxW (gray) uint8 frame, got {image.dtype} "
+                         f"{image.shape}")
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (0, 0, w, h) if roi is None else (max(0, int(roi[0])), max(0, int(roi[1])),
                                                         min(w, int(roi[2])), min(h, int(roi[3])))
@@ -67,14 +71,18 @@ def frame_stats(image: np.ndarray, roi: Sequence[int] | None = None, sample_widt
     step = max(1, (x1 - x0) // sample_width)
     small = np.ascontiguousarray(image[y0:y1:step, x0:x1:step])
     means, stds = cv2.meanStdDev(small)
-    b, g, r = float(means[0, 0]), float(means[1, 0]), float(means[2, 0])
-    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    _, gray_std = cv2.meanStdDev(gray)
+    if small.ndim == 2:  # gray: one channel stands for three equal ones
+        b = g = r = float(means[0, 0])
+        gray, gray_std = small, stds
+    else:
+        b, g, r = float(means[0, 0]), float(means[1, 0]), float(means[2, 0])
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+        _, gray_std = cv2.meanStdDev(gray)
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
     n = small.size
     # Blockiness: JPEG codes 8x8 blocks independently, so steps between columns 8k-1 and 8k (in frame
     # coordinates) grow with compression while steps inside a block do not.
-    rows = image[y0:y1:BLOCK_ROW_STEP, x0:x1, 1]
+    rows = image[y0:y1:BLOCK_ROW_STEP, x0:x1] if image.ndim == 2 else image[y0:y1:BLOCK_ROW_STEP, x0:x1, 1]
     first = (-x0) % 8 or 8  # first block-boundary column inside the region
     left, right = rows[:, first - 1::8], rows[:, first::8]
     inl, inr = rows[:, first + 3::8], rows[:, first + 4::8]
@@ -152,7 +160,8 @@ class Envelope:
             stats = d["stats"]
             bounds = {k: (float(v[0]), float(v[1])) for k, v in stats.items()}
         except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise ValueError(f"input_envelope.stats: expected {{stat: [low, high]}}, got {d.get('stats')!r} ({e})") from e
+            raise ValueError(f"input_envelope.stats: expected {{stat: [low, high]}}, got {d.get('stats')!r} "
+                             f"({e})") from e
         unknown = sorted(set(bounds) - set(STAT_NAMES))
         if unknown:
             raise ValueError(f"input_envelope.stats: expected names among {list(STAT_NAMES)}, got {unknown}")
@@ -227,7 +236,7 @@ class DriftGuard:
     def medians(self) -> dict[str, float]:
         """The windowed median of each statistic the envelope bounds (empty until the window is full)."""
         med = self._med
-        return {} if med is None else {n: float(m) for n, m in zip(self._names, med)}
+        return {} if med is None else {n: float(m) for n, m in zip(self._names, med, strict=True)}
 
     def update(self, stats: np.ndarray, top_confidence: float | None = None) -> DriftState:
         """One frame: its `frame_stats` vector and the highest detection confidence (0.0 if none;

@@ -31,8 +31,9 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -80,11 +81,15 @@ def dhash64(image: np.ndarray) -> int:
     thousand pixels instead of the whole frame (~0.1 ms at 640x480 on the frame thread). Float
     arithmetic and a small dead zone keep flat regions from flipping bits under sensor noise.
     """
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 BGR image, got shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2 and (image.ndim != 3 or image.shape[2] != 3):
+        raise ValueError(f"expected an HxWx3 BGR or HxW gray image, got shape {image.shape}")
     h, w = image.shape[:2]
     step = max(1, min(h, w) // 60)
-    gray = image[::step, ::step].astype(np.float32) @ _GRAY
+    # A gray frame is its own luma: the same hash as its 3-equal-channel BGR copy (the weights sum to 1).
+    sub = image[::step, ::step].astype(np.float32)
+    gray = sub if image.ndim == 2 else sub @ _GRAY
     tiny = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA)
     bits = tiny[:, 1:] > tiny[:, :-1] + _DEAD_ZONE
     return int.from_bytes(np.packbits(bits).tobytes(), "big")

@@ -19,7 +19,7 @@ from inspector.config import FolderSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FileSource
-from inspector.sources.convert import to_bgr
+from inspector.sources.convert import to_frame_image
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
-    """(BGR image, "", "") or (None, cause, why): cause is `unreadable` or `corrupt`."""
+    """(BGR or gray image, "", "") or (None, cause, why): cause is `unreadable` or `corrupt`."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
@@ -43,13 +43,14 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
     if data.size == 0:
         return None, "corrupt", "empty file (0 bytes)"
     try:
-        # IMREAD_COLOR: grey, 16-bit and alpha images become 8-bit BGR, EXIF rotation applied.
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        # IMREAD_ANYCOLOR: grey stays grey (HxW: the detector converts it once, in its letterbox),
+        # colour and alpha images become BGR, 16-bit becomes 8-bit, EXIF rotation applied.
+        image = cv2.imdecode(data, cv2.IMREAD_ANYCOLOR)
     except cv2.error as e:
         return None, "corrupt", f"decoder error: {e}"
     if image is None:
         return None, "corrupt", f"not a decodable image ({data.size} bytes)"
-    bgr, why = to_bgr(image)
+    bgr, why = to_frame_image(image)
     if bgr is None:
         return None, "corrupt", why
     return bgr, "", ""

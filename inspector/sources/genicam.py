@@ -8,8 +8,8 @@ Threads (one owner each):
 - `genicam-control` owns every GVCP exchange: opening and configuring the camera, software
   triggers, the idle liveness probe, and reconnecting. A GVCP request to a dead camera blocks for
   2.5 s in Aravis 0.8 (500 ms x 5 retries, measured), so no other thread ever waits on one.
-- `genicam-grab` pops filled buffers from the Aravis stream, converts them to BGR, gives the
-  buffer back to the pool and hands the frame to the FrameBuffer.
+- `genicam-grab` pops filled buffers from the Aravis stream, converts them (mono stays gray, colour
+  becomes BGR), gives the buffer back to the pool and hands the frame to the FrameBuffer.
 
 Liveness: Aravis' own heartbeat declared a killed camera lost after 5.5 s (measured), too late for
 a line that must know within 2 s. The camera is declared lost when a software trigger got no
@@ -63,10 +63,11 @@ def unsupported_format(name: str) -> SourceError:
                        "(set source.pixel_format to one the camera offers)")
 
 
-def to_bgr(data: np.ndarray, pixel_format: str, width: int, height: int) -> np.ndarray:
-    """One raw GenICam image (bytes as uint8) -> HxWx3 uint8 BGR. Mono10/12/16 (unpacked, 16 bits per
-    pixel, little endian) are scaled to 8 bits by dropping the low bits. Raises SourceError on an
-    unsupported format or a payload of the wrong size."""
+def to_frame_image(data: np.ndarray, pixel_format: str, width: int, height: int) -> np.ndarray:
+    """One raw GenICam image (bytes as uint8) -> HxW uint8 gray (Mono*) or HxWx3 uint8 BGR (Bayer, RGB8,
+    BGR8). Mono10/12/16 (unpacked, 16 bits per pixel, little endian) are scaled to 8 bits by dropping
+    the low bits; mono stays 1 channel (the detector converts once, in its letterbox). Raises
+    SourceError on an unsupported format or a payload of the wrong size."""
     if pixel_format not in GENICAM_PIXEL_FORMATS:
         raise unsupported_format(pixel_format)
     bits = _MONO_BITS.get(pixel_format)
@@ -76,10 +77,9 @@ def to_bgr(data: np.ndarray, pixel_format: str, width: int, height: int) -> np.n
         raise SourceError(f"{pixel_format} {width}x{height}: expected {need} bytes, got {data.size}")
     raw = data[:need]
     if bits is not None and bits > 8:
-        mono = (raw.view("<u2").reshape(height, width) >> (bits - 8)).astype(np.uint8)
-        return cv2.cvtColor(mono, cv2.COLOR_GRAY2BGR)
+        return (raw.view("<u2").reshape(height, width) >> (bits - 8)).astype(np.uint8)
     if bits == 8:
-        return cv2.cvtColor(raw.reshape(height, width), cv2.COLOR_GRAY2BGR)
+        return raw.reshape(height, width).copy()  # the buffer goes back to Aravis' pool
     if pixel_format in _BAYER:
         return cv2.cvtColor(raw.reshape(height, width), _BAYER[pixel_format])
     img = raw.reshape(height, width, 3)
@@ -571,7 +571,7 @@ class GenICamSource:
                         self._frame_came.set()
                 return None
             pf = PFNC.get(buf.get_image_pixel_format(), session.pixel_format)
-            image = to_bgr(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
+            image = to_frame_image(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
                            buf.get_image_height())
             cam_ts, sys_ts = buf.get_timestamp(), buf.get_system_timestamp()
         except SourceError as e:

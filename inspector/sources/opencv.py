@@ -34,7 +34,7 @@ from inspector.config import OpenCVSourceConfig, redact_url
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FrameBuffer, SourceState
-from inspector.sources.convert import to_bgr
+from inspector.sources.convert import to_frame_image
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class OpenCVSource:
                     )
                 return got, f"stream from {self.target} ended (connection closed or decode error)"
             got = True
-            bgr, why = to_bgr(image)
+            bgr, why = to_frame_image(image)
             if bgr is None:
                 with self._lock:
                     self._dropped["bad_frame"] += 1

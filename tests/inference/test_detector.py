@@ -54,10 +54,10 @@ def test_preprocess_pads_with_grey():
     assert (out[0, :40] == 114).all() and (out[0, 280:] == 114).all() and (out[0, 40:280] == 200).all()
 
 
-@pytest.mark.parametrize("bad", [np.zeros((480, 640), np.uint8), np.zeros((480, 640, 3), np.float32),
+@pytest.mark.parametrize("bad", [np.zeros((480, 640, 3), np.float32), np.zeros((480, 640, 2), np.uint8),
                                  np.zeros((480, 640, 4), np.uint8), np.zeros((4, 4, 3), np.uint8), "not an image"])
-def test_bad_frames_are_refused_plainly(bad):
-    with pytest.raises(ValueError, match="HxWx3 uint8|numpy array"):
+def test_bad_frames_are_refused_plainly(bad):  # gray HxW is a frame (tests/inference/test_channels.py)
+    with pytest.raises(ValueError, match="HxWx3 \\(BGR\\) or HxW|numpy array"):
         check_image(bad)
 
 

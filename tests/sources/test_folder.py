@@ -118,16 +118,17 @@ def test_unreadable_file_is_skipped_and_counted(tmp_path, started):
         locked.chmod(0o644)
 
 
-def test_grey_sixteen_bit_and_alpha_images_become_bgr(tmp_path, started):
+def test_grey_stays_grey_sixteen_bit_and_alpha_images_become_8_bit(tmp_path, started):
     write_image(tmp_path / "1-grey.png", 80, shape=(30, 40))
     write_image(tmp_path / "2-deep.tif", 0x5000, shape=(30, 40), dtype=np.uint16)
     write_image(tmp_path / "3-alpha.png", 90, shape=(30, 40, 4))
 
     frames = read_all(started(path=tmp_path))
 
-    assert [f.image.shape for f in frames] == [(30, 40, 3)] * 3
+    # Grey files stay 1 channel: the detector converts them once, in its letterbox (issue 11).
+    assert [f.image.shape for f in frames] == [(30, 40), (30, 40), (30, 40, 3)]
     assert all(f.image.dtype == np.uint8 for f in frames)
-    assert [int(f.image[0, 0, 0]) for f in frames] == [80, 0x50, 90]
+    assert [int(f.image.flat[0]) for f in frames] == [80, 0x50, 90]
 
 
 def test_paced_images_are_stamped_at_their_slots(tmp_path, started):

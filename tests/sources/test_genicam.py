@@ -16,7 +16,7 @@ import pytest
 from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig, load_config
 from inspector.errors import ConfigError, SourceError
 from inspector.sources import Connection, open_source
-from inspector.sources.genicam import GenICamSource, to_bgr
+from inspector.sources.genicam import GenICamSource, to_frame_image
 from tests.fixtures.genicam_camera import FakeCamera, run_isolated
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
 def test_bayer_demosaics_to_the_right_colour(fmt, cfa, colour):
     rgb = np.empty((16, 16, 3), np.uint8)
     rgb[:] = colour
-    bgr = to_bgr(_mosaic(rgb, cfa).ravel(), fmt, 16, 16)
+    bgr = to_frame_image(_mosaic(rgb, cfa).ravel(), fmt, 16, 16)
     centre = bgr[4:12, 4:12].reshape(-1, 3).mean(axis=0)
     assert np.allclose(centre[::-1], colour, atol=2), f"{fmt}: got RGB {centre[::-1]}, expected {colour}"
 
@@ -74,28 +74,28 @@ def test_bayer_demosaics_to_the_right_colour(fmt, cfa, colour):
 def test_mono_formats_scale_to_8_bits(fmt, value, expected):
     dtype = np.uint8 if fmt == "Mono8" else np.dtype("<u2")
     raw = np.full((4, 6), value, dtype).view(np.uint8).ravel()
-    bgr = to_bgr(raw, fmt, 6, 4)
-    assert bgr.shape == (4, 6, 3) and bgr.dtype == np.uint8
-    assert (bgr == expected).all()
+    gray = to_frame_image(raw, fmt, 6, 4)
+    assert gray.shape == (4, 6) and gray.dtype == np.uint8  # mono stays 1 channel: the detector converts
+    assert (gray == expected).all()
 
 
 @pytest.mark.parametrize("fmt", ["RGB8", "BGR8"])
 def test_colour_formats_come_out_bgr(fmt):
     px = (10, 20, 30)  # in the camera's channel order
     raw = np.tile(np.array(px, np.uint8), 12)
-    bgr = to_bgr(raw, fmt, 4, 3)
+    bgr = to_frame_image(raw, fmt, 4, 3)
     assert tuple(bgr[0, 0]) == (px[::-1] if fmt == "RGB8" else px)
 
 
 def test_an_unsupported_format_is_named_with_the_supported_ones():
     with pytest.raises(SourceError) as e:
-        to_bgr(np.zeros(100, np.uint8), "YUV422_8", 10, 10)
+        to_frame_image(np.zeros(100, np.uint8), "YUV422_8", 10, 10)
     assert "YUV422_8" in str(e.value) and all(f in str(e.value) for f in GENICAM_PIXEL_FORMATS)
 
 
 def test_a_short_payload_is_refused():
     with pytest.raises(SourceError, match="expected 200 bytes, got 100"):
-        to_bgr(np.zeros(100, np.uint8), "Mono16", 10, 10)
+        to_frame_image(np.zeros(100, np.uint8), "Mono16", 10, 10)
 
 
 @pytest.mark.parametrize("yaml_source,needle", [
@@ -142,7 +142,8 @@ def test_free_run_frames_arrive_converted(fake_camera, fmt):
     try:
         frames = [wait_for(lambda: src.read(0.5), what="a frame") for _ in range(3)]
         for f in frames:
-            assert f.image.shape == (240, 320, 3) and f.image.dtype == np.uint8
+            want = (240, 320) if fmt.startswith("Mono") else (240, 320, 3)  # mono stays gray: the detector converts
+            assert f.image.shape == want and f.image.dtype == np.uint8
             assert f.part_id is None  # free run: frames, not parts
             assert f.captured_at <= time.monotonic()
         # The fake camera draws a full-range gradient: a wrongly scaled Mono16 would be dark or saturated.
@@ -243,7 +244,7 @@ def test_a_killed_camera_is_lost_then_reconnects(fake_camera, camera_trigger):
         wait_for(lambda: src.state().connection is Connection.CONNECTED, timeout=30, what="reconnected")
         drain(src, 0.1)
         f = wait_for(one_frame, what="a frame after the restart")
-        assert f.image.shape == (512, 512, 3)
+        assert f.image.shape == (512, 512)  # the fake camera's Mono8, kept gray
         st = src.state()
         assert st.reconnects == 1 and st.connection is Connection.CONNECTED
         if camera_trigger == "software":
@@ -284,5 +285,5 @@ def test_cameras_are_found_by_serial_and_an_unknown_id_lists_those_found(genicam
     res = json.loads(line[len("RESULT "):])
     err = res["id"]["error"]
     assert "no camera with id 'Aravis-Fake-NOPE'" in err and f"Aravis-Fake-{serial} (serial {serial}" in err
-    assert res["serial"] == {"ok": [512, 512, 3], "name": serial}
+    assert res["serial"] == {"ok": [512, 512], "name": serial}  # Mono8 stays gray
 
