@@ -33,7 +33,8 @@ from inspector.training.metrics import calibrate_thresholds
 def dir_hash(folder: Path) -> tuple[str, int]:
     """sha256 over (name, sha256) of every image: identifies a calibration set."""
     h = hashlib.sha256()
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
+    files = sorted(p for p in Path(folder).rglob("*")
+                   if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
     for p in files:
         h.update(p.name.encode())
         h.update(sha256_file(p).encode())
@@ -94,6 +95,10 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
         if have != want:
             raise ModelError(f"the dataset {data} has classes {want}, the model {int8_xml} was trained on {have}: "
                              "train on this dataset (or pass the dataset the model was trained on)")
+    channels = {p: load_bundle(Path(x), p).channels for p, x in (("int8", int8_xml), ("fp32", fp32_xml))}
+    if channels["int8"] != channels["fp32"]:
+        raise ModelError(f"the INT8 IR {int8_xml} takes {channels['int8']} channel(s), the FP32 IR {fp32_xml} "
+                         f"{channels['fp32']}: quantize the FP32 model this bundle ships")
     out.mkdir(parents=True, exist_ok=True)
     files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
     # `inspector train`'s float weights, where `inspector retrain` starts. Not under "files" (the IRs the line
@@ -151,26 +156,28 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     card = {
         "name": name,
         "version": version,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "task": "detect",
         "architecture": (train_info or {}).get("arch", "unknown"),
         "classes": classes,
         "input_size": list(int8.input_size),
-        "input": "BGR uint8 frame, letterboxed (pad 114) to input_size; normalisation is inside the IR",
-        "thresholds": {c: round(float(t), 4) for c, t in zip(classes, thresholds)},
+        "input": "BGR or gray uint8 frame, letterboxed (pad 114) to input_size and converted there to "
+                 "input_channels; normalisation is inside the IR",
+        "thresholds": {c: round(float(t), 4) for c, t in zip(classes, thresholds, strict=True)},
         "threshold_calibration": {
             "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions); "
                       "where the target is out of reach, the highest keeping every defect found above 0.05",
             "target_recall": target_recall,
             "split": val_split,
-            "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached)},
+            "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached, strict=True)},
         },
         "files": files,
         "float_weights": float_weights,
         "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
         "dataset": dataset_record(data) if data is not None else {"generator": "inspector.sources.conveyor"},
-        # The runtime feeds 3-channel BGR; grayscale cameras' frames are expanded to 3 equal channels.
-        "input_channels": 3,
+        # From the IR's input: 3 (a gray frame is fed as 3 equal channels) or 1 (a model exported with
+        # 1 input channel, e.g. trained with `channels: 1` in data.yaml; a colour frame is fed as luma).
+        "input_channels": int8.channels,
         "training": train_info or {},
         "quantization": _quantization_info(int8_xml),
         "evaluation": {

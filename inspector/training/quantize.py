@@ -58,14 +58,14 @@ def calibration_folder(calibration: str | None, data: str | None) -> Path:
     return (root if root.is_absolute() else Path(data).parent / root) / d["train"]
 
 
-def calibration_tensors(folder: Path, input_hw: tuple[int, int], limit: int) -> list[np.ndarray]:
+def calibration_tensors(folder: Path, input_hw: tuple[int, int], limit: int, channels: int = 3) -> list[np.ndarray]:
     import cv2
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ModelError(f"no calibration images (jpg/png/bmp) under {folder}; make them with "
                          f"`inspector synth --out {folder} --n 300 --seed 3003`")
-    pre = Preprocessor(input_hw)
+    pre = Preprocessor(input_hw, channels)  # a 1-channel model: the runtime's own BGR -> luma
     out = []
     for f in files[:limit]:
         img = cv2.imread(str(f))
@@ -77,7 +77,7 @@ def calibration_tensors(folder: Path, input_hw: tuple[int, int], limit: int) -> 
 
 
 def to_float_nchw(u8_nhwc: np.ndarray) -> np.ndarray:
-    """What the float IR expects: RGB, [0, 1], NCHW (the runtime folds this into the graph)."""
+    """What the float IR expects: RGB (or gray), [0, 1], NCHW (the runtime folds this into the graph)."""
     return np.ascontiguousarray(u8_nhwc[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
@@ -113,7 +113,8 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     model = load_float_model(src, imgsz)
     ps = model.input(0).get_partial_shape()
     hw = (int(ps[2].get_length()), int(ps[3].get_length()))
-    calib = calibration_tensors(calibration, hw, subset_size)
+    channels = int(ps[1].get_length())
+    calib = calibration_tensors(calibration, hw, subset_size, channels)
     log.info("calibrating on %d images from %s", len(calib), calibration)
     dataset = nncf.Dataset(calib)
     common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib),
@@ -123,7 +124,7 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     else:
         if val_data is None:
             raise ModelError("--max-drop needs --val-data or --data (a data.yaml whose val split measures mAP50-95)")
-        q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common)
+        q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common, channels)
     _copy_rt_info(model, q)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,14 +142,15 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     return out
 
 
-def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop: float, common: dict):
+def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop: float, common: dict,
+                                    channels: int = 3):
     import nncf
 
     from inspector.inference.detector import postprocess
     from inspector.training.evaluate import yolo_samples
     from inspector.training.metrics import ImageResult, average_precision
 
-    pre = Preprocessor(hw)
+    pre = Preprocessor(hw, channels)
     items = []
     for s in yolo_samples(val_data):
         tensor, lb = pre(s.image)

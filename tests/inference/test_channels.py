@@ -276,3 +276,38 @@ def test_the_folder_source_reads_a_gray_file_as_gray(tmp_path, suffix):
     assert (cause, why) == ("", "") and img.shape == (200, 200)
     img, _, _ = load_image(tmp_path / f"c{suffix}")
     assert img.shape == (200, 200, 3)
+
+
+# -- the tool chain: `inspector model build` records what the IR takes -------------------------------
+def test_model_build_records_1_channel_from_the_ir_and_the_bundle_runs_on_gray(tmp_path):
+    from inspector.training.card import build_bundle
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    gen = ConveyorGenerator(3003)
+    for i in range(4):
+        cv2.imwrite(str(calib / f"{i}.png"), cv2.cvtColor(gen.part(i).image, cv2.COLOR_BGR2GRAY))
+    irs = tmp_path / "irs"
+    irs.mkdir()
+    fp32 = gray_input_ir(MODEL / "model_fp32.xml", irs / "fp32.xml")
+    int8 = gray_input_ir(MODEL / "model_int8.xml", irs / "int8.xml")
+    from inspector.training.quantize import calibration_tensors  # what `inspector quantize` feeds NNCF
+
+    (x,) = calibration_tensors(calib, (320, 320), 1, channels=1)
+    assert x.shape == (1, 1, 320, 320) and x.dtype == np.float32
+    card = build_bundle(fp32, int8, tmp_path / "bundle", name="gray", version="0.0.1", calibration=calib,
+                        n_val=16, n_test=16, command="test")
+    assert card["input_channels"] == 1
+    assert json.loads((tmp_path / "bundle" / "model_card.json").read_text())["input_channels"] == 1
+    det = Detector(load_bundle(tmp_path / "bundle", "int8"), conf=0.05)
+    gray = gray_frames(1)[0]
+    assert det.channels == 1 and same(det.detect(gray), det.detect(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)))
+
+
+def test_model_build_refuses_irs_of_different_channels(tmp_path):
+    from inspector.training.card import build_bundle
+
+    int8 = gray_input_ir(MODEL / "model_int8.xml", tmp_path / "int8.xml")
+    with pytest.raises(ModelError, match=r"takes 1 channel\(s\), the FP32 IR .* 3"):
+        build_bundle(MODEL / "model_fp32.xml", int8, tmp_path / "bundle", name="x", version="0", calibration=tmp_path)
+    assert not (tmp_path / "bundle").exists()  # nothing half-written
