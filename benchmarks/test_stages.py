@@ -44,6 +44,34 @@ def test_preprocess_cv2_letterbox_u8_then_ppp_in_graph(benchmark, frames, bundle
     benchmark(lambda: pre(next(it), out=buf))
 
 
+# Grayscale cameras (issue 11): the letterbox of a gray frame (converted once, at the input size) vs a
+# BGR frame, at a video frame size and at 5 MP, into a 3-channel and a 1-channel model input; and
+# what the sources did before: inflate the gray frame to BGR (a full-frame copy), then letterbox.
+LETTERBOX_SIZES = {"1280x720": (720, 1280), "2592x1944": (1944, 2592)}
+
+
+@pytest.fixture(scope="module")
+def sized_frames(frames):
+    return {k: [cv2.resize(f, (hw[1], hw[0])) for f in frames[:4]] for k, hw in LETTERBOX_SIZES.items()}
+
+
+@pytest.mark.benchmark(group="letterbox-channels")
+@pytest.mark.parametrize("size", list(LETTERBOX_SIZES))
+@pytest.mark.parametrize("layout, channels", [("bgr", 3), ("gray", 3), ("gray_via_bgr_copy", 3), ("gray", 1),
+                                              ("bgr", 1)])
+def test_letterbox_gray_vs_bgr(benchmark, sized_frames, bundle, size, layout, channels):
+    imgs = sized_frames[size]
+    if layout != "bgr":
+        imgs = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in imgs]
+    pre = Preprocessor(bundle.input_size, channels)
+    buf = np.empty((1, *bundle.input_size, channels), np.uint8)
+    it = itertools.cycle(imgs)
+    if layout == "gray_via_bgr_copy":
+        benchmark(lambda: pre(cv2.cvtColor(next(it), cv2.COLOR_GRAY2BGR), out=buf))
+    else:
+        benchmark(lambda: pre(next(it), out=buf))
+
+
 @pytest.mark.benchmark(group="preprocess")
 def test_preprocess_numpy_letterbox_rgb_float_nchw(benchmark, frames):
     it = itertools.cycle(frames)
