@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -74,9 +75,11 @@ def _card(r: Mapping[str, Any], thumb: bytes | None) -> str:
     stroke = max(w, h) / 220
     font = max(w, h) / 40
     if thumb:
-        pic = f'<image href="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}" x="0" y="0" width="{w}" height="{h}"/>'
+        pic = (f'<image href="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}" '
+               f'x="0" y="0" width="{w}" height="{h}"/>')
     else:
-        pic = f'<text x="{w / 2}" y="{h / 2}" fill="#aaa" font-size="{font}" text-anchor="middle">image unavailable</text>'
+        pic = (f'<text x="{w / 2}" y="{h / 2}" fill="#aaa" font-size="{font}" text-anchor="middle">'
+               'image unavailable</text>')
     svg = (f'<svg viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" role="img">{pic}'
            f'{_boxes(r.get("defects", []), "#ff3b30", False, stroke, font)}'
            f'{_boxes(r.get("uncertain", []), "#ffb000", True, stroke, font)}</svg>')
@@ -101,7 +104,8 @@ def render_gallery(title: str, entries: list[Mapping[str, Any]], thumbnails: Map
     """`entries`: manifest lines (sidecar + keys); `thumbnails`: JPEG bytes by image sha256."""
     reasons = Counter(x for r in entries for x in r.get("reasons", [r.get("reason", "?")]))
     summary = ", ".join(f"{k} {n}" for k, n in sorted(reasons.items())) or "no samples"
-    cards = "".join(_card(r, thumbnails.get(str(r.get("image_sha256", r.get("image", {}).get("sha256"))))) for r in entries)
+    cards = "".join(_card(r, thumbnails.get(str(r.get("image_sha256", r.get("image", {}).get("sha256")))))
+                    for r in entries)
     t = html.escape(title)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{t}</title>'

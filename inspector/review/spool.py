@@ -36,10 +36,11 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 
@@ -169,7 +170,7 @@ def yolo_labels(detections: tuple[Defect, ...], width: int, height: int) -> str:
     """YOLO pre-label lines `class_id cx cy w h`, normalized to [0, 1] and clipped to the image."""
     lines = []
     for d in detections:
-        x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(d.box, (width, height, width, height)))
+        x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(d.box, (width, height, width, height), strict=True))
         if x1 <= x0 or y1 <= y0:
             continue
         lines.append(f"{d.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
@@ -180,7 +181,7 @@ def yolo_labels(detections: tuple[Defect, ...], width: int, height: int) -> str:
 def sample_id(verdict: Verdict) -> str:
     """`YYYYMMDD-HHMMSSmmm-f<frame_id>-<rand>`: sorts by capture time; the random part keeps ids of
     different runs (frame ids restart) apart."""
-    t = datetime.fromtimestamp(verdict.frame.captured_wall, tz=timezone.utc)
+    t = datetime.fromtimestamp(verdict.frame.captured_wall, tz=UTC)
     return f"{t:%Y%m%d-%H%M%S}{t.microsecond // 1000:03d}-f{verdict.frame_id:08d}-{secrets.token_hex(3)}"
 
 
@@ -324,7 +325,7 @@ class Spool:
             raise ValueError(f"JPEG encoding failed for frame {verdict.frame_id} (shape {img.shape})")
         jpg = buf.tobytes()
         sid = sample_id(verdict)
-        date = datetime.fromtimestamp(verdict.frame.captured_wall, tz=timezone.utc).strftime("%Y-%m-%d")
+        date = datetime.fromtimestamp(verdict.frame.captured_wall, tz=UTC).strftime("%Y-%m-%d")
         image = {"file": f"{sid}.jpg", "width": int(w), "height": int(h), "bytes": len(jpg),
                  "sha256": hashlib.sha256(jpg).hexdigest(), "jpeg_quality": self.cfg.jpeg_quality}
         txt = yolo_labels(verdict.defects + verdict.uncertain, w, h).encode()
