@@ -54,7 +54,9 @@ def calibration_folder(calibration: str | None, data: str | None) -> Path:
     d = yaml.safe_load(Path(data).read_text()) or {}
     if "train" not in d:
         raise ModelError(f"{data}: no train split to calibrate on")
-    root = Path(d.get("path") or Path(data).parent)
+    # No `path:` (what `dataset import` writes): relative to the yaml's folder, taken once (it joined the
+    # folder twice for a relative --data: ds/ds/images/train).
+    root = Path(d["path"]) if d.get("path") else Path(".")
     return (root if root.is_absolute() else Path(data).parent / root) / d["train"]
 
 

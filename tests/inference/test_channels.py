@@ -311,3 +311,17 @@ def test_model_build_refuses_irs_of_different_channels(tmp_path):
     with pytest.raises(ModelError, match=r"takes 1 channel\(s\), the FP32 IR .* 3"):
         build_bundle(MODEL / "model_fp32.xml", int8, tmp_path / "bundle", name="x", version="0", calibration=tmp_path)
     assert not (tmp_path / "bundle").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("yaml_path, want", [(None, "ds/images/train"), ("sub", "ds/sub/images/train"),
+                                             ("/abs/set", "/abs/set/images/train")])
+def test_quantize_finds_the_train_split_of_a_relative_data_yaml(tmp_path, monkeypatch, yaml_path, want):
+    """Found quantizing a 1-channel model with `--data ds/data.yaml` (relative, as a user types it):
+    the calibration folder was ds/ds/images/train."""
+    from inspector.training.quantize import calibration_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "data.yaml").write_text(("" if yaml_path is None else f"path: {yaml_path}\n")
+                                               + "train: images/train\nval: images/val\nnames: {0: a}\n")
+    assert calibration_folder(None, "ds/data.yaml") == Path(want)
