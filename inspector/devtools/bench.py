@@ -152,7 +152,7 @@ class Bench:
         if str(bf16.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")) != str(
                 self.raw["fp32"].get_compiled_model().get_property("INFERENCE_PRECISION_HINT")):
             self.raw["fp32_ir_as_bf16"] = bf16
-        pre = Preprocessor(self.int8.input_size)
+        pre = Preprocessor(self.int8.input_size, self.int8.channels)  # raw IR tensors: 1 or 3 channels
         self.tensors = [np.ascontiguousarray(pre(im)[0][..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
                         for im in self.images]
         self.ultra = self._ultralytics() if self.with_ultralytics else None
