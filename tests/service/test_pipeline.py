@@ -163,7 +163,8 @@ def test_on_late_pass_does_not_actuate(detector):
 
 
 def test_bad_frames_are_counted_and_parts_fail_safe(detector):
-    images = [blank_image(), np.zeros((480, 640), np.uint8), np.zeros((10, 10, 3), np.float32), blank_image()]
+    # (a 2-D gray frame is a frame since issue 11: a 2-channel one is not)
+    images = [blank_image(), np.zeros((480, 640, 2), np.uint8), np.zeros((10, 10, 3), np.float32), blank_image()]
     p, verdicts = run(detector, ListSource(images))
     assert len(verdicts) == 4
     bad = [v for v in verdicts if v.reason is Reason.ERROR]
