@@ -325,3 +325,47 @@ def test_quantize_finds_the_train_split_of_a_relative_data_yaml(tmp_path, monkey
     (tmp_path / "ds" / "data.yaml").write_text(("" if yaml_path is None else f"path: {yaml_path}\n")
                                                + "train: images/train\nval: images/val\nnames: {0: a}\n")
     assert calibration_folder(None, "ds/data.yaml") == Path(want)
+
+
+# -- the whole service on a gray camera ---------------------------------------------------------------
+def _run_folder(tmp: Path, images: list[np.ndarray]) -> tuple[list[dict], list[Path]]:
+    import textwrap
+
+    from inspector.config import load_config
+    from inspector.service.app import run_service
+
+    (tmp / "in").mkdir(parents=True)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(tmp / "in" / f"{i:03d}.png"), img)
+    cfg = tmp / "line.yaml"
+    cfg.write_text(textwrap.dedent(f"""
+        source: {{kind: folder, path: {tmp / 'in'}}}
+        model: {{path: {MODEL}}}
+        decision: {{budget_ms: 5000}}
+        mqtt: {{enabled: false}}
+        sampling: {{passes: {{rate: 1.0}}, rejects: {{rate: 1.0}}, dedup_window_s: 0, seed: 1}}
+        spool: {{dir: {tmp / 'spool'}}}
+        upload: {{window: null}}
+        metrics: {{port: 0}}
+        sink: {{jsonl: {tmp / 'v.jsonl'}}}
+    """))
+    assert run_service(load_config(cfg), live=False) == 0
+    rows = [json.loads(line) for line in (tmp / "v.jsonl").read_text().splitlines()]
+    return rows, sorted((tmp / "spool").rglob("*.jpg"))
+
+
+def test_the_service_on_a_gray_folder_gives_the_verdicts_of_its_3_channel_copy(tmp_path):
+    """Folder source (gray PNGs stay HxW) -> detector (3-channel demo model) -> drift guard -> sampler
+    -> spool: every consumer of a gray Frame.image on the real path, against the same images stored
+    with 3 equal channels."""
+    grays = [at_size(g, (720, 1280)) for g in gray_frames(4)]
+    gray_rows, gray_jpgs = _run_folder(tmp_path / "gray", grays)
+    bgr_rows, _ = _run_folder(tmp_path / "bgr", [cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in grays])
+
+    def what(rows):
+        return [{k: r[k] for k in ("verdict", "reason", "defects", "uncertain")} for r in rows]
+
+    assert len(gray_rows) == 4 and what(gray_rows) == what(bgr_rows)
+    assert any(r["defects"] for r in gray_rows), "the comparison must not be vacuous"
+    assert all(r.get("reason") != "error" for r in gray_rows)
+    assert gray_jpgs and all(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).ndim == 2 for p in gray_jpgs)
