@@ -246,7 +246,8 @@ def test_a_killed_camera_is_lost_then_reconnects(fake_camera, camera_trigger):
         f = wait_for(one_frame, what="a frame after the restart")
         assert f.image.shape == (512, 512)  # the fake camera's Mono8, kept gray
         st = src.state()
-        assert st.reconnects == 1 and st.connection is Connection.CONNECTED
+        # >= 1: a starved fake camera (a loaded CI machine) may add a lost/back episode of its own.
+        assert st.reconnects >= 1 and st.connection is Connection.CONNECTED
         if camera_trigger == "software":
             assert st.dropped.get("triggers_lost", 0) >= 1
     finally:
