@@ -44,6 +44,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from inspector.frames import Frame, ModelInfo, Outcome, StageTimings, Verdict
 from inspector.inference.decision import (
     DecisionPolicy,
@@ -134,6 +136,32 @@ class PipelineSnapshot:
     stalled: bool
 
 
+class _Ring:
+    """The last `keep` values in a preallocated float64 array: 8 bytes a value. A deque of Python
+    floats costs ~32 (pointer + float object): 6 stages x 200k frames was ~38 MB, which a 24/7 line
+    reached after 5.5 h at 10 parts/s (the soak's RSS crept up ~0.6 KB a frame); now at most 9.6 MB,
+    and pages are only touched as they fill."""
+
+    __slots__ = ("_a", "_n", "_i")
+
+    def __init__(self, keep: int) -> None:
+        self._a = np.empty(keep, dtype=np.float64)
+        self._n = 0
+        self._i = 0
+
+    def append(self, x: float) -> None:
+        self._a[self._i] = x
+        self._i = (self._i + 1) % len(self._a)
+        self._n = min(self._n + 1, len(self._a))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def values(self) -> np.ndarray:
+        """A copy, in no particular order (percentiles do not need it)."""
+        return self._a[: self._n].copy()
+
+
 class Stats:
     """Counters and latency samples; written by the post thread only, read by anyone (the counters
     are copied under `lock` by readers that need a consistent set)."""
@@ -155,7 +183,7 @@ class Stats:
         self.good_parts = 0
         self.escapes = 0
         self.false_rejects = 0
-        self.lat: dict[str, deque[float]] = {s: deque(maxlen=keep) for s in _STAGES}
+        self.lat: dict[str, _Ring] = {s: _Ring(keep) for s in _STAGES}
         self.recent_total: deque[float] = deque(maxlen=1000)
         self.last_verdict_at: float | None = None
         self.started_at = time.monotonic()
@@ -194,7 +222,7 @@ class Stats:
 
     def percentiles(self) -> dict[str, dict[str, float]]:
         with self.lock:
-            lat = {s: list(vals) for s, vals in self.lat.items() if vals}
+            lat = {s: vals.values() for s, vals in self.lat.items() if len(vals)}
         return {s: summary(vals) for s, vals in lat.items()}
 
 

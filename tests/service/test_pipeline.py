@@ -318,3 +318,14 @@ def test_verdicts_that_stop_while_frames_arrive_show_as_stalled(detector):
 def test_a_detector_that_would_cut_defects_is_refused(bundle):
     with pytest.raises(ValueError, match="lowest class threshold"):
         Pipeline(ListSource([]), Detector(bundle, conf=0.9, warmup=0), policy_for(bundle), [])
+
+
+def test_latency_samples_keep_the_last_n_in_a_bounded_array():
+    from inspector.service.pipeline import _Ring
+
+    r = _Ring(4)
+    assert len(r) == 0 and r.values().size == 0
+    for x in range(1, 7):
+        r.append(float(x))
+    assert len(r) == 4 and sorted(r.values().tolist()) == [3.0, 4.0, 5.0, 6.0]
+    assert r.values().nbytes == 4 * 8
