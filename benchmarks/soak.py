@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup-s", type=float, default=60.0,
                     help="RSS 'start' is the first sample after this (capped at a quarter of the run)")
     ap.add_argument("--busy-loop", action="store_true", help="one CPU busy-loop process beside the service")
+    ap.add_argument("--service-nice", type=int, default=0,
+                    help="run `inspector run` at this niceness, as deploy/systemd/inspector.service's Nice=-5 does "
+                         "(negative needs root; default 0)")
     ap.add_argument("--background-priority", choices=["nice", "idle", "off"], default=None,
                     help="INSPECTOR_BACKGROUND__PRIORITY for the service (default: the config's)")
     ap.add_argument("--config", default=str(REPO / "configs/demo.yaml"), help="base config (model, budget, sampling)")
@@ -203,9 +206,10 @@ def run(a: argparse.Namespace) -> dict:
         sub.wait_persisted(broker.persistence_dir)
         if a.busy_loop:
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        svc = subprocess.Popen([*inspector, "run", "--config", str(cfg), "--duration", f"{duration_s:g}", "--no-live",
-                                "--summary-json", str(out / "summary.json")], stdout=svc_log, stderr=subprocess.STDOUT,
-                               env=env, cwd=out)
+        niced = ["nice", "-n", str(a.service_nice)] if a.service_nice else []
+        svc = subprocess.Popen([*niced, *inspector, "run", "--config", str(cfg), "--duration", f"{duration_s:g}",
+                                "--no-live", "--summary-json", str(out / "summary.json")], stdout=svc_log,
+                               stderr=subprocess.STDOUT, env=env, cwd=out)
         sub.wait_for(lambda s: online_boots(s.messages()) or svc.poll() is not None, 180, "the service online")
         if svc.poll() is not None:
             raise RuntimeError(f"inspector run exited ({svc.returncode}) at start: see {out / 'service.log'}")
@@ -296,6 +300,7 @@ def build_report(a, summary, rc, led, samples, outages, uploads, objects, object
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"minutes": a.minutes, "parts_per_s": a.parts_per_s, "restart_every_s": a.restart_every_s,
                      "restart_mode": a.restart_mode, "upload_every_s": a.upload_every_s, "busy_loop": a.busy_loop,
+                     "service_nice": a.service_nice,
                      "background_priority": a.background_priority or "config default", "config": a.config},
         "service": {"exit_code": rc, "frames": summary.get("frames"), "fps": summary.get("fps"),
                     "verdicts": summary.get("verdicts"), "deadline_misses": summary.get("deadline_misses"),
