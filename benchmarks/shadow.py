@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -23,21 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inspector.config import InspectorConfig  # noqa: E402
+from inspector.devtools.bench import cpu_name  # noqa: E402
 from inspector.lifecycle.signing import Trust  # noqa: E402
 from inspector.lifecycle.store import ModelStore  # noqa: E402
 from inspector.service.app import Service  # noqa: E402
 from inspector.stats import summary  # noqa: E402
 from tests.lifecycle.bundles import DEMO, make_bundle  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def one_run(tmp: Path, shadow: bool, parts: int, pace: float, budget_ms: float, seed: int) -> dict:

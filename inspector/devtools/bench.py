@@ -334,7 +334,7 @@ class Bench:
         sustain = self.sustainable_rate(tput, self.detector_tput)
         sustain_latency_mode = self.sustainable_rate(tput, self.detector)
         out = {
-            "machine": {"cpu": _cpu_name(), "cores": _cores(), "python": platform.python_version(),
+            "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version(),
                         "versions": _versions()},
             "model": {"name": self.int8.name, "version": self.int8.version, "input": list(self.int8.input_size)},
             "frames_per_variant": len(lat["raw_int8"]),
@@ -451,7 +451,7 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
 
 REVIEW_JSON = "review.json"
@@ -302,11 +303,7 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
                   "image_url": mode if to == "labelstudio" else None, "classes": classes,
                   "nights": found, "nights_without_manifest": missing, "items": items}
         (tmp / REVIEW_JSON).write_text(json.dumps(review, indent=1) + "\n")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.atomic_dir import replace_dir
 from inspector.training.importers import Annotated, Problem, read_export
 from inspector.training.review_outcomes import apply_review, format_review
 
@@ -307,11 +308,7 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], ou
         "skipped": [{"file": p.file, "reason": p.reason} for p in problems],
     }
     (tmp / DATASET_JSON).write_text(json.dumps(summary, indent=2) + "\n")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)
     return summary
 
 

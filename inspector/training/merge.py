@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
 from inspector.training.dataset_import import DATASET_JSON, SPLITS, write_description
 
@@ -232,11 +233,7 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
             for m in sorted(members, key=lambda m: (m.split, m.name)):
                 fh.write(json.dumps({"split": m.split, "file": m.name, "sha256": m.sha, "source": m.source,
                                      "group": m.group}, sort_keys=True) + "\n")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
 
 
@@ -142,12 +143,8 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
                           "dataset_version": _dataset_version(data), "seconds": times}
         (tmp / CARD_NAME).write_text(json.dumps(new, indent=2) + "\n")
         load_bundle(tmp, "int8")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        if out.exists():
-            out.rename(old)
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
