@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from inspector.config import InspectorConfig
-from inspector.frames import Outcome, Verdict
+from inspector.devtools.testing import ListSink
+from inspector.frames import Outcome
 from inspector.inference.detector import load_bundle
 from inspector.service.app import Service
 from inspector.service.metrics import families
@@ -27,25 +28,6 @@ SWITCH = 100  # the part from which the camera looks different
 WITHIN = 50  # issue 14: the guard raises input_drift within this many parts of the change
 
 
-class Recorder:
-    """Every verdict the sinks got, in the order the post thread emitted them (an observer, not a fake)."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 0.0) -> None:
-        pass
-
-    def submit(self, v: Verdict) -> None:
-        self.verdicts.append(v)
-
-    def state(self) -> dict:
-        return {}
 
 
 def make_config(appearance: list[dict], *, on_drift: str = "hold", parts_per_s: float = 25.0,
@@ -60,9 +42,9 @@ def make_config(appearance: list[dict], *, on_drift: str = "hold", parts_per_s: 
         metrics={"enabled": False}, **(extra or {}))
 
 
-def run(cfg: InspectorConfig, frames: int) -> tuple[Service, Recorder, list[tuple[str, dict]]]:
+def run(cfg: InspectorConfig, frames: int) -> tuple[Service, ListSink, list[tuple[str, dict]]]:
     svc = Service(cfg, max_frames=frames)
-    rec = Recorder()
+    rec = ListSink()
     svc.pipeline.sinks.append(rec)
     alarms: list[tuple[str, dict]] = []
     lock = threading.Lock()

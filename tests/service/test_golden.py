@@ -12,8 +12,8 @@ import cv2
 import pytest
 
 from inspector.config import InspectorConfig
+from inspector.devtools.testing import ListSink
 from inspector.errors import ConfigError
-from inspector.frames import Verdict
 from inspector.service.app import Service
 from inspector.service.metrics import families
 from inspector.sources.conveyor import ConveyorGenerator
@@ -22,23 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = 777
 
 
-class Recorder:
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.verdicts: list[Verdict] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 0.0) -> None:
-        pass
-
-    def submit(self, v: Verdict) -> None:
-        self.verdicts.append(v)
-
-    def state(self) -> dict:
-        return {}
 
 
 def defective_index(start: int = 0) -> int:
@@ -71,9 +54,9 @@ def wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def start(cfg: InspectorConfig) -> tuple[Service, Recorder, list]:
+def start(cfg: InspectorConfig) -> tuple[Service, ListSink, list]:
     svc = Service(cfg)
-    rec = Recorder()
+    rec = ListSink()
     svc.pipeline.sinks.append(rec)
     alarms: list[tuple[str, dict]] = []
     lock = threading.Lock()
@@ -134,7 +117,7 @@ def test_a_physical_golden_part_is_recognised_by_its_part_id():
     cfg = make_config({"parts": [{"part_id": pid(i), "expect": "REJECT"},
                                  {"part_id": pid(j), "expect": "PASS", "name": "wrong-expectation"}]})
     svc = Service(cfg, max_frames=j + 3)
-    rec = Recorder()
+    rec = ListSink()
     svc.pipeline.sinks.append(rec)
     alarms: list = []
     svc.alarms.attach(lambda k, d: alarms.append((k, d)))
