@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from inspector.config import InspectorConfig, ShutdownConfig
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,15 +35,6 @@ def inspector(*args, **kw):
                           check=False, **kw)
 
 
-def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
-    """Waits (polling) for the event `cond()` describes; fails naming it if it does not come."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def lines(path: Path) -> int:

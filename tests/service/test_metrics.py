@@ -6,7 +6,6 @@ import json
 import socket
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,6 +18,7 @@ from inspector.config import InspectorConfig
 from inspector.service.alarms import ALARM_KINDS
 from inspector.service.app import Service
 from inspector.service.metrics import BUCKETS_S, STAGES
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,15 +39,6 @@ def get(port: int, path: str) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def wait_for(cond, timeout: float = 60.0, what: str = "condition"):
-    """Waits on the event `cond()` describes (polled), failing with `what` when it does not come."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def healthz(port: int) -> tuple[int, dict]:
