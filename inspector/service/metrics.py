@@ -133,6 +133,12 @@ def families(r: ServiceReport):
     if src.last_frame_age_s is not None:
         yield GaugeMetricFamily("inspector_last_frame_age_seconds", "Age of the newest frame",
                                 value=src.last_frame_age_s)
+    if src.counters:  # a GenICam camera: lost/incomplete frames and packet resends (issue 15)
+        c = CounterMetricFamily("inspector_camera_transport", "Camera transport counters (Aravis stream statistics "
+                                "and frames dropped, by cause), summed over reconnects", labels=["counter"])
+        for name, n in sorted(src.counters.items()):
+            c.add_metric([name], n)
+        yield c
     # Every known kind at 0 from the start (a series that appears only with its first alarm breaks
     # rate() and `absent` alerts); kinds counted but not registered are shown too.
     a = CounterMetricFamily("inspector_alarms", "Alarms raised, by kind", labels=["kind"])

@@ -75,6 +75,9 @@ class SourceReport:
     last_frame_age_s: float | None
     reconnects: int
     detail: str
+    # A GenICam camera's transport counters (Aravis stream statistics: n_missing_frames, n_resent_packets,
+    # ...; frames dropped by cause). Empty for sources that have none.
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def connected(self) -> bool:
@@ -305,7 +308,8 @@ class ServiceReport:
             "budget_ms": self.budget_ms,
             "source": {"connection": self.source.connection, "frames": self.source.frames,
                        "dropped": self.source.dropped, "last_frame_age_s": _r(self.source.last_frame_age_s),
-                       "reconnects": self.source.reconnects, "detail": self.source.detail},
+                       "reconnects": self.source.reconnects, "detail": self.source.detail,
+                       **({"counters": self.source.counters} if self.source.counters else {})},
             "sinks": self.sinks,
             "uploader": self.uploader,
             "alarms": dict(self.alarms),
@@ -506,9 +510,10 @@ def _verdict_check(p: PipelineReport, stall_s: float) -> HealthCheck:
 
 def _source_report(source: Any) -> SourceReport:
     s = source.state()
+    counters = getattr(source, "counters", None)
     return SourceReport(name=source.name, connection=s.connection.value, frames=s.frames,
                         dropped=dict(s.dropped or {}), last_frame_age_s=s.last_frame_age_s,
-                        reconnects=s.reconnects, detail=s.detail)
+                        reconnects=s.reconnects, detail=s.detail, counters=counters() if callable(counters) else {})
 
 
 def _pipeline_report(pipeline: Any, source: SourceReport, watch: StallWatch, now: float, full: bool) -> PipelineReport:

@@ -471,6 +471,11 @@ class PairedSource:
             dropped["unsolicited"] = unsolicited
         return dataclasses.replace(st, frames=paired, dropped=dropped)
 
+    def counters(self) -> dict[str, int]:
+        """The camera's transport counters (GenICam: lost/incomplete frames, resends), {} if it has none."""
+        counters = getattr(self._hs.camera, "counters", None)
+        return counters() if callable(counters) else {}
+
     @property
     def finished(self) -> bool:
         return self._hs.camera.finished and len(self._hs._out) == 0

@@ -206,6 +206,10 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     health = healthz(line["metrics_port"])
     assert health["ok"] and health["checks"]["plc"]["ok"] and health["plc"]["station"] == "ready", health
     assert health["checks"]["opcua"]["ok"], health
+    # The camera's transport counters (lost/incomplete frames, resends) are exported, not only kept.
+    with urllib.request.urlopen(f"http://127.0.0.1:{line['metrics_port']}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'inspector_camera_transport_total{counter="n_completed_buffers"}' in metrics, metrics[-2000:]
     opc = read_opcua(line["opcua_port"], ["State", "Parts", "Ok", "Ng", "FailSafe", "LastPartId"])
     # every result the PLC got (the three bad_trigger refusals are not parts), and the station state
     assert (opc["Parts"], opc["FailSafe"], opc["State"]) == (300, rep["fail_safe"], "ready"), opc
@@ -219,7 +223,8 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
         "budget_ms": BUDGET_MS, "sent": rep["sent"], "answered": rep["answered"], "late_plc_clock": rep["late"],
         "trigger_to_result_ms_plc_clock": rep["latency_ms"], "trigger_to_result_ms_inspector": plc["latency_ms"],
         "late_results_inspector": plc["late_results"], "deadline_misses": summary["deadline_misses"],
-        "fail_safe_no_frame": rep["fail_safe"]})
+        "fail_safe_no_frame": rep["fail_safe"],
+        "camera_counters": {k: v for k, v in summary["source"]["counters"].items() if v}})
 
 
 # -- acceptance: the camera killed mid-run ---------------------------------------------------------------------
