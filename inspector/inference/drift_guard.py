@@ -16,7 +16,7 @@ model card recorded from its training/validation images (`card["input_envelope"]
   frames inside. Returns a frozen `DriftState`; `changed` marks the frame the state flipped (the
   caller raises or clears the `input_drift` alarm then).
 
-Pure numpy/OpenCV, no threads: one owner calls `update` (see /work/notes/issue14-wiring.md).
+Pure numpy/OpenCV, no threads: one owner calls `update` (service/drift.py wires it into the pipeline).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The input drift guard on the frame path: statistics on the infer thread, state on the post thread.
 
-`DriftMonitor` wraps `inference.drift_guard.DriftGuard` for the pipeline (issue 14; design in
-/work/notes/issue14-wiring.md):
+`DriftMonitor` wraps `inference.drift_guard.DriftGuard` for the pipeline (issue 14; contract in
+docs/contracts.md, "Input drift guard and golden parts"):
 
 - `stats(image)` runs on the infer thread right after the frame was handed to inference: OpenVINO
   infers with the GIL released, so the ~0.13 ms of numpy/OpenCV (benchmarks/test_drift_guard.py,

@@ -39,7 +39,7 @@ AUGMENT = {
                     hsv_h=0.0, hsv_s=0.0, hsv_v=0.4),
     # Issue 14: the fixed-camera geometry plus a milder colour jitter, on data rendered through random cameras
     # (`inspector synth --optics random`: white balance, exposure, contrast, gamma, blur, noise, JPEG...). No
-    # BGR swap: colour is a cue for contamination (rust would turn blue). See /work/notes/issue14-recipe.md.
+    # BGR swap: colour is a cue for contamination (rust would turn blue). (docs/contracts.md, "Input drift guard").
     "line-optics": dict(flipud=0.5, fliplr=0.5, scale=0.1, translate=0.1, degrees=0.0, mosaic=0.0, close_mosaic=0,
                         hsv_h=0.015, hsv_s=0.5, hsv_v=0.4, bgr=0.0),
     # ultralytics' own defaults (natural scenes), flips left-right only.
