@@ -34,12 +34,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from inspector.config import MQTTConfig, PLCConfig
 from inspector.frames import Frame, Outcome, Verdict
+from inspector.signalling.mqtt_client import make_client
 from inspector.signalling.payloads import (
     DefectOut,
     PlcAckPayload,
@@ -117,18 +116,9 @@ class PlcHandshake:
         self._connected = threading.Event()
         self.source = PairedSource(self)
         cid = client_id or f"inspector-plc-{mqtt_cfg.line}-{mqtt_cfg.station}-{uuid.uuid4().hex[:6]}"
-        proto = mqtt.MQTTv5 if mqtt_cfg.protocol == "v5" else mqtt.MQTTv311
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto)
+        # A clean session: a trigger published while we were away is stale by the time we are back.
+        self._client = make_client(mqtt_cfg, client_id=cid, persistent=False, logger="inspector.plc")
         c = self._client
-        c.reconnect_delay_set(min_delay=mqtt_cfg.reconnect_min_s, max_delay=mqtt_cfg.reconnect_max_s)
-        if mqtt_cfg.username is not None:
-            c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
-        if mqtt_cfg.tls is not None:
-            t = mqtt_cfg.tls
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
-                      certfile=str(t.cert_file) if t.cert_file else None,
-                      keyfile=str(t.key_file) if t.key_file else None)
-            c.tls_insecure_set(t.insecure)
         # The broker says fault for us when we vanish (kill -9, power, cable).
         c.will_set(self.topics["ready"], self._ready_json("fault", "inspector offline"), qos=cfg.qos, retain=True)
         c.on_connect = self._on_connect
@@ -535,17 +525,8 @@ class PlcSimulator:
         self.ready: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        proto = mqtt.MQTTv5 if mqtt_cfg.protocol == "v5" else mqtt.MQTTv311
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"plc-sim-{uuid.uuid4().hex[:6]}",
-                        protocol=proto)
-        if mqtt_cfg.username is not None:
-            c.username_pw_set(mqtt_cfg.username, mqtt_cfg.password.get_secret_value() if mqtt_cfg.password else None)
-        if mqtt_cfg.tls is not None:
-            t = mqtt_cfg.tls
-            c.tls_set(ca_certs=str(t.ca_file) if t.ca_file else None,
-                      certfile=str(t.cert_file) if t.cert_file else None,
-                      keyfile=str(t.key_file) if t.key_file else None)
-            c.tls_insecure_set(t.insecure)
+        c = make_client(mqtt_cfg, client_id=client_id or f"plc-sim-{uuid.uuid4().hex[:6]}", persistent=False,
+                        logger="inspector.plc_sim")
         c.on_connect = lambda cl, *a: cl.subscribe([(self.topics["result"], 1), (self.topics["ready"], 1)])
         c.on_subscribe = lambda *a: self._subscribed.set()
         c.on_message = self._on_message
