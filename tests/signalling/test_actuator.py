@@ -21,17 +21,11 @@ from inspector.signalling.payloads import (
 )
 from inspector.signalling.publisher import MqttPublisher
 from tests.fixtures.mqtt_broker import mqtt_config
+from tests.waiting import wait_for as wait
 
 MODEL = ModelInfo("test-model", "0.0.1", "0" * 64)
 
 
-def wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def raw_client(cfg) -> mqtt.Client:

@@ -21,6 +21,7 @@ from inspector.service.pipeline import Pipeline
 from inspector.signalling.plc import PlcHandshake, PlcSimulator
 from inspector.sources import open_source
 from tests.fixtures.mqtt_broker import mqtt_config
+from tests.waiting import wait_for
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "demo"
 BUDGET_MS = 5000.0  # correctness here; speed is measured by `inspector plc-sim` (docs/controls-engineer.md)
@@ -61,12 +62,7 @@ class Line:
         self.hs.stop()
 
     def wait(self, cond, timeout=20.0, what="condition"):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"timed out waiting for {what}; plc {self.plc.report()} hs {self.hs.state()}")
+        wait_for(cond, timeout, lambda: f"{what}; plc {self.plc.report()} hs {self.hs.state()}")
 
     def last_ready(self) -> str | None:
         return self.plc.ready[-1]["state"] if self.plc.ready else None

@@ -23,6 +23,7 @@ from inspector.frames import ModelInfo
 from inspector.signalling.publisher import MqttPublisher
 from tests.fixtures.mqtt_broker import Recorder, make_pki, mqtt_config
 from tests.signalling.conftest import fill
+from tests.waiting import wait_for as wait
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = ModelInfo("test-model", "0.0.1", "0" * 64)
@@ -49,13 +50,6 @@ def recording(cfg, **kw):
         r.stop()
 
 
-def wait(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def autosaved(broker, since: float) -> None:

@@ -6,7 +6,6 @@ Before: a triggered buffer grew without bound when the detector fell behind (`so
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from inspector.service.alarms import ALARM_KINDS
 from inspector.service.pipeline import Pipeline
 from inspector.sources import open_source
 from inspector.sources.base import FrameBuffer
+from tests.waiting import wait_for
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "demo"
 IMAGE = np.zeros((8, 8, 3), np.uint8)
@@ -30,15 +30,6 @@ def frame(i: int) -> Frame:
     return Frame(frame_id=i, image=IMAGE, captured_at=float(i), captured_wall=1e9 + i, part_id=f"p{i}", source="t")
 
 
-def wait_for(predicate, timeout: float):
-    """Waits for a condition (not for a guessed time); the first truthy value, or None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    return None
 
 
 @pytest.mark.parametrize(
@@ -122,7 +113,7 @@ def test_parts_past_the_bound_get_the_fail_safe_verdict(detector):
                                             width=320, height=240), max_frames=n, alarm=alarm)
     src.start()
     try:
-        assert wait_for(lambda: src.state().frames == n, 30), src.state()
+        wait_for(lambda: src.state().frames == n, 30, f"{n} frames")
         assert src.state().dropped == {"queue_full": n - queue_size}
         bundle, det = detector
         policy = DecisionPolicy.build(DecisionConfig(budget_ms=60_000), bundle.classes, bundle.thresholds)

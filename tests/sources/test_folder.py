@@ -15,6 +15,7 @@ import pytest
 from inspector.config import FolderSourceConfig
 from inspector.errors import SourceError
 from inspector.sources import Connection, open_source
+from tests.sources.reading import read_all, started_sources
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,29 +42,7 @@ def level(frame) -> int:
 
 @pytest.fixture
 def started():
-    sources = []
-
-    def start(**kw):
-        src = open_source(FolderSourceConfig(**kw))
-        src.start()
-        sources.append(src)
-        return src
-
-    yield start
-    for s in sources:
-        s.stop()
-
-
-def read_all(src, limit: int = 1000, timeout: float = 2.0) -> list:
-    """Frames until the source is finished, or until none came for `timeout` seconds."""
-    frames = []
-    quiet_since = time.monotonic()
-    while not src.finished and len(frames) < limit and time.monotonic() - quiet_since < timeout:
-        f = src.read(timeout=0.05)
-        if f is not None:
-            frames.append(f)
-            quiet_since = time.monotonic()
-    return frames
+    yield from started_sources(FolderSourceConfig)
 
 
 def test_reads_images_in_name_order_then_ends(tmp_path, started):

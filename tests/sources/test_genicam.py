@@ -18,18 +18,11 @@ from inspector.errors import ConfigError, SourceError
 from inspector.sources import Connection, open_source
 from inspector.sources.genicam import GenICamSource, to_frame_image
 from tests.fixtures.genicam_camera import FakeCamera, run_isolated
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_for(cond, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def started(cam: FakeCamera, **kw) -> GenICamSource:

@@ -14,6 +14,7 @@ import pytest
 from inspector.config import VideoSourceConfig
 from inspector.errors import SourceError
 from inspector.sources import Connection, open_source
+from tests.sources.reading import read_all, started_sources
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -42,29 +43,7 @@ def clip(tmp_path) -> Path:
 
 @pytest.fixture
 def started():
-    sources = []
-
-    def start(**kw):
-        src = open_source(VideoSourceConfig(**kw))
-        src.start()
-        sources.append(src)
-        return src
-
-    yield start
-    for s in sources:
-        s.stop()
-
-
-def read_all(src, limit: int = 1000, timeout: float = 2.0) -> list:
-    """Frames until the source is finished, or until none came for `timeout` seconds."""
-    frames = []
-    quiet_since = time.monotonic()
-    while not src.finished and len(frames) < limit and time.monotonic() - quiet_since < timeout:
-        f = src.read(timeout=0.05)  # short polls, as the pipeline does, so `finished` is seen at once
-        if f is not None:
-            frames.append(f)
-            quiet_since = time.monotonic()
-    return frames
+    yield from started_sources(VideoSourceConfig)
 
 
 def test_fast_reads_every_frame_in_order_then_ends(clip, started):
