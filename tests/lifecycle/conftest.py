@@ -1,8 +1,10 @@
-"""Fixtures of the lifecycle tests: a store with models/demo as 1.1.0 and a second bundle 1.2.0, and a
-running service (real OpenVINO, synthetic line) with the control socket open."""
+"""Fixtures of the lifecycle tests: a store with models/demo under its card's version (V1) and a second
+bundle, the same IR as version 99.0.0 (V2), and a running service (real OpenVINO, synthetic line) with the
+control socket open."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +18,8 @@ from inspector.lifecycle.store import ModelRef, ModelStore
 from inspector.service.app import Service
 from tests.lifecycle.bundles import DEMO, make_bundle
 
-V1 = ModelRef("demo", "1.1.0")  # models/demo's card
-V2 = ModelRef("demo", "1.2.0")
+V1 = ModelRef("demo", json.loads((DEMO / "model_card.json").read_text())["version"])  # models/demo's card
+V2 = ModelRef("demo", "99.0.0")  # a candidate: never a version models/demo will ship as
 
 
 class Recorder:
@@ -74,7 +76,7 @@ def lifecycle_config(tmp_path: Path, **over) -> InspectorConfig:
 
 @pytest.fixture
 def store_v2(tmp_path) -> ModelStore:
-    """The store with 1.2.0 staged (1.1.0 is staged by the service's first start)."""
+    """The store with V2 staged (V1 is staged by the service's first start)."""
     store = ModelStore(tmp_path / "store", "st1")
     store.stage(make_bundle(tmp_path / "bundles" / "v2", V2.version), Trust())
     return store

@@ -1,7 +1,7 @@
 """Promote without stopping the line: the switch happens between two frames, every frame gets exactly
 one verdict, frames before the switch name the old version and frames after it the new one, the
 pointer file follows, and a refused bundle changes nothing. Real OpenVINO on models/demo; the second
-bundle is the same IR under version 1.2.0 (tests/lifecycle/bundles.py)."""
+bundle is the same IR under another version (tests/lifecycle/bundles.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def one_boundary(versions: list[str], old: str, new: str) -> int:
 def test_promote_switches_between_two_frames(tmp_path, store_v2, running):
     cfg = lifecycle_config(tmp_path)
     svc, rec = running(cfg, max_frames=N)
-    rec.wait(lambda vs: len(vs) >= 30, 60, "30 verdicts on 1.1.0")
+    rec.wait(lambda vs: len(vs) >= 30, 60, "30 verdicts on V1")
     r = request(cfg.lifecycle.socket, {"cmd": "promote", "model": str(V2)})
     assert (r["active"], r["previous"]) == (str(V2), str(V1))
     wait_done(svc, 60)
