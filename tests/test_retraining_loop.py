@@ -68,7 +68,8 @@ def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_ser
     base = tmp_path / "base"
     inspector(tmp_path, "dataset", "import", "--from", "yolo", raw / "data.yaml", "--out", base)
 
-    # the weak model: the shipped float weights, two epochs on that base (it learns WEAK_CLASS as background)
+    # the weak model: the shipped float weights, two epochs on that base (it learns WEAK_CLASS as background;
+    # SGD at 0.01, five times the fine-tuning default, so it forgets within two epochs)
     inspector(tmp_path, "train", "--data", base / "data.yaml", "--init", DEMO / "model.pt", "--out",
               tmp_path / "weak-run", "--imgsz", IMGSZ, "--epochs", 2, "--batch", 16, "--workers", 0, "--lr0", 0.01)
     inspector(tmp_path, "quantize", "--model", tmp_path / "weak-run" / "fp32" / "model.xml", "--data",
@@ -79,8 +80,10 @@ def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_ser
               "--version", "0.1.0", "--command", "test_retraining_loop")
     wcard = json.loads((weak / "model_card.json").read_text())
     assert wcard["float_weights"]["file"] == "model.pt"
-    weak_recall = wcard["evaluation"]["int8"]["per_class"][WEAK_CLASS]["recall"]
-    assert weak_recall < 0.5, f"the weak model still finds {WEAK_CLASS} (recall {weak_recall} on the test split)"
+    per_class = wcard["evaluation"]["int8"]["per_class"]
+    assert per_class[WEAK_CLASS]["recall"] < 0.5, f"the weak model still finds {WEAK_CLASS}: {per_class}"
+    # ... and only that class: the shipped weights were the start (a random start finds nothing at all)
+    assert all(v["recall"] >= 0.5 for c, v in per_class.items() if c != WEAK_CLASS), per_class
 
     # 2. the line: every uncertain frame and reject, most passes, sampled into the spool; uploaded to S3
     cfg = tmp_path / "line.yaml"
@@ -125,7 +128,7 @@ def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_ser
     meta = json.loads((v2 / "dataset.json").read_text())
     assert meta["regression"]["images"] == 80 and any(s.startswith("review:") for s in meta["counts_per_source"])
     cand = tmp_path / "models" / "weak-candidate"
-    inspector(tmp_path, "retrain", "--from", weak, "--data", v2, "--out", cand, "--epochs", 3, "--lr0", 0.01,
+    inspector(tmp_path, "retrain", "--from", weak, "--data", v2, "--out", cand, "--epochs", 3,
               "--work", tmp_path / "retrain-run", "--subset-size", 60, "--workers", 0)
     card = json.loads((cand / "model_card.json").read_text())
     assert card["parent"]["version"] == "0.1.0" and card["retrain"]["dataset_version"]["number"] == 2

@@ -257,7 +257,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fixed distance), texture (flips, mosaic, scale 0.5, brightness: surface crops such as "
                         "NEU-DET), line-optics (fixed-camera + colour jitter, for data rendered with "
                         "`synth --optics random`), ultralytics (its defaults)")
-    s.add_argument("--lr0", type=float, default=0.01, help="initial learning rate")
+    s.add_argument("--lr0", type=float, default=None,
+                   help="initial learning rate; given, or with --init (default then 0.002), training uses SGD at it. "
+                        "Without either, ultralytics chooses (AdamW at its own rate for short runs)")
     s.add_argument("--patience", type=int, default=100, help="stop after this many epochs without improvement")
     s.add_argument("--workers", type=int, default=2, help="data loader processes")
     s.add_argument("--cache", choices=("ram", "disk", "none"), default="ram", help="decoded-image cache")
