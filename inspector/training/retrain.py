@@ -9,8 +9,8 @@ The same chain as the parent was built with, started from the parent's own float
 The bundle is assembled in a temporary folder and renamed: OUT is the complete candidate or absent.
 
 The parent's float weights: `card.float_weights` (model.pt, sha256-checked), written by `inspector model`
-since the retraining loop; bundles made before (the shipped models/demo 1.1.0) have none, and --weights
-names the .pt they were trained from (`make model` leaves it in build/train/best.pt).
+since the retraining loop (models/demo 1.2.0 ships one); bundles made before (demo 1.1.0) have none, and
+--weights names the .pt they were trained from.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Pat
     if not fw:
         raise RetrainError(
             f"{parent} holds no float weights (its card has no float_weights: bundles built before `inspector model` "
-            "kept model.pt, such as the shipped models/demo 1.1.0, have none). Pass --weights with the .pt it was "
+            "kept model.pt, such as models/demo 1.1.0, have none). Pass --weights with the .pt it was "
             "trained from (`make model` leaves build/train/best.pt), or rebuild the bundle with `make model`")
     pt = parent / fw["file"]
     if not pt.is_file():
