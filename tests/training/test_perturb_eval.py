@@ -54,10 +54,12 @@ def test_bad_family_list_is_named(text):
         parse_families(text)
 
 
-def test_the_real_model_loses_accuracy_under_a_strong_cast(samples):
+def test_the_real_model_loses_accuracy_beyond_what_it_was_trained_for(samples):
+    """models/demo 1.2.0 holds a strong colour cast (1.1.0 lost 0.2 mAP50 to it here); a defocus blur far past
+    its training range (sigma 3.5-4.5 vs <= 2.4) still costs it: the evaluation measures, it does not flatter."""
     bundle = load_bundle(MODEL, "int8")
-    r = evaluate_perturbed(bundle, samples, [CLEAN, "white_balance"], seed=1, magnitude="strong")
-    assert r[CLEAN]["mAP50"] > r["white_balance"]["mAP50"] + 0.2
+    r = evaluate_perturbed(bundle, samples, [CLEAN, "white_balance", "blur"], seed=1, magnitude="strong")
+    assert r[CLEAN]["mAP50"] > r["blur"]["mAP50"] + 0.05, r
     rows = [row(k, v, "strong") for k, v in r.items()]
     table = format_table(rows)
     assert table.splitlines()[2].startswith("| none |") and "white_balance (gain 0.5-1.5, spread 0.7-0.9)" in table

@@ -1,7 +1,12 @@
 """`inspector retrain` refuses what cannot make a candidate, before any training: a parent without float weights
-(the shipped models/demo predates them), a dataset with other classes, a candidate over its parent."""
+(a bundle built before bundles kept model.pt, as demo 1.1.0), a dataset with other classes, a candidate over its
+parent."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +22,21 @@ pytest.importorskip("ultralytics")
     ("classes", "a candidate keeps its parent's classes"),
     ("onto_parent", "never overwrites the bundle in service"),
 ])
+def bundle_without_float_weights(dst: Path) -> Path:
+    shutil.copytree("models/demo", dst, ignore=shutil.ignore_patterns("model.pt"))
+    card = json.loads((dst / "model_card.json").read_text())
+    card["float_weights"] = None
+    (dst / "model_card.json").write_text(json.dumps(card, indent=2))
+    return dst
+
+
 def test_retrain_refuses_bad_input_with_exit_2(tmp_path, capsys, case, why):
     ds = make_dataset(tmp_path / "ds", {"train": [1, 2, 3], "val": [4]},
                       classes=CLASSES[::-1] if case == "classes" else CLASSES)
     out = "models/demo" if case == "onto_parent" else str(tmp_path / "cand")
-    args = ["retrain", "--from", "models/demo", "--data", str(ds), "--out", out, "--work", str(tmp_path / "w")]
+    parent = bundle_without_float_weights(tmp_path / "old") if case in ("no_weights", "missing_weights_file") \
+        else "models/demo"
+    args = ["retrain", "--from", str(parent), "--data", str(ds), "--out", out, "--work", str(tmp_path / "w")]
     if case == "missing_weights_file":
         args += ["--weights", str(tmp_path / "nope.pt")]
     if case == "onto_parent":
