@@ -16,12 +16,6 @@ from tests.training.test_merge import CLASSES, make_dataset
 pytest.importorskip("ultralytics")
 
 
-@pytest.mark.parametrize("case, why", [
-    ("no_weights", "holds no float weights"),
-    ("missing_weights_file", "--weights"),
-    ("classes", "a candidate keeps its parent's classes"),
-    ("onto_parent", "never overwrites the bundle in service"),
-])
 def bundle_without_float_weights(dst: Path) -> Path:
     shutil.copytree("models/demo", dst, ignore=shutil.ignore_patterns("model.pt"))
     card = json.loads((dst / "model_card.json").read_text())
@@ -30,6 +24,12 @@ def bundle_without_float_weights(dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.parametrize("case, why", [
+    ("no_weights", "holds no float weights"),
+    ("missing_weights_file", "--weights"),
+    ("classes", "a candidate keeps its parent's classes"),
+    ("onto_parent", "never overwrites the bundle in service"),
+])
 def test_retrain_refuses_bad_input_with_exit_2(tmp_path, capsys, case, why):
     ds = make_dataset(tmp_path / "ds", {"train": [1, 2, 3], "val": [4]},
                       classes=CLASSES[::-1] if case == "classes" else CLASSES)
