@@ -47,8 +47,8 @@ from inspector.devtools.ledger import (
     online_boots,
     proc_fds,
     proc_rss_mb,
-    tree_bytes,
 )
+from inspector.review.spool import disk_usage
 
 ACCESS_KEY, SECRET_KEY, REGION = "soak", "soak-secret", "us-east-1"
 REPO = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def run(a: argparse.Namespace) -> dict:
             if now >= next_sample and now - t0 < duration_s - 2:  # not while it stops (--duration)
                 next_sample += a.sample_every_s
                 s = {"t_s": round(now - t0, 1), "rss_mb": proc_rss_mb(svc.pid), "fds": proc_fds(svc.pid),
-                     "outbox": outbox_figures(out / "outbox.sqlite"), "spool_bytes": tree_bytes(out / "spool"),
+                     "outbox": outbox_figures(out / "outbox.sqlite"), "spool_bytes": disk_usage(out / "spool"),
                      "healthz": healthz(metrics_port), "load1": round(os.getloadavg()[0], 2)}
                 samples.append(s)
                 print(f"  {s['t_s']:7.0f} s  rss {s['rss_mb'] or 0:7.1f} MB  fds {s['fds']}  "
