@@ -8,12 +8,13 @@ import time
 from inspector.sources import open_source
 
 
-def started_sources(config_cls):
-    """Body of a `started` fixture: `start(**config)` opens and starts a source; all are stopped after."""
+def started_sources(make_config):
+    """Body of a `started` fixture: `start(...)` opens and starts the source `make_config(...)` describes
+    (a config class and its fields, or `lambda cfg: cfg`); all are stopped after the test."""
     sources = []
 
-    def start(**kw):
-        src = open_source(config_cls(**kw))
+    def start(*args, **kw):
+        src = open_source(make_config(*args, **kw))
         src.start()
         sources.append(src)
         return src

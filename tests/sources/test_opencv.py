@@ -11,10 +11,11 @@ import pytest
 
 from inspector.config import OpenCVSourceConfig
 from inspector.errors import SourceError
-from inspector.sources import Connection, open_source
+from inspector.sources import Connection
 from inspector.sources.convert import to_bgr
 from inspector.sources.opencv import OpenCVSource, ffmpeg_capture_options, redact
 from tests.fixtures.rtsp_server import free_port
+from tests.sources.reading import started_sources
 
 pytestmark = pytest.mark.timeout(45)
 
@@ -32,17 +33,7 @@ def _cfg(url: str, **kw) -> OpenCVSourceConfig:
 
 @pytest.fixture
 def source_factory():
-    started: list[OpenCVSource] = []
-
-    def make(cfg: OpenCVSourceConfig) -> OpenCVSource:
-        src = open_source(cfg)
-        src.start()
-        started.append(src)
-        return src
-
-    yield make
-    for src in started:
-        src.stop()
+    yield from started_sources(lambda cfg: cfg)
 
 
 def _wait_for(predicate, timeout: float, step: float = 0.02):
