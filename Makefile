@@ -81,11 +81,11 @@ calibration: setup-full
 	$(VENV)/bin/inspector synth --out calibration --n 300 --seed 3003
 
 # Rebuilds models/demo from nothing: data rendered through random cameras, training, INT8, thresholds, card
-# (issue 14: models/demo 1.2.0; the recipe and its reasons: docs/contracts.md, "Input drift guard"). ~1.5 h of training on 2 idle cores (3000 images x
+# (issue 14: models/demo 1.2.1; the recipe and its reasons: docs/contracts.md, "Input drift guard"). ~1.5 h of training on 2 idle cores (3000 images x
 # 40 epochs at 320 px); the rest ~30 min. The card gets per-family metrics on altered copies of the held-out split,
 # thresholds calibrated under the validated alterations, the drift guard's input_envelope and model.pt (the float
 # weights `inspector retrain` starts from). The synthetic line is just a dataset here (docs/your-own-data.md).
-MODEL_VERSION ?= 1.2.0
+MODEL_VERSION ?= 1.2.1
 model: setup-full
 	$(VENV)/bin/inspector synth --out build/data14 --split train --n 3000 --seed 1001 --optics random
 	$(VENV)/bin/inspector synth --out build/data14 --split val --n 400 --seed 2002 --optics random

@@ -30,7 +30,7 @@ SYNTH_VERSION = 5
 #: from a random stream of its own: the part, its defects and labels are the same as with "none".
 OPTICS_MODES = ("none", "random")
 #: Bumped whenever optics.TRAINING_MIX or how it is applied changes.
-OPTICS_VERSION = 1
+OPTICS_VERSION = 2
 
 
 def render_version(optics_mode: str = "none") -> int | str:

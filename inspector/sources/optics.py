@@ -258,7 +258,9 @@ TRAINING_MIX: Mapping[str, tuple[float, Mapping[str, Range]]] = MappingProxyType
     "vignetting": (0.15, {"strength": (0.1, 0.4)}),
     "blur": (0.2, {"sigma": (0.8, 2.4)}),
     "defocus": (0.05, {"radius": (1.0, 3.0)}),
-    "noise": (0.25, {"sigma": (4.0, 16.0)}),
+    # 0.25 / sigma 4-16 (optics1) left 2 of ~187 defective parts escaping at the sigma 8-14 on
+    # held-out seed 4004 (1.1 %, the one cell over 1 %), and no threshold found them: more noise in training.
+    "noise": (0.4, {"sigma": (4.0, 18.0)}),
     "jpeg": (0.3, {"quality": (20.0, 60.0)}),
 })
 

@@ -13,7 +13,7 @@ _STAMP = ".complete.json"
 
 def split_is_complete(root: Path, n: int, seed: int, optics_mode: str = "none") -> bool:
     """The folder already holds exactly these `n` parts of `seed`, rendered by this SYNTH_VERSION (and, with
-    optics_mode random, through random cameras: issue 14's training mix, stamped `5+optics1`)."""
+    optics_mode random, through random cameras: issue 14's training mix, stamped `5+optics2`)."""
     stamp, images = Path(root) / _STAMP, Path(root) / "images"
     want = {"n": n, "seed": seed, "synth_version": render_version(optics_mode)}
     return stamp.exists() and json.loads(stamp.read_text()) == want and images.is_dir() \
