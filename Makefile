@@ -100,9 +100,9 @@ model: setup-full
 	  --perturbed-eval issue --envelope-families held --command "make model"
 	test -f models/demo/model.pt
 
-# Issue 14's acceptance on held-out seeds never used in training (4004 is the card's; two more): the table in README.
+# Issue 14's acceptance on held-out seeds never used in training (4004 is the card's; four more): the table in README.
 model-eval: setup-full
-	for s in 4004 5005 31337; do \
+	for s in 4004 5005 31337 6006 7007; do \
 	  $(VENV)/bin/inspector eval --model models/demo --n 300 --seed $$s --perturb issue --json build/eval14-$$s.json && \
 	  $(VENV)/bin/inspector eval --model models/demo --n 300 --seed $$s --perturb issue --magnitude strong \
 	    --json build/eval14-strong-$$s.json || exit 1; \

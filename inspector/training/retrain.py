@@ -9,7 +9,7 @@ The same chain as the parent was built with, started from the parent's own float
 The bundle is assembled in a temporary folder and renamed: OUT is the complete candidate or absent.
 
 The parent's float weights: `card.float_weights` (model.pt, sha256-checked), written by `inspector model`
-since the retraining loop (models/demo 1.2.0 ships one); bundles made before (demo 1.1.0) have none, and
+since the retraining loop (models/demo 1.2.x ships one); bundles made before (demo 1.1.0) have none, and
 --weights names the .pt they were trained from.
 """
 
