@@ -12,7 +12,9 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -200,15 +202,72 @@ class _Collector:
         yield from families(self.report())
 
 
-class MetricsServer:
-    """Serves `/metrics` and `/healthz` from `report()` (a fresh ServiceReport per request)."""
+#: Seconds a connection may take to send its request (and to take the answer). A scrape is one request
+#: of a few hundred bytes answered in ~1 ms (HTTP/1.0: one request per connection); a client that has
+#: sent nothing for this long is a half-open socket or a slow-loris, and its handler thread ends.
+HANDLER_TIMEOUT_S = 5.0
+#: Connections served at once (one thread each). Prometheus plus a watchdog plus an operator's curl need
+#: 3; beyond the cap the OLDEST connection is closed for the new one (not the new one refused): a scrape
+#: is answered in ms, so the oldest open connection is the idle one, and a flood of idle sockets cannot
+#: lock the scraper out for HANDLER_TIMEOUT_S. 500 half-open clients keep at most this many threads.
+MAX_CONNECTIONS = 16
 
-    def __init__(self, report: Callable[[], ServiceReport], host: str, port: int) -> None:
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `max_connections` handler threads: the oldest connection is shut
+    down to make room for a new one (its blocked read returns, its thread ends). Counts what it closed."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # listen backlog: a burst of connects is accepted, then bounded here
+
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self._open: dict[socket.socket, float] = {}  # connection -> accepted at (monotonic)
+        self._open_lock = threading.Lock()
+        self.evicted = 0  # connections closed to make room (slow or idle clients)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        victim = None
+        with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                victim = min(self._open, key=self._open.__getitem__)
+                del self._open[victim]
+                self.evicted += 1
+            self._open[request] = time.monotonic()
+        if victim is not None:
+            try:  # wakes the victim's handler (its read returns b""); its thread closes the socket
+                victim.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    @property
+    def connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
+
+
+class MetricsServer:
+    """Serves `/metrics` and `/healthz` from `report()` (a fresh ServiceReport per request), with at most
+    `max_connections` handler threads and `timeout_s` per connection (a half-open client cannot keep a
+    thread: see HANDLER_TIMEOUT_S, MAX_CONNECTIONS)."""
+
+    def __init__(self, report: Callable[[], ServiceReport], host: str, port: int, *,
+                 timeout_s: float = HANDLER_TIMEOUT_S, max_connections: int = MAX_CONNECTIONS) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(report))
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = timeout_s  # socket timeout for every read and write of this connection
+
             def do_GET(self):
                 if self.path.startswith("/metrics"):
                     body, ctype, code = generate_latest(registry), "text/plain; version=0.0.4", 200
@@ -228,7 +287,7 @@ class MetricsServer:
                 pass
 
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = BoundedHTTPServer((host, port), Handler, max_connections)
         except OSError as e:
             log.error("metrics endpoint %s:%s unavailable (%s); continuing without it", host, port, e)
             self.httpd = None

@@ -216,3 +216,61 @@ def test_healthz_red_when_mqtt_is_down_and_when_the_camera_is_lost(tmp_path, run
     assert "refused" in body["checks"]["mqtt"]["detail"]
     assert body["checks"]["outbox"]["ok"], "the outbox itself is fine"
     assert body["mqtt"]["connected"] is False and body["source"] in ("connecting", "reconnecting")
+
+
+def _handler_threads() -> int:
+    """The metrics server's per-connection threads (socketserver names them after their target)."""
+    return sum(1 for t in threading.enumerate() if "process_request_thread" in t.name)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(b"", id="half-open: connects, sends nothing"),
+    pytest.param(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", id="slow: a request without its blank line"),
+])
+def test_500_idle_clients_keep_a_bounded_number_of_threads_and_healthz_still_answers(tmp_path, running,
+                                                                                    request_bytes):
+    """Before: ThreadingHTTPServer kept one thread per idle connection, forever (500 clients: 502 threads)."""
+    from inspector.service.metrics import MAX_CONNECTIONS
+
+    svc = running(make_config(tmp_path))
+    port = svc.metrics.port
+    wait_for(lambda: svc.pipeline.stats.frames >= 5, what="5 verdicts")
+    base = _handler_threads()
+    clients, peak = [], 0
+    try:
+        for _ in range(500):
+            s = socket.create_connection(("127.0.0.1", port), timeout=30)
+            if request_bytes:
+                s.sendall(request_bytes)
+            clients.append(s)
+            peak = max(peak, _handler_threads())
+        # a connection closed to make room ends its thread as soon as its read returns
+        wait_for(lambda: _handler_threads() <= base + MAX_CONNECTIONS, what="handler threads back under the cap")
+        assert peak <= base + 2 * MAX_CONNECTIONS, f"{peak} handler threads for 500 idle clients"
+        code, body = healthz(port)  # a normal client among the 500 idle ones
+        assert code == 200 and body["ok"] is True
+        assert svc.metrics.httpd.evicted >= 500 - MAX_CONNECTIONS
+    finally:
+        for s in clients:
+            s.close()
+
+
+def test_an_idle_connection_is_closed_after_the_handler_timeout(tmp_path):
+    """One half-open client, no others: the socket timeout ends its thread (no eviction needed)."""
+    from inspector.service.metrics import MetricsServer
+
+    svc = Service(make_config(tmp_path, metrics={"enabled": False}))
+    server = MetricsServer(svc.report, "127.0.0.1", 0, timeout_s=0.3)
+    server.start()
+    try:
+        base = _handler_threads()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            wait_for(lambda: server.httpd.connections == 1, what="the connection accepted")
+            s.settimeout(30)
+            assert s.recv(1024) == b"", "the server closes an idle connection"  # blocks until it does
+            wait_for(lambda: _handler_threads() <= base and server.httpd.connections == 0, what="its thread ended")
+        assert server.httpd.evicted == 0
+        code, _ = get(server.port, "/healthz")
+        assert code in (200, 503)
+    finally:
+        server.stop()
