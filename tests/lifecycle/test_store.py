@@ -175,12 +175,38 @@ def test_pull(tmp_path, s3_bucket, s3_env, bundle, case, message):
     ref = ModelRef("demo", "2.0.0")
     if message is None:
         assert pull(store, remote, ref, trust, client=client) == ref
-        assert store.verify(ref, trust)["version"] == "2.0.0"
+        assert store.verify(ref, trust).card.version == "2.0.0"
         return
     with pytest.raises(ModelError, match=message):
         pull(store, remote, ref, trust, client=client)
     assert store.versions() == [] and not store.path(ref).exists()
     assert not [p for p in (tmp_path / "store").rglob(".staging-*")]
+
+
+@pytest.mark.parametrize("creds, code", [("wrong secret", "SignatureDoesNotMatch"),
+                                          ("unknown key", "InvalidAccessKeyId")])
+def test_pull_cli_with_wrong_credentials_is_refused_and_stages_nothing(tmp_path, s3_bucket, s3_env, bundle,
+                                                                        creds, code):
+    """The server checks the SigV4 signature: the operator reads which object was refused and why."""
+    sign_card(bundle, "hmac-sha256", hmac_key=KEY)
+    push(bundle, f"s3://{s3_bucket}/m", client=s3_env.client())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"lifecycle: {{store: {tmp_path / 'store'}, remote: 's3://{s3_bucket}/m', "
+                   f"endpoint_url: '{s3_env.endpoint_url}', signature: hmac-sha256}}\n")
+    env = {**os.environ, **s3_env.env(), "INSPECTOR_LIFECYCLE__HMAC_KEY": KEY.decode()}
+    if creds == "wrong secret":
+        env["AWS_SECRET_ACCESS_KEY"] = s3_env.secret_key[::-1]
+    else:
+        env["AWS_ACCESS_KEY_ID"] = "AKIANOSUCHKEY0000000"
+    r = subprocess.run([sys.executable, "-m", "inspector", "model", "pull", "demo@2.0.0", "--config", str(cfg)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    # A refused pull is a ModelError (exit 2), as a bundle that fails its checks.
+    assert r.returncode == 2, f"expected exit 2, got {r.returncode}: {r.stderr[-2000:]}"
+    assert f"s3://{s3_bucket}/m/demo/2.0.0/model_card.json" in r.stderr and code in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    store = tmp_path / "store"
+    assert not store.exists() or not [p for p in store.rglob("*") if p.is_file() and "2.0.0" in str(p)], \
+        sorted(store.rglob("*"))
 
 
 def test_pull_cli_refuses_with_exit_2(tmp_path, s3_bucket, s3_env, bundle):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,6 +22,7 @@ from inspector.review.sampler import SampleDecision
 from inspector.review.spool import Spool
 from inspector.review.uploader import Uploader
 from inspector.sources.conveyor import ConveyorGenerator
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_900_000_000.0  # 2030-03-17 UTC
@@ -93,6 +95,44 @@ def test_labelstudio_tasks_point_at_the_uploaded_objects_with_the_models_boxes(t
     # --publish: the export sits beside the nights on the same server
     keys = s3_server.keys(s3_bucket, "night/reviews/")
     assert {k.rsplit("/", 1)[1] for k in keys} == {"tasks.json", "review.json", "labeling_config.xml"}
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.parametrize("spoil", ["signature", "expires", "other object"])
+def test_a_tampered_presigned_url_is_refused(tmp_path, s3_night, spoil):
+    out = tmp_path / "review"
+    assert export(s3_night, out, "labelstudio", "--expires", "3600") == 0
+    tasks = json.loads((out / "tasks.json").read_text())
+    url = tasks[0]["data"]["image"]
+    assert _get(url)[0] == 200
+    if spoil == "signature":
+        sig = url.rsplit("X-Amz-Signature=", 1)[1][:64]
+        bad = url.replace(sig, sig[:-1] + ("0" if sig[-1] != "0" else "1"))
+    elif spoil == "expires":
+        bad = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=604800")  # a longer life than was signed
+    else:  # the signature of one frame on another frame's key
+        other = tasks[1]["data"]["image"]
+        bad = other.split("?", 1)[0] + "?" + url.split("?", 1)[1]
+    assert bad != url
+    status, body = _get(bad)
+    assert status == 403 and b"SignatureDoesNotMatch" in body, (status, body[:300])
+
+
+def test_an_expired_presigned_url_is_refused(tmp_path, s3_night):
+    out = tmp_path / "review"
+    assert export(s3_night, out, "labelstudio", "--expires", "1") == 0
+    url = json.loads((out / "tasks.json").read_text())[0]["data"]["image"]
+    # The URL lives 1 s from its X-Amz-Date (whole seconds): wait for the server to call it expired.
+    status, body = wait_for(lambda: (lambda r: r if r[0] != 200 else None)(_get(url)), timeout=30,
+                            what="the presigned URL to expire")
+    assert status == 403 and b"Request has expired" in body, (status, body[:300])
 
 
 def test_file_destination_gives_label_studio_local_files_urls(tmp_path, file_night):

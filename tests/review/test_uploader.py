@@ -148,6 +148,33 @@ def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_serve
     check_bucket(s3_server, s3_bucket, expected)
 
 
+@pytest.mark.parametrize("creds", ["wrong secret", "unknown key"])
+def test_an_upload_signed_with_wrong_credentials_is_refused_at_once_and_nothing_moves(tmp_path, s3_server,
+                                                                                      s3_bucket, creds):
+    """The server checks the SigV4 signature: a 403 is final (no retry), exit 1, the spool kept whole."""
+    spool = tmp_path / "spool"
+    fill_spool(spool, 4, base_images_cache())
+    before = local_files(spool)
+    cfg_file = tmp_path / "inspector.yaml"
+    cfg_file.write_text(yaml.safe_dump({"spool": {"dir": str(spool)}, "upload": {
+        "destination": f"s3://{s3_bucket}/night", "endpoint_url": s3_server.endpoint_url, "retries": 3,
+        "backoff_s": 0.05, "window": None}}))
+    env = {**os.environ, **s3_server.env()}
+    if creds == "wrong secret":
+        env["AWS_SECRET_ACCESS_KEY"] = s3_server.secret_key[::-1]
+        code = "SignatureDoesNotMatch"
+    else:
+        env["AWS_ACCESS_KEY_ID"] = "AKIANOSUCHKEY0000000"
+        code = "InvalidAccessKeyId"
+    run = subprocess.run([sys.executable, "-m", "inspector", "upload", "--now", "--config", str(cfg_file)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1, f"expected exit 1, got {run.returncode}: {out[-3000:]}"
+    assert code in out and "(attempt 1 of 4)" in out, f"expected a final {code} on the first attempt: {out[-3000:]}"
+    assert s3_server.keys(s3_bucket) == {}
+    assert local_files(spool) == before
+
+
 _IMAGES: list[np.ndarray] = []
 
 
@@ -269,8 +296,8 @@ def test_s3_credentials_come_from_the_environment_only(tmp_path, s3_server, s3_b
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     rep = Uploader(spool, s3_config(spool, s3_bucket, s3_server.endpoint_url).upload).run()
     assert not rep.ok and "credentials" in rep.error.lower() and len(list(iter_samples(spool))) == 2
-    monkeypatch.setenv("INSPECTOR_UPLOAD__ACCESS_KEY", "inspector-test")
-    monkeypatch.setenv("INSPECTOR_UPLOAD__SECRET_KEY", "inspector-test-secret")
+    monkeypatch.setenv("INSPECTOR_UPLOAD__ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("INSPECTOR_UPLOAD__SECRET_KEY", s3_server.secret_key)
     cfg = s3_config(spool, s3_bucket, s3_server.endpoint_url)
     dumped = cfg.model_dump(mode="json")["upload"]  # what config_hash sees
     assert cfg.upload.access_key is not None and "access_key" not in dumped and "secret_key" not in dumped
