@@ -62,7 +62,8 @@ def cmd_dataset_import(a: argparse.Namespace) -> int:
     print(format_summary(r.summary))
     print(f"wrote {r.out} (data.yaml, dataset.json)")
     if r.problems:
-        print(f"{len(r.problems)} file(s) skipped (listed above and in dataset.json)"
+        kinds = ", ".join(f"{k} {n}" for k, n in r.summary["skipped_counts"].items())
+        print(f"{len(r.problems)} file(s) skipped ({kinds}; listed above and in dataset.json)"
               + ("" if a.skip_bad else "; exit 2 (pass --skip-bad to accept the import without them)"),
               file=sys.stderr)
         return 0 if a.skip_bad else 2
@@ -94,7 +95,9 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     print(quantize(Path(a.model), calibration, Path(a.out), imgsz=a.imgsz,
                    max_drop=a.max_drop, val_data=Path(a.val_data or a.data) if (a.val_data or a.data) else None,
                    subset_size=a.subset_size, head_convs_float=a.head_float,
-                   fast_bias_correction=not a.full_bias_correction))
+                   fast_bias_correction=not a.full_bias_correction, preset=a.preset, overflow_fix=a.overflow_fix,
+                   max_float_groups=a.max_float_groups, ranking_subset=a.ranking_subset,
+                   keep_float=tuple(a.keep_float or ())))
     return 0
 
 
@@ -287,6 +290,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default) or all of cv2/cv3")
     s.add_argument("--full-bias-correction", action="store_true",
                    help="NNCF's full bias correction instead of the fast one (slower to quantize)")
+    s.add_argument("--preset", choices=("mixed", "performance"), default="mixed",
+                   help="activations asymmetric (mixed, default) or symmetric (performance)")
+    s.add_argument("--overflow-fix", choices=("first_layer", "enable", "disable"), default="first_layer",
+                   help="7-bit weights against int16 saturation on CPUs without VNNI (AVX2): first layer only "
+                        "(NNCF's default), every layer, or none")
+    s.add_argument("--max-float-groups", type=int, default=None,
+                   help="with --max-drop: revert at most this many layer groups to float (most sensitive first), "
+                        "even if the drop stays over --max-drop")
+    s.add_argument("--ranking-subset", type=int, default=None,
+                   help="with --max-drop: validation images NNCF ranks layer sensitivity on (default: its own)")
+    s.add_argument("--keep-float", action="append", metavar="NAME_PREFIX",
+                   help="also keep the ops whose name starts so in float (repeat; e.g. the layers an accuracy-"
+                        "control run reverted first)")
     s.set_defaults(fn=cmd_quantize)
 
     s = sub.add_parser("eval", help="mAP and per-class precision/recall of a model bundle")

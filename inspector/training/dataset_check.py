@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import yaml
 
-from inspector.training.importers import IMAGE_SUFFIXES
+from inspector.training.importers import IMAGE_SUFFIXES, data_yaml_root, yaml_names
 
 SIZE_BUCKETS = (8, 16, 32, 64, 128)  # px after letterbox: edges of the min-side histogram
 SMALL_BOX_PX = 8
@@ -57,12 +57,10 @@ class Report:
 
 def _splits(data_yaml: Path) -> tuple[list[str], dict[str, Path]]:
     d = yaml.safe_load(data_yaml.read_text()) or {}
-    names = d.get("names")
+    names = yaml_names(d.get("names"), str(data_yaml))
     if names is None:
         raise ValueError(f"{data_yaml}: no `names`")
-    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    root = Path(d.get("path") or data_yaml.parent)
-    root = root if root.is_absolute() else data_yaml.parent / root
+    root = data_yaml_root(data_yaml, d)
     return names, {s: root / d[s] for s in ("train", "val", "test") if isinstance(d.get(s), str)}
 
 

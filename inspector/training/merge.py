@@ -30,6 +30,7 @@ import yaml
 from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
 from inspector.training.dataset_import import DATASET_JSON, SPLITS, write_description
+from inspector.training.importers import yaml_names
 
 MEMBERS = "members.jsonl"
 REGRESSION_SPLIT = "test"
@@ -72,10 +73,14 @@ def read_meta(root: Path) -> dict:
 
 
 def classes_of(root: Path) -> list[str]:
-    names = (yaml.safe_load((root / "data.yaml").read_text()) or {}).get("names")
+    try:
+        names = yaml_names((yaml.safe_load((root / "data.yaml").read_text()) or {}).get("names"),
+                           str(root / "data.yaml"))
+    except (ValueError, yaml.YAMLError) as e:
+        raise MergeError(str(e)) from e
     if names is None:
         raise MergeError(f"{root / 'data.yaml'}: no names")
-    return [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    return names
 
 
 def source_name(root: Path, meta: dict) -> str:

@@ -2,6 +2,7 @@
 follow their rule, bad input is named and skipped, and the dataset is never half-written."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -275,3 +276,360 @@ def test_split_fractions_out_of_range_are_bad_input(tmp_path, capsys, val, test)
                "--val-fraction", val, "--test-fraction", test])
     assert rc == 2 and "--val-fraction" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+# --- files outside the export are never read ---------------------------------------------------------------
+def _secret(tmp_path: Path) -> Path:
+    """Another customer's part image, outside the export, the same size as the export's images."""
+    from tests.training.exports import draw
+
+    d = draw(tmp_path / "outside", n=1, seed=9, prefix="secret")[0]
+    return tmp_path / "outside" / d.name
+
+
+def _point_voc(src: Path, secret: Path, how: str) -> str:
+    x = src / "Annotations" / "img_3.xml"
+    ref = str(secret) if how == "absolute" else os.path.relpath(secret, x.parent)
+    t = x.read_text()
+    x.write_text(t[:t.index("<filename>") + 10] + ref + t[t.index("</filename>"):])
+    (src / "JPEGImages" / "img_3.jpg").unlink()  # no image of that name inside: only the outside one would do
+    return "img_3.xml"
+
+
+def _point_coco(src: Path, secret: Path, how: str) -> str:
+    p = src / "instances_default.json"
+    doc = json.loads(p.read_text())
+    doc["images"][3]["file_name"] = str(secret) if how == "absolute" else os.path.relpath(secret, src)
+    p.write_text(json.dumps(doc))
+    (src / "images" / "img_3.jpg").unlink()
+    return "instances_default.json"
+
+
+def _point_cvat(src: Path, secret: Path, how: str) -> str:
+    p = src / "annotations.xml"
+    ref = str(secret) if how == "absolute" else os.path.relpath(secret, src)
+    p.write_text(p.read_text().replace('name="img_3.jpg"', f'name="{ref}"'))
+    (src / "images" / "img_3.jpg").unlink()
+    return "annotations.xml"
+
+
+def _point_labelstudio(src: Path, secret: Path, how: str) -> str:
+    p = src / "export.json"
+    tasks = json.loads(p.read_text())
+    ref = str(secret) if how == "absolute" else os.path.relpath(secret, src)
+    tasks[3]["data"]["image"] = f"/data/local-files/?d={ref}"
+    p.write_text(json.dumps(tasks))
+    (src / "images" / "img_3.jpg").unlink()
+    return "export.json (task 4)"
+
+
+def _point_symlink(src: Path, secret: Path, how: str) -> str:
+    img = next(src.rglob("img_3.jpg"))
+    img.unlink()
+    img.symlink_to(secret)
+    return "img_3.jpg"
+
+
+POINT = {"voc": _point_voc, "coco": _point_coco, "cvat": _point_cvat, "labelstudio": _point_labelstudio}
+
+
+@pytest.mark.parametrize("fmt, how", [*((f, h) for f in sorted(POINT) for h in ("absolute", "../")),
+                                      *((f, "symlink") for f in sorted(WRITERS))])
+def test_an_image_outside_the_export_is_never_read(tmp_path, capsys, fmt, how):
+    secret = _secret(tmp_path)
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=8)
+    named = (_point_symlink if how == "symlink" else POINT[fmt])(src, secret, how)
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(out), "--classes", "scratch,pit"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = next((ln for ln in err.splitlines() if ln.startswith("skipped") and "outside the export" in ln), "")
+    assert named in line, err
+    meta = json.loads((out / "dataset.json").read_text())
+    assert sum(c["images"] for c in meta["counts"].values()) == 7
+    assert meta["skipped_counts"] == {"outside_export": 1}
+    assert secret.read_bytes() not in {p.read_bytes() for p in out.glob("images/*/*")}
+
+
+# --- non-finite coordinates --------------------------------------------------------------------------------
+def _nan_yolo(src, value):
+    (src / "labels" / "img_2.txt").write_text(f"0 0.5 0.5 0.1 0.1\n0 {value} 0.5 0.1 0.1\n")
+    return "img_2.txt", "line 2"
+
+
+def _nan_voc(src, value):
+    x = src / "Annotations" / "img_2.xml"
+    t = x.read_text()
+    x.write_text(t[:t.index("<xmin>") + 6] + value + t[t.index("</xmin>"):])
+    return "img_2.xml", "box"
+
+
+def _nan_coco(src, value):
+    p = src / "instances_default.json"
+    doc = json.loads(p.read_text())
+    a = next(a for a in doc["annotations"] if a["image_id"] == 3)
+    a["bbox"][2] = float(value)
+    p.write_text(json.dumps(doc))  # json writes NaN / Infinity, and Python's reader accepts them
+    return "instances_default.json", "img_2.jpg"
+
+
+def _nan_cvat(src, value):
+    p = src / "annotations.xml"
+    t = p.read_text()
+    i = t.index("xtl=", t.index('name="img_2.jpg"'))
+    p.write_text(t[:i + 5] + value + t[t.index('"', i + 5):])
+    return "annotations.xml", "img_2.jpg"
+
+
+def _nan_labelstudio(src, value):
+    p = src / "export.json"
+    tasks = json.loads(p.read_text())
+    tasks[2]["annotations"][0]["result"][0]["value"]["y"] = float(value)
+    p.write_text(json.dumps(tasks))
+    return "export.json (task 3)", "result"
+
+
+NAN = {"yolo": _nan_yolo, "voc": _nan_voc, "coco": _nan_coco, "cvat": _nan_cvat, "labelstudio": _nan_labelstudio}
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize("fmt", sorted(NAN))
+def test_a_non_finite_coordinate_skips_the_image_and_is_named(tmp_path, capsys, fmt, value):
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=8)
+    file_part, where = NAN[fmt](src, value)
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(out), "--classes", "scratch,pit"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    line = next((ln for ln in err.splitlines() if ln.startswith("skipped")), "")
+    assert file_part in line and where in line and "non-finite" in line, err
+    assert "img_2" not in {p.stem for p in out.glob("images/*/*")}
+    assert sum(c["images"] for c in json.loads((out / "dataset.json").read_text())["counts"].values()) == 7
+
+
+# --- class names are YAML strings, whatever they look like -------------------------------------------------
+@pytest.mark.parametrize("names", [("no", "null"), ("1.5", "#0"), ("dent: deep", "yes"), ("- x", "[a]"),
+                                   ("007", "on"), ("~", "a'b \"c\"")])
+def test_class_names_round_trip_through_data_yaml(tmp_path, names):
+    import yaml
+
+    from inspector.training.merge import classes_of
+
+    src = tmp_path / "src"
+    WRITERS["coco"](src, n=6)
+    p = src / "instances_default.json"
+    doc = json.loads(p.read_text())
+    for c, name in zip(doc["categories"], names, strict=True):
+        c["name"] = name
+    p.write_text(json.dumps(doc))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["dataset", "import", "--from", "coco", str(src), "--out", str(a), "--val-fraction", "0.5"]) == 0
+    assert yaml.safe_load((a / "data.yaml").read_text())["names"] == dict(enumerate(names))
+    assert classes_of(a) == list(names)
+    assert main(["dataset", "import", "--from", "yolo", str(a / "data.yaml"), "--out", str(b)]) == 0
+    assert json.loads((b / "dataset.json").read_text())["classes"] == list(names)
+    assert labels_of(a) == labels_of(b)
+
+
+def test_a_yolo_export_without_names_gets_the_class_ids_as_string_names(tmp_path):
+    import yaml
+
+    src = tmp_path / "src"
+    drawn = WRITERS["yolo"](src, n=6)
+    (src / "classes.txt").unlink()
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(out)]) == 0
+    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "0", 1: "1"}
+    assert labels_of(out) == expected(drawn)
+
+
+# --- --classes names a YOLO export's class ids -------------------------------------------------------------
+def test_classes_name_the_ids_of_a_yolo_export_without_names(tmp_path, capsys):
+    src = tmp_path / "src"
+    drawn = WRITERS["yolo"](src, n=8)
+    (src / "classes.txt").unlink()
+    (src / "labels" / "img_5.txt").write_text("2 0.5 0.5 0.1 0.1\n")  # a third class: --classes names two
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", "yolo", str(src), "--out", str(out), "--classes", "scratch,pit"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "img_5.txt" in err and "class id 2" in err
+    assert labels_of(out) == {k: v for k, v in expected(drawn).items() if k != "img_5.jpg"}
+    assert json.loads((out / "dataset.json").read_text())["classes"] == ["scratch", "pit"]
+
+
+# --- a relative path to a dataset whose data.yaml has no `path:` ------------------------------------------
+@pytest.mark.parametrize("arg", ["a", "a/data.yaml"])
+def test_a_relative_path_to_an_imported_dataset_imports_it(tmp_path, monkeypatch, arg):
+    WRITERS["yolo"](tmp_path / "src", n=6)
+    assert main(["dataset", "import", "--from", "yolo", str(tmp_path / "src"), "--out", str(tmp_path / "a"),
+                 "--val-fraction", "0.5"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "import", "--from", "yolo", arg, "--out", "b"]) == 0
+    assert labels_of(tmp_path / "a") == labels_of(tmp_path / "b")
+    assert run_check(Path(arg), imgsz=64).per_split["train"]["images"] == 3  # check reads it in place too
+
+
+def test_a_split_folder_data_yaml_names_but_that_is_missing_is_reported(tmp_path, capsys):
+    WRITERS["yolo"](tmp_path / "src", n=6)
+    a = tmp_path / "a"
+    assert main(["dataset", "import", "--from", "yolo", str(tmp_path / "src"), "--out", str(a)]) == 0
+    (a / "data.yaml").write_text((a / "data.yaml").read_text() + "test: images/test\n")
+    rc = main(["dataset", "import", "--from", "yolo", str(a), "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "data.yaml" in err and "split 'test'" in err and "does not exist" in err
+
+
+# --- malformed items are skipped and named; a file that does not parse is bad input ------------------------
+def _edit_json(name):
+    def wrap(fn):
+        def spoil(src):
+            p = src / name
+            doc = json.loads(p.read_text())
+            why = fn(doc)
+            p.write_text(json.dumps(doc))
+            return why
+        return spoil
+    return wrap
+
+
+@_edit_json("instances_default.json")
+def _coco_category_without_id(doc):
+    del doc["categories"][1]["id"]  # pit: the images with a pit box are then skipped too
+    return "categories[1]", "no id"
+
+
+@_edit_json("instances_default.json")
+def _coco_annotation_not_an_object(doc):
+    doc["annotations"].append("bbox 1 2 3 4")
+    return f"annotations[{len(doc['annotations']) - 1}]", "not an object"
+
+
+@_edit_json("instances_default.json")
+def _coco_image_not_an_object(doc):
+    doc["images"].append(17)
+    return "images[8]", "not an object"
+
+
+@_edit_json("instances_default.json")
+def _coco_bbox_not_numbers(doc):
+    doc["annotations"][0]["bbox"] = ["a", 1, 2, 3]
+    return "img_0.jpg", "bbox"
+
+
+@_edit_json("export.json")
+def _ls_result_without_x(doc):
+    del doc[1]["annotations"][0]["result"][0]["value"]["x"]
+    return "task 2", "value.x"
+
+
+@_edit_json("export.json")
+def _ls_value_not_an_object(doc):
+    doc[1]["annotations"][0]["result"][0]["value"] = [1, 2]
+    return "task 2", "value"
+
+
+@_edit_json("export.json")
+def _ls_task_not_an_object(doc):
+    doc.append("task")
+    return "export.json", "not an object"
+
+
+@_edit_json("export.json")
+def _ls_width_not_a_number(doc):
+    doc[1]["annotations"][0]["result"][0]["original_width"] = "wide"
+    return "task 2", "original_width"
+
+
+MALFORMED = {
+    "coco category without id": ("coco", _coco_category_without_id),
+    "coco annotation not an object": ("coco", _coco_annotation_not_an_object),
+    "coco image not an object": ("coco", _coco_image_not_an_object),
+    "coco bbox not numbers": ("coco", _coco_bbox_not_numbers),
+    "labelstudio result without value.x": ("labelstudio", _ls_result_without_x),
+    "labelstudio value not an object": ("labelstudio", _ls_value_not_an_object),
+    "labelstudio task not an object": ("labelstudio", _ls_task_not_an_object),
+    "labelstudio original_width not a number": ("labelstudio", _ls_width_not_a_number),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_item_is_skipped_and_named(tmp_path, capsys, case):
+    fmt, spoil = MALFORMED[case]
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=8)
+    where, why = spoil(src)
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(out), "--classes", "scratch,pit"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert any(ln.startswith("skipped") and where in ln and why in ln for ln in err.splitlines()), err
+    assert (out / "dataset.json").exists()  # the rest is imported
+
+
+UNPARSABLE = {
+    "coco not json": ("coco", "instances_default.json", b"{\"images\": ["),
+    "coco not text": ("coco", "instances_default.json", b"\xff\xfe\x00\x81garbage"),
+    "coco a list": ("coco", "instances_default.json", b"[1, 2]"),
+    "labelstudio not json": ("labelstudio", "export.json", b"[{\"id\": 1,"),
+    "labelstudio a number": ("labelstudio", "export.json", b"42"),
+    "cvat xml cut short": ("cvat", "annotations.xml", b"<annotations><image name='img_0.jpg'>"),
+    "cvat not text": ("cvat", "annotations.xml", b"\xff\xfe\x00\x81garbage"),
+    "cvat another root": ("cvat", "annotations.xml", b"<annotation><filename>img_0.jpg</filename></annotation>"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNPARSABLE))
+def test_a_file_that_does_not_parse_is_bad_input(tmp_path, capsys, case):
+    fmt, name, content = UNPARSABLE[case]
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=4)
+    (src / name).write_bytes(content)
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(tmp_path / "ds"), "--skip-bad"])
+    err = capsys.readouterr().err
+    assert rc == 2 and name in err, err
+    assert not (tmp_path / "ds").exists()
+
+
+# --- --out never overlaps the export -----------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["same", "inside", "containing"])
+def test_out_overlapping_the_source_is_refused(tmp_path, capsys, where):
+    WRITERS["yolo"](tmp_path / "src", n=6)
+    a = tmp_path / "box" / "a"
+    assert main(["dataset", "import", "--from", "yolo", str(tmp_path / "src"), "--out", str(a)]) == 0
+    (a / "images" / "train" / "unlabelled.jpg").write_bytes(next((a / "images" / "train").iterdir()).read_bytes())
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    out = {"same": a, "inside": a / "next", "containing": tmp_path / "box"}[where]
+    rc = main(["dataset", "import", "--from", "yolo", str(a / "data.yaml"), "--out", str(out), "--skip-bad"])
+    assert rc == 2
+    assert "--out" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+# --- memory: one image at a time ---------------------------------------------------------------------------
+def test_import_holds_one_image_at_a_time_not_the_dataset(tmp_path):
+    import tracemalloc
+
+    import cv2
+    import numpy as np
+
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    (src / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    total = 0
+    for i in range(110):  # noise does not compress: ~83 kB each, 9 MB together
+        data = cv2.imencode(".png", rng.integers(0, 255, (288, 288), dtype=np.uint8))[1].tobytes()
+        (src / "images" / f"n{i}.png").write_bytes(data)
+        (src / "labels" / f"n{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+        total += len(data)
+    tracemalloc.start()
+    try:
+        assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(tmp_path / "ds")]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total > 8e6 and peak < total / 4, (total, peak)
