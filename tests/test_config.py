@@ -26,8 +26,10 @@ def test_defaults_are_valid():
 
 
 def test_shipped_configs_are_valid():
-    for p in sorted((REPO / "configs").glob("*.yaml")):
-        load_config(p)
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(shipped) >= 2, shipped  # demo.yaml and the production example at least
+    for p in shipped:
+        assert isinstance(load_config(p), InspectorConfig), p
 
 
 @pytest.mark.parametrize(
@@ -189,16 +191,20 @@ def test_source_bounds(tmp_path, yaml_text, field, words):
 
 
 def test_production_config_binds_metrics_to_loopback():
-    for p in sorted((REPO / "configs").glob("*.yaml")):
+    shipped = sorted((REPO / "configs").glob("*.yaml"))
+    assert shipped
+    for p in shipped:
         assert load_config(p).metrics.host == "127.0.0.1", f"{p.name}: metrics must not listen on all interfaces"
     assert load_config(None).metrics.host == "127.0.0.1"
 
 
-@pytest.mark.parametrize("text", ["", "- a\n- b\n", "source: [\n"])
+def test_an_empty_file_is_all_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")).model_dump() == InspectorConfig().model_dump()
+    assert load_config(write(tmp_path, "# nothing but a comment\n")).model_dump() == InspectorConfig().model_dump()
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "source: [\n", "42\n"])
 def test_malformed_files(tmp_path, text):
-    if text == "":
-        load_config(write(tmp_path, text))  # an empty file is all defaults
-        return
     with pytest.raises(ConfigError):
         load_config(write(tmp_path, text))
 

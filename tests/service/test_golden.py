@@ -87,7 +87,7 @@ def test_golden_image_is_checked_never_actuated_never_counted(golden_image, part
     last = g["last"]["golden-reject.png"]
     assert last["expected"] == last["got"] == "REJECT" and last["defects"] and last["frame_id"] < 0
     # Never a part: no sink saw it, the counts are the line's parts only, frame ids are the source's.
-    assert all(v.frame.golden is None and v.frame_id >= 0 for v in rec.verdicts)
+    assert rec.verdicts and all(v.frame.golden is None and v.frame_id >= 0 for v in rec.verdicts)
     st = svc.pipeline.stats
     assert st.frames == len(rec.verdicts) == st.truth_parts
     r = svc.report(full=True)
@@ -106,7 +106,7 @@ def test_a_wrong_golden_verdict_raises_golden_part_failed(golden_image):
         svc.stop(deadline_s=5.0)
     d = next(d for k, d in alarms if k == "golden_part_failed")
     assert d["name"] == "ref-1" and d["expected"] == "PASS" and d["got"] == "REJECT" and d["defects"]
-    assert all(v.frame.golden is None for v in rec.verdicts)
+    assert rec.verdicts and all(v.frame.golden is None for v in rec.verdicts)
 
 
 def test_a_physical_golden_part_is_recognised_by_its_part_id():

@@ -160,14 +160,18 @@ def test_synthetic_camera_switches_its_appearance_mid_run():
                          {"after_parts": 5, "family": "blur", "params": {"sigma": 4}},
                          {"after_parts": 7, "family": "none"}], 9)
     gen = ConveyorGenerator(9)
-    clean = [gen.part(i).image for i in range(9)]
+    parts = [gen.part(i) for i in range(9)]
+    clean = [p.image for p in parts]
     same = [np.array_equal(f.image, c) for f, c in zip(frames, clean, strict=True)]
     assert same == [True, True, True, False, False, False, False, True, True]
     # one draw per switch: the same white balance on parts 3 and 4 (the ratio of channel means moves alike)
     cast = [np.array([f.image[..., 0].mean(), f.image[..., 2].mean()]) / max(f.image[..., 1].mean(), 1) for f in frames]
     assert np.abs(cast[3] - cast[4]).max() < 0.05 and np.abs(cast[3] - cast[0]).max() > 0.2
     assert np.array_equal(frames[5].image, optics.apply(clean[5], optics.Alteration("blur", {"sigma": 4.0})))
-    assert [f.truth for f in frames] == [tuple(t for t in f.truth) for f in frames]  # labels unchanged
+    # labels unchanged by the optics: each frame's truth is its clean part's defects
+    assert [[(t.class_id, t.name, tuple(t.box)) for t in f.truth] for f in frames] == \
+        [[(d.class_id, d.name, tuple(d.box)) for d in p.defects] for p in parts]
+    assert any(f.truth for f in frames)
 
 
 @pytest.mark.parametrize(("appearance", "message"), [
