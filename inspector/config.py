@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -554,6 +555,37 @@ class SinkConfig(StrictConfig):
     jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
     jsonl_max_bytes: int = Field(
         64 * 1024**2, ge=4096, le=2**40,
+class RealtimeConfig(StrictConfig):
+    """Per-thread OS scheduling (service/realtime.py): the frame path (camera grab, infer, OpenVINO's threads,
+    watchdog, post, PLC pairing, the reject publisher) under a real-time policy, everything else below it."""
+
+    policy: Literal["auto", "fifo", "rr", "off"] = Field(
+        "auto", description="auto: SCHED_FIFO for the frame path where the OS permits it (CAP_SYS_NICE or "
+        "RLIMIT_RTPRIO >= priority, and a real-time budget in the cgroup); refused, the service runs as with off "
+        "and raises one realtime_refused alarm naming the reason and the fix. fifo / rr: that policy, same "
+        "fallback. off: no real-time class (threads at the service's priority, background threads per "
+        "`background`).")
+    priority: int = Field(10, ge=1, le=98, description="Real-time priority of the frame path (1-98; kernel "
+                          "threads such as the IRQ threads of a PREEMPT_RT kernel sit at 50, keep below them).")
+    cpus: list[int] | None = Field(None, min_length=1, description="CPUs the frame path is pinned to "
+                                   "(sched_setaffinity per thread); null: any CPU.")
+    rttime_ms: int = Field(200, ge=10, le=10_000, description="RLIMIT_RTTIME: CPU time a real-time thread may use "
+                           "without blocking. At the limit the kernel sends SIGXCPU and the service drops the "
+                           "frame path to SCHED_OTHER (alarm realtime_demoted): a spinning thread never takes the "
+                           "machine. One inference takes ~20 ms; 200 ms is ten of them back to back.")
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus_exist(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        have = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        bad = [c for c in v if c not in have]
+        if bad:
+            raise ValueError(f"cpus {bad} are not CPUs this process may run on (allowed: {have})")
+        return sorted(set(v))
+
+
         description="The verdict log is rotated before it grows past this many bytes: <jsonl> becomes <jsonl>.1, "
         ".1 becomes .2, ... (logging.handlers.RotatingFileHandler's scheme). 64 MiB holds ~3 h at 10 parts/s.")
     jsonl_backups: int = Field(
@@ -717,6 +749,8 @@ class InspectorConfig(BaseSettings):
     opcua: OPCUAConfig = Field(default_factory=OPCUAConfig,
                                description="OPC UA server: station state, last result, counters.")
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig,
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig,
+                                     description="Real-time scheduling of the frame path.")
                                        description="Model store, control socket, rollback guard.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow run of a candidate model.")
 

@@ -413,6 +413,9 @@ class Detector:
         ppp = PrePostProcessor(model)
         color = ColorFormat.BGR if channels == 3 else ColorFormat.GRAY
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
+        from inspector.service.realtime import task_ids, threads_since
+
+        before = task_ids()  # OpenVINO's threads of this model: the pipeline schedules them (service/realtime.py)
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
         if channels == 3:  # ultralytics models take RGB; a 1-channel model takes the gray level as is
@@ -438,6 +441,7 @@ class Detector:
         self.compile_s = time.perf_counter() - t0
         self.device = device
         self.input_hw = hw
+        self.native_threads = threads_since(before)  # streams executor (and, first model, oneTBB's workers)
         self.channels = channels
         self.preprocess = Preprocessor(hw, channels)
         self._request = self.compiled.create_infer_request()

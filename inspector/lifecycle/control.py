@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.errors import InspectorError
+from inspector.service import realtime
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class ControlServer:
             pass
 
     def _serve(self) -> None:
+        realtime.enter("service")
         # Normal priority on purpose: a promote compiles the next active model on this thread's
         # children, and OpenVINO's threads inherit the niceness of their creator (manager.py).
         while not self._stop.is_set():
@@ -108,6 +110,7 @@ class ControlServer:
             threading.Thread(target=self._one, args=(conn,), name="lifecycle-control-conn", daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
+        realtime.enter("lifecycle")  # a promote's compile and warm-up: below a real-time frame path (realtime.py)
         with conn:
             conn.settimeout(600)
             who = self._peer(conn)

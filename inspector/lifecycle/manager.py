@@ -28,7 +28,8 @@ from inspector.inference.detector import Detector, load_bundle, open_detector
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.signing import Trust
-from inspector.lifecycle.store import ModelRef, ModelStore, verify_bundle
+from inspector.lifecycle.store import ModelRef, ModelStore
+from inspector.service import realtime
 from inspector.service.pipeline import Judge, Pipeline, make_judge
 
 log = logging.getLogger(__name__)
@@ -272,3 +273,6 @@ class ModelManager:
             out["shadow"] = {k: st[k] for k in ("model", "judged", "dropped", "agree", "disagree", "agreement",
                                                  "spooled_disagreements")}
         return out
+            realtime.enter("lifecycle")  # started by the control or post thread: below the frame path
+            realtime.enter("lifecycle")  # started by the post thread: below the frame path (service/realtime.py)
+            realtime.enter("lifecycle")

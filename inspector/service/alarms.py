@@ -54,6 +54,16 @@ ALARM_KINDS: dict[str, str] = {
 }
 
 # A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT
+    "golden_part_overdue": "a golden part was not judged within golden.max_interval_s (part-id mode: it never came; "
+    "image mode: every check was LATE or none was made); the /healthz check `golden` is red until it is judged "
+    "again (detail: name, mode, since_s, last_result)",
+    "model_fallback": "at start, the model the station's pointer names failed validation (card schema, "
+    "thresholds, input_envelope, signature, sha256, compile): the service started on the pointer's previous "
+    "version instead and moved the pointer there (detail: refused, to, error)",
+    "realtime_refused": "realtime.policy asked for a real-time frame path and the OS refused it (detail: reason, "
+    "fix): the service runs at its normal priority and may miss deadlines beside other work on the PC",
+    "realtime_demoted": "a real-time frame-path thread ran realtime.rttime_ms without blocking (SIGXCPU): the frame "
+    "path was dropped to SCHED_OTHER so it cannot take the machine; restart the service to return to real time",
 # alarm payload carries it as `clears`.
 CLEARS: dict[str, str] = {"camera_restored": "camera_lost", "input_restored": "input_drift"}
 

@@ -35,8 +35,7 @@ from inspector.config import InspectorConfig
 from inspector.errors import ConfigError, InspectorError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import load_bundle, open_detector
-from inspector.service import priority
+from inspector.service import priority, realtime
 from inspector.service.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
 from inspector.service.pipeline import Pipeline
@@ -67,6 +66,8 @@ class Service:
         self.cfg = cfg
         priority.configure(cfg.background)  # background threads started from here on run below the frame path
         self.alarms = AlarmHub()
+        # The frame path's threads run real-time where the OS permits it (service/realtime.py); decided once, here.
+        realtime.configure(cfg.realtime, alarm=self.alarms.raise_alarm, background_nice=cfg.background.nice)
         if cfg.shadow.enabled and not cfg.lifecycle.enabled:
             raise ConfigError("shadow.enabled needs lifecycle.enabled: true (the shadow model comes from the store)")
         from inspector.lifecycle.manager import (
@@ -182,9 +183,9 @@ class Service:
         if self.publisher is not None:
             self.publisher.announce_model(new, previous=old, why=why)
 
-    def report(self, *, full: bool = False) -> ServiceReport:
-        """The one snapshot every reader shares (see report.py)."""
-        return build_report(self, full=full)
+    def report(self, *, full: bool = False, groups: bool = False) -> ServiceReport:
+        """The one snapshot every reader shares (see report.py); `groups`: each thread group's policy (/metrics)."""
+        return build_report(self, full=full, groups=groups)
 
     def heartbeat(self) -> dict[str, Any]:
         return self.report().heartbeat()
@@ -203,7 +204,8 @@ class Service:
         if self.cfg.metrics.enabled:
             from inspector.service.metrics import MetricsServer
 
-            self.metrics = MetricsServer(self.report, self.cfg.metrics.host, self.cfg.metrics.port)
+            self.metrics = MetricsServer(lambda: self.report(groups=True), self.cfg.metrics.host,
+                                         self.cfg.metrics.port)
             self.metrics.start()
         if self.lifecycle is not None and self.cfg.shadow.enabled:  # before the first frame: it sees them all
             self.lifecycle.shadow_start(self.cfg.shadow.model)
@@ -343,6 +345,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["alarms"]:
         lines.append(f"alarms: {s['alarms']}")
     for name, st in s["sinks"].items():
+    rt = s.get("realtime")
+    if rt:
+        groups = "; ".join(f"{g}: " + ", ".join(f"{n} x {p}" for p, n in pol.items())
+                           for g, pol in rt["groups"].items())
+        lines.append(f"realtime: {rt['in_force']}" + (f" [{groups}]" if groups else ""))
         lines.append(f"sink {name}: " + _compact(st))
     if not s["health"]["ok"]:
         lines.append(f"health at the end: RED ({', '.join(s['health']['failed'])})")

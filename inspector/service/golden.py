@@ -41,6 +41,7 @@ AlarmFn = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class GoldenPart:
+from inspector.service import realtime
     name: str
     expect: str  # PASS | REJECT
     image: np.ndarray | None  # image mode
@@ -117,7 +118,9 @@ class GoldenParts:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        due = {p.name: self._clock() + p.every_s for p in self.images}
+        realtime.enter("service")  # below the frame path (service/realtime.py)
+        offering = self.images if self._inject is not None else []
+        due = {p.name: self._clock() + p.every_s for p in offering}
         while not self._stop.is_set():
             now = self._clock()
             for p in self.images:

@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 
 from inspector.frames import Verdict
+from inspector.service import realtime
 from inspector.service.alarms import ALARM_KINDS
 from inspector.service.report import Histogram, ServiceReport
 
@@ -171,6 +172,8 @@ def families(r: ServiceReport):
         for res in ("ok", "failed", "late"):
             g.add_metric([res], r.golden[res])
         yield g
+    if r.realtime is not None:  # issue 20: the scheduling in force, and each thread group's policies
+        yield from _realtime_families(r.realtime)
     yield GaugeMetricFamily("inspector_healthy", "1 when every /healthz check passes", value=float(r.healthy))
     hc = GaugeMetricFamily("inspector_health_check", "1 when this /healthz check passes", labels=["check"])
     for chk in r.health:
@@ -180,6 +183,22 @@ def families(r: ServiceReport):
         yield from _numbers(f"inspector_{name}", f"{name} sink", state)
     if r.uploader is not None:
         yield from _numbers("inspector_uploader", "uploader", r.uploader)
+
+
+def _realtime_families(rt: dict[str, Any]):
+    info = GaugeMetricFamily("inspector_realtime_info", "Scheduling of the frame path (1): requested policy and "
+                             "what is in force (fifo 10, refused (<reason>), off, demoted (<reason>))",
+                             labels=["requested", "in_force"])
+    info.add_metric([str(rt["requested"]), str(rt["in_force"])], 1.0)
+    yield info
+    yield GaugeMetricFamily("inspector_realtime_refused", "1 when a real-time policy was asked for and refused "
+                            "or demoted", value=float(not str(rt["in_force"]).startswith(("fifo", "rr", "off"))))
+    th = GaugeMetricFamily("inspector_realtime_threads", "Live threads by group and the policy the kernel reports",
+                           labels=["group", "policy"])
+    for group, policies in rt.get("groups", {}).items():
+        for policy, n in policies.items():
+            th.add_metric([group, policy], n)
+    yield th
 
 
 def _numbers(prefix: str, what: str, state: dict[str, Any]):
@@ -295,6 +314,7 @@ class MetricsServer:
         self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
 
     def _serve(self) -> None:
+        realtime.enter("service")  # below the frame path (service/realtime.py)
         if self.httpd is not None:
             self.httpd.serve_forever(poll_interval=0.5)
 

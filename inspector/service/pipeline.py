@@ -54,6 +54,7 @@ from inspector.inference.decision import (
     late_verdict,
 )
 from inspector.inference.detector import Detector, Inferred
+from inspector.service import realtime
 from inspector.service.sinks import VerdictSink
 from inspector.sources.base import FrameSource
 from inspector.stats import percentile, summary
@@ -301,6 +302,7 @@ class Pipeline:
         warm: the infer thread only swaps a reference. Raises TimeoutError if the infer thread did not
         come round within `timeout` (then nothing changed), RuntimeError when another swap is pending."""
         judge.detector.start_async(self._on_inferred)
+        realtime.adopt(getattr(judge.detector, "native_threads", ()), "frame", "ov-infer")  # before it judges
         done = threading.Event()
         box: list[SwapResult] = []
         with self._cv:
@@ -339,6 +341,7 @@ class Pipeline:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.detector.start_async(self._on_inferred)
+        realtime.adopt(getattr(self.detector, "native_threads", ()), "frame", "ov-infer")  # OpenVINO's threads
         self._started = True
         self._post_thread.start()
         self._watch_thread.start()
@@ -410,6 +413,7 @@ class Pipeline:
 
     def _guard(self, fn):
         def run():
+            realtime.enter("frame")  # infer, post, watchdog: the frame path (service/realtime.py)
             try:
                 fn()
             except BaseException as e:  # carried to the owner, who decides

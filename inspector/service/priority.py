@@ -31,20 +31,27 @@ def configure(cfg: BackgroundConfig) -> None:
     _config = cfg
 
 
-def lower_thread_priority(what: str, cfg: BackgroundConfig | None = None) -> str:
-    """Lowers the calling thread's OS priority per `cfg` (default: the configured one).
+def lower_thread_priority(what: str, cfg: BackgroundConfig | None = None, *, tid: int | None = None) -> str:
+    """Lowers the calling thread's (or thread `tid`'s) OS priority per `cfg` (default: the configured one).
 
-    Returns what was done, in words ("nice 10", "SCHED_IDLE", "off", or "unchanged: <why>").
+    Returns what was done, in words ("nice 10", "SCHED_IDLE", "off", or "unchanged: <why>"). The thread
+    joins the `background` group of service/realtime.py (the report shows its policy).
     """
+    from inspector.service import realtime
+
     cfg = cfg or _config
+    tid = tid or threading.get_native_id()
+    realtime.register(tid, "background", what)
+    realtime.name_thread(tid, what)
     if cfg.priority == "off":
         return "off"
-    tid = threading.get_native_id()
     try:
         if cfg.priority == "idle":
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
             done = "SCHED_IDLE"
         else:
+            if os.sched_getscheduler(tid) != os.SCHED_OTHER:  # started by a real-time thread: SCHED_OTHER first
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
             current = os.getpriority(os.PRIO_PROCESS, tid)
             # Never raise a thread: a service started at nice 15 keeps its background there.
             target = max(current, cfg.nice)
@@ -55,4 +62,5 @@ def lower_thread_priority(what: str, cfg: BackgroundConfig | None = None) -> str
         log.warning("%s thread: cannot lower its priority (%s); it runs at the service's priority", what, e)
         return f"unchanged: {e}"
     log.debug("%s thread (tid %d): %s", what, tid, done)
+    realtime.record(tid)
     return done

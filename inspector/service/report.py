@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.frames import Outcome, Verdict
+from inspector.service import realtime
 
 # Verdicts stopped while frames arrive: frames arriving for this long with no verdict at all means
 # the pipeline is stuck. Every frame gets a verdict by its deadline (LATE at worst), so ten budgets
@@ -231,6 +232,8 @@ class ServiceReport:
     # is false) and the golden parts' checks (None without golden parts).
     drift: dict[str, Any] | None = None
     golden: dict[str, Any] | None = None
+    # Issue 20: the scheduling in force (service/realtime.py state(): requested, in_force, per-group policies).
+    realtime: dict[str, Any] | None = None
 
     # -- readers ---------------------------------------------------------------------------------
     @property
@@ -271,6 +274,7 @@ class ServiceReport:
                 "deadline_misses": p.verdicts.get("LATE", 0), "escapes_physical": self.escapes.physical,
                 "healthy": self.healthy, "failed": self.failed_checks,
                 "model": f"{self.model['name']}@{self.model['version']}",
+                **({"realtime": self.realtime["in_force"]} if self.realtime else {}),
                 **({"plc_station": self.plc.station} if self.plc is not None else {}),
                 **({"input_drift": self.drift["in_drift"], "held": self.drift["acting"]} if self.drift else {})}
 
@@ -330,6 +334,8 @@ class ServiceReport:
             out["drift"] = self.drift
         if self.golden is not None:
             out["golden"] = self.golden
+        if self.realtime is not None:
+            out["realtime"] = self.realtime
         return out
 
 
@@ -400,7 +406,7 @@ def stall_after_s(budget_ms: float) -> float:
     return max(STALL_FLOOR_S, STALL_BUDGETS * budget_ms / 1000)
 
 
-def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
+def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> ServiceReport:
     """The snapshot of `svc` (an `app.Service`). `full` adds the all-samples latency percentiles
     (for the end-of-run summary; too costly for a live reader, see the module docstring)."""
     now = time.monotonic()
@@ -449,7 +455,8 @@ def build_report(svc: Any, *, full: bool = False) -> ServiceReport:
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
                          health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
                          verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state(),
-                         drift=drift, golden=svc.golden.state() if getattr(svc, "golden", None) is not None else None)
+                         drift=drift, golden=golden,
+                         realtime=realtime.state(groups=full or groups))
 
 
 def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttReport | None,

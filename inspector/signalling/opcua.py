@@ -36,6 +36,7 @@ from typing import Any
 from inspector.config import OPCUAConfig
 from inspector.errors import InspectorError
 from inspector.frames import Outcome, Verdict
+from inspector.service import realtime
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class OpcUaServer:
 
     # -- the server's thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        realtime.enter("service")
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:

@@ -118,6 +118,9 @@ class HeartbeatPayload(_Payload):
     p99_ms: float | None = Field(None, description="p99 capture-to-verdict latency over recent frames.")
     frames: int | None = Field(None, ge=0, description="Frames inspected since start.")
     outbox_depth: int = Field(ge=0, description="Messages waiting for the broker's acknowledgement.")
+    realtime: str | None = Field(None, description="Scheduling of the frame path: `fifo 10`, `rr 10`, "
+                                 "`refused (<reason>)`, `demoted (<reason>)` or `off`; null from a publisher "
+                                 "without a service.")
     pipeline: dict[str, Any] = Field(default_factory=dict, description="Other pipeline figures (free form).")
 
 

@@ -60,6 +60,8 @@ def topics(cfg: MQTTConfig) -> dict[str, str]:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
+from inspector.service import realtime
+from inspector.service.alarms import AlarmThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,7 @@ class PlcHandshake:
             return
         client.subscribe([(self.topics["trigger"], self.cfg.qos), (self.topics["ack"], self.cfg.qos)])
         with self._lock:
+        realtime.adopt_thread(getattr(self._client, "_thread", None), "frame", "plc-mqtt")  # triggers arrive here
             self._state = None  # re-publish the state on every (re)connect
         self._connected.set()
 

@@ -61,6 +61,7 @@ from paho.mqtt.properties import Properties
 from inspector.config import MQTTConfig
 from inspector.errors import PublishError
 from inspector.frames import ModelInfo, Verdict, iso_utc
+from inspector.service import realtime
 from inspector.signalling.mqtt_client import connect_kwargs, make_client, password_in_clear
 from inspector.signalling.outbox import (
     ALARM,
@@ -95,7 +96,7 @@ _MEMORY_MAX = 10_000  # rows kept in memory while the outbox cannot write (cappe
 _ESCAPES_KEPT = 1000  # escape records kept for the service report (counters cover the rest)
 _NO_SUBSCRIBERS = 0x10
 _AUTH_CODES = {0x86, 0x87, 0x8C}  # bad user name or password, not authorized, bad auth method
-_HEARTBEAT_KEYS = ("last_frame_age_s", "p99_ms", "frames")
+_HEARTBEAT_KEYS = ("last_frame_age_s", "p99_ms", "frames", "realtime")
 
 AlarmCounter = Callable[[str], None]
 
@@ -290,6 +291,8 @@ class MqttPublisher:
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
                                    **connect_kwargs(cfg, session_expiry_s=0))
         self._client.loop_start()
+        # paho's network thread carries each reject out and its PUBACK back: frame path (service/realtime.py)
+        realtime.adopt_thread(getattr(self._client, "_thread", None), "frame", "mqtt-network")
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> None:
@@ -477,6 +480,7 @@ class MqttPublisher:
 
     # -- the publisher thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        realtime.enter("frame")  # publishes the committed rejects: frame path (service/realtime.py)
         self._next_hb = time.monotonic()
         while True:
             try:

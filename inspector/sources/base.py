@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from inspector.frames import Frame
+from inspector.service import realtime
 from inspector.service.alarms import AlarmThrottle
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ class FileSource:
         self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
                                 source=self.name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"source-{self.name}", daemon=True)
+        self._thread = threading.Thread(target=realtime.runs_in("frame", self._run), name=f"source-{self.name}",
+                                        daemon=True)
         self._lock = threading.Lock()  # guards the fields below, written by the reader thread
         self._produced = 0
         self._dropped: collections.Counter[str] = collections.Counter()

@@ -33,6 +33,7 @@ import cv2
 from inspector.config import OpenCVSourceConfig, redact_url
 from inspector.errors import SourceError
 from inspector.frames import Frame
+from inspector.service import realtime
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.convert import to_frame_image
 
@@ -84,7 +85,7 @@ class OpenCVSource:
         self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
                                 source=self.name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="source-opencv", daemon=True)
+        self._thread = threading.Thread(target=realtime.runs_in("frame", self._run), name="source-opencv", daemon=True)
         self._lock = threading.Lock()  # guards the fields below (reader thread vs. state()/read())
         self._connection = Connection.CONNECTING
         self._detail = ""

@@ -12,6 +12,7 @@ import numpy as np
 from inspector.config import SyntheticSourceConfig
 from inspector.errors import ConfigError
 from inspector.frames import Frame, TruthBox
+from inspector.service import realtime
 from inspector.sources import optics
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.conveyor import ConveyorGenerator, SynthPart
@@ -28,7 +29,8 @@ class SyntheticSource:
         self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
                                 source=self.name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="source-synthetic", daemon=True)
+        self._thread = threading.Thread(target=realtime.runs_in("frame", self._run), name="source-synthetic",
+                                        daemon=True)
         self._produced = 0
         self._last_wall: float | None = None
         self._done = False
