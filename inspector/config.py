@@ -551,10 +551,6 @@ class BackgroundConfig(StrictConfig):
                       "(10: CFS weight 110 vs 1024 at nice 0, about a tenth of a contended core).")
 
 
-class SinkConfig(StrictConfig):
-    jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
-    jsonl_max_bytes: int = Field(
-        64 * 1024**2, ge=4096, le=2**40,
 class RealtimeConfig(StrictConfig):
     """Per-thread OS scheduling (service/realtime.py): the frame path (camera grab, infer, OpenVINO's threads,
     watchdog, post, PLC pairing, the reject publisher) under a real-time policy, everything else below it."""
@@ -586,6 +582,10 @@ class RealtimeConfig(StrictConfig):
         return sorted(set(v))
 
 
+class SinkConfig(StrictConfig):
+    jsonl: Path | None = Field(None, description="Append every verdict as a JSON line here (audit log).")
+    jsonl_max_bytes: int = Field(
+        64 * 1024**2, ge=4096, le=2**40,
         description="The verdict log is rotated before it grows past this many bytes: <jsonl> becomes <jsonl>.1, "
         ".1 becomes .2, ... (logging.handlers.RotatingFileHandler's scheme). 64 MiB holds ~3 h at 10 parts/s.")
     jsonl_backups: int = Field(
@@ -745,12 +745,12 @@ class InspectorConfig(BaseSettings):
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="How long a stop may take.")
     background: BackgroundConfig = Field(default_factory=BackgroundConfig,
                                          description="OS priority of background threads.")
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig,
+                                     description="Real-time scheduling of the frame path.")
     plc: PLCConfig = Field(default_factory=PLCConfig, description="Part-ID handshake with the PLC over MQTT.")
     opcua: OPCUAConfig = Field(default_factory=OPCUAConfig,
                                description="OPC UA server: station state, last result, counters.")
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig,
-    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig,
-                                     description="Real-time scheduling of the frame path.")
                                        description="Model store, control socket, rollback guard.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow run of a candidate model.")
 

@@ -413,9 +413,6 @@ class Detector:
         ppp = PrePostProcessor(model)
         color = ColorFormat.BGR if channels == 3 else ColorFormat.GRAY
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
-        from inspector.service.realtime import task_ids, threads_since
-
-        before = task_ids()  # OpenVINO's threads of this model: the pipeline schedules them (service/realtime.py)
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
         if channels == 3:  # ultralytics models take RGB; a 1-channel model takes the gray level as is
@@ -433,6 +430,9 @@ class Detector:
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             props["CACHE_DIR"] = str(cache_dir)
+        from inspector.service.realtime import task_ids, threads_since
+
+        before = task_ids()  # OpenVINO's threads of this model: the pipeline schedules them (service/realtime.py)
         t0 = time.perf_counter()
         try:
             self.compiled = core.compile_model(model, device, props)
@@ -441,7 +441,6 @@ class Detector:
         self.compile_s = time.perf_counter() - t0
         self.device = device
         self.input_hw = hw
-        self.native_threads = threads_since(before)  # streams executor (and, first model, oneTBB's workers)
         self.channels = channels
         self.preprocess = Preprocessor(hw, channels)
         self._request = self.compiled.create_infer_request()
@@ -459,6 +458,7 @@ class Detector:
         zeros = np.full((1, *hw, channels), PAD_VALUE, np.uint8)
         for _ in range(warmup):
             self._request.infer({0: zeros})
+        self.native_threads = threads_since(before)  # streams executor (and, first model, oneTBB's workers)
         log.info("model %s %s (%s) on %s ready: input %s, %s hint, %d requests, compiled in %.2f s", bundle.name,
                  bundle.version, bundle.precision, device, list(hw), hint, self._async_requests, self.compile_s)
 

@@ -28,7 +28,7 @@ from inspector.inference.detector import Detector, load_bundle, open_detector
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.signing import Trust
-from inspector.lifecycle.store import ModelRef, ModelStore
+from inspector.lifecycle.store import ModelRef, ModelStore, verify_bundle
 from inspector.service import realtime
 from inspector.service.pipeline import Judge, Pipeline, make_judge
 
@@ -179,6 +179,7 @@ class ModelManager:
     def _release(self, judge: Judge) -> None:
         """Releases a swapped-out model once its frames in flight are answered (own thread)."""
         def run() -> None:
+            realtime.enter("lifecycle")  # started by the control or post thread: below the frame path
             if not judge.detector.close(RELEASE_WAIT_S):
                 log.error("model %s %s: a request still runs %.0f s after the swap; not released",
                           judge.model.name, judge.model.version, RELEASE_WAIT_S)
@@ -198,6 +199,7 @@ class ModelManager:
     # -- the guard's callbacks (post thread: hand off, never swap here) -------------------------------
     def _guard_tripped(self, result: dict[str, Any]) -> None:
         def run() -> None:
+            realtime.enter("lifecycle")  # started by the post thread: below the frame path (service/realtime.py)
             try:
                 self.rollback(why=result["why"], by="guard", detail={"guard": result})
             except Exception:
@@ -206,6 +208,7 @@ class ModelManager:
 
     def _guard_accepted(self, model: ModelInfo) -> None:
         def run() -> None:
+            realtime.enter("lifecycle")
             with self._lock:
                 warm, self._warm = self._warm, None
                 if warm is not None:
@@ -273,6 +276,3 @@ class ModelManager:
             out["shadow"] = {k: st[k] for k in ("model", "judged", "dropped", "agree", "disagree", "agreement",
                                                  "spooled_disagreements")}
         return out
-            realtime.enter("lifecycle")  # started by the control or post thread: below the frame path
-            realtime.enter("lifecycle")  # started by the post thread: below the frame path (service/realtime.py)
-            realtime.enter("lifecycle")

@@ -49,21 +49,15 @@ ALARM_KINDS: dict[str, str] = {
     "input_restored": "the images are back inside the model's envelope (clears input_drift: payload `clears`)",
     "golden_part_failed": "a golden reference part got the wrong verdict (detail: expected, got, defects): the "
     "inspection itself is not to be trusted",
+    "realtime_refused": "realtime.policy asked for a real-time frame path and the OS refused it (detail: reason, "
+    "fix): the service runs at its normal priority and may miss deadlines beside other work on the PC",
+    "realtime_demoted": "a real-time frame-path thread ran realtime.rttime_ms without blocking (SIGXCPU): the frame "
+    "path was dropped to SCHED_OTHER so it cannot take the machine; restart the service to return to real time",
     "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
     "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
 }
 
 # A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT
-    "golden_part_overdue": "a golden part was not judged within golden.max_interval_s (part-id mode: it never came; "
-    "image mode: every check was LATE or none was made); the /healthz check `golden` is red until it is judged "
-    "again (detail: name, mode, since_s, last_result)",
-    "model_fallback": "at start, the model the station's pointer names failed validation (card schema, "
-    "thresholds, input_envelope, signature, sha256, compile): the service started on the pointer's previous "
-    "version instead and moved the pointer there (detail: refused, to, error)",
-    "realtime_refused": "realtime.policy asked for a real-time frame path and the OS refused it (detail: reason, "
-    "fix): the service runs at its normal priority and may miss deadlines beside other work on the PC",
-    "realtime_demoted": "a real-time frame-path thread ran realtime.rttime_ms without blocking (SIGXCPU): the frame "
-    "path was dropped to SCHED_OTHER so it cannot take the machine; restart the service to return to real time",
 # alarm payload carries it as `clears`.
 CLEARS: dict[str, str] = {"camera_restored": "camera_lost", "input_restored": "input_drift"}
 

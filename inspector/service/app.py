@@ -35,6 +35,7 @@ from inspector.config import InspectorConfig
 from inspector.errors import ConfigError, InspectorError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
+from inspector.inference.detector import load_bundle, open_detector
 from inspector.service import priority, realtime
 from inspector.service.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
@@ -345,12 +346,12 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["alarms"]:
         lines.append(f"alarms: {s['alarms']}")
     for name, st in s["sinks"].items():
+        lines.append(f"sink {name}: " + _compact(st))
     rt = s.get("realtime")
     if rt:
         groups = "; ".join(f"{g}: " + ", ".join(f"{n} x {p}" for p, n in pol.items())
                            for g, pol in rt["groups"].items())
         lines.append(f"realtime: {rt['in_force']}" + (f" [{groups}]" if groups else ""))
-        lines.append(f"sink {name}: " + _compact(st))
     if not s["health"]["ok"]:
         lines.append(f"health at the end: RED ({', '.join(s['health']['failed'])})")
     sd = s.get("shutdown")

@@ -33,6 +33,7 @@ import numpy as np
 from inspector.config import GoldenConfig, GoldenPartConfig
 from inspector.errors import ConfigError
 from inspector.frames import Frame, Outcome, Reason, Verdict
+from inspector.service import realtime
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ AlarmFn = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class GoldenPart:
-from inspector.service import realtime
     name: str
     expect: str  # PASS | REJECT
     image: np.ndarray | None  # image mode
@@ -119,8 +119,7 @@ class GoldenParts:
 
     def _run(self) -> None:
         realtime.enter("service")  # below the frame path (service/realtime.py)
-        offering = self.images if self._inject is not None else []
-        due = {p.name: self._clock() + p.every_s for p in offering}
+        due = {p.name: self._clock() + p.every_s for p in self.images}
         while not self._stop.is_set():
             now = self._clock()
             for p in self.images:

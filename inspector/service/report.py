@@ -455,7 +455,7 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
                          health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
                          verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state(),
-                         drift=drift, golden=golden,
+                         drift=drift, golden=svc.golden.state() if getattr(svc, "golden", None) is not None else None,
                          realtime=realtime.state(groups=full or groups))
 
 

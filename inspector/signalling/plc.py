@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from inspector.config import MQTTConfig, PLCConfig
 from inspector.frames import Frame, Outcome, Verdict
+from inspector.service import realtime
 from inspector.signalling.mqtt_client import make_client
 from inspector.signalling.payloads import (
     DefectOut,
@@ -60,8 +61,6 @@ def topics(cfg: MQTTConfig) -> dict[str, str]:
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
-from inspector.service import realtime
-from inspector.service.alarms import AlarmThrottle
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +131,7 @@ class PlcHandshake:
     def start(self) -> None:
         self._client.connect_async(self.mqtt_cfg.host, self.mqtt_cfg.port, keepalive=self.mqtt_cfg.keepalive_s)
         self._client.loop_start()
+        realtime.adopt_thread(getattr(self._client, "_thread", None), "frame", "plc-mqtt")  # triggers arrive here
         self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -202,7 +202,6 @@ class PlcHandshake:
             return
         client.subscribe([(self.topics["trigger"], self.cfg.qos), (self.topics["ack"], self.cfg.qos)])
         with self._lock:
-        realtime.adopt_thread(getattr(self._client, "_thread", None), "frame", "plc-mqtt")  # triggers arrive here
             self._state = None  # re-publish the state on every (re)connect
         self._connected.set()
 
@@ -298,6 +297,7 @@ class PlcHandshake:
 
     # -- pairing (plc-pair thread) -------------------------------------------------------------------------
     def _pair_loop(self) -> None:
+        realtime.enter("frame")  # pairing triggers with frames: frame path (service/realtime.py)
         while not self._stop.is_set():
             frame = self.camera.read(0.005)
             now = time.monotonic()

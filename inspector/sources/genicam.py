@@ -35,6 +35,7 @@ import numpy as np
 from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
+from inspector.service import realtime
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ _BAYER = {"BayerRG8": cv2.COLOR_BayerBG2BGR, "BayerGR8": cv2.COLOR_BayerGB2BGR,
           "BayerGB8": cv2.COLOR_BayerGR2BGR, "BayerBG8": cv2.COLOR_BayerRG2BGR}
 _MONO_BITS = {"Mono8": 8, "Mono10": 10, "Mono12": 12, "Mono16": 16}
 # PFNC codes (GenICam Pixel Format Naming Convention) as buffers carry them.
-from inspector.service import realtime
 PFNC = {0x01080001: "Mono8", 0x01100003: "Mono10", 0x01100005: "Mono12", 0x01100007: "Mono16",
         0x01080008: "BayerGR8", 0x01080009: "BayerRG8", 0x0108000A: "BayerGB8", 0x0108000B: "BayerBG8",
         0x02180014: "RGB8", 0x02180015: "BGR8"}
@@ -445,6 +445,7 @@ class GenICamSource:
         raise CameraConfigError(f"source: no camera with {what}; cameras found: {listing}")
 
     def _control_loop(self) -> None:
+        realtime.enter("frame")  # the camera's trigger and reconnects: frame path (service/realtime.py)
         backoff = self.cfg.reconnect_initial_ms / 1000
         last_probe = time.monotonic()
         while not self._stop.is_set():
@@ -489,7 +490,6 @@ class GenICamSource:
                 why = self._lost_now(now)
                 if why is None and now - last_probe >= self.cfg.probe_ms / 1000:
                     last_probe = now
-        realtime.enter("frame")  # the camera's trigger and reconnects: frame path (service/realtime.py)
                     session.camera.get_integer("Width")  # one register read: does the camera still answer?
             except Exception as e:  # GLib.Error from a GVCP request: the camera does not answer
                 why = f"camera does not answer: {_gerror(e)}"
@@ -532,6 +532,7 @@ class GenICamSource:
 
     # -- grab thread ------------------------------------------------------------------------------------
     def _grab_loop(self) -> None:
+        realtime.enter("frame")  # frame path (service/realtime.py)
         frame_id = 0
         last_session = None
         while not self._stop.is_set():
@@ -576,7 +577,6 @@ class GenICamSource:
             image = to_frame_image(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
                            buf.get_image_height())
             cam_ts, sys_ts = buf.get_timestamp(), buf.get_system_timestamp()
-        realtime.enter("frame")  # frame path (service/realtime.py)
         except SourceError as e:
             with self._lock:
                 self._dropped["bad_frame"] += 1
