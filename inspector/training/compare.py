@@ -168,12 +168,27 @@ def recommend(sets: dict[str, dict], alpha: float) -> str:
     return f"{word.upper()} (alpha {alpha}): " + "; ".join(parts)
 
 
+def verified_regression(root: Path, meta: dict) -> str | None:
+    """The frozen regression set's sha256, checked on disk before anything runs (an edited set,
+    an image deleted, changed or added, or a label changed, is refused naming what changed). None
+    when dataset.json records no frozen set (not a `dataset merge` version): its test split is used
+    as it is and the report says it is not frozen."""
+    from inspector.training.merge import MergeError, check_regression
+
+    try:
+        return check_regression(root, meta)[1]
+    except MergeError as e:
+        raise CompareError(f"--data: {e}") from e
+
+
 def compare(old_path: Path, new_path: Path, data: Path, *, new_source: str | None = None, alpha: float = 0.05) -> dict:
     from inspector.inference.detector import load_bundle
 
     root = data.parent if data.is_file() else data
     if not (root / "data.yaml").is_file():
         raise CompareError(f"--data {data}: no data.yaml")
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
+    regression_sha = verified_regression(root, meta)
     old, new = load_bundle(old_path, "int8"), load_bundle(new_path, "int8")
     if list(old.classes) != list(new.classes):
         raise CompareError(f"{old_path} has classes {list(old.classes)}, {new_path} has {list(new.classes)}")
@@ -188,11 +203,10 @@ def compare(old_path: Path, new_path: Path, data: Path, *, new_source: str | Non
     if not regression and not fresh:
         raise CompareError(f"{root}: no regression set (test split) and no held-out reviewed frames to compare on")
     sets = {"regression": compare_set(regression, old, new, alpha), "new": compare_set(fresh, old, new, alpha)}
-    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
     return {"old": {"path": str(old_path), "name": old.name, "version": old.version},
             "new": {"path": str(new_path), "name": new.name, "version": new.version},
             "data": str(root), "dataset_content_sha256": (meta.get("sha256") or {}).get("content"),
-            "regression_sha256": (meta.get("regression") or {}).get("sha256"),
+            "regression_sha256": regression_sha, "regression_frozen": regression_sha is not None,
             "new_source": source, "new_frames_in_train": in_train, "alpha": alpha, "classes": list(old.classes),
             "sets": sets, "recommendation": recommend(sets, alpha)}
 
@@ -201,7 +215,8 @@ def format_comparison(r: dict) -> str:
     lines = [f"compare {r['old']['name']} {r['old']['version']} (old) vs {r['new']['name']} {r['new']['version']} "
              f"(candidate) on {r['data']}"]
     for k, s in r["sets"].items():
-        what = "frozen regression set" if k == "regression" else \
+        what = ("frozen regression set, sha256 verified" if r["regression_frozen"] else
+                "test split, not a frozen regression set (dataset.json records none)") if k == "regression" else \
             f"newly reviewed frames of {r['new_source']}, held out ({r['new_frames_in_train']} more in train)"
         lines.append(f"\n{k}: {s['images']} frames, {what}")
         if not s["images"]:

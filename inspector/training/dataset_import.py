@@ -406,7 +406,7 @@ def write_description(root: Path, names: list[str], source: dict, split_rule: di
     for s in splits:
         for img in sorted((root / "images" / s).iterdir()):
             lbl = root / "labels" / s / (img.stem + ".txt")
-            sha = (digests or {}).get((s, img.name)) or _file_sha256(img)
+            sha = (digests or {}).get((s, img.name)) or file_sha256(img)
             files.append((s, img.name, sha, lbl.read_text() if lbl.exists() else ""))
     path = write_data_yaml(root, splits, names, "paths relative to this file")
     (root / DATASET_JSON).write_text(json.dumps({
@@ -416,7 +416,7 @@ def write_description(root: Path, names: list[str], source: dict, split_rule: di
     return path
 
 
-def _file_sha256(p: Path) -> str:
+def file_sha256(p: Path) -> str:
     h = hashlib.sha256()
     with open(p, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

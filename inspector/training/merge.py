@@ -29,7 +29,7 @@ import yaml
 
 from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
-from inspector.training.dataset_import import DATASET_JSON, SPLITS, write_description
+from inspector.training.dataset_import import DATASET_JSON, SPLITS, file_sha256, refuse_overlap, write_description
 from inspector.training.importers import yaml_names
 
 MEMBERS = "members.jsonl"
@@ -42,16 +42,19 @@ class MergeError(InspectorError):
 
 @dataclass
 class Member:
+    """One image of a version: where its bytes are (read once, to hash them; copied, never held),
+    its label text and where it came from."""
     split: str
     name: str
-    data: bytes
+    path: Path
+    sha: str
     label: str
     source: str
     group: str
 
     @property
-    def sha(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    def label_sha(self) -> str:
+        return hashlib.sha256(self.label.encode()).hexdigest()
 
 
 def dataset_root(p: Path) -> Path:
@@ -91,7 +94,7 @@ def source_name(root: Path, meta: dict) -> str:
     return f"{fmt}:{root.name}@{(meta.get('sha256') or {}).get('content', '')[:12]}"
 
 
-def read_members(root: Path, meta: dict) -> list[Member]:
+def read_members(root: Path, meta: dict, splits: tuple[str, ...] = SPLITS) -> list[Member]:
     known = {}
     if (root / MEMBERS).exists():
         for line in (root / MEMBERS).read_text().splitlines():
@@ -101,7 +104,7 @@ def read_members(root: Path, meta: dict) -> list[Member]:
     parts = {i["file"]: i.get("part_id") for i in review.get("items", [])}
     default_source = source_name(root, meta)
     out = []
-    for split in SPLITS:
+    for split in splits:
         d = root / "images" / split
         if not d.is_dir():
             continue
@@ -109,7 +112,7 @@ def read_members(root: Path, meta: dict) -> list[Member]:
             lbl = root / "labels" / split / (img.stem + ".txt")
             k = known.get((split, img.name), {})
             group = k.get("group") or parts.get(img.name) or img.stem
-            out.append(Member(split, img.name, img.read_bytes(), lbl.read_text() if lbl.exists() else "",
+            out.append(Member(split, img.name, img, file_sha256(img), lbl.read_text() if lbl.exists() else "",
                               k.get("source", default_source), str(group)))
     return out
 
@@ -121,8 +124,52 @@ def group_hash(group: str, seed: int) -> float:
 def regression_hash(members: list[Member]) -> str:
     h = hashlib.sha256()
     for m in sorted(members, key=lambda m: m.name):
-        h.update(f"{m.name}:{m.sha}:{hashlib.sha256(m.label.encode()).hexdigest()}\n".encode())
+        h.update(f"{m.name}:{m.sha}:{m.label_sha}\n".encode())
     return h.hexdigest()
+
+
+def recorded_members(root: Path) -> dict[tuple[str, str], dict]:
+    """(split, file) -> the members.jsonl row a version recorded."""
+    path = root / MEMBERS
+    if not path.exists():
+        return {}
+    rows = (json.loads(x) for x in path.read_text().splitlines() if x.strip())
+    return {(r["split"], r["file"]): r for r in rows}
+
+
+def regression_changes(root: Path, reg: list[Member]) -> list[str]:
+    """What differs between the regression set on disk and the one the version recorded
+    (members.jsonl): images deleted, added or changed, labels changed or deleted."""
+    rec = {f: r for (s, f), r in recorded_members(root).items() if s == REGRESSION_SPLIT}
+    now = {m.name: m for m in reg}
+    out = [f"images/{REGRESSION_SPLIT}/{n}: deleted" for n in sorted(rec.keys() - now.keys())]
+    out += [f"images/{REGRESSION_SPLIT}/{n}: added" for n in sorted(now.keys() - rec.keys())]
+    for n in sorted(rec.keys() & now.keys()):
+        r, m = rec[n], now[n]
+        if r.get("sha256") != m.sha:
+            out.append(f"images/{REGRESSION_SPLIT}/{n}: image changed")
+        if r.get("label_sha256") and r["label_sha256"] != m.label_sha:
+            out.append(f"labels/{REGRESSION_SPLIT}/{os.path.splitext(n)[0]}.txt: label changed or deleted")
+    if not out:
+        out.append(f"a label changed ({MEMBERS} of this version records no label hashes: which one is not known)")
+    return out
+
+
+def check_regression(root: Path, meta: dict) -> tuple[list[Member], str | None]:
+    """The regression set on disk and its sha256, checked against the frozen one dataset.json records
+    (None when it records none): an edited set raises MergeError naming what changed."""
+    frozen = meta.get("regression")
+    reg = read_members(root, meta, (REGRESSION_SPLIT,))
+    if not frozen:
+        return reg, None
+    sha = regression_hash(reg)
+    if sha != frozen.get("sha256"):
+        changes = regression_changes(root, reg)
+        raise MergeError(f"{root}: its regression set ({len(reg)} images, {frozen.get('images')} frozen) no longer has "
+                         f"the sha256 its dataset.json records ({str(frozen.get('sha256', ''))[:12]}, now {sha[:12]}): "
+                         f"{'; '.join(changes[:20])}{' ...' if len(changes) > 20 else ''}. Restore it from the version "
+                         "that made it")
+    return reg, sha
 
 
 def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.2, regression_fraction: float = 0.1,
@@ -136,19 +183,16 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
     if bcls != ncls:
         raise MergeError(f"the datasets' classes differ: {broot} has {bcls}, {nroot} has {ncls}")
     out = Path(out).resolve()
-    if out in (broot.resolve(), nroot.resolve()):
-        raise MergeError(f"--out {out} is one of the inputs: a version is never written over its parent")
+    why = refuse_overlap(out, {"BASE": broot, "NEW": nroot})
+    if why is not None:
+        raise MergeError(f"{why}: a version is never written over, inside or around its parents")
     if out.exists() and any(out.iterdir()) and not (out / DATASET_JSON).exists():
         raise MergeError(f"{out} exists and is not a dataset: choose an empty or new --out")
-    bm, nm = read_members(broot, bmeta), read_members(nroot, nmeta)
-
     # 1. the regression set: frozen
     frozen = bmeta.get("regression")
+    check_regression(broot, bmeta)
+    bm, nm = read_members(broot, bmeta), read_members(nroot, nmeta)
     reg = [m for m in bm if m.split == REGRESSION_SPLIT]
-    if frozen and regression_hash(reg) != frozen.get("sha256"):
-        raise MergeError(f"{broot}: its regression set ({len(reg)} images) no longer has the sha256 its dataset.json "
-                         f"records ({frozen.get('sha256', '')[:12]}): it was edited; restore it from the version "
-                         "that made it")
     if not reg:  # first version: carve it from BASE's train groups, once
         for m in bm:
             if m.split == "train" and group_hash(m.group, seed + 1) < regression_fraction:
@@ -204,7 +248,7 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         for m in sorted(members, key=lambda m: (m.split, m.name)):
             (tmp / "images" / m.split).mkdir(parents=True, exist_ok=True)
             (tmp / "labels" / m.split).mkdir(parents=True, exist_ok=True)
-            (tmp / "images" / m.split / m.name).write_bytes(m.data)
+            shutil.copyfile(m.path, tmp / "images" / m.split / m.name)
             (tmp / "labels" / m.split / (os.path.splitext(m.name)[0] + ".txt")).write_text(m.label)
         parents = [{"path": str(r.resolve()), "content_sha256": (x.get("sha256") or {}).get("content"),
                     "version": x.get("version", {}).get("number", 1)} for r, x in ((broot, bmeta), (nroot, nmeta))]
@@ -212,7 +256,8 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
                           {"kind": "merge", "seed": seed, "val_fraction": val_fraction,
                            "regression_fraction": regression_fraction if not frozen else None,
                            "note": "BASE's splits kept; NEW's groups follow BASE or a seeded hash; one group per "
-                                   "split; test = the frozen regression set"})
+                                   "split; test = the frozen regression set"},
+                          digests={(m.split, m.name): m.sha for m in members})
         meta = json.loads((tmp / DATASET_JSON).read_text())
         final_reg = [m for m in members if m.split == REGRESSION_SPLIT]
         reg_sha = regression_hash(final_reg)
@@ -236,8 +281,8 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2) + "\n")
         with open(tmp / MEMBERS, "w") as fh:
             for m in sorted(members, key=lambda m: (m.split, m.name)):
-                fh.write(json.dumps({"split": m.split, "file": m.name, "sha256": m.sha, "source": m.source,
-                                     "group": m.group}, sort_keys=True) + "\n")
+                fh.write(json.dumps({"split": m.split, "file": m.name, "sha256": m.sha, "label_sha256": m.label_sha,
+                                     "source": m.source, "group": m.group}, sort_keys=True) + "\n")
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

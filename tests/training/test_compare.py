@@ -13,6 +13,7 @@ from inspector.cli import main
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.training.compare import mcnemar, recommend
 from inspector.training.dataset_import import write_description
+from tests.training.test_merge import image, make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["scratch", "pit", "crack", "contamination"]
@@ -76,3 +77,48 @@ def test_compare_refuses_a_dataset_with_nothing_to_compare_on(tmp_path, capsys):
     demo = str(REPO / "models" / "demo")
     assert main(["compare", demo, demo, "--data", str(root)]) == 2
     assert "no regression set" in capsys.readouterr().err
+
+
+def _regression_edit(v2: Path, how: str) -> str:
+    """Edits v2's frozen regression set as a user might; returns the file the refusal must name."""
+    first = sorted((v2 / "images" / "test").iterdir())[0]
+    label = v2 / "labels" / "test" / (first.stem + ".txt")
+    if how == "image deleted":
+        first.unlink()
+    elif how == "image changed":
+        first.write_bytes(image(999))
+    elif how == "image added":
+        (v2 / "images" / "test" / "extra.png").write_bytes(image(998))
+        (v2 / "labels" / "test" / "extra.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+        return "images/test/extra.png: added"
+    elif how == "label changed":
+        label.write_text("3 0.5 0.5 0.9 0.9\n")
+    elif how == "label deleted":
+        label.unlink()
+    return {"image deleted": f"images/test/{first.name}: deleted", "image changed": f"images/test/{first.name}: image "
+            "changed"}.get(how, f"labels/test/{label.name}: label changed or deleted")
+
+
+@pytest.mark.parametrize("how", ["intact", "image deleted", "image changed", "image added", "label changed",
+                                 "label deleted"])
+def test_compare_runs_only_on_the_frozen_regression_set(tmp_path, capsys, how):
+    base = make_dataset(tmp_path / "base", {"train": list(range(12)), "val": [12, 13]})
+    new = make_dataset(tmp_path / "new", {"train": [20, 21]}, review_parts={20: "P20", 21: "P21"})
+    v2 = tmp_path / "v2"
+    assert main(["dataset", "merge", str(base), str(new), "--out", str(v2), "--regression-fraction", "0.4"]) == 0
+    recorded = json.loads((v2 / "dataset.json").read_text())["regression"]
+    assert recorded["images"] >= 2
+    named = None if how == "intact" else _regression_edit(v2, how)
+    demo = str(REPO / "models" / "demo")
+    rc = main(["compare", demo, demo, "--data", str(v2), "--json", str(tmp_path / "c.json")])
+    out = capsys.readouterr()
+    if how == "intact":
+        assert rc == 0, out.err
+        r = json.loads((tmp_path / "c.json").read_text())
+        assert r["regression_sha256"] == recorded["sha256"] and r["regression_frozen"] is True
+        assert r["sets"]["regression"]["images"] == recorded["images"]
+        assert "frozen regression set, sha256 verified" in out.out
+    else:
+        assert rc == 2, out.out
+        assert "regression set" in out.err and named in out.err, out.err
+        assert not (tmp_path / "c.json").exists()

@@ -96,7 +96,9 @@ def test_versions_keep_the_regression_set_and_groups_and_drop_duplicates(tmp_pat
 @pytest.mark.parametrize("case, why", [
     ("classes", "classes differ"),
     ("edited_regression", "no longer has the sha256"),
-    ("onto_base", "is one of the inputs"),
+    ("onto_base", "is the BASE"),
+    ("inside_base", "lies inside the BASE"),
+    ("around_inputs", "contains the BASE"),
 ])
 def test_bad_merges_exit_2_and_write_nothing(tmp_path, capsys, case, why):
     base = make_dataset(tmp_path / "base", {"train": list(range(10)), "val": [10, 11]})
@@ -107,9 +109,34 @@ def test_bad_merges_exit_2_and_write_nothing(tmp_path, capsys, case, why):
         victim = next((tmp_path / "v2" / "labels" / "test").iterdir())
         victim.write_text("3 0.5 0.5 0.9 0.9\n")
         base = tmp_path / "v2"
-    if case == "onto_base":
-        out = base
-    before = sorted(p.name for p in tmp_path.iterdir())
+    named = f"labels/test/{victim.name}: label changed" if case == "edited_regression" else why
+    out = {"onto_base": base, "inside_base": base / "v2", "around_inputs": tmp_path}.get(case, out)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
     assert merge(base, new, out) == 2
-    assert why in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no out, no temp folder
+    err = capsys.readouterr().err
+    assert why in err and named in err, err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # no out, no temp folder, the inputs as they were
+
+
+def test_merge_holds_one_image_at_a_time(tmp_path):
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    noise = {k: cv2.imencode(".png", rng.integers(0, 255, (288, 288), dtype=np.uint8))[1].tobytes() for k in range(100)}
+    base = make_dataset(tmp_path / "base", {"train": list(range(50)), "val": [50, 51]})
+    new = make_dataset(tmp_path / "new", {"train": list(range(52, 100))})
+    total = 0
+    for root in (base, new):
+        for p in root.glob("images/*/img*.png"):  # noise does not compress: ~83 kB each, 8 MB together
+            p.write_bytes(noise[int(p.stem[3:])])
+            total += p.stat().st_size
+    for root in (base, new):
+        write_description(root, CLASSES, {"format": "test"}, {"kind": "test"})
+    tracemalloc.start()
+    try:
+        assert merge(base, new, tmp_path / "v2") == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(members(tmp_path / "v2")) == 100
+    assert total > 7e6 and peak < total / 4, (total, peak)
