@@ -40,6 +40,11 @@ ALARM_KINDS: dict[str, str] = {
     "plc_bad_trigger": "a PLC trigger payload was refused (not JSON, no part_id or seq): answered with a fail-safe "
     "result, the loop goes on",
     "plc_result_unacknowledged": "the PLC did not acknowledge a result within plc.ack_timeout_ms",
+    "plc_pairing_refused": "hardware trigger: a camera frame could not be attributed to exactly one PLC trigger (two "
+    "triggers within plc.pairing_window_ms of one frame, or two frames of one trigger): the parts concerned got the "
+    "fail-safe result `ambiguous` (detail: part ids, times, the window)",
+    "plc_ready_overwritten": "another broker client overwrote the retained .../ready topic: the inspector re-published "
+    "the station's true state (detail: what was found); restrict who may publish there (broker ACL)",
     "sample_quarantined": "a spooled sample could not be read (corrupt sidecar or image): it was moved to "
     "<spool>/quarantine/ and the rest was uploaded",
     "model_failed": "an inference failed or a request is stuck: parts get the fail-safe verdict (error or LATE) "
@@ -125,38 +130,63 @@ class AlarmHub:
 
 class AlarmThrottle:
     """The first alarm of a kind goes out at once; later ones within `interval_s` are summed into
-    one alarm (with `count`) at the end of the interval or at `flush()`. A full spool evicts on
-    every write: the line must hear about it, not be flooded. Owned by one thread."""
+    one alarm (with `count`, and the last one's detail) at the end of the interval (`flush_due()`,
+    or the next alarm of that kind) or at `flush()`. A full spool evicts on every write, a broken
+    PLC can send thousands of bad triggers a second: the line must hear about it, not be flooded
+    (3000 unthrottled PLC alarms evicted genuine ones from the outbox). `folded` counts, by kind,
+    the alarms that went out summed into another instead of on their own. Thread-safe (the PLC
+    handshake raises from paho's thread and its pairing thread); `emit` runs outside the lock."""
 
     def __init__(self, emit: AlarmHandler, interval_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._emit = emit
         self._interval_s = interval_s
         self._clock = clock
+        self._lock = threading.Lock()
         self._pending: Counter[str] = Counter()
         self._last: dict[str, float] = {}
         self._detail: dict[str, dict[str, Any]] = {}
+        self.folded: Counter[str] = Counter()
 
     def raise_alarm(self, kind: str, detail: dict[str, Any]) -> None:
-        now = self._clock()
-        self._pending[kind] += 1
-        self._detail[kind] = detail
-        last = self._last.get(kind)
-        if last is None or now - last >= self._interval_s:
-            self._flush(kind, now)
+        with self._lock:
+            now = self._clock()
+            self._pending[kind] += 1
+            self._detail[kind] = detail
+            last = self._last.get(kind)
+            out = self._take(kind, now) if last is None or now - last >= self._interval_s else None
+        self._send(out)
 
     def flush(self) -> None:
-        """Delivers the summed counts now (at stop, or from a periodic tick)."""
-        for kind in list(self._pending):
-            self._flush(kind, self._clock())
+        """Delivers the summed counts now (at stop)."""
+        with self._lock:
+            now = self._clock()
+            outs = [self._take(kind, now) for kind in list(self._pending)]
+        for out in outs:
+            self._send(out)
 
-    def _flush(self, kind: str, now: float) -> None:
+    def flush_due(self) -> None:
+        """Delivers the sums whose interval has passed (a periodic tick: a burst that stopped is still
+        reported within `interval_s`, not only when the next alarm of its kind comes)."""
+        with self._lock:
+            now = self._clock()
+            outs = [self._take(kind, now) for kind in list(self._pending)
+                    if now - self._last.get(kind, float("-inf")) >= self._interval_s]
+        for out in outs:
+            self._send(out)
+
+    def _take(self, kind: str, now: float) -> tuple[str, dict[str, Any]] | None:
         n = self._pending.pop(kind, 0)
         if not n:
-            return
+            return None
         self._last[kind] = now
-        detail = {**self._detail.pop(kind, {}), "count": n}
+        self.folded[kind] += n - 1
+        return kind, {**self._detail.pop(kind, {}), "count": n}
+
+    def _send(self, out: tuple[str, dict[str, Any]] | None) -> None:
+        if out is None:
+            return
         try:
-            self._emit(kind, detail)
+            self._emit(*out)
         except Exception:  # an alarm path must not stop its caller
-            log.exception("alarm %s failed", kind)
+            log.exception("alarm %s failed", out[0])

@@ -210,12 +210,14 @@ class PlcResultPayload(_Payload):
     part_id: str | None = Field(description="The trigger's part_id (null only for a trigger refused as unreadable).")
     seq: int | None = Field(description="The trigger's seq (null when the trigger had none readable).")
     result: Literal["OK", "NG"] = Field(description="OK: let the part pass; NG: divert it.")
-    reason: Literal["pass", "defect", "late", "error", "drift", "no_frame", "camera_lost", "busy",
-                    "bad_trigger"] = Field(
+    reason: Literal["pass", "defect", "late", "error", "drift", "no_frame", "frame_lost", "ambiguous",
+                    "camera_lost", "busy", "bad_trigger"] = Field(
         description="pass/defect: inspected; late/error: no verdict in time or inspection failed; drift: the input "
         "left the model's envelope (decision.on_drift, NG); no_frame: no frame "
-        "within the pairing window; camera_lost / busy: refused at once (station fault / max_in_flight); "
-        "bad_trigger: the trigger payload was refused.")
+        "within the pairing window; frame_lost: the camera's frame of this part arrived broken (incomplete "
+        "buffer) or was dropped; ambiguous: the frame could not be attributed to this part alone (two triggers "
+        "or two frames within plc.pairing_window_ms); camera_lost / busy: refused at once (station fault / "
+        "max_in_flight); bad_trigger: the trigger payload was refused.")
     fail_safe: bool = Field(description="True when `result` is the fail-safe answer, not an inspection.")
     defects: list[DefectOut] = Field(description="Defects at or above their class threshold.")
     frame_id: int | None = Field(description="The inspector's frame id (null without a frame).")

@@ -11,9 +11,31 @@ trigger time as the start of the part's deadline), and the handshake itself is a
 answers each verdict with a result carrying the PLC's part id and sequence number.
 
 Every trigger gets exactly one result: the inspection's, or the fail-safe one (decision.on_late)
-when no frame came within the pairing window (`plc_no_frame` alarm), when the station is in fault
-(camera lost) or busy, or when the payload is refused (`plc_bad_trigger`). A frame with no trigger
-is counted (`unsolicited`) and never reaches the pipeline, so nothing is actuated on it.
+when no frame came within the pairing window (`plc_no_frame` alarm), when its frame was lost in
+transport (`frame_lost`: the camera source hands on an incomplete buffer as a frame without image),
+when the frame cannot be attributed to it alone (`ambiguous`, `plc_pairing_refused` alarm), when the
+station is in fault (camera lost) or busy, or when the payload is refused (`plc_bad_trigger`). A
+frame with no trigger is counted (`unsolicited`) and never reaches the pipeline, so nothing is
+actuated on it. Alarms are throttled per kind (`AlarmThrottle`, as `queue_full`): the first at once,
+the rest summed into one a minute, `alarms_folded` counts those not sent on their own.
+
+Pairing (docs/controls-engineer.md, "Clocks"). Software trigger: the inspector fires the camera, one
+trigger at a time, and the camera source stamps each frame with the moment its trigger was asked
+for, so frames (lost ones included) come back in trigger order and pair oldest first. Hardware
+trigger: the photo-eye fires camera and PLC at once, so a part is identified by TIME: the trigger's
+`fired_at` (mapped to the monotonic clock; its arrival when it has none or it is not trusted) against
+the frame's exposure time (the camera's timestamp mapped to the monotonic clock). A frame and a
+trigger pair when each is the other's only counterpart within `pairing_window_ms`, among those
+waiting and those seen in the last second or so; two triggers for one frame, or two frames for one
+trigger, and every part concerned gets the fail-safe result `ambiguous` (one already paired but not
+yet answered too). Arrival order plays no part: a trigger message that overtakes another, or a frame
+that never comes, cannot move an image to another part. The window must stay under half the
+shortest time between two parts (a refusal's alarm says so when it does not).
+
+Ready: the retained `.../ready` is re-asserted: the handshake watches its own topic and re-publishes
+the true state when another client wrote something else there (`ready_overwritten`, alarm
+`plc_ready_overwritten`), and re-publishes it every READY_REASSERT_S anyway (a write it could not
+see: its subscription refused by the broker's ACL, or made while it was disconnected).
 
 Threads: paho's network thread parses triggers (never blocks: a software trigger is queued to the
 camera's control thread); `plc-pair` owns the pairing (pending triggers, waiting frames), expiry
@@ -39,6 +61,7 @@ from pydantic import ValidationError
 from inspector.config import MQTTConfig, PLCConfig
 from inspector.frames import Frame, Outcome, Verdict
 from inspector.service import realtime
+from inspector.service.alarms import AlarmThrottle
 from inspector.signalling.mqtt_client import make_client
 from inspector.signalling.payloads import (
     DefectOut,
@@ -52,6 +75,14 @@ from inspector.sources.base import Connection, FrameBuffer, SourceState
 log = logging.getLogger(__name__)
 
 AlarmFn = Callable[[str, dict[str, Any]], None]
+
+# PLC alarms are summed per kind over this interval (the first goes out at once), like queue_full.
+ALARM_INTERVAL_S = 60.0
+# The retained ready is re-published this often even when nobody is seen overwriting it, and at most
+# every READY_REASSERT_MIN_S after an overwrite (two stations misconfigured onto one topic would
+# otherwise answer each other at broker speed; the alarm names the fight instead).
+READY_REASSERT_S = 10.0
+READY_REASSERT_MIN_S = 0.2
 
 
 def topics(cfg: MQTTConfig) -> dict[str, str]:
@@ -71,6 +102,28 @@ class Trigger:
     started_at: float  # monotonic: the deadline starts here (fired_at when trusted, else received_at)
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A trigger or frame already paired, refused or expired (hardware pairing): a newcomer within the
+    window of one makes that pairing ambiguous."""
+
+    at: float  # monotonic: the trigger's start, or the frame's exposure
+    # Set when the pair went to inspection: the frame's id (the key while its verdict is awaited) and the
+    # part it was judged for. None for one refused, expired or answered fail-safe: nothing to take back.
+    frame_id: int | None
+    part_id: str | None
+
+
+@dataclass
+class _Done:
+    """What a pairing step decided, delivered outside the lock: frames for the pipeline, fail-safe
+    answers (trigger, reason, error) and pairing-refusal alarm details."""
+
+    out: list[Frame] = dataclasses.field(default_factory=list)
+    fail: list[tuple[Trigger, str, str]] = dataclasses.field(default_factory=list)
+    alarms: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
 @dataclass
 class _Answered:
     trigger: Trigger
@@ -88,7 +141,8 @@ class PlcHandshake:
         self.mqtt_cfg, self.cfg, self.camera = mqtt_cfg, cfg, camera
         self.budget_s = budget_ms / 1000
         self.fail_safe_result = "NG" if on_late == "reject" else "OK"
-        self._alarm = alarm or (lambda kind, detail: log.warning("ALARM %s %s", kind, detail))
+        raw_alarm = alarm or (lambda kind, detail: log.warning("ALARM %s %s", kind, detail))
+        self._alarms = AlarmThrottle(raw_alarm, ALARM_INTERVAL_S)
         self.topics = topics(mqtt_cfg)
         self.window_s = cfg.pairing_window_ms / 1000
         # A trigger with no frame is answered before its deadline, not after: a fail-safe NG that comes
@@ -96,11 +150,27 @@ class PlcHandshake:
         # 0.8, not 0.9: at 0.9 x 80 ms the 8 ms left for the pairing loop's poll, paho and the broker were
         # not enough on the 2-core box at load ~5 (2 of 41 fail-safe answers reached plc-sim at 80.4 ms);
         # a frame that has not come by then could not be inspected in the 16 ms left anyway.
-        self.no_frame_after_s = min(self.window_s, 0.8 * self.budget_s)
+        # Hardware: the window is the tolerance on |fired_at - exposure|, not a wait, and a frame arrives
+        # after its exposure by its transfer time: a trigger waits for its frame until 0.8 x budget.
+        self.hardware = cfg.camera == "hardware"
+        self.no_frame_after_s = 0.8 * self.budget_s if self.hardware else min(self.window_s, 0.8 * self.budget_s)
+        # A hardware frame waits for its trigger message as long as a trusted fired_at may be old on
+        # arrival (max_clock_skew_ms), or until its part's deadline (a later result is late anyway).
+        self.frame_wait_s = self.window_s + min(cfg.max_clock_skew_ms / 1000, self.budget_s)
+        # Paired, refused and expired triggers and frames are remembered this long: a counterpart
+        # arriving later than this could not have been within the window of a live one.
+        self.seen_s = self.frame_wait_s + self.window_s + cfg.max_clock_skew_ms / 1000
         self._lock = threading.Lock()
-        self._pending: collections.deque[Trigger] = collections.deque()  # triggers awaiting a frame
-        self._waiting: collections.deque[Frame] = collections.deque()  # hardware: frames awaiting a trigger
+        self._pending: list[Trigger] = []  # triggers awaiting a frame (hardware: in any order)
+        self._waiting: list[Frame] = []  # hardware: frames awaiting a trigger
         self._paired: dict[int, Trigger] = {}  # frame_id -> trigger, awaiting the verdict
+        self._tainted: set[int] = set()  # paired frame ids found ambiguous before their verdict came
+        self._seen_triggers: collections.deque[_Seen] = collections.deque()
+        self._seen_frames: collections.deque[_Seen] = collections.deque()
+        self._ready_payload: str | None = None  # the retained ready we published last (the true state)
+        self._ready_sent_at = float("-inf")
+        self._ready_dirty = False  # another client wrote the ready topic: re-assert
+        self._ready_echo: collections.deque[bytes] = collections.deque(maxlen=32)  # ours, not yet seen back
         self._recent: collections.OrderedDict[tuple[str, int], None] = collections.OrderedDict()
         self._unacked: collections.OrderedDict[tuple[str, int], _Answered] = collections.OrderedDict()
         self.counts: collections.Counter[str] = collections.Counter()
@@ -126,6 +196,7 @@ class PlcHandshake:
         c.on_disconnect = self._on_disconnect
         c.message_callback_add(self.topics["trigger"], self._on_trigger)
         c.message_callback_add(self.topics["ack"], self._on_ack)
+        c.message_callback_add(self.topics["ready"], self._on_ready)
 
     # -- lifecycle (VerdictSink) ----------------------------------------------------------------------
     def start(self) -> None:
@@ -146,10 +217,14 @@ class PlcHandshake:
             left = list(self._pending) + list(self._paired.values())
             self._pending.clear()
             self._paired.clear()
+            self._tainted.clear()
         for t in left:
             self._publish_fail_safe(t, "no_frame", "the inspector stopped")
-        info = self._client.publish(self.topics["ready"], self._ready_json("fault", "inspector stopped"),
-                                    qos=self.cfg.qos, retain=True)
+        self._alarms.flush()
+        payload = self._ready_json("fault", "inspector stopped")
+        with self._lock:
+            self._ready_echo.append(payload.encode())
+        info = self._client.publish(self.topics["ready"], payload, qos=self.cfg.qos, retain=True)
         try:
             info.wait_for_publish(timeout)
         except (RuntimeError, ValueError):
@@ -160,7 +235,8 @@ class PlcHandshake:
     # Counters shown from the start (at 0): a series that appears only with its first event breaks alerts.
     COUNTERS = ("triggers", "results", "late_results", "paired", "bad_triggers", "duplicate_triggers",
                 "unsolicited_frames", "fail_safe_no_frame", "fail_safe_camera_lost", "fail_safe_busy",
-                "fired_at_ignored", "acks", "unacknowledged", "bad_acks")
+                "fail_safe_frame_lost", "fail_safe_ambiguous", "pairing_refused", "ambiguous_frames",
+                "fired_at_ignored", "acks", "unacknowledged", "bad_acks", "ready_overwritten", "alarms_folded")
 
     def state(self) -> dict[str, Any]:
         """Flat and JSON-able (the service report, /metrics gauges `inspector_plc_*`, the summary)."""
@@ -170,6 +246,7 @@ class PlcHandshake:
             out = {"connected": self._connected.is_set(), "station": station, "station_reason": reason,
                    "ready": station == "ready", "pending": len(self._pending),
                    "in_flight": len(self._pending) + len(self._paired)}
+        counts["alarms_folded"] = sum(self._alarms.folded.values())
         out.update({k: counts.pop(k, 0) for k in self.COUNTERS})
         out.update(counts)
         return out
@@ -200,9 +277,11 @@ class PlcHandshake:
         if reason_code.is_failure:
             log.warning("plc: broker refused the connection: %s", reason_code)
             return
-        client.subscribe([(self.topics["trigger"], self.cfg.qos), (self.topics["ack"], self.cfg.qos)])
+        client.subscribe([(self.topics["trigger"], self.cfg.qos), (self.topics["ack"], self.cfg.qos),
+                          (self.topics["ready"], self.cfg.qos)])
         with self._lock:
             self._state = None  # re-publish the state on every (re)connect
+            self._ready_echo.clear()
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -235,10 +314,8 @@ class PlcHandshake:
             self._publish_fail_safe(t, why, f"station {why.replace('_', ' ')}")
             return
         with self._lock:
-            self._pending.append(t)
-            out = self._match()  # hardware: its frame may have come first
-        for f in out:
-            self._out.put(f)
+            done = self._add_trigger(t)  # hardware: its frame may have come first
+        self._deliver(done)
         if self.cfg.camera == "software" and not self.camera.software_trigger():
             with self._lock:
                 if t in self._pending:
@@ -278,7 +355,7 @@ class PlcHandshake:
         why = "; ".join(x.strip() for x in why if x.strip() and not x.strip().startswith("For further"))[:300]
         with self._lock:
             self.counts["bad_triggers"] += 1
-        self._alarm("plc_bad_trigger", {"topic": self.topics["trigger"], "error": why,
+        self._alarms.raise_alarm("plc_bad_trigger", {"topic": self.topics["trigger"], "error": why,
                                         "payload": payload[:200].decode("utf-8", "replace")})
         self._publish(PlcResultPayload(part_id=part, seq=seq, result=self.fail_safe_result, reason="bad_trigger",
                                        fail_safe=True, defects=[], frame_id=None, trigger_at=None, deadline=None,
@@ -295,7 +372,24 @@ class PlcHandshake:
             if self._unacked.pop((p.part_id, p.seq), None) is not None:
                 self.counts["acks"] += 1
 
-    # -- pairing (plc-pair thread) -------------------------------------------------------------------------
+    def _on_ready(self, client, userdata, msg) -> None:
+        """Our own retained ready, as the broker holds it. A copy sent because we subscribed (retain flag)
+        is what the topic held before we connected: the state is published right after every connect
+        anyway. A live message that is not one of ours coming back means another client wrote there."""
+        if msg.retain:
+            return
+        payload = bytes(msg.payload)
+        with self._lock:
+            if payload in self._ready_echo:  # ours, in the order we sent them
+                while self._ready_echo and self._ready_echo.popleft() != payload:
+                    pass
+                return
+            self.counts["ready_overwritten"] += 1
+            self._ready_dirty = True
+        self._alarms.raise_alarm("plc_ready_overwritten", {"topic": self.topics["ready"],
+                                                           "found": payload[:200].decode("utf-8", "replace")})
+
+    # -- pairing (plc-pair thread, and paho's for a trigger) --------------------------------------------
     def _pair_loop(self) -> None:
         realtime.enter("frame")  # pairing triggers with frames: frame path (service/realtime.py)
         while not self._stop.is_set():
@@ -304,71 +398,198 @@ class PlcHandshake:
             if frame is not None:
                 self._take_frame(frame, now)
             self._expire(now)
-            self._update_ready()
+            self._update_ready(now)
+            self._alarms.flush_due()
 
     def _take_frame(self, f: Frame, now: float) -> None:
         with self._lock:
-            self._waiting.append(f)
-            out = self._match()
-        for frame in out:
-            self._out.put(frame)
+            done = self._add_frame(f)
+        self._deliver(done)
 
-    def _match(self) -> list[Frame]:
-        """Pairs waiting frames with pending triggers, oldest first (both arrive in order). Under the lock."""
-        out = []
-        software = self.cfg.camera == "software"
+    def _add_trigger(self, t: Trigger) -> _Done:
+        """A trigger accepted: pending until its frame comes. Under the lock."""
+        done = _Done()
+        if self.hardware:
+            seen = [s for s in self._seen_frames if abs(s.at - t.started_at) <= self.window_s]
+            if seen:  # a frame within its window was already given to another part, refused or expired
+                self._refuse_pairing(done, [t], [], seen, "a frame within the window was already taken")
+                return done
+        self._pending.append(t)
+        self._match(done)
+        return done
+
+    def _add_frame(self, f: Frame) -> _Done:
+        done = _Done()
+        if self.hardware:
+            seen = [s for s in self._seen_triggers if abs(s.at - f.captured_at) <= self.window_s]
+            if seen:  # a trigger within its window was already paired, refused or answered no_frame
+                self._refuse_pairing(done, [], [f], seen, "a trigger within the window was already answered")
+                return done
+        self._waiting.append(f)
+        self._match(done)
+        return done
+
+    def _match(self, done: _Done) -> None:
+        if self.hardware:
+            self._match_by_time(done)
+        else:
+            self._match_in_order(done)
+
+    def _match_in_order(self, done: _Done) -> None:
+        """Software trigger: frames come back in trigger order, each stamped with the time its trigger was
+        asked for (just after the trigger arrived); a lost one comes as a frame without image. Under the lock."""
         while self._waiting and self._pending:
             f, t = self._waiting[0], self._pending[0]
-            # A software frame is stamped with the time its trigger was asked for (just after the trigger
-            # arrived): one older than the oldest pending trigger answered a trigger that already expired.
-            gap = f.captured_at - (t.received_at if software else t.started_at)
-            if gap < (-0.001 if software else -self.window_s):
-                self._waiting.popleft()  # nobody is waiting for this frame
+            # One older than the oldest pending trigger answered a trigger that already expired.
+            gap = f.captured_at - t.received_at
+            if gap < -0.001:
+                self._waiting.pop(0)  # nobody is waiting for this frame
                 self.counts["unsolicited_frames"] += 1
             elif gap > self.window_s:
                 break  # the trigger's own frame never came: _expire answers it
             else:
-                self._waiting.popleft()
-                self._pending.popleft()
-                self._paired[f.frame_id] = t
-                self.counts["paired"] += 1
-                start = min(f.captured_at, t.started_at)
-                out.append(dataclasses.replace(f, part_id=t.part_id, captured_at=start,
-                                               captured_wall=f.captured_wall - (f.captured_at - start)))
-        if self.cfg.camera == "software":  # every software frame answers a trigger we sent
-            while self._waiting:
-                self._waiting.popleft()
-                self.counts["unsolicited_frames"] += 1
-        return out
+                self._waiting.pop(0)
+                self._pending.pop(0)
+                self._commit(done, t, f)
+        while self._waiting:  # every software frame answers a trigger we sent
+            self._waiting.pop(0)
+            self.counts["unsolicited_frames"] += 1
+
+    def _match_by_time(self, done: _Done) -> None:
+        """Hardware trigger: a frame and a trigger pair when each is the other's only counterpart within
+        the window; a frame with two triggers, or a trigger with two frames, is refused. Under the lock."""
+        w = self.window_s
+        progress = True
+        while progress:
+            progress = False
+            for f in sorted(self._waiting, key=lambda x: x.captured_at):
+                triggers = [t for t in self._pending if abs(t.started_at - f.captured_at) <= w]
+                if not triggers:
+                    continue  # its trigger message may still come (or the frame expires)
+                frames = [g for g in self._waiting if abs(g.captured_at - triggers[0].started_at) <= w]
+                seen = ([s for s in self._seen_triggers if abs(s.at - f.captured_at) <= w]
+                        + [s for s in self._seen_frames if abs(s.at - triggers[0].started_at) <= w])
+                if seen:
+                    self._refuse_pairing(done, triggers, frames, seen, "a trigger or frame within the window was "
+                                         "already taken")
+                elif len(triggers) == 1 and len(frames) == 1:
+                    self._waiting.remove(f)
+                    self._pending.remove(triggers[0])
+                    self._commit(done, triggers[0], f)
+                elif len(triggers) > 1:
+                    self._refuse_pairing(done, triggers, [f], [], f"{len(triggers)} triggers within the window "
+                                         "of one frame")
+                else:
+                    self._refuse_pairing(done, triggers, frames, [], f"{len(frames)} frames within the window "
+                                         "of one trigger")
+                progress = True
+                break
+
+    def _commit(self, done: _Done, t: Trigger, f: Frame) -> None:
+        """Trigger t and frame f are one part. Under the lock."""
+        if f.image is None:  # the camera lost this part's frame (incomplete buffer, full queue)
+            self._remember_trigger(t, None)
+            self._remember_frame(f, None)
+            done.fail.append((t, "frame_lost", f"the camera's frame for this part was lost ({f.dropped})"))
+            return
+        self._remember_trigger(t, f.frame_id)
+        self._remember_frame(f, t.part_id)
+        self._paired[f.frame_id] = t
+        self.counts["paired"] += 1
+        start = min(f.captured_at, t.started_at)
+        done.out.append(dataclasses.replace(f, part_id=t.part_id, captured_at=start,
+                                            captured_wall=f.captured_wall - (f.captured_at - start)))
+
+    def _refuse_pairing(self, done: _Done, triggers: list[Trigger], frames: list[Frame], seen: list[_Seen],
+                        why: str) -> None:
+        """Triggers and frames that cannot be told apart: every part concerned gets the fail-safe result,
+        no frame is inspected. A part already paired with one of the `seen` frames and still awaiting its
+        verdict is answered fail-safe too; one already answered is named in the alarm. Under the lock."""
+        for t in triggers:
+            if t in self._pending:
+                self._pending.remove(t)
+            self._remember_trigger(t, None)
+            done.fail.append((t, "ambiguous", f"frame not attributable to this part alone: {why}"))
+        for f in frames:
+            if f in self._waiting:
+                self._waiting.remove(f)
+            self._remember_frame(f, None)
+        self.counts["ambiguous_frames"] += len(frames)
+        answered = []
+        for s in seen:
+            if s.frame_id is not None and s.frame_id in self._paired:
+                if s.frame_id not in self._tainted:
+                    self._tainted.add(s.frame_id)  # its verdict is replaced by the fail-safe result
+                    self.counts["pairing_refused"] += 1
+            elif s.part_id is not None:
+                answered.append(s.part_id)
+        self.counts["pairing_refused"] += len(triggers)
+        times = sorted([round(t.started_at, 4) for t in triggers] + [round(f.captured_at, 4) for f in frames]
+                       + [round(s.at, 4) for s in seen])
+        spacing = min((b - a for a, b in zip(times, times[1:], strict=False) if b > a), default=None)
+        done.alarms.append({
+            "why": why, "parts": [t.part_id for t in triggers], "seqs": [t.seq for t in triggers],
+            "frames": [f.frame_id for f in frames], "already_answered": answered,
+            "window_ms": self.cfg.pairing_window_ms,
+            "closest_ms": None if spacing is None else round(spacing * 1e3, 1),
+            "hint": "plc.pairing_window_ms must be under half the shortest time between two parts, and above the "
+                    "clock disagreement of fired_at and the camera's timestamps"})
+
+    def _remember_trigger(self, t: Trigger, inspected_frame_id: int | None) -> None:
+        if self.hardware:
+            self._seen_triggers.append(_Seen(t.started_at, inspected_frame_id,
+                                             None if inspected_frame_id is None else t.part_id))
+
+    def _remember_frame(self, f: Frame, inspected_part_id: str | None) -> None:
+        if self.hardware:
+            self._seen_frames.append(_Seen(f.captured_at, None if inspected_part_id is None else f.frame_id,
+                                           inspected_part_id))
+
+    def _deliver(self, done: _Done) -> None:
+        """Outside the lock: paired frames to the pipeline, fail-safe answers, alarms."""
+        for f in done.out:
+            self._out.put(f)
+        for t, reason, error in done.fail:
+            self._publish_fail_safe(t, reason, error)
+        for detail in done.alarms:
+            self._alarms.raise_alarm("plc_pairing_refused", detail)
 
     def _expire(self, now: float) -> None:
         expired, unacked = [], []
+        done = _Done()
         with self._lock:
-            while self._pending and now - self._pending[0].started_at > self.no_frame_after_s:
-                expired.append(self._pending.popleft())
-            while self._waiting and now - self._waiting[0].captured_at > self.window_s:
-                self._waiting.popleft()
+            for t in [t for t in self._pending if now - t.started_at > self.no_frame_after_s]:
+                self._pending.remove(t)
+                self._remember_trigger(t, None)
+                expired.append(t)
+            wait = self.frame_wait_s if self.hardware else self.window_s
+            for f in [f for f in self._waiting if now - f.captured_at > wait]:
+                self._waiting.remove(f)
+                self._remember_frame(f, None)
                 self.counts["unsolicited_frames"] += 1
+            for seen in (self._seen_triggers, self._seen_frames):
+                while seen and now - seen[0].at > self.seen_s:
+                    seen.popleft()
             if self.cfg.ack_timeout_ms:
                 limit = self.cfg.ack_timeout_ms / 1000
                 while self._unacked and now - next(iter(self._unacked.values())).published_at > limit:
                     unacked.append(self._unacked.popitem(last=False)[1].trigger)
                     self.counts["unacknowledged"] += 1
-            out = self._match()
-        for f in out:
-            self._out.put(f)
+            self._match(done)
+        self._deliver(done)
         for t in expired:
-            self._alarm("plc_no_frame", {"part_id": t.part_id, "seq": t.seq, "window_ms": self.cfg.pairing_window_ms,
-                                         "waited_ms": round((now - t.started_at) * 1e3, 1),
-                                         # fired_at -> arrival: the PLC/broker trip, eaten from the budget
-                                         "trigger_transit_ms": round((t.received_at - t.started_at) * 1e3, 1),
-                                         "camera": self.camera.state().connection.value})
-            self._publish_fail_safe(t, "no_frame", f"no frame within {self.cfg.pairing_window_ms:g} ms")
+            self._alarms.raise_alarm("plc_no_frame", {
+                "part_id": t.part_id, "seq": t.seq, "window_ms": self.cfg.pairing_window_ms,
+                "waited_ms": round((now - t.started_at) * 1e3, 1),
+                # fired_at -> arrival: the PLC/broker trip, eaten from the budget
+                "trigger_transit_ms": round((t.received_at - t.started_at) * 1e3, 1),
+                "camera": self.camera.state().connection.value})
+            self._publish_fail_safe(t, "no_frame", f"no frame within {self.no_frame_after_s * 1e3:g} ms")
         for t in unacked:
-            self._alarm("plc_result_unacknowledged", {"part_id": t.part_id, "seq": t.seq,
-                                                      "ack_timeout_ms": self.cfg.ack_timeout_ms})
+            self._alarms.raise_alarm("plc_result_unacknowledged", {"part_id": t.part_id, "seq": t.seq,
+                                                                   "ack_timeout_ms": self.cfg.ack_timeout_ms})
 
-    def _update_ready(self) -> None:
+    def _update_ready(self, now: float) -> None:
         st: SourceState = self.camera.state()
         with self._lock:
             in_flight = len(self._pending) + len(self._paired)
@@ -378,12 +599,20 @@ class PlcHandshake:
                 new = ("busy", f"{in_flight} parts in flight (max_in_flight {self.cfg.max_in_flight})")
             else:
                 new = ("ready", "camera connected")
-            if new == self._state or not self._connected.is_set():
+            if not self._connected.is_set():
                 return
-            self._state = new
-        log.info("plc: station %s (%s)", *new)
-        self._client.publish(self.topics["ready"], self._ready_json(*new, in_flight=in_flight), qos=self.cfg.qos,
-                             retain=True)
+            if new != self._state:
+                self._state = new
+                self._ready_payload = self._ready_json(*new, in_flight=in_flight)
+                log.info("plc: station %s (%s)", *new)
+            elif not ((self._ready_dirty and now - self._ready_sent_at >= READY_REASSERT_MIN_S)
+                      or now - self._ready_sent_at >= READY_REASSERT_S):
+                return  # re-asserted: the same payload (its `at` is when the state was entered)
+            payload = self._ready_payload
+            self._ready_dirty = False
+            self._ready_sent_at = now
+            self._ready_echo.append(payload.encode())
+        self._client.publish(self.topics["ready"], payload, qos=self.cfg.qos, retain=True)
 
     def _ready_json(self, state: str, reason: str, in_flight: int = 0) -> str:
         return PlcReadyPayload(state=state, reason=reason, at=_utc(time.time()), in_flight=in_flight).to_json()
@@ -393,8 +622,14 @@ class PlcHandshake:
         """The pipeline's verdict for a paired frame -> the PLC's result (post thread)."""
         with self._lock:
             t = self._paired.pop(v.frame_id, None)
+            tainted = v.frame_id in self._tainted
+            self._tainted.discard(v.frame_id)
         if t is None:
             return  # not a PLC part (cannot happen: unpaired frames never reach the pipeline)
+        if tainted:  # another trigger or frame came within the window meanwhile: whose image it was is unknown
+            self._publish_fail_safe(t, "ambiguous", "frame not attributable to this part alone: a trigger or "
+                                    "frame within the window came after it was paired")
+            return
         fail_safe = v.outcome is Outcome.LATE or v.error is not None
         reason = "pass" if not v.actuate and not fail_safe else (v.reason.value if v.reason is not None else "late")
         if fail_safe and v.outcome is Outcome.LATE:
@@ -546,10 +781,12 @@ class PlcSimulator:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def send(self, part_id: str, seq: int) -> None:
+    def send(self, part_id: str, seq: int, fired_at: float | None = None) -> None:
+        """One trigger; `fired_at` (UTC epoch seconds, default now) when the photo-eye fired: a PLC that
+        publishes a part's trigger late, or after the next part's, still names its own photo-eye time."""
         msg: dict[str, Any] = {"part_id": part_id, "seq": seq}
         if self.send_fired_at:
-            msg["fired_at"] = _utc(time.time()).isoformat()
+            msg["fired_at"] = _utc(time.time() if fired_at is None else fired_at).isoformat()
         with self._lock:
             self.parts[(part_id, seq)] = SimPart(part_id, seq, time.monotonic())
         self._client.publish(self.topics["trigger"], json.dumps(msg), qos=1)

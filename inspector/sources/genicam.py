@@ -11,6 +11,16 @@ Threads (one owner each):
 - `genicam-grab` pops filled buffers from the Aravis stream, converts them (mono stays gray, colour
   becomes BGR), gives the buffer back to the pool and hands the frame to the FrameBuffer.
 
+Lost frames: a buffer that arrives incomplete (missing packets, timeout) is counted (`incomplete`) and,
+for a triggered camera, still handed on as a frame without image (`Frame.dropped = "incomplete"`)
+stamped with its capture time (the software trigger's time; in hardware mode the camera's timestamp
+when the leader packet came, else the arrival time): that part gets the fail-safe verdict, and the
+PLC handshake pairs the loss with its own trigger instead of giving that part the next part's image.
+
+Clock: a frame's capture time is the camera's timestamp mapped to the host clock (see
+`CaptureClock`); when the camera's clock steps (PTP re-sync, TimestampReset, a restarted camera) the
+mapping starts over at once instead of placing frames seconds off for the next 63.
+
 Liveness: Aravis' own heartbeat declared a killed camera lost after 5.5 s (measured), too late for
 a line that must know within 2 s. The camera is declared lost when a software trigger got no
 frame within `lost_after_ms`, when a free-running camera sent nothing for that long, or when the
@@ -100,6 +110,39 @@ def load_aravis():
             "gir1.2-aravis-0.8 python3-gi (and make the venv see gi: `make venv-gi`), or pip install "
             "'inspector[genicam]' with the Aravis typelib present") from e
     return Aravis
+
+
+# A step in (host - camera) time larger than this is a camera clock jump (PTP re-sync, TimestampReset),
+# not transit jitter: the offset window starts over. Transit jitter of the fastest frames is < 1 ms on
+# a quiet link (fake camera, loopback) and a host stall on the loaded 2-core box delays single frames
+# by tens of ms; a false restart costs nothing lasting (the next fast frame is the new minimum), while a
+# step kept for 63 frames puts every part that far off. 50 ms is under any budget worth having.
+CLOCK_JUMP_S = 0.05
+
+
+class CaptureClock:
+    """Maps camera timestamps to host time: host = camera + min(host arrival - camera) over the last
+    `window` frames (the frame that travelled fastest bounds the offset best). A step of the offset
+    by more than `jump_s` either way restarts the window: after the camera's clock stepped back by
+    5 s, the old minimum placed the next 63 frames 5 s in the past (a fail-safe burst). Owned by
+    the grab thread."""
+
+    def __init__(self, window: int = 64, jump_s: float = CLOCK_JUMP_S) -> None:
+        self._offsets: collections.deque[float] = collections.deque(maxlen=window)
+        self.jump_s = jump_s
+        self.jumps = 0
+
+    def reset(self) -> None:
+        self._offsets.clear()
+
+    def host_time(self, cam_s: float, host_arrival_s: float) -> float:
+        """Host time of a frame stamped `cam_s` by the camera whose first packet came at `host_arrival_s`."""
+        offset = host_arrival_s - cam_s
+        if self._offsets and abs(offset - min(self._offsets)) > self.jump_s:
+            self._offsets.clear()
+            self.jumps += 1
+        self._offsets.append(offset)
+        return cam_s + min(self._offsets)
 
 
 def _gerror(e: Exception) -> str:
@@ -321,7 +364,7 @@ class GenICamSource:
         self._frame_came = threading.Event()
         self._dropped: collections.Counter[str] = collections.Counter()
         self._stats_done: collections.Counter[str] = collections.Counter()  # stream stats of closed sessions
-        self._clock_offsets: collections.deque[float] = collections.deque(maxlen=64)
+        self._clock = CaptureClock()
         self._Aravis = None
         self._connected_at = time.monotonic()
         self._generation = 0  # +1 each time a session is retired
@@ -402,6 +445,7 @@ class GenICamSource:
             total = collections.Counter(self._stats_done)
             session = self._session
             total.update(self._dropped)
+        total["clock_jumps"] = self._clock.jumps
         if session is not None:
             try:
                 total.update(session.stream_stats())
@@ -544,7 +588,7 @@ class GenICamSource:
                 self._stop.wait(0.02)
                 continue
             if session is not last_session:  # a restarted camera may have restarted its clock
-                self._clock_offsets.clear()
+                self._clock.reset()
             last_session = session
             frame = self._grab_one(session, frame_id)
             if frame is not None:
@@ -553,7 +597,8 @@ class GenICamSource:
             del session, frame
 
     def _grab_one(self, session: _Session, frame_id: int) -> Frame | None:
-        """Pops one buffer (50 ms at most), converts it and gives the buffer back to the pool."""
+        """Pops one buffer (50 ms at most), converts it and gives the buffer back to the pool. An
+        incomplete buffer of a triggered camera comes back as a frame without image (module doc)."""
         Aravis = self._Aravis
         stream = session.stream
         if stream is None:  # closed meanwhile
@@ -562,21 +607,18 @@ class GenICamSource:
         if buf is None:
             return None
         arrived, arrived_wall = time.monotonic(), time.time()
+        lost = None
         try:
-            status = buf.get_status()
-            if status != Aravis.BufferStatus.SUCCESS:
-                cause = "incomplete" if status in (Aravis.BufferStatus.MISSING_PACKETS,
-                                                   Aravis.BufferStatus.TIMEOUT) else status.value_nick
-                with self._lock:
-                    self._dropped[cause] += 1
-                    if self._pending:  # that trigger's frame came, broken: its part gets no frame
-                        self._pending.popleft()
-                        self._frame_came.set()
-                return None
-            pf = PFNC.get(buf.get_image_pixel_format(), session.pixel_format)
-            image = to_frame_image(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
-                           buf.get_image_height())
+            status = self._buffer_status(buf)
             cam_ts, sys_ts = buf.get_timestamp(), buf.get_system_timestamp()
+            if status != Aravis.BufferStatus.SUCCESS:
+                lost = "incomplete" if status in (Aravis.BufferStatus.MISSING_PACKETS,
+                                                  Aravis.BufferStatus.TIMEOUT) else status.value_nick
+                image = None
+            else:
+                pf = PFNC.get(buf.get_image_pixel_format(), session.pixel_format)
+                image = to_frame_image(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
+                                       buf.get_image_height())
         except SourceError as e:
             with self._lock:
                 self._dropped["bad_frame"] += 1
@@ -588,25 +630,34 @@ class GenICamSource:
         with self._lock:
             if self._session is not session:
                 return None  # a frame of a session already declared lost
-            self._frames += 1
-            self._last_frame_at = arrived
+            if lost is not None:
+                self._dropped[lost] += 1
+            else:
+                self._frames += 1
+                self._last_frame_at = arrived
             trigger_at = self._pending.popleft()[0] if self._pending else None
         if trigger_at is not None:  # software trigger: the part started when it was asked for
-            self._frame_came.set()  # the next trigger may go
+            self._frame_came.set()  # the next trigger may go (a broken frame came: that part has no image)
             captured_wall -= captured_at - trigger_at
             captured_at = trigger_at
+        if lost is not None and self.cfg.trigger == "free_run":
+            return None  # a live stream: the next frame will do
         part = None if self.cfg.trigger == "free_run" else f"{session.device_id}-{frame_id}"
         return Frame(frame_id=frame_id, image=image, captured_at=captured_at, captured_wall=captured_wall,
-                     part_id=part, source=self.name)
+                     part_id=part, source=self.name, dropped=lost)
+
+    def _buffer_status(self, buf):
+        """The buffer's status: where a real camera's lost packets become a lost frame (a test stands in
+        for a lossy link by overriding this; the runtime never does)."""
+        return buf.get_status()
 
     def _capture_time(self, cam_ns: int, sys_ns: int, arrived: float, arrived_wall: float) -> tuple[float, float]:
-        """(monotonic, wall) time of the exposure. The camera's timestamp is mapped to host time by the
-        smallest (host arrival - camera time) over recent frames: the frame that travelled fastest
-        bounds the offset best. Without a camera timestamp, the host time of the first packet."""
+        """(monotonic, wall) time of the exposure: the camera's timestamp mapped to host wall time by
+        `CaptureClock`, then to the monotonic clock by the (monotonic - wall) of the arrival. Without a
+        camera timestamp, the host time of the first packet; without that, the arrival."""
         wall_to_mono = arrived - arrived_wall
         if cam_ns > 0 and sys_ns > 0:
-            self._clock_offsets.append(sys_ns * 1e-9 - cam_ns * 1e-9)
-            wall = cam_ns * 1e-9 + min(self._clock_offsets)
+            wall = self._clock.host_time(cam_ns * 1e-9, sys_ns * 1e-9)
         elif sys_ns > 0:
             wall = sys_ns * 1e-9
         else:
