@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 APT_TEST := mosquitto mosquitto-clients gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 \
             gstreamer1.0-plugins-base gstreamer1.0-plugins-good python3-gi gir1.2-gstreamer-1.0 chromium \
-            aravis-tools aravis-tools-cli gir1.2-aravis-0.8 iproute2
+            aravis-tools aravis-tools-cli gir1.2-aravis-0.8 iproute2 systemd
 APT_DEMO := mosquitto
 
 .PHONY: demo test setup setup-full apt-test apt-demo venv-gi model model-eval bench schemas calibration clean labelstudio
@@ -54,7 +54,8 @@ labelstudio: $(LS_VENV)/.stamp
 setup: $(VENV)/.runtime-stamp
 setup-full: $(VENV)/.full-stamp
 
-# Debian packages: installed only when missing, so a second run costs nothing.
+# Debian packages: installed only when missing, so a second run costs nothing. Every part a test needs is
+# here (systemd for systemd-analyze in tests/lifecycle/test_deploy.py): under CI a skip fails the run.
 apt-test:
 	@missing=$$(for p in $(APT_TEST); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then echo "installing Debian packages: $$missing"; \

@@ -33,9 +33,12 @@ def bundle_without_float_weights(dst: Path) -> Path:
 def test_retrain_refuses_bad_input_with_exit_2(tmp_path, capsys, case, why):
     ds = make_dataset(tmp_path / "ds", {"train": [1, 2, 3], "val": [4]},
                       classes=CLASSES[::-1] if case == "classes" else CLASSES)
-    out = "models/demo" if case == "onto_parent" else str(tmp_path / "cand")
+    out = str(tmp_path / "cand")
     parent = bundle_without_float_weights(tmp_path / "old") if case in ("no_weights", "missing_weights_file") \
         else "models/demo"
+    if case == "onto_parent":  # a copy: were the check to regress, the shipped bundle stays untouched
+        parent = out = str(shutil.copytree("models/demo", tmp_path / "parent"))
+        before = {p.name: p.read_bytes() for p in Path(parent).iterdir()}
     args = ["retrain", "--from", str(parent), "--data", str(ds), "--out", out, "--work", str(tmp_path / "w")]
     if case == "missing_weights_file":
         args += ["--weights", str(tmp_path / "nope.pt")]
@@ -44,3 +47,5 @@ def test_retrain_refuses_bad_input_with_exit_2(tmp_path, capsys, case, why):
     assert main(args) == 2
     assert why in capsys.readouterr().err
     assert not (tmp_path / "cand").exists() and not (tmp_path / "w").exists()
+    if case == "onto_parent":
+        assert {p.name: p.read_bytes() for p in Path(parent).iterdir()} == before
