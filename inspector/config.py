@@ -395,6 +395,10 @@ class GoldenConfig(StrictConfig):
                                           description="Golden parts; a wrong verdict raises golden_part_failed.")
     idle_wait_s: float = Field(30.0, ge=0, le=3600, description="A golden image waits for an idle moment (no part "
                                "for 50 ms) at most this long, then goes in right after a part.")
+    max_interval_s: float | None = Field(
+        None, gt=0, le=30 * 86_400, description="A golden part not judged (ok or failed; a LATE check does "
+        "not count) for this long is overdue: golden_part_overdue and the /healthz check `golden` red "
+        "until it is judged again. Unset: image parts 3 x every_s + idle_wait_s, part-id parts not watched.")
 
 
 # -- MQTT --------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ STATS: Mapping[str, str] = {
 }
 STAT_NAMES: tuple[str, ...] = tuple(STATS)
 PSI_STAT = "confidence_psi"
+#: A frame the envelope cannot be measured on (smaller than its region, not an image): outside it.
+FRAME_STAT = "frame_size"
 
 #: Width the region is sampled down to (by striding: no resampling cost). 160 columns keep the
 #: sharpness statistic sensitive to a blur of sigma ~2 source px at 640 px frames (see
@@ -182,6 +184,38 @@ class Envelope:
 
 
 @dataclass(frozen=True)
+class Unmeasured:
+    """A frame the guard cannot measure against its envelope. It counts as outside the envelope: a camera
+    re-configured, binned or replaced so that the frame no longer holds the region the envelope was
+    measured on must raise input_drift, not silence the guard (before, such frames yielded no
+    statistics, the guard counted nothing and reported itself enabled)."""
+
+    statistic: str  # FRAME_STAT
+    expected: str
+    actual: str
+
+
+def unmeasured(image: np.ndarray, envelope: Envelope) -> Unmeasured | None:
+    """Why `frame_stats` cannot measure `image` against `envelope`, or None when it can. The envelope's
+    region is its roi, else the whole reference frame (`frame_size`): a frame that does not contain it
+    is outside. A larger frame without roi is measured whole (the statistics sample ~SAMPLE_WIDTH
+    columns whatever the size, so they stay comparable)."""
+    shape = getattr(image, "shape", None)
+    if shape is None or len(shape) not in (2, 3):
+        return Unmeasured(FRAME_STAT, "an HxW or HxWx3 image", f"{type(image).__name__} {shape}")
+    h, w = int(shape[0]), int(shape[1])
+    if envelope.roi is not None:
+        x0, y0, x1, y1 = envelope.roi
+        if x1 > w or y1 > h or x0 < 0 or y0 < 0:
+            return Unmeasured(FRAME_STAT, f"a frame containing roi {list(envelope.roi)} (>= {x1}x{y1})", f"{w}x{h}")
+    elif envelope.frame_size is not None:
+        fw, fh = envelope.frame_size
+        if w < fw or h < fh:
+            return Unmeasured(FRAME_STAT, f">= {fw}x{fh} (the envelope's frames)", f"{w}x{h}")
+    return None
+
+
+@dataclass(frozen=True)
 class DriftState:
     """The guard's verdict after one frame (frozen: it crosses to the alarm/metrics side)."""
 
@@ -193,12 +227,18 @@ class DriftState:
     frames: int  # frames observed so far
     changed: bool = False  # this frame entered or left drift
     psi: float | None = None  # the confidence PSI over the last psi_window frames (None until full)
+    #: a frame that could not be measured (statistic FRAME_STAT): what the envelope needs and what came
+    expected: str | None = None
+    actual: str | None = None
 
     def detail(self) -> dict[str, Any]:
         """The alarm's detail: which statistic, its value and the envelope it left."""
-        return {"statistic": self.statistic, "value": None if self.value is None else round(self.value, 4),
-                "bounds": None if self.bounds is None else [round(self.bounds[0], 4), round(self.bounds[1], 4)],
-                "frames": self.frames}
+        out = {"statistic": self.statistic, "value": None if self.value is None else round(self.value, 4),
+               "bounds": None if self.bounds is None else [round(self.bounds[0], 4), round(self.bounds[1], 4)],
+               "frames": self.frames}
+        if self.expected is not None:
+            out.update(expected=self.expected, actual=self.actual)
+        return out
 
 
 class DriftGuard:
@@ -223,6 +263,8 @@ class DriftGuard:
         self._counts = np.zeros(len(PSI_EDGES) - 1)
         self._edges = np.asarray(PSI_EDGES[1:-1])
         self._frames = 0
+        self._measured = 0  # frames with statistics (the ring's fill)
+        self.unmeasured = 0  # frames that could not be measured (counted outside)
         self._confs = 0
         self._outside = 0  # consecutive frames outside
         self._inside = 0  # consecutive frames inside
@@ -238,13 +280,19 @@ class DriftGuard:
         med = self._med
         return {} if med is None else {n: float(m) for n, m in zip(self._names, med, strict=True)}
 
-    def update(self, stats: np.ndarray, top_confidence: float | None = None) -> DriftState:
-        """One frame: its `frame_stats` vector and the highest detection confidence (0.0 if none;
-        None when the model did not run on it, e.g. a late frame)."""
-        self._ring[self._frames % self.window] = stats
+    def update(self, stats: np.ndarray | Unmeasured, top_confidence: float | None = None) -> DriftState:
+        """One frame: its `frame_stats` vector (or why it could not be measured: outside the envelope)
+        and the highest detection confidence (0.0 if none; None when the model did not run on it)."""
         self._frames += 1
-        worst: tuple[float, str, float, tuple[float, float]] | None = None
-        if self._frames >= self.window and len(self._idx):
+        worst: tuple[float, str, float | None, tuple[float, float] | None] | None = None
+        miss = stats if isinstance(stats, Unmeasured) else None
+        if miss is not None:
+            self.unmeasured += 1
+            worst = (math.inf, miss.statistic, None, None)
+        else:
+            self._ring[self._measured % self.window] = stats
+            self._measured += 1
+        if miss is None and self._measured >= self.window and len(self._idx):
             # The median, not the mean: one odd frame (a camera glitch, a part covered in glare) would keep a
             # mean outside for a whole window; it never moves the median of 16 frames out.
             med = np.median(self._ring[:, self._idx], axis=0)
@@ -262,13 +310,18 @@ class DriftGuard:
         self._inside = 0 if outside else self._inside + 1
         was = self._state.in_drift
         now = (self._outside >= self.enter_after) if not was else not (self._inside >= self.clear_after)
+        exp = act = None
         if worst is None:
             stat = val = bnd = None
         elif now and was and not outside:  # still held in drift: keep naming what put it there
-            stat, val, bnd = self._state.statistic, self._state.value, self._state.bounds
+            st = self._state
+            stat, val, bnd, exp, act = st.statistic, st.value, st.bounds, st.expected, st.actual
         else:
             stat, val, bnd = worst[1], worst[2], worst[3]
-        self._state = DriftState(now, stat, val, bnd, self._frames, changed=now != was, psi=p)
+            if miss is not None:
+                exp, act = miss.expected, miss.actual
+        self._state = DriftState(now, stat, val, bnd, self._frames, changed=now != was, psi=p, expected=exp,
+                                 actual=act)
         return self._state
 
     def _update_psi(self, conf: float | None) -> float | None:

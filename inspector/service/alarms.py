@@ -54,6 +54,9 @@ ALARM_KINDS: dict[str, str] = {
     "input_restored": "the images are back inside the model's envelope (clears input_drift: payload `clears`)",
     "golden_part_failed": "a golden reference part got the wrong verdict (detail: expected, got, defects): the "
     "inspection itself is not to be trusted",
+    "golden_part_overdue": "a golden part was not judged within golden.max_interval_s (part-id mode: it never came; "
+    "image mode: every check was LATE or none was made); the /healthz check `golden` is red until it is judged "
+    "again (detail: name, mode, since_s, last_result)",
     "realtime_refused": "realtime.policy asked for a real-time frame path and the OS refused it (detail: reason, "
     "fix): the service runs at its normal priority and may miss deadlines beside other work on the PC",
     "realtime_demoted": "a real-time frame-path thread ran realtime.rttime_ms without blocking (SIGXCPU): the frame "

@@ -32,11 +32,14 @@ from inspector.errors import ModelError
 from inspector.frames import ModelInfo, Verdict
 from inspector.inference.decision import under_drift
 from inspector.inference.drift_guard import (
+    FRAME_STAT,
     PSI_STAT,
     DriftGuard,
     DriftState,
     Envelope,
+    Unmeasured,
     frame_stats,
+    unmeasured,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,10 @@ class DriftMonitor:
         self.cfg, self.on_drift, self._alarm = cfg, on_drift, alarm
         self.entered = 0
         self.cleared = 0
+        # Frames the guard got nothing for (LATE before inference, no image). Its windows count frames it
+        # measured, never time, so a loaded machine (more LATE frames) fills them more slowly but moves no
+        # statistic; frames + unobserved is every production verdict it saw.
+        self.unobserved = 0
         self._since: float | None = None
         self._size_warned = False
         self._bind(card, model)
@@ -90,19 +97,23 @@ class DriftMonitor:
         self._last: tuple[DriftState, np.ndarray | None, list[str]] | None = None
 
     # -- infer thread ---------------------------------------------------------------------------
-    def stats(self, image: np.ndarray) -> np.ndarray | None:
+    def stats(self, image: np.ndarray) -> np.ndarray | Unmeasured | None:
+        """The frame's statistics; `Unmeasured` (outside the envelope) when the frame does not hold the
+        envelope's region or cannot be measured at all; None without an envelope."""
         env = self.envelope
         if env is None:
             return None
+        miss = unmeasured(image, env)
+        if miss is not None:
+            return miss
         if env.frame_size and not self._size_warned and tuple(env.frame_size) != (image.shape[1], image.shape[0]):
             self._size_warned = True  # the statistics sample ~160 px whatever the size: comparable, but say it
             log.warning("input drift guard: frames are %dx%d, the envelope was measured on %dx%d frames",
                         image.shape[1], image.shape[0], *env.frame_size)
         try:
             return frame_stats(image, env.roi, env.sample_width)
-        except ValueError as e:  # not a BGR frame or a region too small: the model path decides about the frame
-            log.debug("input drift guard: no statistics for this frame (%s)", e)
-            return None
+        except ValueError as e:  # not a BGR uint8 frame or a region too small: outside the envelope
+            return Unmeasured(FRAME_STAT, "an HxWx3 (BGR) or HxW uint8 frame, region >= 16x16 px", str(e))
 
     # -- post thread ----------------------------------------------------------------------------
     def observe(self, v: Verdict, stats: np.ndarray | None, top_confidence: float | None, judge=None) -> Verdict:
@@ -113,7 +124,9 @@ class DriftMonitor:
         if guard is None:
             return v
         state = guard.state
-        if stats is not None:  # a frame settled without inference (late, no image) has no statistics
+        if stats is None:  # settled without inference (LATE before it started, no image): nothing measured
+            self.unobserved += 1
+        else:
             state = guard.update(stats, top_confidence)
             if state.changed:
                 self._changed(state, v)
@@ -164,6 +177,7 @@ class DriftMonitor:
         out: dict[str, Any] = {"enabled": guard is not None, "why_off": self.why_off, "on_drift": self.on_drift,
                                "in_drift": False, "acting": False, "statistic": None, "value": None, "bounds": None,
                                "psi": None, "entered": self.entered, "cleared": self.cleared, "frames": 0,
+                               "unobserved": self.unobserved, "unmeasured": 0, "expected": None, "actual": None,
                                "medians": {}, "envelope": {} if env is None else
                                {k: [lo, hi] for k, (lo, hi) in env.bounds.items()}}
         if last is None or guard is None:
@@ -173,6 +187,7 @@ class DriftMonitor:
                    value=None if state.value is None else round(state.value, 4),
                    bounds=None if state.bounds is None else [round(b, 4) for b in state.bounds],
                    psi=None if state.psi is None else round(state.psi, 4), frames=state.frames,
+                   unmeasured=guard.unmeasured, expected=state.expected, actual=state.actual,
                    medians={} if med is None else {n: round(float(m), 5) for n, m in zip(names, med, strict=True)})
         return out
 

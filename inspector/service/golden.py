@@ -15,6 +15,14 @@ camera that moved). A golden part checks the whole inspection end to end (issue 
 The check compares the model's own judgement (defects found or not), not the verdict after
 `decision.on_drift` (a golden part inspected while the line is held is still judged). A wrong one
 raises `golden_part_failed`; a LATE one is counted as not judged (the next period tries again).
+
+A golden part that is not judged (ok or failed) for `max_interval_s` is overdue: one
+`golden_part_overdue` alarm per episode and the `golden` health check red until it is judged again.
+In part-id mode that is a part that never comes (100 000 verdicts without it used to raise nothing);
+in image mode a check that is always LATE (a saturated line) or never injected. Without
+`golden.max_interval_s`, image parts are watched at 3 x every_s + idle_wait_s (three missed
+periods; the injection itself may wait idle_wait_s) and part-id parts are not watched (the plant
+decides how often its golden part passes; logged at start). The timer thread watches.
 """
 
 from __future__ import annotations
@@ -100,6 +108,12 @@ class GoldenParts:
         self.last: dict[str, dict[str, Any]] = {}  # name -> the last check
         self._pending: set[str] = set()  # image parts handed to the pipeline and not judged yet
         self._seq = 0
+        # name -> seconds without a judged check after which the part is overdue (None: not watched)
+        self.max_interval = {p.name: _interval(cfg, p) for p in self.parts}
+        self._started_at: float | None = None
+        self._judged_at: dict[str, float] = {}  # name -> clock() of its last ok/failed check
+        self._overdue: dict[str, float] = {}  # name -> clock() it became overdue
+        self.overdue_alarms = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="golden", daemon=True)
 
@@ -109,7 +123,11 @@ class GoldenParts:
 
     # -- timer thread (image mode) ----------------------------------------------------------------
     def start(self) -> None:
-        if self.images and self._inject is not None:
+        self._started_at = self._clock()
+        unwatched = [n for n, s in self.max_interval.items() if s is None]
+        if unwatched:
+            log.warning("golden parts %s: not watched for coming too rarely (set golden.max_interval_s)", unwatched)
+        if (self.images and self._inject is not None) or len(unwatched) < len(self.parts):
             self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
@@ -119,14 +137,50 @@ class GoldenParts:
 
     def _run(self) -> None:
         realtime.enter("service")  # below the frame path (service/realtime.py)
-        due = {p.name: self._clock() + p.every_s for p in self.images}
+        offering = self.images if self._inject is not None else []
+        due = {p.name: self._clock() + p.every_s for p in offering}
         while not self._stop.is_set():
             now = self._clock()
-            for p in self.images:
+            for p in offering:
                 if now >= due[p.name]:
                     due[p.name] = now + p.every_s
                     self.offer(p)
-            self._stop.wait(max(0.05, min(due.values()) - self._clock()))
+            next_overdue = self.check_overdue()
+            wake = min([*due.values(), next_overdue if next_overdue is not None else now + 1.0])
+            self._stop.wait(max(0.05, wake - self._clock()))
+
+    def check_overdue(self) -> float | None:
+        """Raises `golden_part_overdue` for each watched part not judged within its max interval (once per
+        episode); returns the clock() time the next part becomes overdue (None: none watched)."""
+        if self._started_at is None:
+            return None
+        now, nxt, raised = self._clock(), None, []
+        with self._lock:
+            for name, limit in self.max_interval.items():
+                if limit is None or name in self._overdue:
+                    continue
+                since = self._judged_at.get(name, self._started_at)
+                if now - since > limit:
+                    self._overdue[name] = now
+                    self.overdue_alarms += 1
+                    last = self.last.get(name)
+                    raised.append({"name": name, "mode": "image" if self._by_name[name].image is not None
+                                   else "part_id", "part_id": self._by_name[name].part_id,
+                                   "max_interval_s": limit, "since_s": round(now - since, 1),
+                                   "never_judged": name not in self._judged_at,
+                                   "last_result": None if last is None else last["result"],
+                                   "late": self.results["late"]})
+                else:
+                    nxt = since + limit if nxt is None else min(nxt, since + limit)
+        for detail in raised:
+            log.error("golden part %s overdue: not judged for %.0f s (max %.0f s)", detail["name"], detail["since_s"],
+                      detail["max_interval_s"])
+            if self._alarm is not None:
+                try:
+                    self._alarm("golden_part_overdue", detail)
+                except Exception:  # an alarm path must not stop the timer
+                    log.exception("golden_part_overdue alarm could not be raised")
+        return nxt
 
     def offer(self, p: GoldenPart) -> bool:
         """Hands one golden image to the pipeline (not if the last one is still waiting for its verdict)."""
@@ -165,9 +219,15 @@ class GoldenParts:
                   "model": f"{v.model.name}@{v.model.version}"}
         if v.error:
             record["error"] = v.error
+        back = None
         with self._lock:
             self.results[result] += 1
             self.last[p.name] = record
+            if result != "late":  # judged, right or wrong: the part came and the model looked at it
+                self._judged_at[p.name] = self._clock()
+                back = self._overdue.pop(p.name, None)
+        if back is not None:
+            log.warning("golden part %s judged again after being overdue (%s)", p.name, result)
         if result == "failed":
             log.error("golden part %s: expected %s, the model said %s (%s)", p.name, p.expect, got, record["defects"])
             if self._alarm is not None:
@@ -179,6 +239,19 @@ class GoldenParts:
             log.info("golden part %s: %s (expected %s, got %s)", p.name, result, p.expect, got)
 
     def state(self) -> dict[str, Any]:
+        now = self._clock()
         with self._lock:
             return {"ok": self.results["ok"], "failed": self.results["failed"], "late": self.results["late"],
-                    "last": {k: dict(v) for k, v in self.last.items()}}
+                    "last": {k: dict(v) for k, v in self.last.items()},
+                    "overdue": sorted(self._overdue), "overdue_alarms": self.overdue_alarms,
+                    "max_interval_s": dict(self.max_interval),
+                    "since_judged_s": {n: None if self._started_at is None else
+                                       round(now - self._judged_at.get(n, self._started_at), 1)
+                                       for n in self.max_interval}}
+
+
+def _interval(cfg: GoldenConfig, p: GoldenPart) -> float | None:
+    """Seconds without a judged check after which `p` is overdue (see the module doc)."""
+    if cfg.max_interval_s is not None:
+        return cfg.max_interval_s
+    return 3 * p.every_s + cfg.idle_wait_s if p.image is not None else None

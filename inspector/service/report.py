@@ -441,6 +441,8 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
     drift_monitor = getattr(svc, "drift", None)
     drift = drift_monitor.snapshot() if drift_monitor is not None else None
     health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua, drift=drift)
+    golden = svc.golden.state() if getattr(svc, "golden", None) is not None else None
+    health += _golden_check(golden)
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
              "precision": svc.detector.bundle.precision, "device": svc.detector.device}
     started = getattr(svc, "started_at", None)
@@ -455,7 +457,7 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
                          health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
                          verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state(),
-                         drift=drift, golden=svc.golden.state() if getattr(svc, "golden", None) is not None else None,
+                         drift=drift, golden=golden,
                          realtime=realtime.state(groups=full or groups))
 
 
@@ -487,7 +489,8 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
                                   else f"the OPC UA server on {opcua.endpoint} is not running"))
     if drift is not None:  # drift alone is an alarm, not ill health; a held line inspects nothing: red
         held = drift["acting"] and drift["on_drift"] == "hold"
-        what = f"{drift['statistic']} {drift['value']} outside {drift['bounds']}"
+        what = (f"{drift['statistic']}: expected {drift['expected']}, got {drift['actual']}" if drift.get("expected")
+                else f"{drift['statistic']} {drift['value']} outside {drift['bounds']}")
         if held:
             detail = f"held: every part gets the fail-safe verdict ({what})"
         elif drift["in_drift"]:
@@ -496,6 +499,18 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
             detail = "inside the envelope" if drift["enabled"] else f"not watched: {drift['why_off']}"
         checks.append(HealthCheck("input", not held, detail))
     return tuple(checks)
+
+
+def _golden_check(golden: dict[str, Any] | None) -> tuple[HealthCheck, ...]:
+    """Listed when a golden part is watched (golden.max_interval_s): red while one is overdue."""
+    if golden is None or not any(s is not None for s in golden.get("max_interval_s", {}).values()):
+        return ()
+    overdue = golden["overdue"]
+    if not overdue:
+        return (HealthCheck("golden", True, "every watched golden part judged within its max interval"),)
+    since = golden["since_judged_s"]
+    return (HealthCheck("golden", False, "golden part(s) overdue: " + ", ".join(
+        f"{n} not judged for {since.get(n)} s (max {golden['max_interval_s'][n]} s)" for n in overdue)),)
 
 
 def _verdict_check(p: PipelineReport, stall_s: float) -> HealthCheck:

@@ -212,3 +212,57 @@ def test_a_snapshot_during_a_model_switch_labels_the_medians_with_their_own_stat
     # The first half of a switch to a model whose envelope bounds other statistics.
     mon.guard = DriftGuard(Envelope.from_card({"stats": {"sharpness": [0.0, 5.0]}}), window=cfg.window)
     assert mon.snapshot()["medians"] == {"luma": 120.0, "contrast": 0.5}
+
+
+def _bundle_with_roi(tmp_path: Path, roi: list[int] | None) -> Path:
+    import json
+    import shutil
+
+    bundle = tmp_path / "demo"
+    shutil.copytree(REPO / "models/demo", bundle)
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["input_envelope"]["roi"] = roi
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    return bundle
+
+
+@pytest.mark.parametrize("roi, size", [
+    # the envelope's region is not inside a 320x240 frame: the old guard measured nothing, counted 0 frames
+    pytest.param([400, 300, 600, 460], (320, 240), id="roi-outside-a-binned-frame"),
+    # no roi: the region is the whole 640x480 reference frame, which a binned frame no longer holds
+    pytest.param(None, (320, 240), id="no-roi-binned-frame"),
+    pytest.param(None, (640, 360), id="no-roi-cropped-height"),
+])
+def test_a_frame_that_no_longer_holds_the_envelopes_region_is_outside_it(tmp_path, roi, size):
+    """A camera re-configured mid-run (binned, cropped, replaced): frames of the new size are outside the
+    envelope (statistic frame_size, expected vs actual), input_drift is raised and on_drift holds."""
+    import cv2
+
+    from inspector.sources.conveyor import ConveyorGenerator
+
+    gen, folder, switch = ConveyorGenerator(777), tmp_path / "images", 30
+    folder.mkdir()
+    for i in range(switch + 40):
+        img = gen.part(i).image
+        if i >= switch:
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{i:04d}.png"), img)
+    cfg = make_config([]).model_copy(update={
+        "source": InspectorConfig(source={"kind": "folder", "path": folder, "parts_per_s": 25.0,
+                                          "queue_size": 64}).source,
+        "model": InspectorConfig(model={"path": _bundle_with_roi(tmp_path, roi)}).model})
+    svc, rec, alarms = run(cfg, switch + 40)
+
+    drift = [d for k, d in alarms if k == "input_drift"]
+    assert len(drift) == 1, alarms
+    d = drift[0]
+    assert d["statistic"] == "frame_size" and d["actual"] == f"{size[0]}x{size[1]}" and d["expected"], d
+    # the 4th (drift.enter_after) measured frame of the new size raises it; frames that went LATE before
+    # inference (a loaded machine) are not measured, so they are not counted here either
+    measured = [v for v in rec.verdicts if switch <= v.frame_id <= d["frame_id"] and v.outcome is not Outcome.LATE]
+    assert d["frame_id"] >= switch and len(measured) <= cfg.drift.enter_after and d["action"] == "hold"
+    order = [v.frame_id for v in rec.verdicts]
+    assert all(v.actuate for v in rec.verdicts[order.index(d["frame_id"]):]), "held from the alarm on"
+    snap = svc.report().drift
+    assert snap["in_drift"] and snap["statistic"] == "frame_size" and snap["unmeasured"] >= 30
+    assert snap["frames"] + snap["unobserved"] == switch + 40

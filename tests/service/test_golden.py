@@ -140,3 +140,57 @@ def test_a_physical_golden_part_is_recognised_by_its_part_id():
 def test_bad_golden_config_is_refused_naming_the_field(golden, match):
     with pytest.raises(ConfigError, match=match):
         Service(make_config(golden))
+
+
+def _overdue_run(cfg: InspectorConfig) -> tuple[Service, dict, list]:
+    from tests.waiting import wait_for as wait_until
+
+    svc, rec, alarms = start(cfg)
+    try:
+        wait_until(lambda: [d for k, d in list(alarms) if k == "golden_part_overdue"], 60, "golden_part_overdue")
+        wait_until(lambda: not {c.name: c.ok for c in svc.report().health}.get("golden", True), 10,
+                   "the golden health check red")
+        r = svc.report()
+    finally:
+        svc.stop(deadline_s=5.0)
+    d = next(d for k, d in alarms if k == "golden_part_overdue")
+    golden = {c.name: c for c in r.health}["golden"]
+    assert not r.healthy and d["name"] in golden.detail and "overdue" in golden.detail
+    assert r.golden["overdue"] == [d["name"]] and r.golden["overdue_alarms"] == 1
+    return svc, d, alarms
+
+
+@pytest.mark.parametrize("comes_at, never_judged, last_result", [
+    pytest.param(None, True, None, id="never-comes"),  # 100 000 verdicts without it used to raise nothing
+    pytest.param(5, False, "ok", id="came-once-then-never-again"),
+])
+def test_a_golden_part_id_that_does_not_come_within_max_interval_is_overdue(comes_at, never_judged, last_result):
+    i = defective_index(comes_at) if comes_at is not None else 0
+    part_id = f"S{SEED}-{i:07d}" if comes_at is not None else "GOLDEN-NEVER-ON-THE-BELT"
+    cfg = make_config({"parts": [{"part_id": part_id, "expect": "REJECT", "name": "ref"}], "max_interval_s": 2.0})
+    svc, d, alarms = _overdue_run(cfg)
+    assert d["mode"] == "part_id" and d["part_id"] == part_id and d["max_interval_s"] == 2.0
+    assert d["never_judged"] is never_judged and d["last_result"] == last_result and d["since_s"] >= 2.0
+    assert svc.pipeline.stats.frames > 0, "production parts were judged meanwhile"
+
+
+def test_a_golden_image_whose_every_check_is_late_is_overdue(golden_image):
+    """A budget no inference can meet: every golden check is LATE (not judged), none counts."""
+    cfg = make_config({"parts": [{"image": str(golden_image), "expect": "REJECT", "every_s": 1, "name": "img"}],
+                       "max_interval_s": 2.5, "idle_wait_s": 0.2})
+    cfg = cfg.model_copy(update={"decision": cfg.decision.model_copy(update={"budget_ms": 0.05})})
+    svc, d, alarms = _overdue_run(cfg)
+    g = svc.golden.state()
+    assert d["mode"] == "image" and d["never_judged"] is True and d["late"] >= 1
+    assert g["ok"] == g["failed"] == 0 and g["late"] >= 1
+    assert not [k for k, _ in alarms if k == "golden_part_failed"]
+
+
+def test_an_unset_max_interval_watches_image_parts_at_three_periods():
+    from inspector.config import GoldenConfig
+    from inspector.service.golden import GoldenParts
+
+    g = GoldenParts(GoldenConfig(parts=[{"part_id": "P", "expect": "PASS"}], idle_wait_s=30), inject=None)
+    assert g.max_interval == {"P": None}
+    g2 = GoldenParts(GoldenConfig(parts=[{"part_id": "P", "expect": "PASS"}], max_interval_s=600), inject=None)
+    assert g2.max_interval == {"P": 600}
