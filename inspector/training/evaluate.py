@@ -48,9 +48,10 @@ def synthetic_samples(n: int, seed: int) -> Iterator[Sample]:
 
 def data_splits(data_yaml: Path) -> dict[str, Path]:
     """split -> image folder of a data.yaml (`path:` absolute, relative to the yaml, or absent)."""
+    from inspector.training.importers import data_yaml_root  # the one rule (a relative --data was joined twice)
+
     data = yaml.safe_load(Path(data_yaml).read_text()) or {}
-    root = Path(data.get("path") or Path(data_yaml).parent)
-    root = root if root.is_absolute() else Path(data_yaml).parent / root
+    root = data_yaml_root(Path(data_yaml), data)
     return {s: root / data[s] for s in ("train", "val", "test") if isinstance(data.get(s), str)}
 
 

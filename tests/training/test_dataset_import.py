@@ -10,6 +10,7 @@ import pytest
 
 from inspector.cli import main
 from inspector.training.dataset_check import run_check
+from inspector.training.evaluate import data_splits
 from tests.training.exports import CLASSES, WRITERS, Drawn, ls_task
 
 
@@ -470,6 +471,7 @@ def test_a_relative_path_to_an_imported_dataset_imports_it(tmp_path, monkeypatch
     assert main(["dataset", "import", "--from", "yolo", arg, "--out", "b"]) == 0
     assert labels_of(tmp_path / "a") == labels_of(tmp_path / "b")
     assert run_check(Path(arg), imgsz=64).per_split["train"]["images"] == 3  # check reads it in place too
+    assert data_splits(Path("a/data.yaml")) == {"train": Path("a/images/train"), "val": Path("a/images/val")}  # eval
 
 
 def test_a_split_folder_data_yaml_names_but_that_is_missing_is_reported(tmp_path, capsys):
