@@ -565,8 +565,9 @@ class RealtimeConfig(StrictConfig):
         "and raises one realtime_refused alarm naming the reason and the fix. fifo / rr: that policy, same "
         "fallback. off: no real-time class (threads at the service's priority, background threads per "
         "`background`).")
-    priority: int = Field(10, ge=1, le=98, description="Real-time priority of the frame path (1-98; kernel "
-                          "threads such as the IRQ threads of a PREEMPT_RT kernel sit at 50, keep below them).")
+    priority: int = Field(10, ge=1, le=96, description="Real-time priority of the frame path's intake (camera, "
+                          "infer); OpenVINO, post and the reject publisher run at +1, the watchdog at +2 (1-96; "
+                          "the IRQ threads of a PREEMPT_RT kernel sit at 50, keep below them).")
     cpus: list[int] | None = Field(None, min_length=1, description="CPUs the frame path is pinned to "
                                    "(sched_setaffinity per thread); null: any CPU.")
     rttime_ms: int = Field(200, ge=10, le=10_000, description="RLIMIT_RTTIME: CPU time a real-time thread may use "

@@ -63,6 +63,13 @@ from inspector.config import RealtimeConfig
 log = logging.getLogger(__name__)
 
 GROUPS = ("frame", "service", "background", "lifecycle")
+# Within the frame path, `priority` + rank: SCHED_FIFO never time-slices threads of one priority, so under
+# overload an intake thread that never blocks (a synthetic source rendering 120 frames/s) kept OpenVINO's
+# threads off a core for 1 s (model_failed "stuck", measured). Finishing what is in flight comes first: the
+# watchdog (it answers LATE at the deadline) above the completion side (OpenVINO, post, the reject's
+# publisher and network thread) above the intake (camera, infer, PLC pairing).
+RANKS = {"pipeline-watchdog": 2, "pipeline-post": 1, "ov-infer": 1, "mqtt-publisher": 1, "mqtt-network": 1,
+         "plc-mqtt": 1}
 CAP_SYS_NICE = 23
 HARD_EXTRA_US = 5_000_000  # RLIMIT_RTTIME hard = soft + 5 s: the kernel's SIGKILL if the SIGXCPU handler never ran
 _POLICY_NAMES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
@@ -315,10 +322,11 @@ def _apply(tid: int, group: str, name: str) -> str:
     d = s.decision
     try:
         if group == "frame" and d.rt and s.demoted is None:
-            os.sched_setscheduler(tid, _policy_const(d.mode) | os.SCHED_RESET_ON_FORK, os.sched_param(d.priority))
+            prio = d.priority + RANKS.get(name, 0)
+            os.sched_setscheduler(tid, _policy_const(d.mode) | os.SCHED_RESET_ON_FORK, os.sched_param(prio))
             if s.cfg.cpus:
                 os.sched_setaffinity(tid, s.cfg.cpus)
-            return f"{d.mode} {d.priority}"
+            return f"{d.mode} {prio}"
         if group == "background":
             from inspector.service.priority import lower_thread_priority
 
@@ -412,6 +420,9 @@ def _on_sigxcpu(signum, frame) -> None:  # noqa: ARG001 - signal handler signatu
 def _guard_loop(s: _Scheduler) -> None:
     enter("service", "realtime-guard")
     s._demoted_ev.wait()
+    for tid, (group, _, _) in list(s.members.items()):
+        if group == "frame":
+            record(tid)
     log.error("realtime: demoted the frame path to SCHED_OTHER: %s", s.demoted)
     if s.alarm is not None:
         try:

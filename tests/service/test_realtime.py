@@ -170,7 +170,7 @@ def test_a_candidate_compiled_below_the_frame_path_joins_it_only_when_adopted():
         assert own, "the compile started no thread of its own: nothing to schedule"
         assert all(x.policy == OTHER and x.nice == 10 for x in own), own
         realtime.adopt(det.native_threads, "frame", "ov-infer")
-        assert all((realtime.read_task(tid).policy, realtime.read_task(tid).rt_priority) == (FIFO, 10)
+        assert all((realtime.read_task(tid).policy, realtime.read_task(tid).rt_priority) == (FIFO, 11)  # rank +1
                    for tid in det.native_threads)
     finally:
         realtime.configure(RealtimeConfig(policy="off"))
@@ -190,9 +190,11 @@ def test_run_puts_the_frame_path_in_fifo_and_the_rest_below(tmp_path, mqtt_broke
                 "mqtt-publisher", "mqtt-network", "metrics", "verdict log", "spool writer"}
         names = wait_for(lambda: (n := threads_by_name(proc.pid)) and want <= set(n) and n, 90,
                          lambda: f"threads {sorted(threads_by_name(proc.pid))} to include {sorted(want)}")
-        frame = [t for k in ("pipeline-infer", "pipeline-post", "pipeline-watchd", "source-syntheti", "ov-infer",
-                             "mqtt-publisher", "mqtt-network") for t in names[k]]
-        assert all((t.policy, t.rt_priority) == (FIFO, 10) for t in frame), frame
+        # priority 10 + rank: the watchdog above the completion side above the intake (realtime.RANKS)
+        ranks = {"pipeline-infer": 10, "source-syntheti": 10, "pipeline-post": 11, "ov-infer": 11,
+                 "mqtt-publisher": 11, "mqtt-network": 11, "pipeline-watchd": 12}
+        frame = [t for k in ranks for t in names[k]]
+        assert all((t.policy, t.rt_priority) == (FIFO, ranks[t.comm]) for t in frame), frame
         assert len(names["ov-infer"]) >= 2  # the streams executor's threads (and oneTBB's workers)
         assert all(t.policy == OTHER and t.nice == 0 for t in names["metrics"])
         assert all(t.policy == OTHER and t.nice == 10 for k in ("verdict log", "spool writer") for t in names[k])
@@ -209,7 +211,7 @@ def test_run_puts_the_frame_path_in_fifo_and_the_rest_below(tmp_path, mqtt_broke
         rec.stop()
     s = json.loads(out.read_text())
     assert s["realtime"]["in_force"] == "fifo 10" and "realtime_refused" not in s["alarms"]
-    assert s["realtime"]["groups"]["frame"]["SCHED_FIFO 10"] >= 9
+    assert s["realtime"]["groups"]["frame"]["SCHED_FIFO 11"] >= 5 and s["realtime"]["groups"]["frame"]["SCHED_FIFO 12"]
     assert "realtime: fifo 10 [" in stdout
     assert "realtime: frame path under SCHED_FIFO priority 10" in err.read_text()
 
