@@ -37,5 +37,5 @@ def shipped_files_untouched():
     before = snapshot()
     yield
     changed = changes(before, snapshot())
-    assert not changed, ("the tests wrote into the repository's shipped files (tests write only under tmp): "
-                         + "; ".join(changed))
+    assert not changed, ("the tests wrote into the repository's shipped files (tests write only under tmp; "
+                         "another process editing the checkout during the run reads the same): " + "; ".join(changed))

@@ -5,11 +5,11 @@ station's topics.
 
 - 300 triggers at 10 parts/s at an 80 ms budget: every trigger answered once, with its part id and
   sequence; bad trigger payloads are refused with an alarm and the loop goes on; the trigger -> result
-  figures are written to build/line-acceptance.json (timing is recorded here, not asserted: house rule,
-  the figures live in docs/controls-engineer.md).
-- The camera killed mid-run: camera_lost within 2 s, every trigger of the outage answered fail-safe NG,
-  camera_restored (clears camera_lost) when it is back, inspections resume in the same process; and
-  .../reject stays silent: in handshake mode the PLC's result is the part's only answer.
+  figures are printed and written to line-acceptance.json under the session's tmp folder (timing is
+  recorded here, not asserted: house rule, the figures live in docs/controls-engineer.md).
+- The camera killed mid-run: camera_lost between the kill and the restart, every trigger of the outage
+  answered fail-safe NG, camera_restored (clears camera_lost) when it is back, inspections resume in the
+  same process; and .../reject stays silent: in handshake mode the PLC's result is the part's only answer.
 - Bad input: exit 2 naming the problem (unsupported pixel format, one the camera does not offer, an
   unknown camera id listing the cameras found; discovery only inside a private network namespace).
 """
@@ -38,7 +38,6 @@ from tests.fixtures.mqtt_broker import Recorder, mqtt_config
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET_MS = 80.0
-FIGURES = REPO / "build" / "line-acceptance.json"
 
 
 def free_port() -> int:
@@ -160,10 +159,16 @@ def line(mqtt_broker, fake_camera, tmp_path):
         rec.stop()
 
 
-def record_figures(name: str, figures: dict) -> None:
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+@pytest.fixture(scope="module")
+def figures_file(tmp_path_factory) -> Path:
+    """line-acceptance.json under the session's tmp folder: tests never write into the checkout."""
+    return tmp_path_factory.mktemp("figures") / "line-acceptance.json"
+
+
+def record_figures(path: Path, name: str, figures: dict) -> None:
+    """Printed (`pytest -s` shows them) and kept in `path`."""
     try:
-        old = json.loads(FIGURES.read_text())
+        old = json.loads(path.read_text())
     except (OSError, ValueError):
         old = {}
     load1 = os.getloadavg()[0]
@@ -171,13 +176,13 @@ def record_figures(name: str, figures: dict) -> None:
                   if ln.startswith("model name")), "?")
     old[name] = {**figures, "cpu": model, "cores": os.cpu_count(), "load1": round(load1, 2),
                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    FIGURES.write_text(json.dumps(old, indent=2))
+    path.write_text(json.dumps(old, indent=2))
     print(f"\n{name}: {json.dumps(old[name])}")
 
 
 # -- acceptance: 300 parts ---------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, tmp_path):
+def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, tmp_path, figures_file):
     sim, rec, insp = line["sim"], line["rec"], line["insp"]
     # Bad trigger payloads first: refused with a result and an alarm each, and the loop goes on.
     for raw in (b'{"seq": 7}', b"not json", b'{"part_id": "", "seq": 8}'):
@@ -197,9 +202,13 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     rep = json.loads(out.read_text())
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{insp.log()}"
     assert (rep["sent"], rep["answered"], rep["missing"], rep["unexpected"]) == (300, 300, [], 0), rep
-    # Inspected, each one. A frame slower than 0.8 x budget on a loaded machine (the fake camera takes 15-40 ms
-    # per trigger) is answered fail-safe no_frame, with its alarm: tolerated for a few, counted in the figures.
-    assert set(rep["reasons"]) <= {"pass", "defect", "no_frame"} and rep["fail_safe"] <= 3, rep
+    # Inspected, or answered fail-safe NG with its cause counted. How many go fail-safe is timing, which a
+    # loaded machine sets (a frame slower than 0.8 x budget: no_frame; an inference past the budget: late):
+    # a figure, recorded below and in benchmarks/load.py, never this test's verdict.
+    reasons = rep["reasons"]
+    assert set(reasons) <= {"pass", "defect", "no_frame", "late"}, rep
+    assert reasons.get("pass", 0) + reasons.get("defect", 0) > 0, rep  # the model judged parts
+    assert rep["fail_safe"] == reasons.get("no_frame", 0) + reasons.get("late", 0), rep
     assert "trigger->result p50" in done.stdout and rep["latency_ms"]["p99"] > 0
     insp.alive()
 
@@ -217,9 +226,10 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     plc = summary["plc"]
     assert (plc["triggers"], plc["results"], plc["bad_triggers"]) == (300, 300, 3), plc
     assert summary["alarms"].get("plc_bad_trigger") == 3
-    assert summary["alarms"].get("plc_no_frame", 0) == rep["fail_safe"] == plc["fail_safe"].get("no_frame", 0)
+    assert summary["alarms"].get("plc_no_frame", 0) == reasons.get("no_frame", 0) == plc["fail_safe"].get("no_frame", 0)
+    assert summary["deadline_misses"] >= reasons.get("late", 0)  # each late result is a LATE verdict
     assert rec.on("reject") == [], "handshake mode: the PLC's result is the part's only answer"
-    record_figures("300_parts_10_per_s", {
+    record_figures(figures_file, "300_parts_10_per_s", {
         "budget_ms": BUDGET_MS, "sent": rep["sent"], "answered": rep["answered"], "late_plc_clock": rep["late"],
         "trigger_to_result_ms_plc_clock": rep["latency_ms"], "trigger_to_result_ms_inspector": plc["latency_ms"],
         "late_results_inspector": plc["late_results"], "deadline_misses": summary["deadline_misses"],
@@ -229,13 +239,13 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
 
 # -- acceptance: the camera killed mid-run ---------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared(line):
+def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared(line, figures_file):
     sim, rec, insp, cam = line["sim"], line["rec"], line["insp"], line["camera"]
     marks: dict[str, float] = {}
     restarted = threading.Event()
 
     def restart() -> None:
-        marks["restart"] = time.monotonic()
+        marks["restart"], marks["restart_wall"] = time.monotonic(), time.time()
         cam.start()  # waits until it answers GVCP
         restarted.set()
 
@@ -260,7 +270,8 @@ def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared
     assert len(lost) == 1 and len(restored) == 1, alarms
     assert restored[0]["clears"] == "camera_lost" and lost[0]["clears"] is None
     lost_after_s = json_time(lost[0]["raised_at"]) - marks["kill_wall"]
-    assert 0 <= lost_after_s < 2.0, f"camera_lost {lost_after_s:.2f} s after the kill"
+    # Order, not speed: lost after the kill and before the restart (how fast is a figure, recorded below).
+    assert marks["kill_wall"] <= json_time(lost[0]["raised_at"]) < marks["restart_wall"], (marks, lost[0])
     assert json_time(restored[0]["raised_at"]) > json_time(lost[0]["raised_at"])
 
     parts = sorted(sim.parts.values(), key=lambda p: p.seq)
@@ -288,7 +299,7 @@ def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared
     assert summary["plc"]["results"] == summary["plc"]["triggers"] == 130
     assert summary["alarms"].get("camera_lost") == 1 and summary["alarms"].get("camera_restored") == 1
     assert summary["source"]["reconnects"] == 1
-    record_figures("camera_killed_mid_run", {
+    record_figures(figures_file, "camera_killed_mid_run", {
         "budget_ms": BUDGET_MS, "camera_lost_after_kill_s": round(lost_after_s, 3), "outage_triggers": len(outage),
         "fail_safe_reasons": {r: sum(p.result["reason"] == r for p in outage) for r in ("camera_lost", "no_frame")},
         "late_plc_clock": rep["late"], "trigger_to_result_ms_plc_clock": rep["latency_ms"],
@@ -328,7 +339,7 @@ def test_a_pixel_format_the_camera_does_not_offer_is_exit_2_naming_what_it_offer
 _UNKNOWN_ID = """
 arv-fake-gv-camera-0.8 -i 127.0.0.1 -s {serial} >/dev/null 2>&1 & cam=$!
 trap 'kill $cam' EXIT
-sleep 0.5
+for i in $(seq 200); do arv-tool-0.8 2>/dev/null | grep -q {serial} && break; sleep 0.05; done  # until it answers
 cd {cwd}
 {python} -m inspector run --config {cfg} --no-live
 """
