@@ -3,6 +3,7 @@ a stream switched to a strong fault is caught within 50 parts and an unaltered o
 
 import dataclasses
 
+import cv2
 import numpy as np
 import pytest
 
@@ -17,8 +18,10 @@ from inspector.inference.drift_guard import (
     ConfidenceReference,
     DriftGuard,
     Envelope,
+    column_median,
     frame_stats,
     psi,
+    strided_sample,
 )
 from inspector.sources import optics
 from inspector.sources.conveyor import ConveyorGenerator
@@ -239,3 +242,59 @@ def test_a_drift_seen_only_in_the_confidences_alarms_but_acts_only_with_psi_acts
     snap = mon.snapshot()
     assert snap["enabled"] and not snap["in_drift"]
     assert snap["unobserved"] == 1 and snap["frames"] == 0  # counted as unmeasured, not fed to the guard
+
+
+@pytest.mark.parametrize("shape", [(720, 1280, 3), (481, 643, 3), (97, 211, 3), (720, 1280), (481, 643)])
+@pytest.mark.parametrize("step", [1, 2, 3, 4, 7, 8, 12, 16, 32])
+@pytest.mark.parametrize("roi", [None, (13, 5, 200, 90), (203, 60, 1077, 660)])
+def test_strided_sample_is_the_plain_slice(shape, step, roi):
+    """The sampling frame_stats runs on (a resize or a whole-pixel copy, for speed) takes exactly the
+    pixels of region[::step, ::step], so the statistics and the cards' envelopes do not move."""
+    img = np.random.default_rng(step).integers(0, 256, shape, dtype=np.uint8)
+    x0, y0, x1, y1 = roi if roi else (0, 0, shape[1], shape[0])
+    region = img[y0:min(y1, shape[0]), x0:min(x1, shape[1])]
+    got = strided_sample(region, step)
+    want = region[::step, ::step]
+    assert got.flags.c_contiguous and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+def test_frame_stats_of_the_sampled_pixels(frames):
+    """frame_stats equals the statistics of the plain strided slice, whatever path sampled it."""
+    for img in frames[:3]:
+        step = max(1, img.shape[1] // 160)
+        plain = np.ascontiguousarray(img[::step, ::step])
+        means, stds = cv2.meanStdDev(plain)
+        got = frame_stats(img)
+        assert got[IX["luma"]] == pytest.approx(float(means.mean()), abs=1e-9)
+        assert got[IX["contrast"]] == pytest.approx(float(stds.mean()) / max(float(means.mean()), 1.0), abs=1e-12)
+        assert got[IX["clip_low"]] == np.count_nonzero(plain <= 5) / plain.size
+        for x0 in (0, 3, 8, 13):  # blockiness: numpy's int16 difference and mean, on every block phase
+            rows = img[::16, x0:, 1]
+            first = (-x0) % 8 or 8
+            cols = [rows[:, first + d::8] for d in (-1, 0, 3, 4)]
+            m = min(c.shape[1] for c in cols)
+            edge = np.abs(cols[0][:, :m].astype(np.int16) - cols[1][:, :m]).mean()
+            inner = np.abs(cols[2][:, :m].astype(np.int16) - cols[3][:, :m]).mean()
+            roi = (x0, 0, img.shape[1], img.shape[0])
+            assert frame_stats(img, roi)[IX["blockiness"]] == (float(edge) + 0.5) / (float(inner) + 0.5)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 15, 16, 17])
+def test_column_median_is_numpys(rows):
+    rng = np.random.default_rng(rows)
+    a = rng.normal(size=(rows, len(STAT_NAMES)))
+    a[:, 1] = np.round(a[:, 1])  # ties
+    a[0, 2], a[-1, 3] = np.inf, -np.inf
+    a[rows // 2, 4] = np.nan
+    assert np.array_equal(column_median(a), np.median(a, axis=0), equal_nan=True)
+
+
+def test_the_guards_psi_is_psi():
+    ref = ConfidenceReference.from_scores(np.linspace(0, 1, 100))
+    guard = DriftGuard(Envelope({"luma": (0.0, 255.0)}, confidence=ref), psi_window=20)
+    confs = np.random.default_rng(5).beta(5, 2, 60)
+    for c in confs:
+        state = guard.update(np.zeros(len(STAT_NAMES)), float(c))
+    counts = np.histogram(confs[-20:], bins=np.asarray(PSI_EDGES))[0].astype(float)
+    assert state.psi == psi(ref.proportions, counts)
