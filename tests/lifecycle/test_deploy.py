@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.config import ShutdownConfig
+from inspector.config import RealtimeConfig, ShutdownConfig
+from inspector.service.realtime import RANKS
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 
@@ -51,3 +52,27 @@ def test_systemd_accepts_the_units(name):
     problems = [ln for ln in (r.stdout + r.stderr).splitlines()
                 if ln.strip() and "is not executable" not in ln and "/opt/inspector" not in ln]
     assert not problems, problems
+
+
+def test_the_frame_path_may_go_real_time_and_only_the_frame_path():
+    """LimitRTPRIO lets an unprivileged service set SCHED_FIFO on its frame-path threads (up to the watchdog's
+    priority + 2); a whole-process CPUSchedulingPolicy would put the uploader and the spool writer above the PC."""
+    s = unit("inspector.service")["Service"]
+    assert int(s["LimitRTPRIO"]) >= RealtimeConfig().priority + max(RANKS.values())
+    assert "CPUSchedulingPolicy" not in s
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_the_mosquitto_drop_in_sits_below_the_frame_path(tmp_path):
+    d = unit("mosquitto.service.d/inspector.conf")["Service"]
+    assert d["CPUSchedulingPolicy"] == "fifo" and int(d["CPUSchedulingPriority"]) < RealtimeConfig().priority
+    assert d["CPUSchedulingResetOnFork"] == "yes" and d["LimitRTTIME"]
+    # systemd reads it as a drop-in of a Mosquitto unit (the distribution's, or a minimal one)
+    dist = Path("/lib/systemd/system/mosquitto.service")
+    (tmp_path / "mosquitto.service").write_text(dist.read_text() if dist.exists() else
+                                                "[Service]\nExecStart=/usr/sbin/mosquitto\n")
+    shutil.copytree(UNITS / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")], capture_output=True,
+                       text=True, timeout=60)
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and "is not executable" not in ln]
+    assert not problems and r.returncode == 0, problems
