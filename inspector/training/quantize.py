@@ -83,17 +83,24 @@ def to_float_nchw(u8_nhwc: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(u8_nhwc[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
-def head_ignored_scope(model, head_convs: str = "last"):
+def head_ignored_scope(model, head_convs: str = "last", keep_float: tuple[str, ...] = ()):
     """Ops kept in float. Always the YOLO head's box decoding and sigmoid (as ultralytics' export
     does); with `head_convs`, also the head's conv branches (`<head>.cv2/cv3`) that regress the
     box distributions: quantizing those cost 3.8 points of mAP50-95 on the demo model (localisation),
-    keeping them costs little speed (measured in benchmarks/README.md)."""
+    keeping them costs little speed (measured in benchmarks/README.md). `keep_float`: more ops kept in
+    float, by friendly-name prefix (e.g. the layers an accuracy-control run ranked most sensitive); a
+    prefix that names no op is an error."""
     import nncf
 
     ops = model.get_ordered_ops()
+    extra = [op.get_friendly_name() for op in ops if keep_float and op.get_friendly_name().startswith(keep_float)]
+    missing = [p for p in keep_float if not any(n.startswith(p) for n in extra)]
+    if missing:
+        raise ModelError(f"--keep-float {missing}: no op of the model has a name starting so (names look like "
+                         "'__module.model.16.conv/aten::_convolution/Convolution'; quantization.json lists them)")
     sigmoids = [op.get_friendly_name() for op in ops if op.get_type_name() == "Sigmoid"]
     if not sigmoids:
-        return None
+        return nncf.IgnoredScope(names=extra, validate=False) if extra else None
     head = sigmoids[-1].split("/", 1)[0]
     prefixes = (f"{head}/", f"{head}.dfl")
     if head_convs == "all":
@@ -102,12 +109,31 @@ def head_ignored_scope(model, head_convs: str = "last"):
         prefixes += tuple(f"{head}.{b}.{i}.2/" for b in ("cv2", "cv3") for i in range(3))
     names = [op.get_friendly_name() for op in ops
              if op.get_type_name() == "Sigmoid" or op.get_friendly_name().startswith(prefixes)]
-    return nncf.IgnoredScope(names=names, validate=False)
+    return nncf.IgnoredScope(names=sorted(set(names + extra)), validate=False)
+
+
+PRESETS = ("mixed", "performance")
+OVERFLOW_FIX = ("first_layer", "enable", "disable")
 
 
 def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop: float | None = None,
              val_data: Path | None = None, subset_size: int = 300, head_convs_float: str = "last",
-             fast_bias_correction: bool = True) -> Path:
+             fast_bias_correction: bool = True, preset: str = "mixed", overflow_fix: str = "first_layer",
+             max_float_groups: int | None = None, ranking_subset: int | None = None,
+             keep_float: tuple[str, ...] = ()) -> Path:
+    """`preset`: NNCF's activation quantization (mixed: asymmetric activations, performance: symmetric).
+    `overflow_fix`: 7-bit weights where CPUs without VNNI (AVX2, AVX-512 without VNNI) could saturate
+    their 16-bit pairwise sums: NNCF's default does it for the first layer only. `max_float_groups`:
+    with `max_drop`, accuracy control reverts at most this many groups of layers (its most sensitive
+    first, by NNCF's per-layer ranking on `ranking_subset` validation images) even if the drop stays
+    above `max_drop`: a cap on what the speed may cost."""
+    if preset not in PRESETS:
+        raise ModelError(f"quantize preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    if overflow_fix not in OVERFLOW_FIX:
+        raise ModelError(f"quantize overflow fix {overflow_fix!r}: expected one of {', '.join(OVERFLOW_FIX)}")
+    if max_float_groups is not None and (max_drop is None or max_float_groups < 1):
+        raise ModelError(f"--max-float-groups {max_float_groups}: needs --max-drop (accuracy control) and "
+                         "at least 1 group")
     offline.prepare(Path(out).parent)
     import nncf
     import openvino as ov
@@ -119,14 +145,22 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     calib = calibration_tensors(calibration, hw, subset_size, channels)
     log.info("calibrating on %d images from %s", len(calib), calibration)
     dataset = nncf.Dataset(calib)
-    common = dict(preset=nncf.QuantizationPreset.MIXED, subset_size=len(calib),
-                  fast_bias_correction=fast_bias_correction, ignored_scope=head_ignored_scope(model, head_convs_float))
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    fix = {"first_layer": OverflowFix.FIRST_LAYER, "enable": OverflowFix.ENABLE,
+           "disable": OverflowFix.DISABLE}[overflow_fix]
+    common = dict(preset=nncf.QuantizationPreset(preset), subset_size=len(calib),
+                  fast_bias_correction=fast_bias_correction,
+                  ignored_scope=head_ignored_scope(model, head_convs_float, tuple(keep_float)))
     if max_drop is None:
-        q = nncf.quantize(model, dataset, **common)
+        q = nncf.quantize(model, dataset, advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix),
+                          **common)
     else:
         if val_data is None:
             raise ModelError("--max-drop needs --val-data or --data (a data.yaml whose val split measures mAP50-95)")
-        q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common, channels)
+        q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common, channels,
+                                            overflow_fix=fix, max_float_groups=max_float_groups,
+                                            ranking_subset=ranking_subset)
     _copy_rt_info(model, q)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,18 +169,25 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
     # both its accuracy and its speed.
     float_convs = sorted(op.get_friendly_name() for op in ov.Core().read_model(out).get_ordered_ops()
                          if op.get_type_name() == "Convolution" and not _weights_quantized(op))
-    info = {"tool": "nncf", "nncf": nncf.__version__, "preset": "mixed", "calibration_images": len(calib),
+    info = {"tool": "nncf", "nncf": nncf.__version__, "preset": preset, "calibration_images": len(calib),
             "fast_bias_correction": fast_bias_correction, "head_convs_float": head_convs_float,
+            "overflow_fix": overflow_fix, "keep_float": list(keep_float),
             "accuracy_control": (None if max_drop is None
-                                 else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data)}),
+                                 else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data),
+                                       "max_float_groups": max_float_groups, "ranking_subset": ranking_subset}),
             "float_convolutions": float_convs}
     out.with_name("quantization.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 
 
 def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop: float, common: dict,
-                                    channels: int = 3):
+                                    channels: int = 3, overflow_fix=None, max_float_groups: int | None = None,
+                                    ranking_subset: int | None = None):
     import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedAccuracyRestorerParameters,
+        AdvancedQuantizationParameters,
+    )
 
     from inspector.inference.detector import postprocess
     from inspector.training.evaluate import yolo_samples
@@ -169,9 +210,15 @@ def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop
         return float(ap[n_gt > 0].mean())  # mAP50-95
 
     val = nncf.Dataset(items, lambda item: item[0])
+    restorer = {"ranking_subset_size": ranking_subset}
+    if max_float_groups is not None:
+        restorer["max_num_iterations"] = max_float_groups
     return nncf.quantize_with_accuracy_control(
         model, calibration_dataset=dataset, validation_dataset=val, validation_fn=validate,
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
+        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=(None if overflow_fix is None
+                                          else AdvancedQuantizationParameters(overflow_fix=overflow_fix)),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(**restorer), **common)
 
 
 def _weights_quantized(conv) -> bool:

@@ -120,7 +120,11 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
     int8 = quantize(fp32, calibration, work / "int8" / "model.xml", imgsz=imgsz, max_drop=max_drop,
                     val_data=data if max_drop is not None else None, subset_size=plan.subset_size,
                     head_convs_float=quant.get("head_convs_float", "last"),
-                    fast_bias_correction=quant.get("fast_bias_correction", True))
+                    fast_bias_correction=quant.get("fast_bias_correction", True),
+                    preset=quant.get("preset", "mixed"), overflow_fix=quant.get("overflow_fix", "first_layer"),
+                    keep_float=tuple(quant.get("keep_float") or ()),
+                    max_float_groups=((quant.get("accuracy_control") or {}).get("max_float_groups")
+                                      if max_drop is not None else None))
     times["quantize_s"] = round(time.monotonic() - t0, 1)
 
     t0 = time.monotonic()
