@@ -28,5 +28,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 # final flush ends before the SIGKILL. A longer deadline needs a longer grace period as well:
 # `docker stop -t <deadline + 2>`, or `stop_grace_period` in compose.
 STOPSIGNAL SIGTERM
+# Real time (docs/deploy.md, "In a container"): the frame path asks for SCHED_FIFO 10-12 per thread. Give
+# the container the permission, or it runs at normal priority and raises one `realtime_refused` alarm:
+#   docker run --ulimit rtprio=12 --ulimit rttime=200000:5200000 ...   (this image's user is not root)
+#   (cgroup v1 with RT group scheduling also needs --cpu-rt-runtime=900000 and a daemon budget)
 ENTRYPOINT ["inspector", "run"]
 CMD ["--config", "/opt/inspector/configs/line-rtsp.yaml"]

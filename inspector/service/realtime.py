@@ -201,10 +201,11 @@ def decide(cfg: RealtimeConfig) -> Decision:
         return Decision(cfg.policy, "refused", cfg.priority, f"no per-thread real-time scheduling on {sys.platform}",
                         "run the line PC on Linux")
     box: list[BaseException | None] = []
+    top = cfg.priority + max(RANKS.values())  # the watchdog's: every rank must be permitted
 
     def probe() -> None:
         try:
-            os.sched_setscheduler(0, _policy_const(mode), os.sched_param(cfg.priority))
+            os.sched_setscheduler(0, _policy_const(mode), os.sched_param(top))
             if cfg.cpus:
                 os.sched_setaffinity(0, cfg.cpus)
             box.append(None)
@@ -220,10 +221,10 @@ def decide(cfg: RealtimeConfig) -> Decision:
     cap, rtprio = capable()
     if isinstance(err, OSError) and err.errno in (errno.EPERM, errno.EACCES):
         budget = _rt_budget()
-        if not cap and rtprio < cfg.priority:
-            reason = f"no CAP_SYS_NICE and RLIMIT_RTPRIO {rtprio} < priority {cfg.priority}"
-            fix = (f"systemd: LimitRTPRIO={cfg.priority} (deploy/systemd/inspector.service); docker: --cap-add "
-                   f"SYS_NICE --ulimit rtprio={cfg.priority}; or realtime.policy: off to silence this")
+        if not cap and rtprio < top:
+            reason = f"no CAP_SYS_NICE and RLIMIT_RTPRIO {rtprio} < {top} (priority {cfg.priority} + 2)"
+            fix = (f"systemd: LimitRTPRIO={top} (deploy/systemd/inspector.service); docker: --ulimit rtprio={top} "
+                   "(or --cap-add SYS_NICE); or realtime.policy: off to silence this")
         elif budget is not None:
             reason = f"the cgroup has no real-time budget ({budget} = 0)"
             fix = ("give the cgroup an RT budget (docker: --cpu-rt-runtime=950000 with a daemon --cpu-rt-runtime), "

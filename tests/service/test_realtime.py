@@ -217,6 +217,11 @@ def test_run_puts_the_frame_path_in_fifo_and_the_rest_below(tmp_path, mqtt_broke
 
 
 # -- unprivileged -------------------------------------------------------------------------------------
+def _has_cap(bit: int) -> bool:
+    caps = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapEff:")]
+    return bool(caps) and bool(int(caps[0].split()[1], 16) >> bit & 1)
+
+
 def _no_rtprio() -> None:
     resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
 
@@ -232,7 +237,7 @@ def test_unprivileged_run_is_refused_once_and_runs_on(tmp_path, mqtt_broker):
     drop = ("setpriv", "--inh-caps=-all", "--bounding-set=-sys_nice", "--")
     proc, err = start(tmp_path, "run", "--config", str(cfg), "--max-frames", "40", "--summary-json", str(out),
                       prefix=drop, preexec=_no_rtprio)
-    reason = "no CAP_SYS_NICE and RLIMIT_RTPRIO 0 < priority 10"
+    reason = "no CAP_SYS_NICE and RLIMIT_RTPRIO 0 < 12 (priority 10 + 2)"
     try:
         url = metrics_url(err)
         rec.wait_for(lambda r: any(m.payload.get("realtime", "").startswith("refused (") for m in r.on("heartbeat")),
@@ -258,6 +263,24 @@ def test_unprivileged_run_is_refused_once_and_runs_on(tmp_path, mqtt_broker):
     assert f"realtime: refused ({reason})" in stdout
     # background threads still go below the service: lowering needs no privilege
     assert s["realtime"]["groups"]["background"] == {"SCHED_OTHER nice 10": 2}  # verdict log, spool writer
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
+@pytest.mark.parametrize("rtprio, in_force", [
+    (0, "refused (no CAP_SYS_NICE and RLIMIT_RTPRIO 0 < 12 (priority 10 + 2))"),
+    (11, "refused (no CAP_SYS_NICE and RLIMIT_RTPRIO 11 < 12 (priority 10 + 2))"),  # the watchdog's rank too
+    (12, "fifo 10"),  # what LimitRTPRIO=12 in deploy/systemd/inspector.service gives an unprivileged user
+])
+def test_rlimit_rtprio_without_cap_sys_nice_decides(rtprio, in_force):
+    if resource.getrlimit(resource.RLIMIT_RTPRIO)[1] < rtprio and not _has_cap(24):  # CAP_SYS_RESOURCE
+        pytest.skip(f"this process may not raise RLIMIT_RTPRIO to {rtprio} (hard limit, no CAP_SYS_RESOURCE)")
+    code = ("from inspector.config import RealtimeConfig; from inspector.service import realtime; "
+            "print(realtime.decide(RealtimeConfig()).words)")
+    r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-sys_nice", "--", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=60, cwd=REPO,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_RTPRIO, (rtprio, rtprio)))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == in_force
 
 
 # -- never freeze the PC --------------------------------------------------------------------------------
