@@ -20,8 +20,6 @@ request at most until the frame's deadline and is told when none came.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -33,12 +31,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inspector.bundle.card import CARD_NAME, sha256_file  # noqa: F401 - re-exported: older imports name them here
+from inspector.bundle.verify import Blobs, VerifiedBundle, check_card, verify_bundle
 from inspector.errors import ModelError
 from inspector.frames import Detections, ModelInfo
 
 log = logging.getLogger(__name__)
 
-CARD_NAME = "model_card.json"
 PAD_VALUE = 114  # ultralytics' letterbox grey
 
 
@@ -56,66 +55,47 @@ class ModelBundle:
     precision: str
     card: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     channels: int = 3  # what the model's input expects: 3 (BGR frame) or 1 (grayscale); card `input_channels`
+    # The IR's bytes as verified (sha256 against the card): the first Detector compiles these, not the files
+    # on disk again (a file replaced between the check and the compile is never loaded).
+    blobs: Blobs | None = field(default=None, repr=False, compare=False)
 
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(self.name, self.version, self.sha256)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_bundle(path: Path | str, precision: str = "int8", verify: bool = True) -> ModelBundle:
-    """A bundle directory with model_card.json, or a bare .xml (classes from its rt_info)."""
+    """A bundle directory with model_card.json, or a bare .xml (classes from its rt_info).
+
+    A bundle's card is checked against its schema (`inspector.bundle.card.ModelCard`: thresholds one per
+    class in (0, 1], the input_envelope, ...) and, with `verify`, the precision's files against their
+    sha256s, read once: the returned bundle carries those bytes to the compile."""
     path = Path(path)
     if path.suffix == ".xml":
         return _bundle_from_xml(path, precision)
-    card_path = path / CARD_NAME
     if not path.exists():
         raise ModelError(f"model bundle {path} does not exist (expected a directory with {CARD_NAME})")
-    if not card_path.exists():
-        raise ModelError(f"{card_path} is missing: a model bundle needs its model card")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{card_path}: unreadable model card ({e})") from e
-    files = card.get("files", {})
-    if precision not in files:
-        raise ModelError(f"{card_path}: no '{precision}' model in this bundle (has: {sorted(files)})")
-    entry = files[precision]
-    xml, binf = path / entry["xml"], path / entry["bin"]
-    for f in (xml, binf):
-        if not f.exists():
-            raise ModelError(f"model file {f} is missing (named in {card_path})")
     if verify:
-        for f, want in ((xml, entry.get("xml_sha256")), (binf, entry.get("bin_sha256"))):
-            got = sha256_file(f)
-            if want and got != want:
-                raise ModelError(f"{f}: sha256 mismatch: model card says {want[:12]}…, file is {got[:12]}… "
-                                 "(corrupt or replaced)")
-    try:
-        channels = card.get("input_channels", 3)  # cards before issue 11 have none: those models take 3
-        if channels not in (1, 3):
-            raise ValueError(f"input_channels must be 1 or 3, got {channels!r}")
-        return ModelBundle(
-            name=card["name"],
-            version=str(card["version"]),
-            classes=tuple(card["classes"]),
-            input_size=(int(card["input_size"][0]), int(card["input_size"][1])),
-            thresholds={k: float(v) for k, v in card.get("thresholds", {}).items()},
-            xml=xml,
-            sha256=entry.get("bin_sha256") or sha256_file(binf),
-            precision=precision,
-            card=card,
-            channels=channels,
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ModelError(f"{card_path}: malformed model card ({type(e).__name__}: {e})") from e
+        return bundle_from(verify_bundle(path, precision=precision, every_file=False), precision)
+    vb = check_card(path)
+    if precision not in vb.card.files:
+        raise ModelError(f"{path / CARD_NAME}: no '{precision}' model in this bundle (has: {sorted(vb.card.files)})")
+    entry = vb.card.files[precision]
+    for f in (path / entry.xml, path / entry.bin):
+        if not f.exists():
+            raise ModelError(f"model file {f} is missing (named in {path / CARD_NAME})")
+    return bundle_from(vb, precision)
+
+
+def bundle_from(vb: VerifiedBundle, precision: str) -> ModelBundle:
+    """The runtime's view of a checked bundle (`inspector.bundle.verify.verify_bundle`)."""
+    card = vb.card
+    entry = card.files[precision]
+    return ModelBundle(name=card.name, version=card.version, classes=tuple(card.classes),
+                       input_size=(int(card.input_size[0]), int(card.input_size[1])),
+                       thresholds=dict(card.thresholds), xml=vb.path / entry.xml, sha256=entry.bin_sha256,
+                       precision=precision, card=vb.raw, channels=card.input_channels,
+                       blobs=vb.blobs if vb.precision == precision else None)
 
 
 def _bundle_from_xml(xml: Path, precision: str) -> ModelBundle:
@@ -390,8 +370,11 @@ class Detector:
                              f"model.input_size {list(expect_input)}")
         core = ov.Core()
         _check_device(core, device)
+        blobs = bundle.blobs.take() if bundle.blobs is not None else None
         try:
-            model = core.read_model(bundle.xml)
+            # The verified bytes when the bundle carries them (copied into OpenVINO: they are let go after
+            # this); else the files (a bare .xml, a tool's second detector on the same bundle).
+            model = core.read_model(blobs[0], blobs[1]) if blobs is not None else core.read_model(bundle.xml)
         except RuntimeError as e:
             raise ModelError(f"{bundle.xml}: OpenVINO cannot read this model: {e}") from e
         labels = _rt_labels(model)

@@ -18,17 +18,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from inspector.errors import ModelError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, load_bundle, open_detector
+from inspector.inference.detector import Detector, ModelBundle, bundle_from, load_bundle, open_detector
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.signing import Trust
-from inspector.lifecycle.store import ModelRef, ModelStore, verify_bundle
+from inspector.lifecycle.store import ModelRef, ModelStore
 from inspector.service import realtime
 from inspector.service.pipeline import Judge, Pipeline, make_judge
 
@@ -48,19 +47,68 @@ def open_store(cfg) -> tuple[ModelStore, Trust]:
     return ModelStore(cfg.lifecycle.store, station_of(cfg)), Trust.from_config(cfg.lifecycle)
 
 
-def initial_model_path(cfg) -> Path:
-    """The bundle the service starts on. Lifecycle off: `model.path`. On: the station's pointer; the
-    first time, `model.path` is staged into the store (checked like any bundle) and becomes it."""
+def open_model(cfg, bundle: ModelBundle, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
+    """Compiles a checked bundle the way the service runs it (its decision policy from the card's
+    thresholds); `threads` set: a shadow's single-request detector. The IR checks (labels, input,
+    channels, output) and the config's `model.classes` / `model.input_size` run here, for every use."""
+    policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
+    model_cfg = cfg.model if threads is None else cfg.model.model_copy(
+        update={"threads": threads, "requests": 1, "hint": "latency"})
+    return open_detector(model_cfg, bundle, conf=policy.conf_floor), policy
+
+
+def open_stored(cfg, store: ModelStore, trust: Trust, ref: ModelRef,
+                threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
+    """The one validation a stored version passes before it judges a part, at start, promote and shadow
+    alike: `store.verify` (card schema incl. thresholds and input_envelope, signature, every sha256),
+    then the compile of the very bytes that were hashed (`open_model`)."""
+    vb = store.verify(ref, trust, precision=cfg.model.precision)
+    return open_model(cfg, bundle_from(vb, cfg.model.precision), threads)
+
+
+def open_initial(cfg) -> tuple[Detector, DecisionPolicy, dict[str, Any] | None]:
+    """The model the service starts on: (detector, policy, fallback), `fallback` the detail of the
+    `model_fallback` alarm to raise, None when the pointer's model started.
+
+    Lifecycle off: `model.path`. On: the station's pointer; the first time, `model.path` is staged into
+    the store (each file hashed once, in the copy, and compiled from the bytes hashed) and becomes it.
+    A pointer whose model fails the validation falls back to its `previous` (the pointer is moved there,
+    like a rollback, so `model list`, the status and the judging model agree): a line is not left without
+    a station by a bundle that was damaged or refused after it was promoted. When the previous fails too,
+    or there is none, the error names both (ModelError: exit 2)."""
+    precision = cfg.model.precision
     if not cfg.lifecycle.enabled:
-        return Path(cfg.model.path)
+        return (*open_model(cfg, load_bundle(cfg.model.path, precision)), None)
     store, trust = open_store(cfg)
     ref = store.active_ref()
     if ref is None:
-        ref = store.stage(cfg.model.path, trust)
+        vb = store.stage_verified(cfg.model.path, trust, precision=precision)
+        ref = ModelRef(vb.card.name, vb.card.version)
         store.set_active(ref, why=f"initial: model.path {cfg.model.path}")
         log.info("store %s: station %s starts on %s (from model.path)", store.root, store.station, ref)
-    verify_bundle(store.path(ref), trust, expect=ref)
-    return store.path(ref)
+        return (*open_model(cfg, bundle_from(vb, precision)), None)
+    try:
+        return (*open_stored(cfg, store, trust, ref), None)
+    except ModelError as e:
+        refused = e
+    prev = store.previous_ref()
+    if prev is None:
+        raise ModelError(f"{store.pointer_path}: the active model {ref} is refused and the pointer names no "
+                         f"previous version to fall back to: {refused}") from refused
+    log.error("the active model %s is refused (%s); falling back to the pointer's previous, %s", ref, refused, prev)
+    try:
+        detector, policy = open_stored(cfg, store, trust, prev)
+    except ModelError as e:
+        raise ModelError(f"{store.pointer_path}: the active model {ref} is refused ({refused}), and so is its "
+                         f"previous {prev} ({e}): stage and promote a valid bundle, or point "
+                         f"{store.pointer_path} at one") from e
+    detail = {"refused": str(ref), "to": str(prev), "error": str(refused), "pointer": str(store.pointer_path)}
+    try:
+        store.set_active(prev, why=f"fallback at start: {ref} refused ({refused})", previous=None)
+    except (OSError, ModelError) as e:  # the station runs on `prev` all the same; the next start falls back again
+        log.error("fallback to %s: the pointer %s could not be moved (%s)", prev, store.pointer_path, e)
+        detail["pointer_error"] = str(e)
+    return detector, policy, detail
 
 
 def ref_of(m: ModelInfo) -> ModelRef:
@@ -102,12 +150,8 @@ class ModelManager:
 
     # -- building a judge ------------------------------------------------------------------------------
     def _load(self, ref: ModelRef, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
-        self.store.verify(ref, self.trust)
-        bundle = load_bundle(self.store.path(ref), self.cfg.model.precision, verify=False)  # just checked
-        policy = DecisionPolicy.build(self.cfg.decision, bundle.classes, bundle.thresholds)
-        model_cfg = self.cfg.model if threads is None else self.cfg.model.model_copy(
-            update={"threads": threads, "requests": 1, "hint": "latency"})
-        return open_detector(model_cfg, bundle, conf=policy.conf_floor), policy
+        """The validation start runs (`open_stored`), before anything is switched."""
+        return open_stored(self.cfg, self.store, self.trust, ref, threads)
 
     def build_judge(self, ref: ModelRef) -> Judge:
         detector, policy = self._load(ref)
@@ -225,8 +269,10 @@ class ModelManager:
         with self._lock:
             if self.shadow is not None:
                 raise ModelError(f"a shadow already runs ({self.shadow.ref}); stop it first")
-            self.store.verify(ref, self.trust)  # refused before a thread starts
-            runner = ShadowRunner(str(ref), lambda: self._load(ref, threads=self.cfg.shadow.threads),
+            # Refused before a thread starts; the runner compiles the very bytes checked here.
+            vb = self.store.verify(ref, self.trust, precision=self.cfg.model.precision)
+            bundle = bundle_from(vb, self.cfg.model.precision)
+            runner = ShadowRunner(str(ref), lambda: open_model(self.cfg, bundle, threads=self.cfg.shadow.threads),
                                   self.cfg.shadow, spool_sink=self._spool_sink)
             runner.start()
             if not runner.ready.wait(wait_s):

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspector.bundle.card import CARD_NAME, sha256_file
+from inspector.bundle.verify import VerifiedBundle, card_from_bytes, check_card, verify_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import CARD_NAME, sha256_file
 from inspector.lifecycle.signing import SIG_NAME, BundleRefused, Trust, verify_card
 
 log = logging.getLogger(__name__)
@@ -54,43 +55,8 @@ class ModelRef:
         return f"{self.name}@{self.version}"
 
 
-def verify_bundle(path: Path, trust: Trust, expect: ModelRef | None = None) -> dict[str, Any]:
-    """Every check a bundle must pass before it is staged or judges a part: the card reads, names
-    `expect` (the folder it sits in), its signature holds, and every file it lists (each precision's
-    xml and bin) has the card's sha256. Returns the card. Raises BundleRefused saying which file and
-    what was expected."""
-    path = Path(path)
-    card_path = path / CARD_NAME
-    try:
-        card_bytes = card_path.read_bytes()
-        card = json.loads(card_bytes)
-    except FileNotFoundError as e:
-        raise BundleRefused(f"{card_path}: missing: a bundle needs its model card") from e
-    except (OSError, ValueError) as e:
-        raise BundleRefused(f"{card_path}: unreadable model card ({e})") from e
-    verify_card(path, trust, card_bytes=card_bytes)
-    ref = _card_ref(card, card_path)
-    if expect is not None and ref != expect:
-        raise BundleRefused(f"{card_path}: the card says {ref}, expected {expect} (the store folder it is in)")
-    files = card.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleRefused(f"{card_path}: no 'files' in the card: nothing to check the weights against")
-    for precision, entry in files.items():
-        for kind in ("xml", "bin"):
-            name, want = entry.get(kind), entry.get(f"{kind}_sha256")
-            if not name or not want:
-                raise BundleRefused(f"{card_path}: files.{precision} has no {kind} or {kind}_sha256: "
-                                    "every model file needs its sha256 in the card")
-            f = path / name
-            if Path(name).name != name:
-                raise BundleRefused(f"{card_path}: files.{precision}.{kind} {name!r} is not a plain file name")
-            if not f.exists():
-                raise BundleRefused(f"{f}: missing (named in {card_path})")
-            got = sha256_file(f)
-            if got != want:
-                raise BundleRefused(f"{f}: sha256 mismatch: the card says {want[:16]}…, the file is {got[:16]}… "
-                                    "(tampered, corrupt or replaced)")
-    return card
+# `verify_bundle` (imported above) is the one check every bundle passes, here as at start, promote and
+# shadow: the card's schema and signature, the version it names, every file's sha256.
 
 
 def _card_ref(card: dict[str, Any], where: Path) -> ModelRef:
@@ -145,46 +111,58 @@ class ModelStore:
                 out.append(StoredVersion(ModelRef(name_dir.name, v.name), v, created, (v / SIG_NAME).exists()))
         return out
 
-    def verify(self, ref: ModelRef, trust: Trust) -> dict[str, Any]:
-        """Checks a stored version again (promote and shadow do, right before they load it)."""
+    def verify(self, ref: ModelRef, trust: Trust, precision: str | None = None) -> VerifiedBundle:
+        """Checks a stored version again (start, promote and shadow do, right before they load it);
+        `precision`'s IR comes back as read and hashed, for the compile."""
         if not self.has(ref):
             known = ", ".join(str(v.ref) for v in self.versions()) or "none"
             raise ModelError(f"{ref} is not in the store {self.root} (stored: {known}); "
                              f"`inspector model pull {ref}` or `inspector model stage DIR` first")
-        return verify_bundle(self.path(ref), trust, expect=ref)
+        return verify_bundle(self.path(ref), trust, expect=ref, precision=precision)
 
     def stage(self, src: Path | str, trust: Trust) -> ModelRef:
         """Copies a bundle folder into the store, checked (see the module docstring)."""
         src = Path(src)
-        card = verify_bundle(src, trust)  # refuse early, before copying anything
+        vb = self.stage_verified(src, trust)
+        return ModelRef(vb.card.name, vb.card.version)
+
+    def stage_verified(self, src: Path | str, trust: Trust, precision: str | None = None) -> VerifiedBundle:
+        """`stage`, returning the bundle as verified in the store (`precision`'s IR kept for the compile:
+        a first start hashes each file once, in the copy)."""
+        src = Path(src)
+        card = check_card(src, trust).raw  # the card and its signature before copying anything
         ref = _card_ref(card, src / CARD_NAME)
         names = bundle_files(card) + ([SIG_NAME] if (src / SIG_NAME).exists() else [])
+        for n in names:  # the files are hashed once, in the copy (see _install)
+            if not (src / n).is_file():
+                raise BundleRefused(f"{src / n}: missing (named in {src / CARD_NAME})")
 
         def fill(tmp: Path) -> None:
             for n in names:
                 shutil.copy2(src / n, tmp / n)
 
-        self._install(ref, fill, trust, origin=str(src))
-        return ref
+        return self._install(ref, fill, trust, origin=str(src), precision=precision)
 
-    def _install(self, ref: ModelRef, fill, trust: Trust, origin: str) -> None:
+    def _install(self, ref: ModelRef, fill, trust: Trust, origin: str,
+                 precision: str | None = None) -> VerifiedBundle:
         final = self.path(ref)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".staging-{ref.version}-", dir=final.parent))
         try:
             fill(tmp)
-            verify_bundle(tmp, trust, expect=ref)
+            vb = verify_bundle(tmp, trust, expect=ref, precision=precision)
             for f in tmp.iterdir():
                 _fsync(f)
             if final.exists():
                 if _same_files(tmp, final):
                     log.info("store: %s already staged (identical)", ref)
-                    return
+                    return vb.at(final)
                 raise BundleRefused(f"{final}: {ref} is already in the store with different files; a version "
                                     "is immutable: give the new bundle a new version in its card")
             os.rename(tmp, final)
             _fsync_dir(final.parent)
             log.info("store: staged %s from %s", ref, origin)
+            return vb.at(final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -304,10 +282,7 @@ def pull(store: ModelStore, remote: str, ref: ModelRef, trust: Trust, *, endpoin
             raise BundleRefused(f"s3://{bucket}/{base}/{SIG_NAME}: missing: lifecycle.signature requires a "
                                 f"{trust.alg} signature of the model card")
         verify_card(where, trust, card_bytes=card_bytes, sig_bytes=sig_bytes)
-    try:
-        card = json.loads(card_bytes)
-    except ValueError as e:
-        raise BundleRefused(f"s3://{bucket}/{base}/{CARD_NAME}: unreadable model card ({e})") from e
+    card = card_from_bytes(card_bytes, f"s3://{bucket}/{base}/{CARD_NAME}")[1]  # the schema, before any weights
     if _card_ref(card, where / CARD_NAME) != ref:
         raise BundleRefused(f"s3://{bucket}/{base}/{CARD_NAME}: the card says {_card_ref(card, where)}, "
                             f"expected {ref}")

@@ -61,6 +61,9 @@ ALARM_KINDS: dict[str, str] = {
     "fix): the service runs at its normal priority and may miss deadlines beside other work on the PC",
     "realtime_demoted": "a real-time frame-path thread ran realtime.rttime_ms without blocking (SIGXCPU): the frame "
     "path was dropped to SCHED_OTHER so it cannot take the machine; restart the service to return to real time",
+    "model_fallback": "at start, the model the station's pointer names failed validation (card schema, "
+    "thresholds, input_envelope, signature, sha256, compile): the service started on the pointer's previous "
+    "version instead and moved the pointer there (detail: refused, to, error)",
     "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
     "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
 }

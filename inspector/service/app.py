@@ -35,7 +35,6 @@ from inspector.config import InspectorConfig
 from inspector.errors import ConfigError, InspectorError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import load_bundle, open_detector
 from inspector.service import priority, realtime
 from inspector.service.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
@@ -71,13 +70,12 @@ class Service:
         realtime.configure(cfg.realtime, alarm=self.alarms.raise_alarm, background_nice=cfg.background.nice)
         if cfg.shadow.enabled and not cfg.lifecycle.enabled:
             raise ConfigError("shadow.enabled needs lifecycle.enabled: true (the shadow model comes from the store)")
-        from inspector.lifecycle.manager import (
-            initial_model_path,  # the store's pointer, when lifecycle is on
-        )
+        from inspector.lifecycle.manager import open_initial  # model.path, or the store's pointer
 
-        bundle = load_bundle(initial_model_path(cfg), cfg.model.precision)
-        policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
-        detector = open_detector(cfg.model, bundle, conf=policy.conf_floor)
+        # The validation promote and shadow run too; a refused pointer falls back to its previous version.
+        detector, policy, fallback = open_initial(cfg)
+        if fallback is not None:
+            self.alarms.raise_alarm("model_fallback", fallback)
         self._first_model = detector.bundle.info
         self.config_hash = cfg.config_hash()
         self.sinks: list[VerdictSink] = []

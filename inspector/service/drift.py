@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from inspector.bundle.card import parse_envelope
 from inspector.config import DriftConfig
-from inspector.errors import ModelError
 from inspector.frames import ModelInfo, Verdict
 from inspector.inference.decision import under_drift
 from inspector.inference.drift_guard import (
@@ -48,14 +48,9 @@ AlarmFn = Callable[[str, dict[str, Any]], None]
 
 
 def envelope_of(card: dict[str, Any], where: str = "model card") -> Envelope | None:
-    """The card's envelope, None when it has none; a malformed one is a ModelError naming the field."""
-    raw = card.get("input_envelope")
-    if not raw:
-        return None
-    try:
-        return Envelope.from_card(raw)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ModelError(f"{where}: input_envelope: {e}") from e
+    """The card's envelope, None when it has none; a malformed one is a ModelError naming the field. The
+    card schema's own parser (`inspector.bundle.card`): a bundle that loaded has an envelope that parses."""
+    return parse_envelope(card.get("input_envelope"), where)
 
 
 class DriftMonitor:
@@ -75,8 +70,13 @@ class DriftMonitor:
         self._bind(card, model)
 
     def _bind(self, card: dict[str, Any], model: ModelInfo) -> None:
-        self.model = model
+        # Everything that can raise comes first: a refused envelope leaves the monitor bound to the model
+        # it had (model, envelope and guard always belong together).
         env = envelope_of(card, f"model {model.name} {model.version}")
+        guard = None if env is None else DriftGuard(
+            env, window=self.cfg.window, enter_after=self.cfg.enter_after, clear_after=self.cfg.clear_after,
+            psi_window=self.cfg.psi_window, psi_threshold=self.cfg.psi_threshold)
+        self.model = model
         self.envelope = env
         if env is None:
             self.guard = None
@@ -84,9 +84,7 @@ class DriftMonitor:
             log.warning("input drift guard off: model %s %s has no input_envelope in its card "
                         "(`inspector model envelope` writes one)", model.name, model.version)
         else:
-            self.guard = DriftGuard(env, window=self.cfg.window, enter_after=self.cfg.enter_after,
-                                    clear_after=self.cfg.clear_after, psi_window=self.cfg.psi_window,
-                                    psi_threshold=self.cfg.psi_threshold)
+            self.guard = guard
             self.why_off = None
             log.info("input drift guard on: %d statistics of model %s %s's envelope (%s), on_drift %s",
                      len(env.bounds), model.name, model.version,

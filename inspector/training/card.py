@@ -16,8 +16,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from inspector.bundle.card import sha256_file, write_card
 from inspector.errors import ModelError
-from inspector.inference.detector import CARD_NAME, Detector, load_bundle, sha256_file
+from inspector.inference.detector import Detector, load_bundle
 from inspector.training.evaluate import (
     EVAL_CONF,
     collect,
@@ -192,8 +193,10 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
         "versions": _versions(),
         "rebuild": command,
     }
-    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    load_bundle(out, "int8")  # the bundle must load with its own card (sha256 checks)
+    # The card schema before the card is written (thresholds one per class, finite, in (0, 1]; ...): a
+    # bundle the line would refuse is never built. Then it must load with its own card (sha256 checks).
+    write_card(out, card)
+    load_bundle(out, "int8")
     if envelope_families is not None:
         from inspector.training.envelope import families_held, write_card_envelope
         from inspector.training.perturb_eval import CLEAN, parse_families

@@ -129,10 +129,10 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
     `input_envelope`. The card's sha256 entries are of the model files, which this does not touch; the
     bundle is loaded again (every sha256 checked) before returning. A signature over the card
     (model_card.sig) no longer matches afterwards: sign it again."""
-    import json
 
+    from inspector.bundle.card import read_card, write_card
     from inspector.inference.decision import DecisionPolicy
-    from inspector.inference.detector import CARD_NAME, load_bundle
+    from inspector.inference.detector import load_bundle
 
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir, "int8")
@@ -145,11 +145,8 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
                            conf_floor=floor or 0.05)
     env = Envelope(env.bounds, env.frame_size, env.roi, env.sample_width, env.confidence,
                    {**env.source, **(source or {})})
-    card_path = bundle_dir / CARD_NAME
-    card = json.loads(card_path.read_text())
+    _, card, _ = read_card(bundle_dir)
     card["input_envelope"] = env.to_card()
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    tmp.replace(card_path)
+    write_card(bundle_dir, card)  # the schema first: an envelope the runtime would refuse is never written
     load_bundle(bundle_dir, "int8")
     return env

@@ -74,6 +74,8 @@ def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Pat
 
 
 def retrain(plan: RetrainPlan, log=print) -> Path:
+    from inspector.bundle.card import read_card, write_card
+    from inspector.errors import ModelError
     from inspector.inference.detector import CARD_NAME, load_bundle
     from inspector.training.card import build_bundle
     from inspector.training.quantize import calibration_folder, quantize
@@ -81,10 +83,9 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
 
     parent = Path(plan.parent)
     try:
-        card_bytes = (parent / CARD_NAME).read_bytes()
-        card = json.loads(card_bytes)
-    except (OSError, ValueError) as e:
-        raise RetrainError(f"--from {parent}: not a model bundle ({e})") from e
+        _, card, card_bytes = read_card(parent)  # the card schema: a parent the line would refuse is refused here
+    except ModelError as e:
+        raise RetrainError(f"--from {parent}: not a valid model bundle ({e})") from e
     data = Path(plan.data)
     data = data / "data.yaml" if data.is_dir() else data
     if not data.is_file():
@@ -145,7 +146,7 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
         new["retrain"] = {"from_weights": str(weights), "from_weights_sha256": weights_sha, "epochs": plan.epochs,
                           "lr0": plan.lr0, "max_drop": max_drop, "dataset": str(data.resolve()),
                           "dataset_version": _dataset_version(data), "seconds": times}
-        (tmp / CARD_NAME).write_text(json.dumps(new, indent=2) + "\n")
+        write_card(tmp, new)
         load_bundle(tmp, "int8")
         out.parent.mkdir(parents=True, exist_ok=True)
         replace_dir(tmp, out)

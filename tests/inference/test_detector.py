@@ -129,16 +129,17 @@ def test_bundle_metadata_is_consistent():
 def test_the_service_reads_and_hashes_the_bundle_once(monkeypatch):
     """open_detector builds on the bundle load_bundle returned: no second read of the card, no
     second sha256 of the weights (the service used to do both twice at start)."""
-    import inspector.inference.detector as detector_mod
     from inspector.config import ModelConfig
+    from tests.bundle.hashes import HashCounter
 
-    hashed = []
-    real = detector_mod.sha256_file
-    monkeypatch.setattr(detector_mod, "sha256_file", lambda p: hashed.append(p) or real(p))
+    hashed = HashCounter(monkeypatch)
     bundle = load_bundle(MODEL, "int8")
-    assert len(hashed) == 2  # the IR's .xml and .bin, against the card
+    card = json.loads((MODEL / "model_card.json").read_text())
+    assert hashed.per_file(card) == {"model_int8.xml": 1, "model_int8.bin": 1, "model_fp32.xml": 0,
+                                     "model_fp32.bin": 0}  # the IR's .xml and .bin, against the card
     det = open_detector(ModelConfig(path=MODEL, precision="int8"), bundle, conf=0.05)
-    assert det.bundle is bundle and len(hashed) == 2
+    assert det.bundle is bundle and sum(hashed.digests.values()) == 2
+    assert bundle.blobs is not None and bundle.blobs.take() is None  # compiled from the bytes hashed, then let go
     assert (det.conf, det.iou, det.max_det) == (0.05, ModelConfig().iou, ModelConfig().max_detections)
 
 
