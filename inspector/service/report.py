@@ -114,13 +114,18 @@ class PlcReport:
     in_flight: int
     unacknowledged: int
     latency_ms: dict[str, float]  # trigger -> result on the inspector's clock, recent results (p50, p99, max, n)
+    pairing_refused: int = 0  # hardware trigger: parts answered `ambiguous` (frame not attributable to them alone)
+    ready_overwritten: int = 0  # another client wrote the retained ready topic (re-asserted)
+    alarms_folded: int = 0  # PLC alarms summed into another instead of sent on their own (throttle)
 
     def as_dict(self) -> dict[str, Any]:
         return {"connected": self.connected, "station": self.station, "station_reason": self.station_reason,
                 "triggers": self.triggers, "results": self.results, "late_results": self.late_results,
                 "fail_safe": dict(self.fail_safe), "bad_triggers": self.bad_triggers,
                 "duplicate_triggers": self.duplicate_triggers, "unsolicited_frames": self.unsolicited_frames,
-                "in_flight": self.in_flight, "unacknowledged": self.unacknowledged, "latency_ms": dict(self.latency_ms)}
+                "in_flight": self.in_flight, "unacknowledged": self.unacknowledged, "latency_ms": dict(self.latency_ms),
+                "pairing_refused": self.pairing_refused, "ready_overwritten": self.ready_overwritten,
+                "alarms_folded": self.alarms_folded}
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,7 +590,8 @@ def _plc_report(hs: Any) -> PlcReport:
         fail_safe={k[len("fail_safe_"):]: n for k, n in s.items() if k.startswith("fail_safe_") and n},
         bad_triggers=s["bad_triggers"], duplicate_triggers=s["duplicate_triggers"],
         unsolicited_frames=s["unsolicited_frames"], in_flight=s["in_flight"], unacknowledged=s["unacknowledged"],
-        latency_ms=hs.latency_ms())
+        latency_ms=hs.latency_ms(), pairing_refused=s.get("pairing_refused", 0),
+        ready_overwritten=s.get("ready_overwritten", 0), alarms_folded=s.get("alarms_folded", 0))
 
 
 def _opcua_report(s: dict[str, Any] | None) -> OpcUaReport:

@@ -114,8 +114,10 @@ def test_a_duplicate_trigger_is_answered_once(detector, mqtt_broker, tmp_path, f
         line.plc.send_raw(b'{"part_id": "D1", "seq": 5}')  # a QoS 1 re-delivery
         line.plc.send("D2", 6)
         line.wait(lambda: line.plc.answered() == 2, what="two results")
-        time.sleep(0.3)  # a second result for D1 would have come by now (it is not sent at all)
-        assert line.plc.unexpected == [] and line.hs.state()["duplicate_triggers"] == 1
+        # Nothing is left in flight, so the handshake has published every result it ever will: two.
+        line.wait(lambda: line.hs.state()["in_flight"] == 0 and line.hs.state()["duplicate_triggers"] == 1,
+                  what="the duplicate counted, nothing in flight")
+        assert line.hs.state()["results"] == 2 and line.plc.unexpected == []
 
 
 @pytest.mark.slow
@@ -275,16 +277,14 @@ def test_a_trigger_paired_but_not_yet_inspected_is_answered_fail_safe_at_stop(mq
         plc.start()
         eye.fire()  # frame first (the stand-in reads as ended, so a refused trigger, until it has fired once)
         plc.send("S1", 1)
-        end = time.monotonic() + 10
-        while hs.state()["paired"] < 1 and time.monotonic() < end:
-            time.sleep(0.01)
+        wait_for(lambda: hs.state()["paired"] >= 1, 10, "the pairing")
         assert hs.state()["paired"] == 1 and plc.answered() == 0  # no pipeline: no verdict is coming
     finally:
         hs.stop()
-    end = time.monotonic() + 10
-    while plc.answered() < 1 and time.monotonic() < end:
-        time.sleep(0.01)
-    plc.stop()
+    try:
+        wait_for(lambda: plc.answered() >= 1, 10, "the fail-safe result at stop")
+    finally:
+        plc.stop()
     r = plc.parts[("S1", 1)].result
     assert r is not None and r["fail_safe"] and r["result"] == "NG" and r["reason"] == "no_frame", r
     assert plc.ready[-1]["state"] == "fault"
@@ -395,3 +395,123 @@ def test_300_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get
     else:
         assert st["pairing_refused"] > 0 and len(inspected) <= len(fail_safe), (st, fail_safe)
         assert line.alarms.counts["plc_pairing_refused"] >= 1
+
+
+# -- alarms are throttled (as queue_full), the retained ready is re-asserted -----------------------------------
+def test_a_flood_of_bad_triggers_gives_a_bounded_number_of_alarms_and_a_genuine_one_still_goes_out(
+        mqtt_broker, tmp_path, caplog):
+    """3000 malformed triggers through Mosquitto: every one is answered (bad_trigger result), but the
+    line gets a bounded number of plc_bad_trigger alarms (MQTT and WARNING lines) whose counts add up to
+    3000, and a plc_no_frame alarm raised during the flood still reaches the alarm topic."""
+    import logging
+
+    from inspector.devtools.testing import heartbeat_figures
+    from inspector.frames import ModelInfo
+    from inspector.signalling.publisher import MqttPublisher
+    from tests.fixtures.mqtt_broker import Recorder
+
+    n = 3000
+    cfg = mqtt_config(mqtt_broker, tmp_path)
+    rec = Recorder(cfg, topics=("alarm",)).start()
+    hub = AlarmHub()
+    pub = MqttPublisher(cfg, model=ModelInfo("demo", "1.0.0", "0" * 64), config_hash="c",
+                        heartbeat_fn=heartbeat_figures)
+    pub.start()
+    hub.attach(pub.alarm)
+    eye = LineTriggeredSource()
+    eye.fire()  # the stand-in reads as connected once it has fired
+    hs = PlcHandshake(cfg, PLCConfig(enabled=True, camera="hardware", pairing_window_ms=40), eye, budget_ms=200,
+                      alarm=hub.raise_alarm)
+    plc = PlcSimulator(cfg, budget_ms=200)
+    caplog.set_level(logging.WARNING, logger="inspector.service.alarms")
+
+    def alarms(kind):
+        return [m.payload for m in rec.on("alarm") if m.payload["kind"] == kind]
+
+    try:
+        hs.start()
+        assert hs.wait_connected(10)
+        plc.start()
+        for i in range(n // 2):
+            plc.send_raw(b"not json %d" % i)
+        plc.send("G1", 1)  # a genuine trigger whose frame never comes: plc_no_frame
+        for i in range(n // 2, n):
+            plc.send_raw(b'{"seq": %d}' % i)  # no part_id
+        wait_for(lambda: hs.state()["bad_triggers"] == n and plc.answered() == 1, 120,
+                 lambda: f"every trigger handled: {hs.state()}")
+        rec.wait_for(lambda r: alarms("plc_no_frame"), 20, "the genuine alarm")
+        assert plc.parts[("G1", 1)].result["reason"] == "no_frame"
+        # each malformed trigger still got its bad_trigger result
+        wait_for(lambda: len(plc.unexpected) == n, 60, lambda: f"{len(plc.unexpected)} bad_trigger results")
+    finally:
+        hs.stop()  # flushes what was folded
+        plc.stop()
+    try:
+        rec.wait_for(lambda r: sum(a["detail"]["count"] for a in alarms("plc_bad_trigger")) == n, 20,
+                     "the folded count")
+    finally:
+        pub.stop()
+        rec.stop()
+    sent = alarms("plc_bad_trigger")
+    assert len(sent) <= 3, [a["detail"]["count"] for a in sent]  # the first at once, the sum at the interval/stop
+    assert sent[0]["detail"]["count"] == 1 and "not JSON" in sent[0]["detail"]["error"]
+    warnings = [r for r in caplog.records if "ALARM plc_bad_trigger" in r.getMessage()]
+    assert len(warnings) == len(sent)
+    assert hs.state()["alarms_folded"] == n - len(sent) and hs.state()["bad_triggers"] == n
+
+
+def _retained_ready(cfg) -> str | None:
+    """What a PLC connecting now reads on the retained ready topic (a fresh client each time)."""
+    import json as _json
+    import threading
+    import uuid
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[str] = []
+    came = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"late-plc-{uuid.uuid4().hex[:6]}")
+
+    def on_message(client, userdata, msg):
+        if msg.retain:
+            got.append(_json.loads(msg.payload)["state"])
+            came.set()
+
+    c.on_connect = lambda cl, *a: cl.subscribe(f"{cfg.topic_root}/ready", 1)
+    c.on_message = on_message
+    c.connect(cfg.host, cfg.port)
+    c.loop_start()
+    try:
+        came.wait(2.0)  # a retained message comes right after SUBACK, or there is none
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0] if got else None
+
+
+def test_a_ready_overwritten_by_another_client_is_reasserted(mqtt_broker, tmp_path):
+    """The station is in fault (its camera is gone); another broker client publishes a retained `ready`
+    over it. A PLC that subscribes later must read the true state again."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    cfg = mqtt_config(mqtt_broker, tmp_path)
+    eye = LineTriggeredSource()  # never fired: reads as ended, so the station says fault
+    hs = PlcHandshake(cfg, PLCConfig(enabled=True, camera="hardware"), eye, budget_ms=BUDGET_MS)
+    hs.start()
+    intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="intruder")
+    try:
+        assert hs.wait_connected(10)
+        wait_for(lambda: _retained_ready(cfg) == "fault", 20, "the station's fault")
+        intruder.connect(cfg.host, cfg.port)
+        intruder.loop_start()
+        forged = ('{"schema_version":1,"state":"ready","reason":"forged","at":"2026-01-01T00:00:00Z",'
+                  '"in_flight":0}')
+        intruder.publish(f"{cfg.topic_root}/ready", forged, qos=1, retain=True).wait_for_publish(10)
+        wait_for(lambda: _retained_ready(cfg) == "fault", 20, "the true state re-asserted")
+        assert hs.station()[0] == "fault" and hs.state()["ready_overwritten"] >= 1
+    finally:
+        intruder.disconnect()
+        intruder.loop_stop()
+        hs.stop()
