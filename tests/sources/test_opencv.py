@@ -77,7 +77,8 @@ def test_streams_bgr_frames_and_reports_connected(rtsp_server, source_factory):
     st = src.state()
     assert st.connection == Connection.CONNECTED
     assert st.frames == 5 and st.reconnects == 0
-    assert st.last_frame_age_s is not None and st.last_frame_age_s < 1.0
+    # the age is of the source's newest frame: no older than the last one read (no speed bound: benchmarks/)
+    assert st.last_frame_age_s is not None and 0 <= st.last_frame_age_s <= time.monotonic() - frames[-1].captured_at
     assert "connected to rtsp://127.0.0.1" in st.detail
 
 
@@ -104,23 +105,19 @@ def test_killed_server_is_seen_and_restart_reconnects(rtsp_server, source_factor
     st = src.state()
     assert st.connection == Connection.CONNECTED
     assert st.reconnects == 1
-    assert st.last_frame_age_s is not None and st.last_frame_age_s < 1.0
+    assert st.last_frame_age_s is not None and 0 <= st.last_frame_age_s <= time.monotonic() - frame.captured_at
 
 
-def test_frozen_server_is_detected_within_the_read_timeout(rtsp_server, source_factory):
+def test_frozen_server_is_detected_by_the_read_timeout(rtsp_server, source_factory):
     src = source_factory(_cfg(rtsp_server.url, open_timeout_ms=1500))
     assert src.read(timeout=8.0) is not None, src.state()
 
     rtsp_server.freeze()
-    frozen_at = time.monotonic()
-    detected = _wait_for(lambda: src.state().connection == Connection.RECONNECTING, timeout=5.0)
-    took = time.monotonic() - frozen_at
+    detected = _wait_for(lambda: src.state().connection == Connection.RECONNECTING, timeout=30.0)
     assert detected, src.state()
-    # The read timeout runs from the last frame, which came at most a frame period before the
-    # freeze; allow scheduling slack on a busy machine, but not a second read timeout.
-    assert took < READ_TIMEOUT_MS / 1000 + 0.6, f"frozen stream seen after {took:.2f} s"
+    # Seen by the read timeout (no FIN from a frozen server), on the first reconnect attempt.
     st = src.state()
-    assert "read timeout" in st.detail, st.detail
+    assert "read timeout" in st.detail and st.reconnects == 0, st
     assert st.last_frame_age_s is not None and st.last_frame_age_s >= 0.8 * READ_TIMEOUT_MS / 1000
 
     rtsp_server.thaw()
@@ -137,10 +134,9 @@ def test_no_server_keeps_retrying_with_capped_backoff(source_factory):
     # Never connected: still "connecting", with the reason and the capped retry delay in words.
     assert st.connection == Connection.CONNECTING
     assert "cannot open rtsp://127.0.0.1" in st.detail
-    assert _wait_for(lambda: "next in 0.40 s" in src.state().detail, timeout=3.0), src.state().detail
-    t = time.monotonic()
+    assert _wait_for(lambda: "next in 0.40 s" in src.state().detail, timeout=30.0), src.state().detail
     src.stop()
-    assert time.monotonic() - t < 2.5
+    assert not src._thread.is_alive()  # ended within stop()'s bounded join, not abandoned mid-backoff
 
 
 def test_missing_device_is_reported_not_raised(source_factory):
@@ -160,9 +156,12 @@ def test_free_run_keeps_the_freshest_and_drops_stale(rtsp_server, source_factory
     assert _wait_for(lambda: src.state().dropped.get("overwritten", 0) >= 5, timeout=8.0), src.state()
     assert _wait_for(lambda: _oldest_age(src) > 0.15, timeout=8.0), src.state()
 
+    asked_at = time.monotonic()
     f = src.read(timeout=2.0)
     assert f is not None
-    assert time.monotonic() - f.captured_at <= 0.1 + 0.05
+    # Judged at or after asked_at, a frame older than max_frame_age_ms then was stale: not handed over.
+    # (A bound on the order of events, not on speed: a slow machine only judges later.)
+    assert f.captured_at >= asked_at - 0.1, (asked_at, f)
     dropped = src.state().dropped
     assert dropped.get("overwritten", 0) >= 5, dropped
     assert dropped.get("stale", 0) >= 1, dropped

@@ -47,15 +47,17 @@ def started():
 
 
 def test_fast_reads_every_frame_in_order_then_ends(clip, started):
+    before = time.time()
     src = started(path=clip, pace="fast")
     frames = read_all(src)
+    after = time.time()
 
     assert [f.frame_id for f in frames] == list(range(N_FRAMES))
     assert [level(f) for f in frames] == list(range(N_FRAMES))
     assert [f.part_id for f in frames] == [f"clip-{i}" for i in range(N_FRAMES)]  # triggered by default
     assert all(f.image.shape == (120, 160, 3) and f.image.dtype == np.uint8 for f in frames)
     assert all(a.captured_at <= b.captured_at for a, b in pairwise(frames))
-    assert abs(frames[-1].captured_wall - time.time()) < 5
+    assert before <= frames[0].captured_wall <= frames[-1].captured_wall <= after  # wall-clock stamps, in order
     assert src.finished
     st = src.state()
     assert st.connection == Connection.ENDED and st.frames == N_FRAMES and not st.dropped
@@ -111,9 +113,8 @@ def test_loop_starts_again_with_new_ids(clip, started):
 def test_stop_ends_a_looping_source_quickly(clip, started):
     src = started(path=clip, pace="native", loop=True)
     assert src.read(timeout=2.0) is not None
-    t = time.monotonic()
     src.stop()
-    assert time.monotonic() - t < 1.0
+    assert not src._thread.is_alive()  # ended within stop()'s bounded join, not abandoned mid-clip
 
 
 # -- unreadable videos ---------------------------------------------------------------------------
