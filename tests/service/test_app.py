@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 from inspector.config import InspectorConfig, ShutdownConfig
@@ -73,15 +72,11 @@ def test_sigterm_stops_promptly_and_loses_no_verdict(tmp_path):
     log = tmp_path / "verdicts.jsonl"
     # the service is mid-run: verdicts are being written (not a sleep that assumes it)
     wait_for(lambda: lines(log) >= 20, what="20 verdicts in the log")
-    t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-    stop_s = time.monotonic() - t0
+    _, stderr = proc.communicate(timeout=60)  # a hang guard, not a speed bound (that is benchmarks/)
     assert proc.returncode == 0, stderr[-2000:]
     s = json.loads(out.read_text())
-    # Generous: nothing here is slow, so it ends far inside the deadline (+ interpreter exit).
-    assert stop_s < s["shutdown"]["deadline_s"] + 2.0, f"took {stop_s:.2f} s to stop"
-    assert s["shutdown"]["overran"] == []
+    assert s["shutdown"]["overran"] == []  # every part stopped within its share of the deadline
     assert s["frames"] > 0
     assert lines(log) == s["frames"], "a verdict in flight was lost"
 
@@ -101,23 +96,25 @@ def test_a_service_whose_parts_hang_still_stops_within_its_deadline(tmp_path):
     real = {"source": svc.source.stop, "pipeline": svc.pipeline.stop, "jsonl": svc.sinks[0].stop,
             "metrics": svc.metrics.stop}
 
+    released: list[str] = []  # hung stops that returned
+
     def hang(stop):  # a part that would take a minute to stop (a frozen camera, a stuck disk...)
         def slow(*a, **kw):
             gate.wait(60)
+            released.append(stop.__qualname__)
             return stop(*a, **kw)
         return slow
 
     svc.source.stop, svc.pipeline.stop = hang(real["source"]), hang(real["pipeline"])
     svc.sinks[0].stop, svc.metrics.stop = hang(real["jsonl"]), hang(real["metrics"])
     try:
-        t0 = time.monotonic()
         rep = svc.stop()
-        took = time.monotonic() - t0
+        # stop() returned while every hung part was still hung: it waited on none of them past its share
+        # (the old stop waited on each in turn: 4 minutes). An order, not a speed bound.
+        still_hung = released == []
     finally:
         gate.set()
-    # The hung parts would take 4 minutes in sum (the old stop waited on each in turn); the
-    # bound is generous against a loaded machine, the deadline is 2 s.
-    assert took < 15.0, f"stop took {took:.1f} s with a 2 s deadline"
+    assert still_hung, f"stop() returned only after {released} were released"
     assert rep.deadline_s == 2.0 and set(rep.overran) == {"source", "pipeline", "sink jsonl", "metrics"}
     for stop in real.values():  # the released parts finish; stop them for real so no thread is left
         stop()

@@ -2,7 +2,6 @@
 
 import dataclasses
 import threading
-import time
 
 import pytest
 
@@ -113,10 +112,13 @@ def test_stop_within_shares_one_deadline_and_leaves_a_stuck_part_behind():
     given: dict[str, float] = {}
     ran: list[str] = []
 
+    released: list[str] = []
+
     def stuck(name):
         def stop(t):
             given[name] = t
             gate.wait(60)  # a part that would take a minute
+            released.append(name)
         return stop
 
     def quick(name):
@@ -128,13 +130,11 @@ def test_stop_within_shares_one_deadline_and_leaves_a_stuck_part_behind():
     parts = [("source", "source", stuck("source")), ("pipeline", "pipeline", stuck("pipeline")),
              ("sink mqtt", "sink", quick("sink mqtt")), ("metrics", "metrics", quick("metrics"))]
     try:
-        t0 = time.monotonic()
         rep = stop_within(parts, 2.0)
-        took = time.monotonic() - t0
+        still_stuck = released == []  # returned while both stuck parts were still stuck: waited on neither
     finally:
         gate.set()
-    # Generous bound: the parts would take two minutes in sum; the deadline is 2 s.
-    assert took < 15.0 and rep.took_s < 15.0
+    assert still_stuck, f"stop_within returned only after {released} were released"
     assert rep.overran == ("source", "pipeline")
     assert ran == ["sink mqtt", "metrics"], "the parts after a stuck one still get their turn"
     # Shares: never the sum of per-part timeouts; the later parts' reserves were kept back.
