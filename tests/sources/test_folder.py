@@ -3,9 +3,12 @@ counted (never fatal), pacing, loop, and a clear SourceError for a missing or em
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import time
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +19,8 @@ from inspector.config import FolderSourceConfig
 from inspector.errors import SourceError
 from inspector.sources import Connection, open_source
 from tests.sources.reading import read_all, started_sources
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -84,17 +89,35 @@ def test_corrupt_images_are_skipped_counted_and_logged(tmp_path, started, caplog
         assert name in logged
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_skipped_and_counted(tmp_path, started):
+_READ_AS = """
+import json, sys
+from inspector.config import FolderSourceConfig
+from inspector.sources import open_source
+from tests.sources.reading import read_all
+src = open_source(FolderSourceConfig(path=sys.argv[1]))
+src.start()
+frames = read_all(src)
+src.stop()
+print(json.dumps({"frames": [f.part_id for f in frames], "dropped": src.state().dropped,
+                  "detail": src.state().detail}))
+"""
+
+
+# Root reads any file whatever its mode (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): as root the source runs in a
+# child process without those two capabilities (util-linux setpriv), as a service user without them would.
+_NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
+
+
+def test_unreadable_file_is_skipped_and_counted(tmp_path):
     good_folder(tmp_path)
-    locked = write_image(tmp_path / "b1.png", 70)
-    locked.chmod(0)
-    try:
-        src = started(path=tmp_path)
-        assert len(read_all(src)) == 5
-        assert src.state().dropped == {"unreadable": 1}
-    finally:
-        locked.chmod(0o644)
+    write_image(tmp_path / "b1.png", 70).chmod(0)
+    as_root = os.geteuid() == 0
+    run = subprocess.run([*(_NO_DAC if as_root else []), sys.executable, "-c", _READ_AS, str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.splitlines()[-1])
+    assert got["frames"] == ["a", "b", "c", "d", "e"], got  # b1.png (between b and c) skipped
+    assert got["dropped"] == {"unreadable": 1} and "b1.png" in got["detail"], got
 
 
 def test_grey_stays_grey_sixteen_bit_and_alpha_images_become_8_bit(tmp_path, started):
@@ -138,17 +161,33 @@ def test_loop_over_only_corrupt_images_ends_instead_of_spinning(tmp_path, starte
     assert st.dropped == {"corrupt": 1} and "no readable image" in st.detail
 
 
-def test_fast_triggered_waits_for_a_slow_consumer(tmp_path, started):
+def test_fast_triggered_waits_for_a_slow_consumer(tmp_path):
     good_folder(tmp_path)
-    src = started(path=tmp_path, queue_size=1)
-    deadline = time.monotonic() + 5
-    while src.state().frames < 1 and time.monotonic() < deadline:  # the first image is in
-        time.sleep(0.005)
-    # A negative check needs a window: 40 of the reader's 5 ms polls, in which it would have loaded
-    # the other four images (~1 ms each) without back-pressure.
-    time.sleep(0.2)
-    assert len(src._buf) == 1 and src.state().frames == 1
-    assert len(read_all(src)) == 5 and not src.state().dropped
+    src = open_source(FolderSourceConfig(path=tmp_path, queue_size=1))
+    # Observed, not slept on: the buffer's length at each put, and the reader arriving at a full buffer.
+    at_put: list[int] = []
+    blocked = threading.Event()
+    put, wait_for_room = src._buf.put, src._wait_for_room
+
+    def recording_put(frame):
+        at_put.append(len(src._buf))
+        return put(frame)
+
+    def recording_wait():
+        if len(src._buf) >= 1:
+            blocked.set()
+        return wait_for_room()
+
+    src._buf.put, src._wait_for_room = recording_put, recording_wait
+    src.start()
+    try:
+        assert blocked.wait(30), "the reader never met a full buffer"
+        # The reader holds its second image and waits: nothing more was put.
+        assert len(src._buf) == 1 and src.state().frames == 1
+        assert len(read_all(src)) == 5 and not src.state().dropped
+        assert at_put == [0] * 5, at_put  # every put found room: none was forced into a full buffer
+    finally:
+        src.stop()
 
 
 # -- bad folders ---------------------------------------------------------------------------------
