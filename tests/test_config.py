@@ -97,6 +97,8 @@ CAMERA = "source:\n  kind: opencv\n  url: {url}\n"
         ("mqtt:\n  PASSWORD: hunter2\n", "mqtt.PASSWORD", "INSPECTOR_MQTT__PASSWORD"),
         ("Upload:\n  Secret_Key: abc\n", "Upload.Secret_Key", "INSPECTOR_UPLOAD__SECRET_KEY"),
         ("UPLOAD:\n  access_key: abc\n", "UPLOAD.access_key", "INSPECTOR_UPLOAD__ACCESS_KEY"),
+        ("lifecycle:\n  hmac_key: hunter2\n", "lifecycle.hmac_key", "INSPECTOR_LIFECYCLE__HMAC_KEY"),
+        ("Lifecycle:\n  HMAC_Key: hunter2\n", "Lifecycle.HMAC_Key", "INSPECTOR_LIFECYCLE__HMAC_KEY"),
         ("source:\n  kind: opencv\n  url: rtsp://cam/s\n  Password: x\n", "source.Password",
          "INSPECTOR_SOURCE__PASSWORD"),
     ],
