@@ -8,6 +8,12 @@ frame path:
   model once its frames in flight have completed. With the guard on, the old model stays compiled
   (a few MB) until the guard accepts the promotion, so a rollback is one more swap with no compile.
 - rollback: the same, back to the pointer's `previous`.
+- the pointer moves first, durably, then the pipeline switches: a pointer that cannot be written (a
+  full disk) switches nothing, and a swap that fails puts the pointer back. So the answer to the
+  operator, `model list` (the pointer), the MQTT status and the model judging the parts agree.
+- the rollback guard's progress lives in the pointer (written at promote, every tenth of
+  `guard.parts`, at stop, and when it accepts or trips): a restart during the watch resumes it.
+  A guard rollback that fails raises `rollback_failed` and turns the `lifecycle` health check red.
 - the compile runs at the service's own priority on purpose: OpenVINO's inference threads inherit
   the niceness of the thread that compiles the model, and this model will judge the line.
 """
@@ -20,11 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inspector.errors import ModelError
+from inspector.errors import InspectorError, ModelError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import Detector, ModelBundle, bundle_from, load_bundle, open_detector
 from inspector.lifecycle.guard import RollbackGuard
+from inspector.lifecycle.histogram import LatencyHistogram
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
@@ -39,12 +46,19 @@ AlarmFn = Callable[[str, dict[str, Any]], None]
 RELEASE_WAIT_S = 10.0  # a swapped-out model's frames in flight are answered by their deadline long before
 
 
+class SwitchFailed(ModelError):
+    """A promote or rollback that could not be made durable: nothing switched (a runtime failure)."""
+
+    exit_code = 1
+
+
 def station_of(cfg) -> str:
     return cfg.lifecycle.station or cfg.mqtt.station
 
 
 def open_store(cfg) -> tuple[ModelStore, Trust]:
-    return ModelStore(cfg.lifecycle.store, station_of(cfg)), Trust.from_config(cfg.lifecycle)
+    return (ModelStore(cfg.lifecycle.store, station_of(cfg), group=cfg.lifecycle.socket_group),
+            Trust.from_config(cfg.lifecycle))
 
 
 def open_model(cfg, bundle: ModelBundle, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
@@ -130,6 +144,35 @@ class ModelManager:
         self.guard = RollbackGuard(cfg.lifecycle.guard, self._guard_tripped, self._guard_accepted)
         self.events: list[dict[str, Any]] = []  # promotions and rollbacks of this run
         self._releasers: list[threading.Thread] = []
+        self.rollback_failed: dict[str, Any] | None = None  # a guard rollback that failed: health red
+        self._checkpoint_every = max(10, cfg.lifecycle.guard.parts // 10)
+        try:
+            self.store.clean_staging()  # stages killed before this start
+        except (InspectorError, OSError) as e:
+            log.warning("store %s: stale staging folders not cleaned (%s)", self.store.root, e)
+        self._resume_guard()
+
+    def _resume_guard(self) -> None:
+        """A restart during the guard's watch: the pointer names the promoted model, keeps `previous`
+        and the guard's progress; the watch goes on with the parts that remain."""
+        progress = self.store.guard_progress()
+        active = ref_of(self.pipeline.model)
+        if progress is None or not self.cfg.lifecycle.guard.enabled:
+            return
+        if progress.get("model") != str(active) or self.store.previous_ref() is None:
+            log.warning("rollback guard: the pointer's progress (%s) is not for %s with a previous version; "
+                        "not resumed", progress.get("model"), active)
+            return
+        try:
+            self.guard.arm(self.pipeline.model, resume=progress)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            log.warning("rollback guard: the pointer's progress is unreadable (%s); watching %s from part 0", e,
+                        active)
+            self.guard.arm(self.pipeline.model)
+        st = self.guard.state()
+        log.warning("rollback guard resumed on %s after a restart: %s of %d parts watched, %s to go (rollback "
+                    "to %s)", active, st["parts"], st["parts_to_watch"], st["parts_to_watch"] - st["parts"],
+                    self.store.previous_ref())
 
     # -- the post thread's tap (VerdictSink form) ----------------------------------------------------
     name = "lifecycle"
@@ -140,6 +183,10 @@ class ModelManager:
     def submit(self, v) -> None:
         if self.guard.armed:
             self.guard.submit(v)
+            n = self.guard.parts_watched
+            if n and n % self._checkpoint_every == 0 and self.guard.armed:
+                threading.Thread(target=self.checkpoint_guard, name="lifecycle-guard-checkpoint",
+                                 daemon=True).start()  # an fsync: never on the post thread
         shadow = self.shadow
         if shadow is not None:
             shadow.submit(v)
@@ -147,6 +194,21 @@ class ModelManager:
     def stop(self, timeout: float = 2.0) -> None:
         if self.shadow is not None:
             self.shadow.stop(timeout)
+
+    def checkpoint_guard(self, timeout: float = 5.0) -> None:
+        """Writes the armed guard's progress into the pointer (a restart resumes from it): every tenth of
+        `guard.parts` (own thread) and at stop, after the pipeline drained (Service.stop)."""
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("rollback guard: progress not written (a model change holds the lock)")
+            return
+        try:
+            progress = self.guard.progress()
+            if progress is not None:
+                self.store.set_guard(ModelRef.parse(progress["model"]), progress)
+        except (InspectorError, OSError) as e:  # a restart then resumes from the last progress written
+            log.warning("rollback guard: progress not written to %s (%s)", self.store.pointer_path, e)
+        finally:
+            self._lock.release()
 
     # -- building a judge ------------------------------------------------------------------------------
     def _load(self, ref: ModelRef, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
@@ -167,10 +229,21 @@ class ModelManager:
             t0 = time.monotonic()
             judge = self.build_judge(ref)  # refused here (BundleRefused) before anything changes
             compiled_s = time.monotonic() - t0
-            event = self._switch(judge, why=why, by="command", keep_old=self.cfg.lifecycle.guard.enabled)
-            event["compile_s"] = round(compiled_s, 3)
-            if self.cfg.lifecycle.guard.enabled:
+            guarded = self.cfg.lifecycle.guard.enabled
+            # Armed in the same pointer write as the switch: a restart right after it still watches.
+            watch = {"model": str(ref), "parts": 0, "rejects": 0,
+                     "latency_ms": LatencyHistogram().to_doc()} if guarded else None
+            prior = self.guard.progress()
+            if guarded:  # before the swap: it only counts the new model's parts, from the first one
                 self.guard.arm(judge.model)
+            try:
+                event = self._switch(judge, why=why, by="command", keep_old=guarded, guard=watch)
+            except Exception:
+                self.guard.disarm()
+                self._rearm(prior)
+                self._release(judge)  # compiled for nothing: the old model still judges
+                raise
+            event["compile_s"] = round(compiled_s, 3)
             return event
 
     def rollback(self, *, why: str = "by command", by: str = "command",
@@ -181,6 +254,7 @@ class ModelManager:
             if prev is None:
                 raise ModelError(f"nothing to roll back to: the pointer {self.store.pointer_path} names no "
                                  f"previous version of {current}")
+            watching = self.guard.progress()
             self.guard.disarm()
             warm, self._warm = self._warm, None
             if warm is not None and ref_of(warm.model) == prev:
@@ -188,20 +262,55 @@ class ModelManager:
             else:
                 if warm is not None:
                     self._release(warm)
-                judge = self.build_judge(prev)
-            event = self._switch(judge, why=f"rollback: {why}", by=by, keep_old=False, rollback=True)
+                    warm = None
+                try:
+                    judge = self.build_judge(prev)
+                except Exception:
+                    self._rearm(watching)
+                    raise
+            try:
+                event = self._switch(judge, why=f"rollback: {why}", by=by, keep_old=False, rollback=True)
+            except Exception:
+                if judge is warm:
+                    self._warm = warm  # still compiled: the next rollback needs no compile
+                else:
+                    self._release(judge)
+                self._rearm(watching)
+                raise
             self._alarm("model_rolled_back", {"by": by, "why": why, "from": str(current), "to": str(prev),
                                               **(detail or {})})
             return event
 
-    def _switch(self, judge: Judge, *, why: str, by: str, keep_old: bool, rollback: bool = False) -> dict[str, Any]:
+    def _rearm(self, progress: dict[str, Any] | None) -> None:
+        """A rollback by command that failed: the guard goes on watching where it was."""
+        if progress is not None and progress["model"] == str(ref_of(self.pipeline.model)):
+            self.guard.arm(self.pipeline.model, resume=progress)
+
+    def _switch(self, judge: Judge, *, why: str, by: str, keep_old: bool, rollback: bool = False,
+                guard: dict[str, Any] | None = None) -> dict[str, Any]:
         new = ref_of(judge.model)
-        result = self.pipeline.swap(judge, timeout=5.0)
+        old_ref = ref_of(self.pipeline.model)
+        what = "rollback" if rollback else "promote"
+        # The pointer first, durably: a restart comes back on what will judge, and a pointer that cannot
+        # be written (ENOSPC) switches nothing. After a rollback there is nothing to return to (rolling
+        # "back" to the rejected model would be a promotion).
+        try:
+            replaced = self.store.set_active(new, why=why, previous=None if rollback else old_ref, guard=guard)
+        except OSError as e:
+            raise SwitchFailed(f"{what} to {new} not done: the pointer {self.store.pointer_path} could not be "
+                               f"written ({e.strerror or e}); {old_ref} still judges and stays active") from e
+        try:
+            result = self.pipeline.swap(judge, timeout=5.0)
+        except Exception as e:
+            try:
+                self.store.restore(replaced)
+            except OSError as e2:
+                log.critical("the pointer %s names %s but %s still judges: putting it back failed (%s)",
+                             self.store.pointer_path, new, old_ref, e2)
+            raise SwitchFailed(f"{what} to {new} not done: the pipeline did not take the model ({e}); "
+                               f"{old_ref} still judges and stays active") from e
+        self.rollback_failed = None  # the station now runs what an operator or the guard chose
         old = result.old
-        old_ref = ref_of(old.model)
-        # The pointer follows: a restart comes back on what judges now. After a rollback there is
-        # nothing to return to (rolling "back" to the rejected model would be a promotion).
-        self.store.set_active(new, why=why, previous=None if rollback else old_ref)
         if self._warm is not None:
             self._release(self._warm)
             self._warm = None
@@ -209,7 +318,7 @@ class ModelManager:
             self._warm = old
         else:
             self._release(old)
-        event = {"event": "rollback" if rollback else "promote", "by": by, "why": why, "active": str(new),
+        event = {"event": what, "by": by, "why": why, "active": str(new),
                  "previous": str(old_ref), "last_old_frame_id": result.last_old_frame_id, "at": time.time()}
         self.events.append(event)
         log.warning("model switch (%s): %s -> %s after frame %s", why, old_ref, new, result.last_old_frame_id)
@@ -246,8 +355,12 @@ class ModelManager:
             realtime.enter("lifecycle")  # started by the post thread: below the frame path (service/realtime.py)
             try:
                 self.rollback(why=result["why"], by="guard", detail={"guard": result})
-            except Exception:
+            except Exception as e:  # the bad model still judges: the line must know
                 log.exception("the rollback guard could not roll back")
+                self.rollback_failed = {"model": result["model"], "why": result["why"],
+                                        "error": f"{type(e).__name__}: {e}", "at": time.time()}
+                self._alarm("rollback_failed", {"model": result["model"], "why": result["why"],
+                                                "error": self.rollback_failed["error"], "guard": result})
         threading.Thread(target=run, name="lifecycle-guard-rollback", daemon=True).start()
 
     def _guard_accepted(self, model: ModelInfo) -> None:
@@ -257,6 +370,11 @@ class ModelManager:
                 warm, self._warm = self._warm, None
                 if warm is not None:
                     self._release(warm)
+                try:
+                    self.store.set_guard(ref_of(model), None)  # the promotion stands: no watch to resume
+                except (InspectorError, OSError) as e:
+                    log.warning("rollback guard: acceptance not written to %s (%s): a restart watches %s again",
+                                self.store.pointer_path, e, ref_of(model))
             log.info("rollback guard: %s@%s stands after %d parts; previous model released", model.name,
                      model.version, self.cfg.lifecycle.guard.parts)
         t = threading.Thread(target=run, name="lifecycle-guard-accept", daemon=True)
@@ -308,6 +426,7 @@ class ModelManager:
             "previous": None if prev is None else str(prev),
             "shadow": None if self.shadow is None else self.shadow.ref,
             "guard": self.guard.state(),
+            "rollback_failed": self.rollback_failed,
             "versions": [{"ref": str(v.ref), "created": v.created, "signed": v.signed, "active": v.ref == active,
                           "shadow": self.shadow is not None and str(v.ref) == self.shadow.ref}
                          for v in self.store.versions()],
@@ -316,7 +435,8 @@ class ModelManager:
 
     def state(self) -> dict[str, Any]:
         """For the service report (summary, /metrics): small and cheap."""
-        out: dict[str, Any] = {"switches": len(self.events), "guard_armed": self.guard.armed}
+        out: dict[str, Any] = {"switches": len(self.events), "guard_armed": self.guard.armed,
+                               "rollback_failed": self.rollback_failed}
         if self.shadow is not None:
             st = self.shadow.state()
             out["shadow"] = {k: st[k] for k in ("model", "judged", "dropped", "agree", "disagree", "agreement",

@@ -66,6 +66,9 @@ ALARM_KINDS: dict[str, str] = {
     "version instead and moved the pointer there (detail: refused, to, error)",
     "model_rolled_back": "the rollback guard returned to the previous model: within guard.parts after a promotion "
     "the new model's reject rate or p99 latency left the configured band (detail says which and by how much)",
+    "rollback_failed": "the rollback guard tripped but the rollback failed (detail: model, why, error; e.g. the "
+    "pointer could not be written): the model it rejected still judges; the lifecycle health check is red until "
+    "a promote or rollback succeeds",
 }
 
 # A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT

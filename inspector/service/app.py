@@ -258,6 +258,8 @@ class Service:
             ("source", "source", lambda t: self.source.stop()),
             ("pipeline", "pipeline", lambda t: self.pipeline.stop(timeout=t)),
         ]
+        if self.lifecycle is not None:  # after the drain: the guard has counted its last part
+            parts.append(("guard", "lifecycle", lambda t: self.lifecycle.checkpoint_guard(timeout=t)))
         if self.uploader is not None:
             parts.append(("uploader", "uploader", lambda t: self.uploader.stop(timeout=t)))
         for s in reversed(self.sinks):

@@ -446,6 +446,7 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
     drift_monitor = getattr(svc, "drift", None)
     drift = drift_monitor.snapshot() if drift_monitor is not None else None
     health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua, drift=drift)
+    health += _lifecycle_check(getattr(svc, "lifecycle", None))
     golden = svc.golden.state() if getattr(svc, "golden", None) is not None else None
     health += _golden_check(golden)
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
@@ -504,6 +505,17 @@ def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttRepo
             detail = "inside the envelope" if drift["enabled"] else f"not watched: {drift['why_off']}"
         checks.append(HealthCheck("input", not held, detail))
     return tuple(checks)
+
+
+def _lifecycle_check(manager: Any) -> tuple[HealthCheck, ...]:
+    """Listed with the model lifecycle on: red while a model the rollback guard rejected still judges."""
+    if manager is None:
+        return ()
+    failed = manager.rollback_failed
+    if failed is None:
+        return (HealthCheck("lifecycle", True, "ok"),)
+    return (HealthCheck("lifecycle", False, f"the rollback guard rejected {failed['model']} ({failed['why']}) but "
+                                            f"the rollback failed ({failed['error']}): it still judges"),)
 
 
 def _golden_check(golden: dict[str, Any] | None) -> tuple[HealthCheck, ...]:
