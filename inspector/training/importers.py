@@ -35,8 +35,8 @@ import yaml
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 FORMATS = ("yolo", "voc", "coco", "labelstudio", "cvat")
 # Problem kinds, counted in dataset.json `skipped_counts`
-OUTSIDE, MALFORMED, NON_FINITE, UNPARSABLE, INVALID = "outside_export", "malformed", "non_finite", "unparsable", \
-    "invalid"
+OUTSIDE, MALFORMED, NON_FINITE, UNPARSABLE, DUPLICATE, INVALID = "outside_export", "malformed", "non_finite", \
+    "unparsable", "duplicate", "invalid"
 
 
 @dataclass(frozen=True)

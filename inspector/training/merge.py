@@ -190,9 +190,9 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         raise MergeError(f"{out} exists and is not a dataset: choose an empty or new --out")
     # 1. the regression set: frozen
     frozen = bmeta.get("regression")
-    check_regression(broot, bmeta)
-    bm, nm = read_members(broot, bmeta), read_members(nroot, nmeta)
-    reg = [m for m in bm if m.split == REGRESSION_SPLIT]
+    reg, _ = check_regression(broot, bmeta)  # each image is read (hashed) once: the test split here, the rest below
+    bm = read_members(broot, bmeta, tuple(s for s in SPLITS if s != REGRESSION_SPLIT)) + reg
+    nm = read_members(nroot, nmeta)
     if not reg:  # first version: carve it from BASE's train groups, once
         for m in bm:
             if m.split == "train" and group_hash(m.group, seed + 1) < regression_fraction:
