@@ -206,7 +206,7 @@ def test_the_async_stage_takes_gray_frames(det1, det3):
     (True, "keep", 1),
     (False, 1, "IR input has 3 channel(s) but the model card says input_channels 1"),
     (True, 3, "IR input has 1 channel(s) but the model card says input_channels 3"),
-    (False, 2, "input_channels must be 1 or 3, got 2"),
+    (False, 2, "input_channels: Input should be 1 or 3, got 2"),
 ])
 def test_the_card_channels_are_checked_against_the_ir(tmp_path, gray_ir, card, expect):
     path = bundle_copy(tmp_path, gray_ir=gray_ir, card_channels=card)
