@@ -686,6 +686,9 @@ class PairedSource:
 
     def stop(self) -> None:
         self._hs.camera.stop()
+        # The service stops its source first and the publisher before the handshake: alarms summed by the
+        # throttle go out now, while the publisher still delivers them.
+        self._hs._alarms.flush()
 
     def state(self) -> SourceState:
         """The camera's state, counting only the frames handed to the pipeline (paired with a trigger):

@@ -191,8 +191,9 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     assert [r["reason"] for r in sim.unexpected] == ["bad_trigger"] * 3
     assert [r["seq"] for r in sim.unexpected] == [7, None, 8]
     assert all(r["result"] == "NG" and r["fail_safe"] for r in sim.unexpected)
-    wait_for(lambda: len([m for m in rec.on("alarm") if m.payload["kind"] == "plc_bad_trigger"]) == 3, 20,
-             "three plc_bad_trigger alarms", insp)
+    # PLC alarms are throttled like queue_full: the first at once, the other two summed into one later.
+    wait_for(lambda: [m for m in rec.on("alarm") if m.payload["kind"] == "plc_bad_trigger"], 20,
+             "the first plc_bad_trigger alarm", insp)
     assert "part_id" in sim.unexpected[0]["error"]
 
     # The PLC, as a controls engineer runs it.
@@ -206,9 +207,9 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     # loaded machine sets (a frame slower than 0.8 x budget: no_frame; an inference past the budget: late):
     # a figure, recorded below and in benchmarks/load.py, never this test's verdict.
     reasons = rep["reasons"]
-    assert set(reasons) <= {"pass", "defect", "no_frame", "late"}, rep
+    assert set(reasons) <= {"pass", "defect", "no_frame", "frame_lost", "late"}, rep
     assert reasons.get("pass", 0) + reasons.get("defect", 0) > 0, rep  # the model judged parts
-    assert rep["fail_safe"] == reasons.get("no_frame", 0) + reasons.get("late", 0), rep
+    assert rep["fail_safe"] == sum(reasons.get(r, 0) for r in ("no_frame", "frame_lost", "late")), rep
     assert "trigger->result p50" in done.stdout and rep["latency_ms"]["p99"] > 0
     insp.alive()
 
@@ -225,8 +226,11 @@ def test_300_triggers_at_10_per_s_each_answered_with_its_part_id_and_seq(line, t
     summary = insp.stop()
     plc = summary["plc"]
     assert (plc["triggers"], plc["results"], plc["bad_triggers"]) == (300, 300, 3), plc
-    assert summary["alarms"].get("plc_bad_trigger") == 3
-    assert summary["alarms"].get("plc_no_frame", 0) == reasons.get("no_frame", 0) == plc["fail_safe"].get("no_frame", 0)
+    # Throttled: 3 bad triggers -> the first alarm, then one summing the other two (at stop at the latest).
+    bad = [m.payload for m in rec.on("alarm") if m.payload["kind"] == "plc_bad_trigger"]
+    assert summary["alarms"].get("plc_bad_trigger") == len(bad) <= 2 and sum(a["detail"]["count"] for a in bad) == 3
+    assert reasons.get("no_frame", 0) == plc["fail_safe"].get("no_frame", 0)
+    assert (summary["alarms"].get("plc_no_frame", 0) > 0) == (reasons.get("no_frame", 0) > 0)
     assert summary["deadline_misses"] >= reasons.get("late", 0)  # each late result is a LATE verdict
     assert rec.on("reject") == [], "handshake mode: the PLC's result is the part's only answer"
     record_figures(figures_file, "300_parts_10_per_s", {
@@ -284,7 +288,7 @@ def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared
     # is answered fail-safe no_frame (timing, not the outage): a few are tolerated, nothing else.
     for phase in (after, [p for p in parts if p.sent_at < marks["kill"] - 0.2]):
         slow = [p.result for p in phase if p.result["fail_safe"]]
-        assert len(slow) <= 2 and all(r["reason"] == "no_frame" for r in slow), slow
+        assert len(slow) <= 2 and all(r["reason"] == "no_frame" for r in slow), [(r["seq"], r["reason"], r.get("error")) for r in slow]
         assert all(p.result["frame_id"] is not None for p in phase if not p.result["fail_safe"])
     states = [s["state"] for s in sim.ready]
     assert "fault" in states and states[-1] == "ready", states
