@@ -205,10 +205,14 @@ def test_an_empty_file_is_all_defaults(tmp_path):
     assert load_config(write(tmp_path, "# nothing but a comment\n")).model_dump() == InspectorConfig().model_dump()
 
 
-@pytest.mark.parametrize("text", ["- a\n- b\n", "source: [\n", "42\n"])
-def test_malformed_files(tmp_path, text):
-    with pytest.raises(ConfigError):
-        load_config(write(tmp_path, text))
+@pytest.mark.parametrize("text, why", [("- a\n- b\n", "expected a mapping of sections at the top, got list"),
+                                       ("source: [\n", "not valid YAML"),
+                                       ("42\n", "expected a mapping of sections at the top, got int")])
+def test_malformed_files(tmp_path, text, why):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value) and why in str(e.value), str(e.value)
 
 
 def test_missing_file(tmp_path):
