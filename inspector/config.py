@@ -371,6 +371,25 @@ class DriftConfig(StrictConfig):
                                  "confidences above which they have drifted.")
     psi_acts: bool = Field(False, description="false: a drift seen only in the confidences raises input_drift but "
                            "does not trigger decision.on_drift (a batch of bad parts moves them too).")
+    output: bool = Field(True, description="Also watch what the model does (the output guard): the share of weak "
+                         "detections (top confidence in (0, 0.5)) and of rejects over output_window judged parts, "
+                         "against the card's input_envelope.output (else the run's first output_baseline parts); "
+                         "output_drift when one leaves its binomial band, and decision.on_drift acts on it.")
+    output_window: int = Field(40, ge=10, le=10_000, description="Judged parts in the output guard's window (40: "
+                               "raises within 50 parts of an untrained optical change, 0 false alarms in 6600 "
+                               "unaltered parts; docs/contracts.md).")
+    output_baseline: int = Field(200, ge=10, le=100_000, description="Judged parts at the start of a run (or after a "
+                                 "model switch) that give the reference reject share, and the weak-detection share "
+                                 "when the card records none. At least output_window.")
+    output_alpha: float = Field(1e-4, gt=0, lt=0.5, description="Probability, per window and side, that a stream "
+                                "like the reference leaves the band (the band is the binomial one at this level).")
+
+    @model_validator(mode="after")
+    def _baseline_covers_a_window(self) -> DriftConfig:
+        if self.output_baseline < self.output_window:
+            raise ValueError(f"output_baseline must be >= output_window, got {self.output_baseline} < "
+                             f"{self.output_window}")
+        return self
 
 
 class GoldenPartConfig(StrictConfig):

@@ -188,6 +188,7 @@ class Envelope:
     sample_width: int = SAMPLE_WIDTH
     confidence: ConfidenceReference | None = None
     source: Mapping[str, Any] = field(default_factory=dict)  # how it was made (images, families, quantiles)
+    output: OutputReference | None = None  # what the model did on the reference images (the output guard)
 
     def to_card(self) -> dict[str, Any]:
         return {
@@ -201,6 +202,7 @@ class Envelope:
                 "frames": self.confidence.frames,
             },
             "source": dict(self.source),
+            **({} if self.output is None else {"output": self.output.to_card()}),
         }
 
     @classmethod
@@ -227,8 +229,9 @@ class Envelope:
                                  f"got {len(props)}")
             ref = ConfidenceReference(props, int(conf.get("frames", 0)))
         fs, roi = d.get("frame_size"), d.get("roi")
+        out = OutputReference.from_card(d["output"]) if d.get("output") else None
         return cls(bounds, tuple(fs) if fs else None, tuple(roi) if roi else None,
-                   int(d.get("sample_width", SAMPLE_WIDTH)), ref, dict(d.get("source", {})))
+                   int(d.get("sample_width", SAMPLE_WIDTH)), ref, dict(d.get("source", {})), out)
 
 
 @dataclass(frozen=True)
@@ -394,3 +397,188 @@ class DriftGuard:
 
     _last_psi: float | None = None
     _q: np.ndarray | None = None
+
+
+# -- the output guard: what the model does ------------------------------------------------------------
+#: A judged part whose top detection confidence is in (0, WEAK_BELOW): the model saw something it is not
+#: sure of. On the parts the model was validated on such parts are rare (models/demo 1.2.1: 2.0 % of 6600
+#: unaltered synthetic parts over 11 seeds, 1.25 % of its 400 validation images): good parts give no
+#: detection at all, defective ones 0.7-0.95. An optical change the model was not trained for moves good
+#: parts into this band first (gamma 2.2: 15-25 % of parts, false rejects 18-21 %; a 6-px line pattern:
+#: false rejects 44 %), long before the reject share can tell (+6 points on a 67 % base is inside its
+#: binomial noise at 40 parts). 0.5 rather than 0.6/0.7/0.8: the same 0 false alarms in 6600 parts and
+#: the earliest alarms (benchmarks/output_guard.py; docs/contracts.md has the table).
+WEAK_BELOW = 0.5
+WEAK_STAT = "weak_detection_rate"
+REJECT_STAT = "reject_rate"
+OUTPUT_STATS: Mapping[str, str] = {
+    WEAK_STAT: f"share of judged parts whose top detection confidence is in (0, {WEAK_BELOW}): the model unsure",
+    REJECT_STAT: "share of judged parts the model rejected (defects found), before decision.on_drift",
+}
+
+
+@dataclass(frozen=True)
+class OutputReference:
+    """What the model did on the reference: the share of weak detections and of rejects, over `frames`
+    parts. `source` says where it came from: "card" (the envelope `model build` / `model envelope`
+    wrote from the validation images) or "run" (the first parts of this run)."""
+
+    weak_rate: float
+    reject_rate: float | None
+    frames: int
+    source: str = "card"
+    weak_below: float = WEAK_BELOW
+
+    def to_card(self) -> dict[str, Any]:
+        return {"weak_rate": round(self.weak_rate, 6), "reject_rate": None if self.reject_rate is None else
+                round(self.reject_rate, 6), "frames": self.frames, "weak_below": self.weak_below}
+
+    @classmethod
+    def from_card(cls, d: Mapping[str, Any]) -> OutputReference:
+        try:
+            weak, frames = float(d["weak_rate"]), int(d["frames"])
+            rej = None if d.get("reject_rate") is None else float(d["reject_rate"])
+            below = float(d.get("weak_below", WEAK_BELOW))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"input_envelope.output: expected {{weak_rate, reject_rate, frames}}, got {dict(d)!r} "
+                             f"({e})") from e
+        if not (0.0 <= weak <= 1.0 and frames > 0 and (rej is None or 0.0 <= rej <= 1.0) and 0.0 < below <= 1.0):
+            raise ValueError(f"input_envelope.output: expected rates in [0, 1] and frames > 0, got {dict(d)!r}")
+        return cls(weak, rej, frames, "card", below)
+
+    @classmethod
+    def from_parts(cls, top_confidences: Sequence[float], rejected: Sequence[bool], source: str = "card",
+                   weak_below: float = WEAK_BELOW) -> OutputReference:
+        c = np.asarray(top_confidences, np.float64)
+        if c.size == 0:
+            raise ValueError("output reference: needs at least one judged part")
+        weak = float(np.mean((c > 0) & (c < weak_below)))
+        return cls(weak, float(np.mean(np.asarray(rejected, bool))), int(c.size), source, weak_below)
+
+
+def _log_binom_pmf(k: int, n: int, p: float) -> float:
+    if p <= 0.0:
+        return 0.0 if k == 0 else -math.inf
+    if p >= 1.0:
+        return 0.0 if k == n else -math.inf
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p)
+            + (n - k) * math.log1p(-p))
+
+
+def binomial_band(p: float, n: int, alpha: float) -> tuple[int, int]:
+    """(lo, hi): counts of n Bernoulli(p) trials with P(X < lo) <= alpha and P(X > hi) <= alpha."""
+    pmf = [math.exp(_log_binom_pmf(k, n, p)) for k in range(n + 1)]
+    lo, acc = 0, 0.0
+    while lo < n and acc + pmf[lo] <= alpha:
+        acc += pmf[lo]
+        lo += 1
+    hi, acc = n, 0.0
+    while hi > 0 and acc + pmf[hi] <= alpha:
+        acc += pmf[hi]
+        hi -= 1
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class OutputState:
+    """The output guard's verdict after one judged part (frozen: it crosses to the report's side)."""
+
+    in_drift: bool
+    statistic: str | None
+    value: float | None  # the statistic's share over the window
+    bounds: tuple[float, float] | None  # the band it must stay in (shares)
+    frames: int  # judged parts observed
+    changed: bool = False
+    armed: tuple[str, ...] = ()  # the statistics with a reference (the others wait for the run's baseline)
+    shares: Mapping[str, float] = field(default_factory=dict)  # each statistic's share over the last window
+
+    def detail(self) -> dict[str, Any]:
+        return {"statistic": self.statistic, "value": None if self.value is None else round(self.value, 4),
+                "bounds": None if self.bounds is None else [round(self.bounds[0], 4), round(self.bounds[1], 4)],
+                "frames": self.frames}
+
+
+class OutputGuard:
+    """The model's output against the band its reference allows, over the last `window` judged parts.
+
+    Each statistic is a count of Bernoulli events in the window (a weak detection, a reject); its band is
+    the binomial one of the reference share at `alpha` per side, so the false-alarm rate follows from the
+    reference, not from a hand-set threshold. The weak-detection share comes from the card (the validation
+    images) when it records one; the reject share always from the first `baseline` judged parts of the
+    run (a card's validation set has its own defect ratio, a line has another), widened by its own
+    estimation error. Enter at the first window outside; clear after `clear_after` consecutive parts
+    inside. Counts judged parts only (a LATE part has no model output): a loaded machine fills the window
+    more slowly and moves no statistic. Not thread-safe: one owner (the post thread)."""
+
+    def __init__(self, reference: OutputReference | None, *, window: int = 40, baseline: int = 200,
+                 alpha: float = 1e-4, clear_after: int = 40) -> None:
+        if window < 10 or baseline < window or not 0 < alpha < 0.5 or clear_after < 1:
+            raise ValueError(f"output guard: window >= 10, baseline >= window, 0 < alpha < 0.5, clear_after >= 1, "
+                             f"got {window}, {baseline}, {alpha}, {clear_after}")
+        self.window, self.baseline, self.alpha, self.clear_after = window, baseline, alpha, clear_after
+        self.card = reference
+        self.weak_below = reference.weak_below if reference is not None else WEAK_BELOW
+        self._weak = np.zeros(window, bool)
+        self._rej = np.zeros(window, bool)
+        self._n = 0
+        self._base_weak = self._base_rej = 0
+        self.bands: dict[str, tuple[int, int]] = {}
+        self.reference: dict[str, tuple[float, str]] = {}  # statistic -> (share, card | run)
+        if reference is not None:
+            self._arm(WEAK_STAT, reference.weak_rate, reference.frames, "card")
+        self._inside = 0
+        self._state = OutputState(False, None, None, None, 0, armed=tuple(self.bands))
+
+    @property
+    def state(self) -> OutputState:
+        return self._state
+
+    def _arm(self, stat: str, share: float, frames: int, source: str) -> None:
+        # The reference share is itself an estimate over `frames` parts: take the band of its 99 % upper
+        # (and lower) bound, so a reference of 0 weak detections in 400 images does not make 1 in 40 an alarm.
+        err = 2.33 * math.sqrt(max(share * (1 - share), 1.0 / frames) / frames)
+        lo = binomial_band(max(0.0, share - err), self.window, self.alpha)[0]
+        hi = binomial_band(min(1.0, share + err), self.window, self.alpha)[1]
+        # replaced, not mutated: the report reads them from another thread
+        self.bands = {**self.bands, stat: (lo, hi)}
+        self.reference = {**self.reference, stat: (share, source)}
+
+    def update(self, top_confidence: float, rejected: bool) -> OutputState:
+        """One judged part: its top detection confidence (0.0 without detections) and whether the model
+        found defects (its own judgement, before decision.on_drift)."""
+        weak = 0.0 < top_confidence < self.weak_below
+        slot = self._n % self.window
+        self._weak[slot], self._rej[slot] = weak, rejected
+        self._n += 1
+        if self._n <= self.baseline:
+            self._base_weak += weak
+            self._base_rej += rejected
+            if self._n == self.baseline:
+                if WEAK_STAT not in self.bands:
+                    self._arm(WEAK_STAT, self._base_weak / self.baseline, self.baseline, "run")
+                self._arm(REJECT_STAT, self._base_rej / self.baseline, self.baseline, "run")
+        worst: tuple[float, str, float, tuple[float, float]] | None = None
+        shares: dict[str, float] = {}
+        if self._n >= self.window:
+            for stat, ring in ((WEAK_STAT, self._weak), (REJECT_STAT, self._rej)):
+                k = int(np.count_nonzero(ring))
+                shares[stat] = k / self.window
+                band = self.bands.get(stat)
+                if band is None:
+                    continue
+                out = max(band[0] - k, k - band[1])  # > 0: outside, in parts
+                if worst is None or out > worst[0]:
+                    worst = (out, stat, k / self.window, (band[0] / self.window, band[1] / self.window))
+        outside = worst is not None and worst[0] > 0
+        self._inside = 0 if outside else self._inside + 1
+        was = self._state.in_drift
+        now = outside if not was else self._inside < self.clear_after
+        if worst is None:
+            stat = val = bnd = None
+        elif now and was and not outside:  # still in drift: keep naming what put it there
+            stat, val, bnd = self._state.statistic, self._state.value, self._state.bounds
+        else:
+            stat, val, bnd = worst[1], worst[2], worst[3]
+        self._state = OutputState(now, stat, val, bnd, self._n, changed=now != was, armed=tuple(self.bands),
+                                  shares=shares)
+        return self._state

@@ -52,6 +52,11 @@ ALARM_KINDS: dict[str, str] = {
     "input_drift": "the camera's images left the envelope the model was validated on (detail: the statistic, its "
     "value and bounds, and decision.on_drift; with hold/reject parts get the fail-safe verdict until input_restored)",
     "input_restored": "the images are back inside the model's envelope (clears input_drift: payload `clears`)",
+    "output_drift": "what the model does left the band its reference allows (detail: the statistic, "
+    "weak_detection_rate or reject_rate, its share over the window, the band, where the reference came from): "
+    "an optical change it was not trained for; decision.on_drift acts on it as on input_drift, until "
+    "output_restored",
+    "output_restored": "the model's output is back inside its band (clears output_drift: payload `clears`)",
     "golden_part_failed": "a golden reference part got the wrong verdict (detail: expected, got, defects): the "
     "inspection itself is not to be trusted",
     "golden_part_overdue": "a golden part was not judged within golden.max_interval_s (part-id mode: it never came; "
@@ -73,7 +78,8 @@ ALARM_KINDS: dict[str, str] = {
 
 # A kind that ends a condition -> the kind it clears (an alarm list marks that one cleared). The MQTT
 # alarm payload carries it as `clears`.
-CLEARS: dict[str, str] = {"camera_restored": "camera_lost", "input_restored": "input_drift"}
+CLEARS: dict[str, str] = {"camera_restored": "camera_lost", "input_restored": "input_drift",
+                          "output_restored": "output_drift"}
 
 
 class UnknownAlarm(ValueError):

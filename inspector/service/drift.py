@@ -37,6 +37,8 @@ from inspector.inference.drift_guard import (
     DriftGuard,
     DriftState,
     Envelope,
+    OutputGuard,
+    OutputState,
     Unmeasured,
     frame_stats,
     unmeasured,
@@ -66,6 +68,9 @@ class DriftMonitor:
         # statistic; frames + unobserved is every production verdict it saw.
         self.unobserved = 0
         self._since: float | None = None
+        self.output_entered = 0
+        self.output_cleared = 0
+        self._output_since: float | None = None
         self._size_warned = False
         self._bind(card, model)
 
@@ -76,6 +81,13 @@ class DriftMonitor:
         guard = None if env is None else DriftGuard(
             env, window=self.cfg.window, enter_after=self.cfg.enter_after, clear_after=self.cfg.clear_after,
             psi_window=self.cfg.psi_window, psi_threshold=self.cfg.psi_threshold)
+        # The output guard (issue 21): the card's output reference when its envelope has one, else the run's
+        # first output_baseline judged parts; it watches even a model whose card has no envelope.
+        output = None if not self.cfg.output else OutputGuard(
+            env.output if env is not None else None, window=self.cfg.output_window,
+            baseline=self.cfg.output_baseline, alpha=self.cfg.output_alpha, clear_after=self.cfg.output_window)
+        self.output = output
+        self._output_last: OutputState | None = None
         self.model = model
         self.envelope = env
         if env is None:
@@ -118,20 +130,52 @@ class DriftMonitor:
         """Updates the guard with one production frame and returns its verdict under `on_drift`."""
         if judge is not None and v.model != self.model and judge.model == v.model:
             self._switch(judge)
-        guard = self.guard
-        if guard is None:
-            return v
-        state = guard.state
-        if stats is None:  # settled without inference (LATE before it started, no image): nothing measured
-            self.unobserved += 1
-        else:
-            state = guard.update(stats, top_confidence)
-            if state.changed:
-                self._changed(state, v)
-            self._last = (state, guard._med, guard._names)  # the report builds its dict on the reader's thread
-        if self._acting(state):
+        guard, output = self.guard, self.output
+        acting = False
+        if guard is not None:
+            state = guard.state
+            if stats is None:  # settled without inference (LATE before it started, no image): nothing measured
+                self.unobserved += 1
+            else:
+                state = guard.update(stats, top_confidence)
+                if state.changed:
+                    self._changed(state, v)
+                self._last = (state, guard._med, guard._names)  # the report builds its dict on the reader's thread
+            acting = self._acting(state)
+        if output is not None:
+            ostate = output.state
+            if top_confidence is not None:  # judged by the model (a LATE or failed frame has no output)
+                ostate = output.update(top_confidence, bool(v.defects))
+                if ostate.changed:
+                    self._output_changed(ostate, v)
+                self._output_last = ostate
+            acting = acting or ostate.in_drift
+        if acting:
             return under_drift(v, self.on_drift)
         return v
+
+    def _output_changed(self, state: OutputState, v: Verdict) -> None:
+        now = time.monotonic()
+        if state.in_drift:
+            self.output_entered += 1
+            self._output_since = now
+            kind = "output_drift"
+            ref = self.output.reference if self.output is not None else {}
+            detail = {**state.detail(), "action": self.on_drift, "window": self.cfg.output_window,
+                      "reference": {k: {"share": round(sh, 4), "from": src} for k, (sh, src) in ref.items()}}
+        else:
+            self.output_cleared += 1
+            kind = "output_restored"
+            detail = {"frames": state.frames,
+                      "drift_s": None if self._output_since is None else round(now - self._output_since, 3)}
+            self._output_since = None
+        detail.update(frame_id=v.frame_id, part_id=v.part_id, model=f"{v.model.name}@{v.model.version}")
+        log.warning("%s: %s", kind, detail)
+        if self._alarm is not None:
+            try:
+                self._alarm(kind, detail)
+            except Exception:  # an alarm path must not stop the verdicts
+                log.exception("%s alarm could not be raised", kind)
 
     def _acting(self, state: DriftState) -> bool:
         return state.in_drift and (self.cfg.psi_acts or state.statistic != PSI_STAT)
@@ -159,8 +203,15 @@ class DriftMonitor:
 
     def _switch(self, judge) -> None:
         was = self.guard is not None and self.guard.state.in_drift
+        was_output = self.output is not None and self.output.state.in_drift
         old = self.model
         self._bind(judge.detector.bundle.card, judge.model)
+        if was_output:
+            self.output_cleared += 1
+            self._output_since = None
+            if self._alarm is not None:
+                self._alarm("output_restored", {"why": "model switched", "model": f"{old.name}@{old.version}",
+                                                "to": f"{judge.model.name}@{judge.model.version}"})
         if was:
             self.cleared += 1
             self._since = None
@@ -178,15 +229,37 @@ class DriftMonitor:
                                "unobserved": self.unobserved, "unmeasured": 0, "expected": None, "actual": None,
                                "medians": {}, "envelope": {} if env is None else
                                {k: [lo, hi] for k, (lo, hi) in env.bounds.items()}}
+        out["output"] = self._output_snapshot()
+        if out["output"]["in_drift"]:  # what holds the line, when the images themselves are inside
+            o = out["output"]
+            out.update(acting=True, statistic=o["statistic"], value=o["value"], bounds=o["bounds"])
         if last is None or guard is None:
             return out
         state, med, names = last
-        out.update(in_drift=state.in_drift, acting=self._acting(state), statistic=state.statistic,
-                   value=None if state.value is None else round(state.value, 4),
-                   bounds=None if state.bounds is None else [round(b, 4) for b in state.bounds],
+        if state.in_drift or not out["output"]["in_drift"]:
+            out.update(statistic=state.statistic, value=None if state.value is None else round(state.value, 4),
+                       bounds=None if state.bounds is None else [round(b, 4) for b in state.bounds])
+        out.update(in_drift=state.in_drift, acting=self._acting(state) or out["output"]["in_drift"],
                    psi=None if state.psi is None else round(state.psi, 4), frames=state.frames,
                    unmeasured=guard.unmeasured, expected=state.expected, actual=state.actual,
                    medians={} if med is None else {n: round(float(m), 5) for n, m in zip(names, med, strict=True)})
+        return out
+
+
+    def _output_snapshot(self) -> dict[str, Any]:
+        output, st = self.output, self._output_last
+        out: dict[str, Any] = {"enabled": output is not None, "in_drift": False, "statistic": None, "value": None,
+                               "bounds": None, "frames": 0, "entered": self.output_entered,
+                               "cleared": self.output_cleared, "window": self.cfg.output_window, "reference": {},
+                               "shares": {}}
+        if output is None:
+            return out
+        out["reference"] = {k: {"share": round(sh, 4), "from": src} for k, (sh, src) in dict(output.reference).items()}
+        out["bands"] = {k: [lo / output.window, hi / output.window] for k, (lo, hi) in dict(output.bands).items()}
+        if st is not None:
+            out.update(in_drift=st.in_drift, statistic=st.statistic, frames=st.frames,
+                       value=None if st.value is None else round(st.value, 4),
+                       bounds=None if st.bounds is None else [round(b, 4) for b in st.bounds], shares=dict(st.shares))
         return out
 
 

@@ -167,6 +167,20 @@ def families(r: ServiceReport):
         if dr["psi"] is not None:
             yield GaugeMetricFamily("inspector_confidence_psi", "PSI of the recent top confidences against the "
                                     "card's validation distribution", value=dr["psi"])
+    output = (r.drift or {}).get("output") or {}
+    if output.get("enabled"):  # issue 21: the output guard (what the model does)
+        yield GaugeMetricFamily("inspector_output_drift", "1 while the model's output is outside its reference band",
+                                value=float(output["in_drift"]))
+        sh = GaugeMetricFamily("inspector_output_share", "Share of the last output window of judged parts, per "
+                               "output statistic", labels=["stat"])
+        lo = GaugeMetricFamily("inspector_output_share_low", "Lower end of the statistic's band", labels=["stat"])
+        hi = GaugeMetricFamily("inspector_output_share_high", "Upper end of the statistic's band", labels=["stat"])
+        for name, share in output["shares"].items():
+            sh.add_metric([name], share)
+        for name, (low, high) in output.get("bands", {}).items():
+            lo.add_metric([name], low)
+            hi.add_metric([name], high)
+        yield from (sh, lo, hi)
     if r.golden is not None:
         g = CounterMetricFamily("inspector_golden_checks", "Golden part checks, by result", labels=["result"])
         for res in ("ok", "failed", "late"):

@@ -27,6 +27,7 @@ from inspector.inference.drift_guard import (
     STAT_NAMES,
     ConfidenceReference,
     Envelope,
+    OutputReference,
     frame_stats,
 )
 from inspector.sources import optics
@@ -80,26 +81,41 @@ def bounds_from_stats(stats: np.ndarray, quantile: float = 0.002,
 
 def top_confidences(bundle, images: Iterable[np.ndarray], conf_floor: float) -> list[float]:
     """Per image, the highest detection confidence of the bundle's detector (0.0 without one)."""
+    return model_outputs(bundle, images, conf_floor)[0]
+
+
+def model_outputs(bundle, images: Iterable[np.ndarray], conf_floor: float,
+                  thresholds: Sequence[float] | None = None) -> tuple[list[float], list[bool]]:
+    """Per image, the top detection confidence (0.0 without one) and whether a detection reaches its
+    class threshold (`thresholds` in class order; all False without them): the output guard's reference."""
     from inspector.inference.detector import Detector
 
     det = Detector(bundle, conf=conf_floor)
-    out = []
+    th = None if thresholds is None else np.asarray(thresholds, np.float32)
+    confs, rejects = [], []
     for img in images:
         d = det.detect(img)
-        out.append(float(d.confidence.max()) if len(d.confidence) else 0.0)
-    return out
+        confs.append(float(d.confidence.max()) if len(d.confidence) else 0.0)
+        rejects.append(bool(th is not None and len(d) and (d.confidence >= th[d.class_id]).any()))
+    return confs, rejects
 
 
 def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (), *, seed: int = 0,
                      roi: Sequence[int] | None = None, quantile: float = 0.002, margin: float = 0.1,
-                     bundle=None, conf_floor: float = 0.05, sample_width: int = SAMPLE_WIDTH) -> Envelope:
-    """The envelope of `images` and their copies altered by `families` (see the module doc)."""
+                     bundle=None, conf_floor: float = 0.05, sample_width: int = SAMPLE_WIDTH,
+                     thresholds: Sequence[float] | None = None) -> Envelope:
+    """The envelope of `images` and their copies altered by `families` (see the module doc). With a
+    bundle, the top-confidence distribution, and with its class `thresholds` the output guard's
+    reference (share of weak detections and of rejects on the unaltered images)."""
     for name in families:
         optics.family(name)
     stats, size = reference_stats(images, families, seed, roi, sample_width)
-    conf = None
+    conf = output = None
     if bundle is not None:
-        conf = ConfidenceReference.from_scores(top_confidences(bundle, images, conf_floor))
+        tops, rejects = model_outputs(bundle, images, conf_floor, thresholds)
+        conf = ConfidenceReference.from_scores(tops)
+        if thresholds is not None:
+            output = OutputReference.from_parts(tops, rejects)
     return Envelope(
         bounds=bounds_from_stats(stats, quantile, margin),
         frame_size=size,
@@ -108,6 +124,7 @@ def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (),
         confidence=conf,
         source={"images": len(images), "families": list(families), "magnitude": "default", "seed": seed,
                 "quantile": quantile, "margin": margin, "conf_floor": conf_floor if bundle is not None else None},
+        output=output,
     )
 
 
@@ -136,15 +153,16 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
 
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir, "int8")
-    floor = None
+    floor = policy = None
     if confidences:
         from inspector.config import DecisionConfig
 
-        floor = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds).conf_floor
+        policy = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds)
+        floor = policy.conf_floor
     env = compute_envelope(images, families, seed=seed, roi=roi, bundle=bundle if confidences else None,
-                           conf_floor=floor or 0.05)
+                           conf_floor=floor or 0.05, thresholds=None if policy is None else policy.thresholds)
     env = Envelope(env.bounds, env.frame_size, env.roi, env.sample_width, env.confidence,
-                   {**env.source, **(source or {})})
+                   {**env.source, **(source or {})}, env.output)
     _, card, _ = read_card(bundle_dir)
     card["input_envelope"] = env.to_card()
     write_card(bundle_dir, card)  # the schema first: an envelope the runtime would refuse is never written

@@ -298,3 +298,69 @@ def test_the_guards_psi_is_psi():
         state = guard.update(np.zeros(len(STAT_NAMES)), float(c))
     counts = np.histogram(confs[-20:], bins=np.asarray(PSI_EDGES))[0].astype(float)
     assert state.psi == psi(ref.proportions, counts)
+
+
+# -- the output guard (what the model does) ------------------------------------------------------------
+from inspector.inference.drift_guard import (  # noqa: E402
+    REJECT_STAT,
+    WEAK_STAT,
+    OutputGuard,
+    OutputReference,
+    binomial_band,
+)
+
+
+@pytest.mark.parametrize("p, n, alpha", [(0.02, 40, 1e-4), (0.5, 40, 1e-4), (0.69, 40, 1e-3), (0.0, 40, 1e-4)])
+def test_binomial_band_leaves_at_most_alpha_on_each_side(p, n, alpha):
+    from math import comb
+
+    lo, hi = binomial_band(p, n, alpha)
+    pmf = [comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
+    assert sum(pmf[:lo]) <= alpha and sum(pmf[hi + 1:]) <= alpha
+    assert lo == 0 or sum(pmf[:lo + 1]) > alpha  # as tight as it can be
+    assert hi == n or sum(pmf[hi:]) > alpha
+
+
+def _feed(guard: OutputGuard, parts: list[tuple[float, bool]]):
+    return [guard.update(c, r) for c, r in parts]
+
+
+def test_the_output_guard_raises_when_weak_detections_leave_the_cards_band_and_clears_when_back():
+    card = OutputReference(weak_rate=0.02, reject_rate=0.67, frames=400)
+    g = OutputGuard(card, window=40, baseline=200, alpha=1e-4, clear_after=40)
+    assert WEAK_STAT in g.bands and REJECT_STAT not in g.bands  # the reject share waits for the run's baseline
+    rng = np.random.default_rng(0)
+    normal = [(0.0, False) if rng.random() < 0.33 else (0.85, True) for _ in range(300)]
+    assert not any(s.in_drift for s in _feed(g, normal))
+    assert set(g.bands) == {WEAK_STAT, REJECT_STAT} and g.reference[REJECT_STAT][1] == "run"
+    states = _feed(g, [(0.2, True)] * 20)  # good parts now give weak detections (false rejects)
+    entered = [i for i, s in enumerate(states) if s.changed]
+    assert entered and entered[0] < 12 and states[entered[0]].statistic == WEAK_STAT
+    assert states[-1].value > states[-1].bounds[1]
+    back = _feed(g, normal[:120])
+    cleared = [i for i, s in enumerate(back) if s.changed]
+    assert len(cleared) == 1 and not back[-1].in_drift and cleared[0] >= 40  # a window inside, then clear_after
+
+
+def test_without_a_card_reference_the_first_parts_of_the_run_are_the_reference():
+    g = OutputGuard(None, window=40, baseline=100, alpha=1e-4)
+    assert g.bands == {}
+    states = _feed(g, [(0.9, True)] * 99)
+    assert not any(s.in_drift for s in states) and g.bands == {}  # nothing armed before the baseline
+    g.update(0.9, True)
+    assert g.reference[WEAK_STAT] == (0.0, "run") and g.reference[REJECT_STAT] == (1.0, "run")
+    states = _feed(g, [(0.0, False)] * 40)  # the model stops finding anything: the reject share collapses
+    hit = next(s for s in states if s.changed)
+    assert hit.in_drift and hit.statistic == REJECT_STAT and hit.value < hit.bounds[0]
+
+
+def test_the_output_reference_round_trips_the_card_and_bad_ones_are_named():
+    ref = OutputReference.from_parts([0.0, 0.3, 0.9, 0.85], [False, True, True, True])
+    assert ref.weak_rate == 0.25 and ref.reject_rate == 0.75 and ref.frames == 4
+    env = Envelope({"luma": (0.0, 255.0)}, output=ref)
+    back = Envelope.from_card(env.to_card())
+    assert back.output == ref
+    card = env.to_card()
+    card["output"]["weak_rate"] = 1.5
+    with pytest.raises(ValueError, match="input_envelope.output"):
+        Envelope.from_card(card)
