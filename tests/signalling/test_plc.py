@@ -6,9 +6,11 @@ Hardware-trigger pairing (which the fake camera cannot fire) runs on frames give
 
 from __future__ import annotations
 
+import collections
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inspector.config import DecisionConfig, GenICamSourceConfig, PLCConfig
@@ -329,6 +331,47 @@ def test_handshake_mode_publishes_no_reject_and_verdicts_say_none_was_signalled(
         assert verdicts == []
 
 
+# -- hardware trigger on the fake GigE camera ----------------------------------------------------------------
+def run_parts(line: Line, cam, n: int, reorder: set[int] = frozenset(), period: float = 0.1):
+    """The line moves one part every `period` past the photo-eye: the stand-in fires the camera (a software
+    trigger on the source, since the fake camera's Line0 cannot fire) and the PLC publishes the part's
+    trigger with that moment as fired_at (a part in `reorder`: after the next part's trigger). Returns
+    the results by part index, the inspected images by part index, and the handshake's state."""
+    line.wait(lambda: line.last_ready() == "ready", what="ready")
+    held: tuple[int, float] | None = None
+    t0 = time.monotonic()
+    for i in range(n):
+        delay = t0 + i * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # the line's pace, not a wait for the inspector
+        fired_at = time.time()
+        assert cam.software_trigger(), "the camera was lost"
+        if i in reorder:
+            held = (i, fired_at)
+            continue
+        line.plc.send(f"P{i:04d}", i, fired_at=fired_at)
+        if held is not None:  # the held trigger goes after the next part's
+            line.plc.send(f"P{held[0]:04d}", held[0], fired_at=held[1])
+            held = None
+    line.wait(lambda: line.plc.answered() == n, timeout=30, what="every result")
+    line.wait(lambda: line.hs.state()["in_flight"] == 0, what="nothing in flight")
+    images = {int(v.part_id[1:]): v.frame.image for v in line.seen.verdicts if v.frame.image is not None}
+    assert line.plc.unexpected == []
+    return {p.seq: p.result for p in line.plc.parts.values()}, images, line.hs.state()
+
+
+def assert_each_part_judged_on_its_own_image(res: dict[int, dict], images: dict[int, np.ndarray]) -> None:
+    """The genicam frame id is the firing's index, and the fake camera draws a ramp offset by its own frame
+    counter (pixel (0, 0) = counter mod 255, one frame per firing, lost ones included): part i's image
+    reads c0 + i for one constant c0. A part given its neighbour's image reads c0 +- 1."""
+    inspected = {i: r for i, r in res.items() if not r["fail_safe"]}
+    assert inspected, "nothing was inspected"
+    assert all(r["frame_id"] == i for i, r in inspected.items()), {i: r["frame_id"] for i, r in inspected.items()
+                                                                   if r["frame_id"] != i}
+    offsets = {i: (int(images[i][0, 0]) - i) % 255 for i in inspected}
+    assert len(set(offsets.values())) == 1, f"parts judged on other parts' images: {offsets}"
+
+
 # -- acceptance: 300 parts at 10/s on the fake GigE camera, 1 % of frames lost, 1 % of triggers reordered ----
 LOSE = {37, 151, 262}  # frames that arrive incomplete (the fixture's LossyGenICamSource)
 REORDER = {80, 199, 288}  # the PLC publishes this part's trigger after the next part's
@@ -338,48 +381,19 @@ REORDER = {80, 199, 288}  # the PLC publishes this part's trigger after the next
 @pytest.mark.parametrize("window_ms", [40, 150])
 def test_300_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get_another_parts_image(
         detector, mqtt_broker, tmp_path, fake_camera, window_ms):
-    """The photo-eye stand-in fires the camera (a software trigger on the source, since the fake camera's
-    Line0 cannot fire) and the PLC publishes the part's trigger with the same moment as fired_at; the
-    handshake runs in hardware mode and pairs by time. Which image a part got is read from the image:
-    the fake camera draws a ramp offset by its own frame counter (pixel (0, 0) = counter mod 255), one
-    frame per firing, so part i's image reads c0 + i for one constant c0. 40 ms is under half the 100 ms
-    between parts: every part not lost is inspected on its own image. 150 ms (the default) is wider
-    than that: frames cannot be told apart and every part gets the fail-safe result (the old pairing
-    gave parts their neighbour's image there)."""
+    """The handshake runs in hardware mode and pairs by time (run_parts). 40 ms is under half the 100 ms
+    between parts: every part not lost is inspected on its own image, each lost one is frame_lost.
+    150 ms (the default) is wider than that: frames cannot be told apart and parts get the fail-safe
+    result (the old pairing gave parts 80/81 each other's image there)."""
     from tests.fixtures.genicam_camera import LossyGenICamSource
 
-    n, period = 300, 0.1
+    n = 300
     cam = LossyGenICamSource(camera_cfg(fake_camera, roi=(0, 0, 64, 64), exposure_us=10_000, gain_db=0), LOSE)
     with Line(detector, mqtt_broker, tmp_path, cam, camera="hardware", pairing_window_ms=window_ms) as line:
-        line.wait(lambda: line.last_ready() == "ready", what="ready")
-        held: tuple[int, float] | None = None
-        t0 = time.monotonic()
-        for i in range(n):  # the line moves: one part every 100 ms past the photo-eye
-            delay = t0 + i * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            fired_at = time.time()
-            assert cam.software_trigger(), "the camera was lost"
-            if i in REORDER:
-                held = (i, fired_at)
-                continue
-            line.plc.send(f"P{i:04d}", i, fired_at=fired_at)
-            if held is not None:  # the held trigger goes after the next part's
-                line.plc.send(f"P{held[0]:04d}", held[0], fired_at=held[1])
-                held = None
-        line.wait(lambda: line.plc.answered() == n, timeout=30, what="every result")
-        line.wait(lambda: line.hs.state()["in_flight"] == 0, what="nothing in flight")
-        images = {v.part_id: v.frame.image for v in line.seen.verdicts if v.frame.image is not None}
-        res = {p.seq: p.result for p in line.plc.parts.values()}
-        st = line.hs.state()
-    assert line.plc.unexpected == []
-    inspected = {i: r for i, r in res.items() if not r["fail_safe"]}
-    # Never another part's image: the genicam frame id is the firing's index, and the image's own
-    # counter advances exactly with the part's index.
-    assert all(r["frame_id"] == i for i, r in inspected.items()), {i: r["frame_id"] for i, r in inspected.items()
-                                                                   if r["frame_id"] != i}
-    offsets = {i: (int(images[f"P{i:04d}"][0, 0]) - i) % 255 for i in inspected}
-    assert len(set(offsets.values())) <= 1, f"parts judged on other parts' images: {offsets}"
+        res, images, st = run_parts(line, cam, n, REORDER)
+    inspected = [i for i, r in res.items() if not r["fail_safe"]]
+    if inspected:
+        assert_each_part_judged_on_its_own_image(res, images)
     for i in LOSE:  # each lost frame: its own part gets the fail-safe result, not the next part's image
         assert res[i]["fail_safe"] and res[i]["result"] == "NG", res[i]
         assert res[i]["reason"] in ("frame_lost", "ambiguous"), res[i]
@@ -395,6 +409,29 @@ def test_300_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get
     else:
         assert st["pairing_refused"] > 0 and len(inspected) <= len(fail_safe), (st, fail_safe)
         assert line.alarms.counts["plc_pairing_refused"] >= 1
+
+
+@pytest.mark.slow
+def test_frames_that_lose_packets_on_the_wire_give_their_own_part_frame_lost(detector, mqtt_broker, tmp_path,
+                                                                             genicam_available):
+    """The same line on a fake camera that really drops GVSP packets (3 % of them, packet resend off): the
+    incomplete buffers Aravis reports reach the pairing as frames without image, so exactly those parts
+    are answered frame_lost and every other part is judged on its own image."""
+    from tests.fixtures.genicam_camera import FakeCamera
+
+    fake = FakeCamera(args=("--gvsp-lost-ratio", "30")).start()
+    try:
+        cam = open_source(camera_cfg(fake, roi=(0, 0, 64, 64), exposure_us=10_000, gain_db=0, packet_resend=False))
+        with Line(detector, mqtt_broker, tmp_path, cam, camera="hardware", pairing_window_ms=40) as line:
+            res, images, st = run_parts(line, cam, 60)
+            lost = cam.counters()["incomplete"]
+    finally:
+        fake.stop()
+    reasons = collections.Counter(r["reason"] for r in res.values() if r["fail_safe"])
+    assert set(reasons) <= {"frame_lost", "no_frame"}, reasons
+    assert lost > 0 and reasons["frame_lost"] == lost, (lost, reasons)
+    assert_each_part_judged_on_its_own_image(res, images)
+    assert st["pairing_refused"] == 0
 
 
 # -- alarms are throttled (as queue_full), the retained ready is re-asserted -----------------------------------
