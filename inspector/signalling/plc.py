@@ -426,6 +426,13 @@ class PlcHandshake:
                 self._refuse_pairing(done, [], [f], seen, "a trigger within the window was already answered")
                 return done
         self._waiting.append(f)
+        # Frames wait for their trigger up to frame_wait_s; with no trigger coming (the PLC silent) their
+        # images are bounded by count too: the oldest goes (unsolicited; a late trigger for it is refused).
+        while len(self._waiting) > 2 * self.cfg.max_in_flight:
+            old = min(self._waiting, key=lambda x: x.captured_at)
+            self._waiting.remove(old)
+            self._remember_frame(old, None)
+            self.counts["unsolicited_frames"] += 1
         self._match(done)
         return done
 
