@@ -637,7 +637,9 @@ class PLCConfig(StrictConfig):
         "hardware: the photo-eye fires the camera, the inspector pairs the next frame with the PLC's trigger.")
     pairing_window_ms: float = Field(
         150.0, gt=0, le=10_000, description="A trigger and a frame further apart than this are not the same part: "
-        "the trigger gets the fail-safe result (no_frame alarm), the frame is counted as unsolicited.")
+        "the trigger gets the fail-safe result (no_frame alarm), the frame is counted as unsolicited. Hardware "
+        "trigger: the tolerance on |fired_at - exposure|; two triggers (or frames) within it of one frame (or "
+        "trigger) are refused as ambiguous (fail-safe), so keep it under half the shortest time between parts.")
     max_in_flight: int = Field(16, ge=1, le=1024, description="Parts between trigger and result at most; the station "
                                "reports busy at this many, and a trigger beyond it gets the fail-safe result at once.")
     use_fired_at: bool = Field(True, description="Start a part's deadline at the PLC's photo-eye time (fired_at) "
