@@ -40,16 +40,14 @@ class FullDisk:
 
 
 def mount_tmpfs(mountpoint: Path, size: str = "256k") -> FullDisk:
-    """Mounts a tmpfs (needs root with CAP_SYS_ADMIN). Where the kernel refuses: skipped, except under
-    CI=true, where a refusal fails the test instead of hiding it."""
+    """Mounts a tmpfs (needs root with CAP_SYS_ADMIN). Where the kernel refuses: skipped, and under CI
+    that skip is a failure (tests/conftest.py): a disk-full test is never silently left out there."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750", "inspector-full", str(mountpoint)],
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         why = (f"cannot mount a tmpfs at {mountpoint} ({r.stderr.strip() or r.returncode}): the disk-full tests "
                "need root with CAP_SYS_ADMIN (a container started with --privileged or --cap-add SYS_ADMIN)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
         pytest.skip(why)
     return FullDisk(mountpoint)
 

@@ -75,7 +75,7 @@ def _group() -> grp.struct_group:
 @pytest.fixture
 def base():
     if os.geteuid() != 0:  # test_the_documented_modes_whatever_the_umask covers the modes on disk
-        pytest.skip("needs root to run commands as other users")
+        pytest.skip("needs root to act as another user (service, group member, outsider)")
     d = Path(tempfile.mkdtemp(prefix="inspector-store-", dir="/tmp"))  # pytest's tmp is 0700: no other user gets in
     os.chmod(d, 0o755)
     yield d
