@@ -74,3 +74,21 @@ def test_throttle_sends_the_first_at_once_and_sums_the_rest():
     assert out == [("spool_full", 1), ("spool_full", 5)]
     t.flush()
     assert out == [("spool_full", 1), ("spool_full", 5)]
+
+
+def test_throttle_flush_due_sends_only_the_sums_whose_interval_passed_and_counts_what_was_folded():
+    now = [0.0]
+    out = []
+    t = AlarmThrottle(lambda kind, detail: out.append((kind, detail["count"], detail.get("n"))), interval_s=60,
+                      clock=lambda: now[0])
+    for i in range(3000):  # a PLC sending garbage
+        t.raise_alarm("plc_bad_trigger", {"n": i})
+    now[0] = 30.0
+    t.raise_alarm("plc_no_frame", {"n": -1})  # another kind goes out at once
+    t.flush_due()
+    assert out == [("plc_bad_trigger", 1, 0), ("plc_no_frame", 1, -1)]
+    now[0] = 60.0
+    t.flush_due()  # the burst stopped: its sum still goes out at the interval, with the last detail
+    assert out[2:] == [("plc_bad_trigger", 2999, 2999)]
+    t.flush_due()
+    assert len(out) == 3 and dict(t.folded) == {"plc_bad_trigger": 2998, "plc_no_frame": 0}
