@@ -180,6 +180,11 @@ class AlarmThrottle:
         for out in outs:
             self._send(out)
 
+    def folded_counts(self) -> dict[str, int]:
+        """`folded` by kind, read safely from another thread."""
+        with self._lock:
+            return dict(self.folded)
+
     def flush_due(self) -> None:
         """Delivers the sums whose interval has passed (a periodic tick: a burst that stopped is still
         reported within `interval_s`, not only when the next alarm of its kind comes)."""

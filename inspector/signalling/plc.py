@@ -246,7 +246,7 @@ class PlcHandshake:
             out = {"connected": self._connected.is_set(), "station": station, "station_reason": reason,
                    "ready": station == "ready", "pending": len(self._pending),
                    "in_flight": len(self._pending) + len(self._paired)}
-        counts["alarms_folded"] = sum(self._alarms.folded.values())
+        counts["alarms_folded"] = sum(self._alarms.folded_counts().values())
         out.update({k: counts.pop(k, 0) for k in self.COUNTERS})
         out.update(counts)
         return out
