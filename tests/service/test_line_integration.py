@@ -288,7 +288,8 @@ def test_a_camera_killed_mid_run_is_lost_answered_fail_safe_restored_and_cleared
     # is answered fail-safe no_frame (timing, not the outage): a few are tolerated, nothing else.
     for phase in (after, [p for p in parts if p.sent_at < marks["kill"] - 0.2]):
         slow = [p.result for p in phase if p.result["fail_safe"]]
-        assert len(slow) <= 2 and all(r["reason"] == "no_frame" for r in slow), [(r["seq"], r["reason"], r.get("error")) for r in slow]
+        assert len(slow) <= 2 and all(r["reason"] == "no_frame" for r in slow), [
+            (r["seq"], r["reason"], r.get("error")) for r in slow]
         assert all(p.result["frame_id"] is not None for p in phase if not p.result["fail_safe"])
     states = [s["state"] for s in sim.ready]
     assert "fault" in states and states[-1] == "ready", states
