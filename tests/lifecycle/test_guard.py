@@ -73,16 +73,16 @@ def test_the_guard_holds_a_bounded_structure_whatever_the_parts():
     cfg = RollbackGuardConfig(enabled=True, parts=1_000_000, min_parts=20, p99_ms_max=1000.0, reject_rate_max=0.9)
     guard = RollbackGuard(cfg, on_trip=lambda r: None, on_accept=lambda m: None)
     guard.arm(M)
-    x = _samples("lognormal", 200_000)
+    x = _samples("lognormal", 20_000)
     for v in x[:1000]:
         guard.submit(_verdict(float(v)))
     at_1000 = _sizes(guard)
     for v in x[1000:]:
         guard.submit(_verdict(float(v)))
-    assert guard.armed and guard.parts_watched == 200_000
     assert _sizes(guard) == at_1000, "the guard's memory grew with the parts it watched"
+    assert guard.armed and guard.parts_watched == 20_000
     p99 = guard.progress()
-    assert LatencyHistogram.from_doc(p99["latency_ms"]).n == 200_000
+    assert LatencyHistogram.from_doc(p99["latency_ms"]).n == 20_000
     assert len(p99["latency_ms"]["counts"]) <= histogram.SIZE
 
 
