@@ -49,7 +49,16 @@ $(LS_VENV)/.stamp:
 	$(LS_VENV)/bin/python -m pip install -q -U pip
 	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
 	touch $@
-labelstudio: $(LS_VENV)/.stamp
+# Its SQLite database migrated once here (~35 s of CPU; minutes on 2 busy cores), not at every test's first
+# start: the test copies this data dir into its tmp folder (tests/review/test_labelstudio.py).
+LS_DATA := build/labelstudio-data
+$(LS_DATA)/.stamp: $(LS_VENV)/.stamp
+	rm -rf $(LS_DATA) && mkdir -p $(LS_DATA)
+	cd $(LS_VENV)/lib/python3.*/site-packages/label_studio && LABEL_STUDIO_BASE_DATA_DIR=$(CURDIR)/$(LS_DATA) \
+	  SENTRY_DSN= FRONTEND_SENTRY_DSN= COLLECT_ANALYTICS=false DJANGO_SETTINGS_MODULE=core.settings.label_studio \
+	  $(CURDIR)/$(LS_VENV)/bin/python manage.py migrate --no-input >/dev/null
+	touch $@
+labelstudio: $(LS_VENV)/.stamp $(LS_DATA)/.stamp
 
 setup: $(VENV)/.runtime-stamp
 setup-full: $(VENV)/.full-stamp

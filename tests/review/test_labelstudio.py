@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -27,6 +28,8 @@ from tests.review.test_export import NIGHT, spool_and_upload
 REPO = Path(__file__).resolve().parents[2]
 LABEL_STUDIO = Path(os.environ.get("INSPECTOR_LABEL_STUDIO",
                                    REPO / "build" / "labelstudio-venv" / "bin" / "label-studio"))
+# A data dir whose database `make labelstudio` migrated once: copied per test (a fresh one migrates at start).
+MIGRATED = REPO / "build" / "labelstudio-data"
 TOKEN = "inspector-test-token-0123456789"
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LABEL_STUDIO.exists(), reason=f"{LABEL_STUDIO} is not "
@@ -52,6 +55,8 @@ def label_studio(tmp_path):
     served = tmp_path / "served"  # Label Studio's document root; a storage must be a folder below it
     uploads = served / "uploads"
     uploads.mkdir(parents=True)
+    if (MIGRATED / ".stamp").exists():
+        shutil.copytree(MIGRATED, tmp_path / "ls-data", ignore=shutil.ignore_patterns(".stamp"))
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(served),
                LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true", SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
@@ -63,7 +68,7 @@ def label_studio(tmp_path):
                             cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     ls = LabelStudio(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 240  # first start migrates the SQLite database (~40 s on 2 busy cores)
+        deadline = time.monotonic() + 240  # a fresh data dir migrates its database first (see MIGRATED)
         while True:
             assert proc.poll() is None, (tmp_path / "label-studio.log").read_text()[-3000:]
             try:
