@@ -375,6 +375,11 @@ class DriftGuard:
                                  actual=act)
         return self._state
 
+    def add_confidence(self, top_confidence: float) -> None:
+        """One judged frame's top confidence for the PSI, apart from its statistics (the drift monitor
+        pairs them in no particular order: see service/drift.py); it counts at the next `update`."""
+        self._update_psi(top_confidence)
+
     def _update_psi(self, conf: float | None) -> float | None:
         if conf is None:
             return None if self._confs < self.psi_window else self._last_psi

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,10 +64,15 @@ class DriftMonitor:
         self.cfg, self.on_drift, self._alarm = cfg, on_drift, alarm
         self.entered = 0
         self.cleared = 0
-        # Frames the guard got nothing for (LATE before inference, no image). Its windows count frames it
-        # measured, never time, so a loaded machine (more LATE frames) fills them more slowly but moves no
-        # statistic; frames + unobserved is every production verdict it saw.
-        self.unobserved = 0
+        # The statistics go from the infer thread to the post thread through this deque, in no pairing with
+        # the verdicts: the infer thread measures a frame after handing it to OpenVINO, and when OpenVINO's
+        # threads (real-time, issue 20) hold both cores until the result, the verdict reaches the post
+        # thread first, systematically (measured: 60 of 60 frames; pairing by frame id then measured
+        # nothing). The post thread feeds the guard whatever was measured since the last verdict. A frame
+        # is never lost: at most it counts one verdict later.
+        self._fresh: deque[np.ndarray | Unmeasured] = deque()
+        self.measured = 0  # stats() results (infer thread)
+        self.observed = 0  # production verdicts seen (post thread)
         self._since: float | None = None
         self.output_entered = 0
         self.output_cleared = 0
@@ -107,12 +113,18 @@ class DriftMonitor:
         self._last: tuple[DriftState, np.ndarray | None, list[str]] | None = None
 
     # -- infer thread ---------------------------------------------------------------------------
-    def stats(self, image: np.ndarray) -> np.ndarray | Unmeasured | None:
-        """The frame's statistics; `Unmeasured` (outside the envelope) when the frame does not hold the
-        envelope's region or cannot be measured at all; None without an envelope."""
+    def stats(self, image: np.ndarray) -> None:
+        """Measures the frame for the guard: its statistics, or `Unmeasured` (outside the envelope) when
+        it does not hold the envelope's region or cannot be measured at all. Queued for the post thread
+        (`_fresh`), not returned: the pipeline's pairing by frame id lost them (see __init__)."""
         env = self.envelope
         if env is None:
             return None
+        self._fresh.append(self._measure(image, env))
+        self.measured += 1
+        return None
+
+    def _measure(self, image: np.ndarray, env: Envelope) -> np.ndarray | Unmeasured:
         miss = unmeasured(image, env)
         if miss is not None:
             return miss
@@ -132,12 +144,19 @@ class DriftMonitor:
             self._switch(judge)
         guard, output = self.guard, self.output
         acting = False
+        self.observed += 1
         if guard is not None:
+            # What the infer thread measured since the last verdict (`_fresh`), and `stats` when a caller
+            # measured this frame itself. Frames settled without inference (LATE before it started, no
+            # image) are never measured: `unobserved` in the report.
+            if stats is not None:
+                self._fresh.append(stats)
+                self.measured += 1
+            if top_confidence is not None:  # judged by the model
+                guard.add_confidence(top_confidence)
             state = guard.state
-            if stats is None:  # settled without inference (LATE before it started, no image): nothing measured
-                self.unobserved += 1
-            else:
-                state = guard.update(stats, top_confidence)
+            while self._fresh:
+                state = guard.update(self._fresh.popleft())
                 if state.changed:
                     self._changed(state, v)
                 self._last = (state, guard._med, guard._names)  # the report builds its dict on the reader's thread
@@ -206,6 +225,7 @@ class DriftMonitor:
         was_output = self.output is not None and self.output.state.in_drift
         old = self.model
         self._bind(judge.detector.bundle.card, judge.model)
+        self._fresh.clear()  # measured against the old envelope
         if was_output:
             self.output_cleared += 1
             self._output_since = None
@@ -226,7 +246,9 @@ class DriftMonitor:
         out: dict[str, Any] = {"enabled": guard is not None, "why_off": self.why_off, "on_drift": self.on_drift,
                                "in_drift": False, "acting": False, "statistic": None, "value": None, "bounds": None,
                                "psi": None, "entered": self.entered, "cleared": self.cleared, "frames": 0,
-                               "unobserved": self.unobserved, "unmeasured": 0, "expected": None, "actual": None,
+                               # frames + pending + unobserved = production verdicts, whatever the load
+                               "unobserved": max(0, self.observed - self.measured), "pending": len(self._fresh),
+                               "unmeasured": 0, "expected": None, "actual": None,
                                "medians": {}, "envelope": {} if env is None else
                                {k: [lo, hi] for k, (lo, hi) in env.bounds.items()}}
         out["output"] = self._output_snapshot()
