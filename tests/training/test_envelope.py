@@ -80,3 +80,25 @@ def test_bad_folder_is_named(tmp_path, make, message):
 def test_mixed_frame_sizes_are_refused(images):
     with pytest.raises(ValueError, match=r"one frame size, got \(640, 480\) then \(320, 240\) \(image 1\)"):
         compute_envelope([images[0], cv2.resize(images[1], (320, 240))])
+
+
+def test_the_card_envelope_records_the_output_guards_reference(tmp_path):
+    """`model build` / `model envelope` write input_envelope.output: the share of weak detections and of
+    rejects of the real model on the reference images (what the output guard compares a line with)."""
+    import json
+    import shutil
+
+    from inspector.training.envelope import write_card_envelope
+
+    bundle = tmp_path / "demo"
+    shutil.copytree(MODEL, bundle)
+    gen = ConveyorGenerator(2002)
+    imgs = [gen.part(i).image for i in range(30)]
+    env = write_card_envelope(bundle, imgs, [], seed=2002)
+    card = json.loads((bundle / "model_card.json").read_text())
+    out = card["input_envelope"]["output"]
+    assert out["frames"] == 30 and out["weak_below"] == 0.5 and 0 <= out["weak_rate"] < 0.2
+    defective = sum(1 for i in range(30) if gen.part(i).defects)
+    assert out["reject_rate"] == pytest.approx(defective / 30, abs=0.1)  # the model finds the defects
+    assert env.output is not None and Envelope.from_card(card["input_envelope"]).output == env.output
+    assert load_bundle(bundle, "int8").card["input_envelope"]["output"] == out
