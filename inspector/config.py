@@ -562,6 +562,22 @@ class MetricsConfig(StrictConfig):
     port: int = Field(9108, ge=0, le=65535, description="Metrics port; 0 picks a free one.")
 
 
+class PageConfig(StrictConfig):
+    """The operator's line-side page (inspector/page/): station state, live frame, rejects, counters, alarms
+    and the model, pushed to a browser by server-sent events from the service's own HTTP server."""
+
+    enabled: bool = Field(False, description="Serve the line-side page (off by default; `make demo` turns it on).")
+    host: str = Field("127.0.0.1", min_length=1, description="Bind address. Any address outside 127.0.0.0/8 and "
+                      "::1 needs a token (INSPECTOR_PAGE__TOKEN): the service refuses to start without one.")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the page; 0 picks a free one (logged).")
+    token: SecretStr | None = Field(None, exclude=True, description="Environment only: INSPECTOR_PAGE__TOKEN. "
+                                    "When set, every request must carry it (?token= or Authorization: Bearer).")
+    max_clients: int = Field(5, ge=1, le=50, description="Browsers connected at once; one more gets 503.")
+    frame_fps: float = Field(2.0, gt=0, le=2.0, description="Rate of the live frame sent to the page (<= 2 per s).")
+    frame_width: int = Field(480, ge=64, le=1280, description="Width of the live frame on the page, in pixels.")
+    thumb_width: int = Field(160, ge=32, le=640, description="Width of a reject's thumbnail, in pixels.")
+
+
 class BackgroundConfig(StrictConfig):
     """Background threads (spool writer, uploader, verdict log) run at a lower OS priority than the frame
     path, so that JPEG encoding, disk and network work yield the CPU to inference on a small line PC."""
@@ -767,6 +783,7 @@ class InspectorConfig(BaseSettings):
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="Bounded on-disk store of samples.")
     upload: UploadConfig = Field(default_factory=UploadConfig, description="Nightly upload of the spool.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics and health.")
+    page: PageConfig = Field(default_factory=PageConfig, description="The operator's line-side page.")
     sink: SinkConfig = Field(default_factory=SinkConfig, description="Local verdict log.")
     shutdown: ShutdownConfig = Field(default_factory=ShutdownConfig, description="How long a stop may take.")
     background: BackgroundConfig = Field(default_factory=BackgroundConfig,
@@ -817,7 +834,7 @@ class InspectorConfig(BaseSettings):
 # Keys that may only come from the environment. Matched case-insensitively, like the settings
 # themselves: `MQTT: {PassWord: x}` is the same key as `mqtt: {password: x}`.
 _SECRET_KEYS = {("mqtt", "password"), ("upload", "access_key"), ("upload", "secret_key"), ("source", "password"),
-                ("lifecycle", "hmac_key")}
+                ("lifecycle", "hmac_key"), ("page", "token")}
 
 
 def _refuse_secrets(data: dict[Any, Any], path: Path) -> None:

@@ -137,6 +137,15 @@ class Service:
                                       alarm=self.alarms.raise_alarm)
         self.golden = None
         observers = [self.histograms, self.escapes]
+        # The operator's page (inspector/page/): its feed only keeps a reference on the post thread; the
+        # encoding and the browsers are on its own background threads. A non-loopback bind without a token
+        # is refused here (exit 2), before anything starts.
+        self.page = None
+        if cfg.page.enabled:
+            from inspector.page import LinePage
+
+            self.page = LinePage(cfg.page, self)
+            observers.append(self.page.feed)
         if cfg.golden.parts:
             from inspector.service.golden import GoldenParts
 
@@ -206,6 +215,9 @@ class Service:
             self.metrics = MetricsServer(lambda: self.report(groups=True), self.cfg.metrics.host,
                                          self.cfg.metrics.port)
             self.metrics.start()
+        if self.page is not None:
+            self.alarms.attach(self.page.feed.alarm)  # after the publisher: the start-up alarms went to it
+            self.page.start()
         if self.lifecycle is not None and self.cfg.shadow.enabled:  # before the first frame: it sees them all
             self.lifecycle.shadow_start(self.cfg.shadow.model)
         self.pipeline.start()
@@ -266,6 +278,8 @@ class Service:
             parts.append((f"sink {s.name}", "sink", lambda t, s=s: s.stop(timeout=t)))
         if self.metrics is not None:
             parts.append(("metrics", "metrics", lambda t: self.metrics.stop(timeout=t)))
+        if self.page is not None:
+            parts.append(("page", "metrics", lambda t: self.page.stop(timeout=t)))
         self.stop_report = stop_within(parts, self.cfg.shutdown.deadline_s if deadline_s is None else deadline_s)
         return self.stop_report
 
