@@ -82,6 +82,7 @@ def main() -> int:
     a = ap.parse_args()
 
     from inspector.inference.detector import Detector, load_bundle
+    from inspector.inference.drift_guard import WEAK_BELOW
     from inspector.service.drift import envelope_of
     from inspector.sources.conveyor import ConveyorGenerator
 
@@ -101,7 +102,7 @@ def main() -> int:
         gen = ConveyorGenerator(seed)
         conf, rej = model_outputs(det, th, (gen.part(i).image for i in range(a.parts)))
         null[seed] = (conf, rej)
-        weak = float(np.mean((conf > 0) & (conf < 0.6)))
+        weak = float(np.mean((conf > 0) & (conf < WEAK_BELOW)))
         print(f"seed {seed}: {a.parts} unaltered parts, reject share {rej.mean():.3f}, weak share {weak:.3f}",
               flush=True)
     print("\nfalse alarms (entries into output drift) per unaltered run:")
