@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -69,6 +70,10 @@ def run_demo(config: str, frames: int = 300) -> int:
             return 1
 
         _banner(f"inspector run: {frames} parts at {pace:g} parts/s, budget {cfg.decision.budget_ms:g} ms")
+        if cfg.page.enabled:  # open it now: it lives as long as the run (docs/controls-engineer.md)
+            port = cfg.page.port or _free_port(cfg.page.host)
+            env["INSPECTOR_PAGE__PORT"] = str(port)
+            print(f"line-side page: http://{cfg.page.host}:{port}/ (open it in a browser during the run)", flush=True)
         summary_path = work / "summary.json"
         run = subprocess.run([*cmd, "run", "--config", config, "--max-frames", str(frames),
                               "--summary-json", str(summary_path)], check=False, env=env)
@@ -122,6 +127,13 @@ def run_demo(config: str, frames: int = 300) -> int:
             act.kill()
             act.wait()
         broker.stop()
+
+
+def _free_port(host: str) -> int:
+    """A port free now on `host` (the run binds it a moment later; a clash there fails the run with exit 2)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def _accounted(line: str) -> bool:

@@ -84,9 +84,17 @@ def test_rejects_counters_and_the_broker_alarm(tmp_path, broker_factory, running
         return {k: str(v) for k, v in want.items()} == got
     wait_for(same, 30, lambda: f"page counters {counters_on_page(page)} == summary {svc.summary(1.0)['verdicts']}")
     assert int(counters_on_page(page)["parts"]) == frames
-    rows = page.query_selector_all("tr.reject")
-    assert len(rows) == 20
-    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    # Each reject's delivery to the actuator, once its deadline has passed: the publisher's own verdict on it.
+    page.wait_for_function("() => ![...document.querySelectorAll('tr.reject td.delivery')]"
+                           ".some(td => td.textContent.startsWith('waiting'))", timeout=30_000)
+    escaped = {e.frame_id: e.why for e in svc.publisher.escapes() if e.this_boot}
+    shown = page.evaluate("""() => [...document.querySelectorAll('tr.reject')]
+        .map(tr => [Number(tr.dataset.frameId), tr.querySelector('td.delivery').textContent])""")
+    assert len(shown) == 20
+    for fid, delivery in shown:
+        want = f"NOT in time ({escaped[fid]})" if fid in escaped else "acknowledged in time"
+        assert delivery == want, (fid, delivery)
+    page.screenshot(path=str(tmp_path / "page.png"))  # the viewport (1280x1000): what docs/page.png shows
 
     # Reported, not asserted: verdict -> row in the DOM (worker wake-up, encode, SSE, the page's render).
     seen = page.evaluate("window.__seen")
