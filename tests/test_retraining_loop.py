@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -37,8 +38,13 @@ DEMO = REPO / "models" / "demo"
 def cli(tmp_path: Path, *args, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     e = dict(os.environ, PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]),
              INSPECTOR_NET_LOG=str(tmp_path / "net.log"), YOLO_CONFIG_DIR=str(tmp_path / "ucfg"), **(env or {}))
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=e, cwd=tmp_path,
                        timeout=timeout)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds per step (what the 2 cores pay; wall time depends on what else runs): `pytest -s` shows them
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    print(f"[cpu] {' '.join(map(str, args[:3]))}: {cpu:.1f} s")
     assert r.returncode == 0, f"{args[:3]}: exit {r.returncode}\n" + (r.stdout + r.stderr)[-4000:]
     return r
 
