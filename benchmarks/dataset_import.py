@@ -5,9 +5,10 @@
 Writes N small synthetic images (64x64 grayscale noise PNG, ~4.2 kB each, every one distinct) with one
 box each as a YOLO folder (images/ + labels/ + classes.txt) or a COCO export (images/ + one JSON) under
 --dir (outside the repository), then, in rounds, times `cp -r EXPORT COPY` and
-`/usr/bin/time -v python -m inspector dataset import --from FMT EXPORT --out DS`, interleaved (the order
-alternates) so both see the same page cache and load. Prints wall seconds per round, the ratio import / copy,
-and the import's peak RSS (`Maximum resident set size`). Only ratios measured side by side mean anything
+`python -m inspector dataset import --from FMT EXPORT --out DS`, each under /usr/bin/time -v, interleaved
+(the order alternates) so both see the same page cache and load; outputs are kept until the end (see
+below). Prints wall, user and system seconds per round, the ratio import / copy, and the import's peak
+RSS (`Maximum resident set size`). Only ratios measured side by side mean anything
 on a shared machine.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -51,13 +53,18 @@ def make_export(root: Path, n: int, fmt: str) -> int:
     return total
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def timed(cmd: list[str]) -> dict:
+    """wall, user, sys seconds and peak RSS (MiB) of a command, by /usr/bin/time -v."""
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    p = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr[-2000:]}")
-    return dt, p.stderr
+
+    def field(name: str) -> float:
+        return float(re.search(rf"{re.escape(name)}: ([\d.]+)", p.stderr).group(1))
+    return {"wall": wall, "user": field("User time (seconds)"), "sys": field("System time (seconds)"),
+            "rss": field("Maximum resident set size (kbytes)") / 1024}
 
 
 def main() -> None:
@@ -66,32 +73,43 @@ def main() -> None:
     ap.add_argument("--format", choices=("yolo", "coco"), default="yolo")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/inspector-import-bench")
+    ap.add_argument("--keep", action="store_true", help="reuse the export in --dir and keep it afterwards")
     a = ap.parse_args()
     work = Path(a.dir)
-    shutil.rmtree(work, ignore_errors=True)
     export = work / "export"
-    t0 = time.perf_counter()
-    size = make_export(export, a.n, a.format)
-    print(f"{a.n} images, {size / 1e6:.0f} MB of PNG ({a.format}) written in {time.perf_counter() - t0:.0f} s")
+    if a.keep and export.is_dir():
+        size = sum(p.stat().st_size for p in (export / "images").iterdir())
+        for old in work.iterdir():
+            if old != export:
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
+        time.sleep(30)  # the discards of what was just deleted settle (above)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.perf_counter()
+        size = make_export(export, a.n, a.format)
+        print(f"{a.n} images, {size / 1e6:.0f} MB of PNG ({a.format}) written in {time.perf_counter() - t0:.0f} s")
+    # Nothing is deleted between rounds: on ext4 mounted with `discard` (this VM), the first files created
+    # after an `rm -rf` of 100k files cost 10x the system time (measured: an import of 5000 images took
+    # 33 s, 7.5 s sys right after one, 7-8 s, 0.5 s sys in the next two), whichever command came first.
+    os.sync()
     rows = []
     for r in range(a.rounds):
-        shutil.rmtree(work / "copy", ignore_errors=True)
-        shutil.rmtree(work / "ds", ignore_errors=True)
-        steps = {"cp": ["cp", "-r", str(export), str(work / "copy")],
-                 "import": ["/usr/bin/time", "-v", sys.executable, "-m", "inspector", "dataset", "import", "--from",
-                            a.format, str(export), "--out", str(work / "ds")]}
+        steps = {"cp": ["cp", "-r", str(export), str(work / f"copy{r}")],
+                 "import": [sys.executable, "-m", "inspector", "dataset", "import", "--from", a.format, str(export),
+                            "--out", str(work / f"ds{r}")]}
         order = ("cp", "import") if r % 2 == 0 else ("import", "cp")  # neither always pays the other's writeback
         got = {k: timed(steps[k]) for k in order}
-        (t_cp, _), (t_imp, err) = got["cp"], got["import"]
-        rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1)) / 1024
-        rows.append((t_cp, t_imp, rss))
-        print(f"round {r + 1}: cp -r {t_cp:.1f} s, dataset import {t_imp:.1f} s ({t_imp / t_cp:.2f}x), "
-              f"peak RSS {rss:.0f} MiB", flush=True)
-    n_ds = sum(1 for _ in (work / "ds" / "images").rglob("*.png"))
-    best = min(rows, key=lambda x: x[1] / x[0])
-    print(f"imported {n_ds} images; median ratio {sorted(x[1] / x[0] for x in rows)[len(rows) // 2]:.2f}x, "
-          f"best {best[1] / best[0]:.2f}x; peak RSS max {max(x[2] for x in rows):.0f} MiB")
-    shutil.rmtree(work, ignore_errors=True)
+        c, i = got["cp"], got["import"]
+        rows.append((c["wall"], i["wall"], i["rss"]))
+        print(f"round {r + 1}: cp -r {c['wall']:.1f} s (user {c['user']:.1f}, sys {c['sys']:.1f}), dataset import "
+              f"{i['wall']:.1f} s (user {i['user']:.1f}, sys {i['sys']:.1f}): {i['wall'] / c['wall']:.2f}x; import "
+              f"peak RSS {i['rss']:.0f} MiB", flush=True)
+    n_ds = sum(1 for _ in (work / "ds0" / "images").rglob("*.png"))
+    ratios = sorted(x[1] / x[0] for x in rows)
+    print(f"imported {n_ds} images; ratio import / cp -r: median {ratios[len(ratios) // 2]:.2f}x, range "
+          f"{ratios[0]:.2f}-{ratios[-1]:.2f}x; peak RSS max {max(x[2] for x in rows):.0f} MiB")
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from inspector.training.importers import (
     export_root,
     finite,
     read_export,
+    read_file,
 )
 from inspector.training.review_outcomes import apply_review, format_review
 
@@ -253,21 +254,25 @@ WINDOW = 256  # images handed to the threads at a time
 THREADS = min(4, os.cpu_count() or 1)
 
 
+def _threaded(fn, args: list):
+    """fn(*a) for each a, by THREADS threads, WINDOW at a time (bounded memory), results in order. File
+    writes here stall for milliseconds while the kernel writes back (measured: 0.4-5 ms for a 4 kB PNG on
+    this 2-core VM's ext4 under load): in threads the stalls overlap instead of adding up."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        for start in range(0, len(args), WINDOW):
+            yield from pool.map(lambda a: fn(*a), args[start:start + WINDOW])
+
+
 def _staged(items: list[Annotated], names: list[str], pending: str):
     """(item, (ready or None, problem or None)) in export order; a ready image is already in `pending`."""
-    with ThreadPoolExecutor(THREADS) as pool:
-        for start in range(0, len(items), WINDOW):
-            chunk = items[start:start + WINDOW]
-            yield from zip(chunk, pool.map(lambda a: _prepare(*a, names, pending), enumerate(chunk, start)),
-                           strict=True)
+    return zip(items, _threaded(_prepare, [(i, item, names, pending) for i, item in enumerate(items)]), strict=True)
 
 
 def _prepare(i: int, item: Annotated, names: list[str], pending: str) -> tuple[_Ready | None, Problem | None]:
     """Reads the image once: decodes it, checks every box against it, hashes it and writes the bytes
     to pending/<i>. Returns (ready, None) or (None, the problem)."""
     try:
-        with open(item.image, "rb") as fh:
-            data = fh.read()
+        data = read_file(item.image)
     except OSError as e:
         return None, Problem(str(item.image), f"cannot read: {e}")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
@@ -296,8 +301,7 @@ def _prepare(i: int, item: Annotated, names: list[str], pending: str) -> tuple[_
         rows.append((names.index(b.label), (x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h))
     channels = 1 if img.ndim == 2 or img.shape[2] == 1 or _equal_channels(img) else 3
     staged = os.path.join(pending, str(i))
-    with open(staged, "wb") as fh:
-        fh.write(data)
+    write_new(staged, data)
     return _Ready(item, item.image.name, hashlib.sha256(data).hexdigest(), rows, channels, staged), None
 
 
@@ -372,15 +376,16 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], tm
     for s in splits:
         (tmp / "images" / s).mkdir(parents=True)
         (tmp / "labels" / s).mkdir(parents=True)
-    files, channels = [], set()
+    files, channels, moves = [], set(), []
     for r in sorted(ready, key=lambda r: (assignment[r.name], r.name)):
         s = assignment[r.name]
-        os.replace(r.staged, os.path.join(tmp, "images", s, r.name))
         label = "".join(f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, cx, cy, w, h in r.rows)
-        with open(os.path.join(tmp, "labels", s, os.path.splitext(r.name)[0] + ".txt"), "w") as fh:
-            fh.write(label)
+        moves.append((r.staged, os.path.join(tmp, "images", s, r.name),
+                      os.path.join(tmp, "labels", s, os.path.splitext(r.name)[0] + ".txt"), label))
         files.append((s, r.name, r.sha256, label))
         channels.add(r.channels)
+    for _ in _threaded(_place, moves):
+        pass
     shutil.rmtree(tmp / "pending")  # what is left: images no split took (not in the split file, no group)
     write_data_yaml(tmp, splits, names, "written by inspector dataset import; paths relative to this file")
     summary = {
@@ -398,6 +403,23 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], tm
     }
     (tmp / DATASET_JSON).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _place(staged: str, image: str, label_path: str, label: str) -> None:
+    os.replace(staged, image)
+    write_new(label_path, label.encode())
+
+
+# Raw descriptors for the per-image files: open() adds an isatty ioctl, an fstat and lseeks to each
+# (strace of a 5000-image import: 20k ioctl, 35k lseek beside 20k openat), cp -r makes none of them.
+def write_new(path: str | os.PathLike, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def _describe(files: list[tuple[str, str, str, str]], names: list[str], splits: list[str]) -> dict:

@@ -98,6 +98,18 @@ def export_root(src: Path) -> Path:
     return src if src.is_dir() else src.parent
 
 
+def read_file(path: str | os.PathLike) -> bytes:
+    """A whole file through a raw descriptor (no isatty/lseek per file: the import opens two per image)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 16))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def finite(*values: float) -> bool:
     return all(math.isfinite(v) for v in values)
 
@@ -590,7 +602,11 @@ def read_yolo(src: Path) -> Export:
 
 def _yolo_boxes(label: Path, classes: list[str] | None) -> list[Box]:
     boxes = []
-    for n, line in enumerate(label.read_text().splitlines(), 1):
+    try:
+        text = read_file(label).decode()
+    except (OSError, UnicodeDecodeError) as e:
+        raise Bad(f"unreadable label file ({e})", UNPARSABLE) from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
