@@ -192,13 +192,13 @@ class PageView:
             self._open(kind, detail_text(kind, detail), at, condition=kind in CLEARS.values())
         return True
 
-    def _open(self, kind: str, text: str, at: float, *, condition: bool) -> None:
+    def _open(self, kind: str, text: str, at: float, *, condition: bool, add: int = 1) -> None:
         a = self._alarms.get(kind)
         if a is None:
-            self._alarms[kind] = {"kind": kind, "since": iso(at), "text": text, "count": 1, "condition": condition,
+            self._alarms[kind] = {"kind": kind, "since": iso(at), "text": text, "count": add, "condition": condition,
                                   "meaning": ALARM_KINDS.get(kind, ""), "acked_by": None, "acked_at": None}
         else:
-            a.update(text=text, count=a["count"] + 1, acked_by=None, acked_at=None)
+            a.update(text=text, count=a["count"] + add, acked_by=None, acked_at=None)
 
     def _publish_alarms(self) -> None:
         with self._lock:
@@ -215,7 +215,8 @@ class PageView:
             n = counts.get(kind, 0) - self._counted.get(kind, 0)
             if n > 0:
                 with self._lock:
-                    self._open(kind, f"{n} new ({counts.get(kind, 0)} since start)", time.time(), condition=False)
+                    self._open(kind, f"{counts.get(kind, 0)} since start: {ALARM_KINDS[kind]}", time.time(),
+                               condition=False, add=n)
                 changed = True
         self._counted = dict(counts)
         if changed:
@@ -268,7 +269,8 @@ class PageView:
         while len(self._minute) > 1 and now - self._minute[1][0] >= MINUTE_S:
             self._minute.popleft()
         t_old, old = self._minute[0]
-        per_minute = {k: (None if v is None or old[k] is None else v - old[k]) for k, v in counts.items()}
+        # A counter that was not there a minute ago (no ground truth yet) counts from 0.
+        per_minute = {k: (None if v is None else v - (old[k] or 0)) for k, v in counts.items()}
         if now >= self._next_trend:
             self._next_trend = now + 1.0
             self._trend.append((time.time(), p.p99_recent_ms))
