@@ -156,8 +156,7 @@ class PageView:
                 "slack_ms": round((v.deadline - done_at) * 1000.0, 1),
                 "defects": [{"class": d.class_name, "confidence": round(d.confidence, 3)} for d in v.defects],
                 "error": v.error, "model": f"{v.model.name}@{v.model.version}", "thumb": thumb,
-                "deadline_wall": v.deadline_wall, "delivery": self._first_delivery(),
-                "decided_wall": v.frame.captured_wall + (done_at - v.frame.captured_at)}
+                "deadline_wall": v.deadline_wall, "delivery": self._first_delivery()}
 
     def _first_delivery(self) -> str:
         if getattr(self.svc, "plc", None) is not None:
