@@ -15,12 +15,16 @@ Groups (`enter(group, name)`; `census()` reads what the kernel says, /proc/self/
   carry SCHED_RESET_ON_FORK: a thread they start (a lifecycle guard's rollback, a sink's helper)
   begins as SCHED_OTHER, so the real-time class never leaks.
 - `service`: metrics, control socket, golden part, OPC UA, main: SCHED_OTHER at the service's nice.
-- `background`: spool writer, uploader, verdict log, shadow model (service/priority.py): SCHED_OTHER
-  at `background.nice`, or SCHED_IDLE.
-- `lifecycle`: a candidate's hashing, compile and warm-up: with the real-time class in force, at the
-  background nice (below the frame path); without it at the service's priority, as before, because an
-  unprivileged process cannot raise a thread's priority back, and the candidate's OpenVINO threads,
-  created by this thread, judge the line once it is promoted.
+- `background`: spool writer, uploader, verdict log, the outbox checkpoint (service/priority.py):
+  SCHED_OTHER; at `background.nice` (or SCHED_IDLE) while the frame path is not real-time, at the
+  service's nice while it is. All threads of the process share one GIL: a nice-10 thread preempted by
+  the PC's busy programs while it holds the GIL keeps the real-time threads waiting for it (priority
+  inversion; measured with 2 busy threads + a disk writer: background at nice 10, LATE 4 and 10 in 300
+  parts, p99 50-119 ms; at the service's nice, LATE 0 and 0, p99 6-10 ms). The shadow model keeps its
+  own `shadow.nice` (it is asked for explicitly).
+- `lifecycle`: a candidate's hashing, compile and warm-up, and the release of a model: SCHED_OTHER at
+  the service's nice, below a real-time frame path (and not lower, for the GIL's sake; without real
+  time, as before: an unprivileged process could not raise its OpenVINO threads back once promoted).
 
 OpenVINO's CPU plugin (2026.4, pip build with oneTBB): `compile_model` starts the streams executor's
 threads (std::thread: one per stream plus its task thread) and the first inference's parallel regions
@@ -269,6 +273,9 @@ def configure(cfg: RealtimeConfig, alarm: AlarmFn | None = None, *, background_n
     _s.background_nice = background_nice
     d = decide(cfg)
     _s.decision = d
+    from inspector.service import priority
+
+    priority.realtime_in_force(d.rt)
     if d.rt:
         soft = cfg.rttime_ms * 1000
         try:
@@ -334,9 +341,7 @@ def _apply(tid: int, group: str, name: str) -> str:
             return lower_thread_priority(name, tid=tid)
         if not hasattr(os, "sched_setscheduler"):
             return "unchanged"
-        nice = s.base_nice
-        if group == "lifecycle" and d.rt:
-            nice = max(s.base_nice, s.background_nice)
+        nice = s.base_nice  # lifecycle too: with the frame path real-time a lower nice only risks GIL inversion
         # Explicitly SCHED_OTHER: a thread started by a real-time one would otherwise be real-time too.
         pol = os.sched_getscheduler(tid)
         if pol != os.SCHED_OTHER:
