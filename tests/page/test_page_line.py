@@ -94,7 +94,14 @@ def test_rejects_counters_and_the_broker_alarm(tmp_path, broker_factory, running
     for fid, delivery in shown:
         want = f"NOT in time ({escaped[fid]})" if fid in escaped else "acknowledged in time"
         assert delivery == want, (fid, delivery)
+    # An event alarm (nobody subscribes to the reject topic: the broker's PUBACK says so) leaves the list when
+    # acknowledged; the viewport is shot before, with it.
+    page.wait_for_selector("tr.alarm[data-kind='no_subscribers']", timeout=30_000)
     page.screenshot(path=str(tmp_path / "page.png"))  # the viewport (1280x1000): what docs/page.png shows
+
+    page.click("tr.alarm[data-kind='no_subscribers'] button")  # by selector: the list re-renders on each change
+    page.wait_for_selector("tr.alarm[data-kind='no_subscribers']", state="detached", timeout=30_000)
+    assert svc.page.state()["acks"] == 1
 
     # Reported, not asserted: verdict -> row in the DOM (worker wake-up, encode, SSE, the page's render).
     seen = page.evaluate("window.__seen")
@@ -116,7 +123,7 @@ def test_drift_alarm_shows_the_statistic_and_is_acknowledged(tmp_path, running, 
     page.wait_for_selector(f"#drift:text-matches('OUTSIDE the envelope: {drift['statistic']}')", timeout=30_000)
 
     with caplog.at_level(logging.WARNING, logger="inspector.page.server"):
-        row.query_selector("button").click()
+        page.click("tr.alarm[data-kind='input_drift'] button")
         page.wait_for_selector("tr.alarm.acked[data-kind='input_drift']", timeout=30_000)
     # A condition stays listed while it lasts, marked acknowledged; the log has the audit line with the address.
     assert any("AUDIT page: alarm 'input_drift' acknowledged from 127.0.0.1:" in r.getMessage()
