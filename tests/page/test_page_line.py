@@ -130,7 +130,7 @@ def test_drift_alarm_shows_the_statistic_and_is_acknowledged(tmp_path, running, 
                for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
-def test_a_promote_shows_the_new_model_without_a_reload(tmp_path, running, browser):
+def test_a_promote_and_a_shadow_show_without_a_reload(tmp_path, running, browser):
     store = ModelStore(tmp_path / "store", "st1")
     cfg = lifecycle_config(tmp_path, page={"enabled": True, "port": 0})
     svc = running(cfg)
@@ -144,6 +144,11 @@ def test_a_promote_shows_the_new_model_without_a_reload(tmp_path, running, brows
     page.wait_for_selector(f"#model-name:text-matches('{V2.version}')", timeout=30_000)
     assert "promote by command" in page.text_content("#model-switch")
     assert page.text_content("#model-task") == "detect"
+    # The previous version as a shadow beside it: its agreement with the active model shows up, pushed too.
+    r = request(cfg.lifecycle.socket, {"cmd": "shadow", "model": str(V1)})
+    page.wait_for_function("m => document.getElementById('model-shadow').textContent.startsWith(m + ': agreement ')"
+                           " && document.getElementById('model-shadow').textContent.includes('%')", arg=str(V1),
+                           timeout=60_000)
     assert page.evaluate("window.__sameDocument") is True  # pushed into the page, not reloaded
 
 
