@@ -11,7 +11,7 @@ none -> 401, a wrong one -> 403. The acknowledge must also carry the header `X-I
 cross-site form or fetch cannot set it without a CORS preflight, which this server never grants. Every
 response forbids inline script (Content-Security-Policy), and page.js writes data only with textContent.
 
-Threads: the server's accept loop runs in the background group (SCHED_OTHER at the background nice); the
+Threads: the server's accept loop runs in the background group (service/realtime.py: below the frame path); the
 handler threads it starts inherit that. A stream's writes time out after SEND_TIMEOUT_S (a browser that
 stopped reading is dropped); the connection count is bounded by service/metrics.py's BoundedHTTPServer.
 """

@@ -1,4 +1,4 @@
-"""The page's worker: one thread (`page-view`, background group: SCHED_OTHER at the background nice) that
+"""The page's worker: one thread (`page-view`, background group: below the frame path, service/realtime.py) that
 turns the service's state into the page's events.
 
 Every tick (1 / page.frame_fps s, at most 2 per s) it builds the live report (`Service.report()`: counters
