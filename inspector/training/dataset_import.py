@@ -24,7 +24,6 @@ import random
 import re
 import shutil
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from inspector.training.importers import (
     finite,
     read_export,
     read_file,
+    threaded_map,
 )
 from inspector.training.review_outcomes import apply_review, format_review
 
@@ -165,9 +165,9 @@ def import_dataset(fmt: str, src: Path, out: Path, *, classes: list[str] | None 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        # One pass over the images, each read once (hashed, decoded, checked, copied to tmp/pending) by a few
-        # threads (file I/O, the decoder and sha256 release the GIL), a bounded window of them in flight:
-        # memory holds WINDOW results without their bytes, not the dataset. Duplicates by dict lookups, in
+        # One pass over the images, each read once (hashed, decoded, checked, copied to tmp/pending) by
+        # importers.threaded_map (file I/O, the decoder and sha256 release the GIL), a bounded window in
+        # flight: memory holds results without their bytes, not the dataset. Duplicates by dict lookups, in
         # export order (the list scan was quadratic: 9.6 s for 8000 images).
         pending = tmp / "pending"
         pending.mkdir(parents=True)
@@ -250,22 +250,9 @@ def _class_names(export: Export, classes: list[str] | None, problems: list[Probl
     return list(classes)
 
 
-WINDOW = 256  # images handed to the threads at a time
-THREADS = min(4, os.cpu_count() or 1)
-
-
-def _threaded(fn, args: list):
-    """fn(*a) for each a, by THREADS threads, WINDOW at a time (bounded memory), results in order. File
-    writes here stall for milliseconds while the kernel writes back (measured: 0.4-5 ms for a 4 kB PNG on
-    this 2-core VM's ext4 under load): in threads the stalls overlap instead of adding up."""
-    with ThreadPoolExecutor(THREADS) as pool:
-        for start in range(0, len(args), WINDOW):
-            yield from pool.map(lambda a: fn(*a), args[start:start + WINDOW])
-
-
 def _staged(items: list[Annotated], names: list[str], pending: str):
     """(item, (ready or None, problem or None)) in export order; a ready image is already in `pending`."""
-    return zip(items, _threaded(_prepare, [(i, item, names, pending) for i, item in enumerate(items)]), strict=True)
+    return zip(items, threaded_map(_prepare, [(i, item, names, pending) for i, item in enumerate(items)]), strict=True)
 
 
 def _prepare(i: int, item: Annotated, names: list[str], pending: str) -> tuple[_Ready | None, Problem | None]:
@@ -384,7 +371,7 @@ def _write(ready: list[_Ready], assignment: dict[str, str], names: list[str], tm
                       os.path.join(tmp, "labels", s, os.path.splitext(r.name)[0] + ".txt"), label))
         files.append((s, r.name, r.sha256, label))
         channels.add(r.channels)
-    for _ in _threaded(_place, moves):
+    for _ in threaded_map(_place, moves):
         pass
     shutil.rmtree(tmp / "pending")  # what is left: images no split took (not in the split file, no group)
     write_data_yaml(tmp, splits, names, "written by inspector dataset import; paths relative to this file")

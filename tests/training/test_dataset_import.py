@@ -353,6 +353,20 @@ def test_an_image_outside_the_export_is_never_read(tmp_path, capsys, fmt, how):
     assert secret.read_bytes() not in {p.read_bytes() for p in out.glob("images/*/*")}
 
 
+@pytest.mark.parametrize("recorded", ["/home/annotator/project/images/img_3.jpg", "C:\\labelling\\img_3.jpg",
+                                      "images/../images/img_3.jpg"])
+def test_a_path_from_the_labelling_pc_still_finds_the_image_inside_the_export(tmp_path, recorded):
+    src = tmp_path / "src"
+    drawn = WRITERS["coco"](src, n=8)
+    p = src / "instances_default.json"
+    doc = json.loads(p.read_text())
+    doc["images"][3]["file_name"] = recorded  # no such file here: found by its name inside the export
+    p.write_text(json.dumps(doc))
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "coco", str(src), "--out", str(out), "--classes", "scratch,pit"]) == 0
+    assert labels_of(out) == expected(drawn)
+
+
 # --- non-finite coordinates --------------------------------------------------------------------------------
 def _nan_yolo(src, value):
     (src / "labels" / "img_2.txt").write_text(f"0 0.5 0.5 0.1 0.1\n0 {value} 0.5 0.1 0.1\n")
