@@ -109,14 +109,14 @@ def main() -> int:
 
     def phases(svc, lat) -> None:
         for r in range(a.rounds):
-            lat.collect("0 pages", a.parts)
+            lat.collect(f"0 pages#{r}", a.parts)
             readers = subprocess.Popen([sys.executable, "-c", READER, svc.page.url + "events", str(a.pages)],
                                        stdin=subprocess.PIPE)
             end = time.monotonic() + 30
             while svc.page.hub.state()["clients"] < a.pages and time.monotonic() < end:
                 time.sleep(0.05)
             assert svc.page.hub.state()["clients"] == a.pages and svc.page.hub.refused == 0, svc.page.hub.state()
-            lat.collect(f"{a.pages} pages", a.parts)
+            lat.collect(f"{a.pages} pages#{r}", a.parts)
             readers.stdin.close()
             readers.wait(10)
             end = time.monotonic() + 30  # the server notices the closed streams at its next write (<= 0.5 s)
@@ -127,8 +127,15 @@ def main() -> int:
               f"p99 {pct(list(svc.page.view.encode_ms), 99)}")
 
     on = run_service(config(a.pps, True), phases)
-    rows = {**{k: v for k, v in off.ms.items() if k != "warm-up"}, **{k: v for k, v in on.ms.items() if k != "warm-up"}}
-    out = {k: {"n": len(v), "p50": pct(v, 50), "p99": pct(v, 99), "max": round(max(v), 2)} for k, v in rows.items()}
+    rows: dict[str, list[float]] = {k: v for k, v in off.ms.items() if k != "warm-up"}
+    per_round: dict[str, list[float]] = {}
+    for k, v in on.ms.items():
+        if k != "warm-up":
+            phase = k.split("#")[0]
+            rows.setdefault(phase, []).extend(v)
+            per_round.setdefault(phase, []).append(pct(v, 99))
+    out = {k: {"n": len(v), "p50": pct(v, 50), "p99": pct(v, 99), "max": round(max(v), 2),
+               **({"p99_per_round": per_round[k]} if k in per_round else {})} for k, v in rows.items()}
     base, five = out["0 pages"]["p99"], out[f"{a.pages} pages"]["p99"]
     out["p99 change with pages"] = round(five / base - 1, 4)
     print(json.dumps(out, indent=2))
