@@ -1,9 +1,14 @@
 """`inspector bench` logic: ratios within one arrival pattern, pacing, closed-loop replay."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from inspector.devtools.bench import (
     ReplaySource,
@@ -13,6 +18,8 @@ from inspector.devtools.bench import (
     ratios,
     target,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _p(p50, p99):
@@ -83,3 +90,26 @@ def test_closed_loop_replay_releases_one_frame_per_verdict():
     assert first is not None and src.read(0.1) is None  # the next waits for a verdict
     sink.submit(first)
     assert src.read(1.0) is not None
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="the bf16 default only exists on CPUs with AVX512-BF16/AMX")
+def test_bench_runs_with_onednn_capped_at_avx2(tmp_path):
+    """`ONEDNN_MAX_CPU_ISA=AVX2 inspector bench` stands in for an AVX2-only line PC on a newer CPU: OpenVINO
+    still picks bf16 for the FP32 IR's default-precision row, which oneDNN then cannot compile (a MaxPool
+    without primitive descriptors). The bench skips that row instead of failing; the f32 rows run AVX2."""
+    code = ("from pathlib import Path\nfrom inspector.devtools.bench import Bench\n"
+            "b = Bench(Path('models/demo'), frames=4, with_ultralytics=False)\n"
+            "print(sorted(b.raw))\n")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "['fp32', 'int8']" in r.stdout
