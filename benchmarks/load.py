@@ -70,6 +70,15 @@ while True:
 """
 
 
+class StationBroker(LocalBroker):
+    """The devtools broker, with its persistence autosave period as the station's broker would have it."""
+
+    autosave_s = 1  # LocalBroker's: a kill -9 loses at most ~1 s of broker state
+
+    def _mosquitto_conf(self) -> str:
+        return super()._mosquitto_conf().replace("autosave_interval 1", f"autosave_interval {self.autosave_s}")
+
+
 def neighbours(k: int, disk: bool, mem: bool, work: Path) -> list[subprocess.Popen]:
     procs = [subprocess.Popen([PY, "-c", BUSY]) for _ in range(k)]
     if disk:
@@ -136,7 +145,7 @@ def one_row(root: Path, k: int, mode: str, parts: int, disk: bool, mem: bool, sw
     work = root / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    broker = LocalBroker(work / "broker").start()
+    broker = StationBroker(work / "broker").start()
     schedule_pid(broker._proc.pid, mode)
     station = f"load-{name}"
     cfg = write_config(work, broker, station, lifecycle=switch)
@@ -219,11 +228,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="stage + promote + rollback a candidate during the run (both: each row without and with)")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for every row, e.g. INSPECTOR_BACKGROUND__PRIORITY=idle")
+    ap.add_argument("--broker-autosave-s", type=int, default=1,
+                    help="Mosquitto's autosave_interval (default 1, the devtools broker's; its save blocks the broker)")
     ap.add_argument("--out", default=str(REPO / "build/load"), help="work folder (default build/load)")
     ap.add_argument("--json", default=None, help="write the rows here (default <out>/load.json)")
     a = ap.parse_args(argv)
     root = Path(a.out)
     EXTRA_ENV.update(kv.split("=", 1) for kv in a.env)
+    StationBroker.autosave_s = a.broker_autosave_s
     root.mkdir(parents=True, exist_ok=True)
     switches = {"no": (False,), "yes": (True,), "both": (False, True)}[a.switch]
     print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} CPUs; RT throttling {realtime.rt_throttling()}; "
