@@ -63,9 +63,16 @@ def cmd_dataset_import(a: argparse.Namespace) -> int:
     print(f"wrote {r.out} (data.yaml, dataset.json)")
     if r.problems:
         kinds = ", ".join(f"{k} {n}" for k, n in r.summary["skipped_counts"].items())
+        # --skip-bad accepts skipped items, not an annotation file that does not parse: whatever it held is
+        # missing from the dataset without a trace of which images it labelled
+        whole = [p.file for p in r.problems if p.kind == "unparsable"]
         print(f"{len(r.problems)} file(s) skipped ({kinds}; listed above and in dataset.json)"
               + ("" if a.skip_bad else "; exit 2 (pass --skip-bad to accept the import without them)"),
               file=sys.stderr)
+        if whole:
+            print(f"exit 2: {len(whole)} annotation file(s) do not parse ({', '.join(whole[:5])}); --skip-bad does "
+                  "not accept a whole file", file=sys.stderr)
+            return 2
         return 0 if a.skip_bad else 2
     return 0
 

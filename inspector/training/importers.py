@@ -299,7 +299,7 @@ def read_voc(src: Path) -> Export:
             if ann.tag != "annotation":
                 raise ValueError(f"root element is <{ann.tag}>, expected <annotation>")
         except (ET.ParseError, ValueError) as e:
-            out.problems.append(Problem(str(x), f"unreadable VOC XML: {e}", UNPARSABLE))
+            out.problems.append(Problem(str(x), f"unreadable VOC XML: {e}", MALFORMED))  # one image's file
             continue
         try:
             recorded = (ann.findtext("filename") or x.stem).strip()
@@ -626,7 +626,7 @@ def _yolo_boxes(label: Path, classes: list[str] | None) -> list[Box]:
     try:
         text = read_file(label).decode()
     except (OSError, UnicodeDecodeError) as e:
-        raise Bad(f"unreadable label file ({e})", UNPARSABLE) from None
+        raise Bad(f"unreadable label file ({e})", MALFORMED) from None  # one image's file
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:

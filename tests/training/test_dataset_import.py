@@ -610,6 +610,17 @@ def test_a_file_that_does_not_parse_is_bad_input(tmp_path, capsys, case):
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.parametrize("fmt, content", [("coco", b"{\"images\": ["), ("labelstudio", b"42")])
+def test_skip_bad_does_not_accept_a_whole_file_that_does_not_parse(tmp_path, capsys, fmt, content):
+    src = tmp_path / "src"
+    WRITERS[fmt](src, n=4)
+    (src / "more.json").write_bytes(content)  # beside the good export file: the rest imports, exit 2 still
+    rc = main(["dataset", "import", "--from", fmt, str(src), "--out", str(tmp_path / "ds"), "--skip-bad"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "more.json" in err and "do not parse" in err, err
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["skipped_counts"] == {"unparsable": 1}
+
+
 # --- --out never overlaps the export -----------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["same", "inside", "containing"])
 def test_out_overlapping_the_source_is_refused(tmp_path, capsys, where):
