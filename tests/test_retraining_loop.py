@@ -16,11 +16,15 @@ defect at all at 2 CPU epochs' cost, so nothing was uncertain and the loop had n
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import importlib.metadata
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -53,14 +57,12 @@ def inspector(tmp_path: Path, *args, **kw) -> subprocess.CompletedProcess:
     return cli(tmp_path, "inspector", *args, **kw)
 
 
-@pytest.mark.train
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_server):
+def build_base_and_weak(work: Path) -> None:
+    """work/base (the base dataset) and work/models/weak (the weak model's bundle)."""
     # 1. base dataset: WEAK_CLASS unlabelled in train/val (true labels in test, the regression set)
-    raw = tmp_path / "raw"
+    raw = work / "raw"
     for split, n, seed in (("train", 200, 1001), ("val", 60, 2002), ("test", 80, 3003)):
-        inspector(tmp_path, "synth", "--out", raw, "--split", split, "--n", n, "--seed", seed)
+        inspector(work, "synth", "--out", raw, "--split", split, "--n", n, "--seed", seed)
     classes = json.loads((DEMO / "model_card.json").read_text())["classes"]
     weak_id = classes.index(WEAK_CLASS)
     stripped = 0
@@ -71,19 +73,70 @@ def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_ser
             stripped += len(lines) - len(keep)
             lab.write_text("".join(ln + "\n" for ln in keep))
     assert stripped > 20, f"only {stripped} {WEAK_CLASS} boxes in the base: the premise needs the class present"
-    base = tmp_path / "base"
-    inspector(tmp_path, "dataset", "import", "--from", "yolo", raw / "data.yaml", "--out", base)
+    base = work / "base"
+    inspector(work, "dataset", "import", "--from", "yolo", raw / "data.yaml", "--out", base)
 
     # the weak model: the shipped float weights, two epochs on that base (it learns WEAK_CLASS as background;
     # SGD at 0.01, five times the fine-tuning default, so it forgets within two epochs)
-    inspector(tmp_path, "train", "--data", base / "data.yaml", "--init", DEMO / "model.pt", "--out",
-              tmp_path / "weak-run", "--imgsz", IMGSZ, "--epochs", 2, "--batch", 16, "--workers", 0, "--lr0", 0.01)
-    inspector(tmp_path, "quantize", "--model", tmp_path / "weak-run" / "fp32" / "model.xml", "--data",
-              base / "data.yaml", "--imgsz", IMGSZ, "--subset-size", 60, "--out", tmp_path / "weak-int8" / "model.xml")
-    weak = tmp_path / "models" / "weak"
-    inspector(tmp_path, "model", "--fp32", tmp_path / "weak-run" / "fp32" / "model.xml", "--int8",
-              tmp_path / "weak-int8" / "model.xml", "--data", base / "data.yaml", "--out", weak, "--name", "weak",
-              "--version", "0.1.0", "--command", "test_retraining_loop")
+    inspector(work, "train", "--data", base / "data.yaml", "--init", DEMO / "model.pt", "--out",
+              work / "weak-run", "--imgsz", IMGSZ, "--epochs", 2, "--batch", 16, "--workers", 0, "--lr0", 0.01)
+    inspector(work, "quantize", "--model", work / "weak-run" / "fp32" / "model.xml", "--data",
+              base / "data.yaml", "--imgsz", IMGSZ, "--subset-size", 60, "--out", work / "weak-int8" / "model.xml")
+    inspector(work, "model", "--fp32", work / "weak-run" / "fp32" / "model.xml", "--int8",
+              work / "weak-int8" / "model.xml", "--data", base / "data.yaml", "--out", work / "models" / "weak",
+              "--name", "weak", "--version", "0.1.0", "--command", "test_retraining_loop")
+
+
+# The base and the weak model cost most of this test's CPU (the weak training alone: minutes on 2 cores) and
+# depend only on the code and the shipped weights: built once per machine and code version under the system's
+# tmp folder, keyed by the hash of every input, and copied into each run's tmp_path. Any change to inspector/,
+# this file, models/demo or the tool chain's versions builds them anew.
+CACHE = Path(tempfile.gettempdir()) / "inspector-test-cache" / "retraining-loop"
+
+
+def _inputs_key() -> str:
+    h = hashlib.sha256()
+    for p in [Path(__file__), DEMO / "model.pt", DEMO / "model_card.json",
+              *sorted((REPO / "inspector").rglob("*.py"))]:
+        h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
+    for dist in ("torch", "ultralytics-opencv-headless", "nncf", "openvino", "numpy", "opencv-python-headless"):
+        try:
+            h.update(f"{dist}=={importlib.metadata.version(dist)}".encode())
+        except importlib.metadata.PackageNotFoundError:
+            h.update(dist.encode())
+    return h.hexdigest()[:20]
+
+
+def base_and_weak(tmp_path: Path) -> tuple[Path, Path, bool]:
+    """(base, weak bundle, built now) under tmp_path, from the cache when it holds this code's build."""
+    cached = CACHE / _inputs_key()
+    built = not (cached / ".complete").exists()
+    if built:
+        work = tmp_path / "build-weak"
+        work.mkdir()
+        build_base_and_weak(work)
+        assert not (work / "net.log").exists() or (work / "net.log").read_text() == ""  # offline, as below
+        staging = CACHE / f".{cached.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(work / "base", staging / "base")
+        shutil.copytree(work / "models" / "weak", staging / "weak")
+        (staging / ".complete").touch()
+        shutil.rmtree(cached, ignore_errors=True)
+        staging.rename(cached)
+        for old in CACHE.iterdir():  # builds of other code versions: only the latest is kept
+            if old != cached and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(cached / "base", tmp_path / "base")
+    shutil.copytree(cached / "weak", tmp_path / "models" / "weak")
+    return tmp_path / "base", tmp_path / "models" / "weak", built
+
+
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_the_night_samples_become_a_better_candidate(tmp_path, s3_bucket, s3_server):
+    base, weak, built = base_and_weak(tmp_path)
+    print(f"[cache] base and weak model {'built' if built else 'from ' + str(CACHE)}")
     wcard = json.loads((weak / "model_card.json").read_text())
     assert wcard["float_weights"]["file"] == "model.pt"
     per_class = wcard["evaluation"]["int8"]["per_class"]
