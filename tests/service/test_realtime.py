@@ -268,15 +268,15 @@ def test_unprivileged_run_is_refused_once_and_runs_on(tmp_path, mqtt_broker):
     assert s["realtime"]["groups"]["background"] == {"SCHED_OTHER nice 10": 3}
 
 
+# Only the limits this process may set: RLIMIT_RTPRIO 11 (refused: the watchdog's rank is 12) and 12 (what
+# LimitRTPRIO=12 in deploy/systemd/inspector.service gives an unprivileged user: "fifo 10") need a hard limit of
+# at least 11/12 or CAP_SYS_RESOURCE to raise it; the dev and CI containers have neither (hard limit 0), so those
+# two cases are checked by hand on a line PC (docs/deploy.md), not here, where they could only ever skip.
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) not installed")
 @pytest.mark.parametrize("rtprio, in_force", [
     (0, "refused (no CAP_SYS_NICE and RLIMIT_RTPRIO 0 < 12 (priority 10 + 2))"),
-    (11, "refused (no CAP_SYS_NICE and RLIMIT_RTPRIO 11 < 12 (priority 10 + 2))"),  # the watchdog's rank too
-    (12, "fifo 10"),  # what LimitRTPRIO=12 in deploy/systemd/inspector.service gives an unprivileged user
 ])
 def test_rlimit_rtprio_without_cap_sys_nice_decides(rtprio, in_force):
-    if resource.getrlimit(resource.RLIMIT_RTPRIO)[1] < rtprio and not _has_cap(24):  # CAP_SYS_RESOURCE
-        pytest.skip(f"this process may not raise RLIMIT_RTPRIO to {rtprio} (hard limit, no CAP_SYS_RESOURCE)")
     code = ("from inspector.config import RealtimeConfig; from inspector.service import realtime; "
             "print(realtime.decide(RealtimeConfig()).words)")
     r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-sys_nice", "--", sys.executable, "-c", code],
