@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inspector.config import InspectorConfig  # noqa: E402
+from inspector.devtools.testing import ObserverSink  # noqa: E402
 from inspector.service.app import Service  # noqa: E402
 
 READER = """
@@ -39,7 +40,7 @@ sys.stdin.read()
 """
 
 
-class Latencies:
+class Latencies(ObserverSink):
     name = "bench"
 
     def __init__(self) -> None:
@@ -48,15 +49,6 @@ class Latencies:
         self.ms: dict[str, list[float]] = {}
         self.count = 0
         self.cv = threading.Condition(self.lock)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 0.0) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
 
     def submit(self, v) -> None:
         with self.cv:

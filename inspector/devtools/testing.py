@@ -14,6 +14,25 @@ from inspector.frames import Frame
 from inspector.sources.base import Connection, SourceState
 
 
+class ObserverSink:
+    """A post-thread observer for tests and benchmarks: a VerdictSink with nothing to start, stop or report;
+    subclasses say what `submit` records."""
+
+    name = "observer"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 0.0) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def submit(self, v) -> None:
+        raise NotImplementedError
+
+
 class ListSink:
     """A VerdictSink that keeps every verdict (for asserting on what the pipeline emitted)."""
 

@@ -188,6 +188,10 @@ class DriftMonitor:
             detail = {"frames": state.frames,
                       "drift_s": None if self._output_since is None else round(now - self._output_since, 3)}
             self._output_since = None
+        self._raise(kind, detail, v)
+
+    def _raise(self, kind: str, detail: dict, v: Verdict) -> None:
+        """One alarm of the input or output guard, stamped with the part it was seen on."""
         detail.update(frame_id=v.frame_id, part_id=v.part_id, model=f"{v.model.name}@{v.model.version}")
         log.warning("%s: %s", kind, detail)
         if self._alarm is not None:
@@ -212,13 +216,7 @@ class DriftMonitor:
             kind = "input_restored"
             detail = {"frames": state.frames, "drift_s": None if self._since is None else round(now - self._since, 3)}
             self._since = None
-        detail.update(frame_id=v.frame_id, part_id=v.part_id, model=f"{v.model.name}@{v.model.version}")
-        log.warning("%s: %s", kind, detail)
-        if self._alarm is not None:
-            try:
-                self._alarm(kind, detail)
-            except Exception:  # an alarm path must not stop the verdicts
-                log.exception("%s alarm could not be raised", kind)
+        self._raise(kind, detail, v)
 
     def _switch(self, judge) -> None:
         was = self.guard is not None and self.guard.state.in_drift

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from inspector.config import InspectorConfig
+from inspector.devtools.testing import ObserverSink
 from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
 from inspector.service.app import Service
@@ -22,7 +23,7 @@ V1 = ModelRef("demo", json.loads((DEMO / "model_card.json").read_text())["versio
 V2 = ModelRef("demo", "99.0.0")  # a candidate: never a version models/demo will ship as
 
 
-class Recorder:
+class Recorder(ObserverSink):
     """A post-thread observer: every verdict in order (model version, outcome, frame id)."""
 
     name = "recorder"
@@ -31,15 +32,6 @@ class Recorder:
         self.lock = threading.Lock()
         self.verdicts: list = []
         self.cv = threading.Condition(self.lock)
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 0.0) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
 
     def submit(self, v) -> None:
         with self.cv:

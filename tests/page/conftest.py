@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from inspector.config import InspectorConfig
+from inspector.devtools.testing import ObserverSink
 from inspector.service.app import Service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def browser(tmp_path):
             ctx.close()
 
 
-class Decided:
+class Decided(ObserverSink):
     """A post-thread observer: when each reject's verdict was made (wall clock), to measure how long the page
     takes to show it (reported, not asserted: speed belongs in benchmarks)."""
 
@@ -76,15 +77,6 @@ class Decided:
 
     def __init__(self) -> None:
         self.at: dict[int, float] = {}
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, timeout: float = 0.0) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
 
     def submit(self, v) -> None:
         if v.actuate:
