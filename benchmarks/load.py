@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 from inspector.config import MQTTConfig  # noqa: E402
 from inspector.devtools.bench import cpu_name  # noqa: E402
 from inspector.devtools.broker import LocalBroker  # noqa: E402
-from inspector.service import realtime  # noqa: E402
+from inspector.kernel import realtime  # noqa: E402
 from inspector.signalling.actuator import Actuator  # noqa: E402
 
 PY = sys.executable

@@ -591,7 +591,7 @@ class BackgroundConfig(StrictConfig):
 
 
 class RealtimeConfig(StrictConfig):
-    """Per-thread OS scheduling (service/realtime.py): the frame path (camera grab, infer, OpenVINO's threads,
+    """Per-thread OS scheduling (kernel/realtime.py): the frame path (camera grab, infer, OpenVINO's threads,
     watchdog, post, PLC pairing, the reject publisher) under a real-time policy, everything else below it."""
 
     policy: Literal["auto", "fifo", "rr", "off"] = Field(

@@ -413,9 +413,9 @@ class Detector:
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             props["CACHE_DIR"] = str(cache_dir)
-        from inspector.service.realtime import task_ids, threads_since
+        from inspector.kernel.realtime import task_ids, threads_since
 
-        before = task_ids()  # OpenVINO's threads of this model: the pipeline schedules them (service/realtime.py)
+        before = task_ids()  # OpenVINO's threads of this model: the pipeline schedules them (kernel/realtime.py)
         t0 = time.perf_counter()
         try:
             self.compiled = core.compile_model(model, device, props)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.errors import InspectorError
-from inspector.service import realtime
+from inspector.kernel import realtime
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from inspector.errors import InspectorError, ModelError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import Detector, ModelBundle, bundle_from, load_bundle, open_detector
+from inspector.kernel import realtime
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.histogram import LatencyHistogram
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
-from inspector.service import realtime
 from inspector.service.pipeline import Judge, Pipeline, make_judge
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ class ModelManager:
     # -- the guard's callbacks (post thread: hand off, never swap here) -------------------------------
     def _guard_tripped(self, result: dict[str, Any]) -> None:
         def run() -> None:
-            realtime.enter("lifecycle")  # started by the post thread: below the frame path (service/realtime.py)
+            realtime.enter("lifecycle")  # started by the post thread: below the frame path (kernel/realtime.py)
             try:
                 self.rollback(why=result["why"], by="guard", detail={"guard": result})
             except Exception as e:  # the bad model still judges: the line must know

@@ -30,8 +30,8 @@ from typing import Any
 from inspector.config import BackgroundConfig
 from inspector.frames import Outcome, StageTimings, Verdict
 from inspector.inference.decision import DecisionPolicy, decide
+from inspector.kernel.priority import lower_thread_priority
 from inspector.records import defect_record
-from inspector.service.priority import lower_thread_priority
 from inspector.stats import summary
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ none -> 401, a wrong one -> 403. The acknowledge must also carry the header `X-I
 cross-site form or fetch cannot set it without a CORS preflight, which this server never grants. Every
 response forbids inline script (Content-Security-Policy), and page.js writes data only with textContent.
 
-Threads: the server's accept loop runs in the background group (service/realtime.py: below the frame path); the
+Threads: the server's accept loop runs in the background group (kernel/realtime.py: below the frame path); the
 handler threads it starts inherit that. A stream's writes time out after SEND_TIMEOUT_S (a browser that
-stopped reading is dropped); the connection count is bounded by service/metrics.py's BoundedHTTPServer.
+stopped reading is dropped); the connection count is bounded by kernel/http.py's BoundedHTTPServer.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 
 from inspector.config import PageConfig
 from inspector.errors import ConfigError
+from inspector.kernel import realtime
+from inspector.kernel.http import BoundedHTTPServer
 from inspector.page.broadcast import Broadcaster, encode
 from inspector.page.feed import PageFeed
 from inspector.page.view import PageView
-from inspector.service import realtime
-from inspector.service.metrics import BoundedHTTPServer
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The page's worker: one thread (`page-view`, background group: below the frame path, service/realtime.py) that
+"""The page's worker: one thread (`page-view`, background group: below the frame path, kernel/realtime.py) that
 turns the service's state into the page's events.
 
 Every tick (1 / page.frame_fps s, at most 2 per s) it builds the live report (`Service.report()`: counters
@@ -18,11 +18,11 @@ from collections import deque
 from typing import Any
 
 from inspector.frames import Verdict
+from inspector.kernel import realtime
+from inspector.kernel.alarms import ALARM_KINDS, CLEARS
 from inspector.page import render
 from inspector.page.broadcast import Broadcaster
 from inspector.page.feed import REJECTS_KEPT, PageFeed
-from inspector.service import realtime
-from inspector.service.alarms import ALARM_KINDS, CLEARS
 
 log = logging.getLogger(__name__)
 

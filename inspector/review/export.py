@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
+from inspector.kernel.atomic_dir import replace_dir
 
 REVIEW_JSON = "review.json"
 REVIEW_KIND = "inspector-review"

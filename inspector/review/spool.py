@@ -46,10 +46,10 @@ import cv2
 
 from inspector.config import SamplingConfig, SpoolConfig
 from inspector.frames import Defect, ModelInfo, Verdict, iso_utc
+from inspector.kernel.alarms import AlarmThrottle
+from inspector.kernel.priority import lower_thread_priority
 from inspector.records import verdict_record
 from inspector.review.sampler import SampleDecision, Sampler
-from inspector.service.alarms import AlarmThrottle
-from inspector.service.priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ class SamplingSink:
                 self._counts["dropped_queue_full"] += 1
 
     def _run(self) -> None:
-        # JPEG encoding and fsync must yield the CPU to the frame path (service/priority.py).
+        # JPEG encoding and fsync must yield the CPU to the frame path (kernel/priority.py).
         self.priority = lower_thread_priority("spool writer")
         while not self._stop.is_set():
             try:

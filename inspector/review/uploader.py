@@ -60,9 +60,9 @@ from typing import Any, Protocol
 from inspector.config import InspectorConfig, UploadConfig
 from inspector.errors import SpoolError
 from inspector.frames import iso_utc
+from inspector.kernel.priority import lower_thread_priority
 from inspector.review.gallery import make_thumbnail, render_gallery
 from inspector.review.spool import Alarm, SpooledSample, iter_samples, write_atomic
-from inspector.service.priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -649,7 +649,7 @@ def upload_now(cfg: InspectorConfig) -> int:
     priority (a line PC's inference keeps the CPU)."""
     import sys
 
-    from inspector.service.priority import lower_thread_priority
+    from inspector.kernel.priority import lower_thread_priority
 
     lower_thread_priority("upload --now", cfg.background)
 

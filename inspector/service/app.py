@@ -35,8 +35,8 @@ from inspector.config import InspectorConfig
 from inspector.errors import ConfigError, InspectorError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.service import priority, realtime
-from inspector.service.alarms import AlarmHub
+from inspector.kernel import priority, realtime
+from inspector.kernel.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
 from inspector.service.pipeline import Pipeline
 from inspector.service.report import (
@@ -66,7 +66,7 @@ class Service:
         self.cfg = cfg
         priority.configure(cfg.background)  # background threads started from here on run below the frame path
         self.alarms = AlarmHub()
-        # The frame path's threads run real-time where the OS permits it (service/realtime.py); decided once, here.
+        # The frame path's threads run real-time where the OS permits it (kernel/realtime.py); decided once, here.
         realtime.configure(cfg.realtime, alarm=self.alarms.raise_alarm, background_nice=cfg.background.nice)
         if cfg.shadow.enabled and not cfg.lifecycle.enabled:
             raise ConfigError("shadow.enabled needs lifecycle.enabled: true (the shadow model comes from the store)")

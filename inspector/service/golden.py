@@ -41,7 +41,7 @@ import numpy as np
 from inspector.config import GoldenConfig, GoldenPartConfig
 from inspector.errors import ConfigError
 from inspector.frames import Frame, Outcome, Reason, Verdict
-from inspector.service import realtime
+from inspector.kernel import realtime
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class GoldenParts:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        realtime.enter("service")  # below the frame path (service/realtime.py)
+        realtime.enter("service")  # below the frame path (kernel/realtime.py)
         offering = self.images if self._inject is not None else []
         due = {p.name: self._clock() + p.every_s for p in offering}
         while not self._stop.is_set():

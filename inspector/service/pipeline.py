@@ -54,7 +54,7 @@ from inspector.inference.decision import (
     late_verdict,
 )
 from inspector.inference.detector import Detector, Inferred
-from inspector.service import realtime
+from inspector.kernel import realtime
 from inspector.service.sinks import VerdictSink
 from inspector.sources.base import FrameSource
 from inspector.stats import percentile, summary
@@ -413,7 +413,7 @@ class Pipeline:
 
     def _guard(self, fn):
         def run():
-            realtime.enter("frame")  # infer, post, watchdog: the frame path (service/realtime.py)
+            realtime.enter("frame")  # infer, post, watchdog: the frame path (kernel/realtime.py)
             try:
                 fn()
             except BaseException as e:  # carried to the owner, who decides

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inspector.frames import Outcome, Verdict
-from inspector.service import realtime
+from inspector.kernel import realtime
 
 # Verdicts stopped while frames arrive: frames arriving for this long with no verdict at all means
 # the pipeline is stuck. Every frame gets a verdict by its deadline (LATE at worst), so ten budgets
@@ -237,7 +237,7 @@ class ServiceReport:
     # is false) and the golden parts' checks (None without golden parts).
     drift: dict[str, Any] | None = None
     golden: dict[str, Any] | None = None
-    # Issue 20: the scheduling in force (service/realtime.py state(): requested, in_force, per-group policies).
+    # Issue 20: the scheduling in force (kernel/realtime.py state(): requested, in_force, per-group policies).
     realtime: dict[str, Any] | None = None
 
     # -- readers ---------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from inspector.frames import Verdict
+from inspector.kernel.priority import lower_thread_priority
 from inspector.records import verdict_record
-from inspector.service.priority import lower_thread_priority
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 from inspector.config import OPCUAConfig
 from inspector.errors import InspectorError
 from inspector.frames import Outcome, Verdict
-from inspector.service import realtime
+from inspector.kernel import realtime
 
 log = logging.getLogger(__name__)
 

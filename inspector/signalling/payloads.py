@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from inspector.frames import ModelInfo, Verdict
+from inspector.kernel.alarms import CLEARS
 from inspector.records import verdict_record
-from inspector.service.alarms import CLEARS
 
 SCHEMA_VERSION = 1
 
@@ -141,7 +141,7 @@ class AlarmPayload(_Payload):
     @model_validator(mode="before")
     @classmethod
     def _clears_from_the_registry(cls, data: Any) -> Any:
-        # Filled from the registry (service/alarms.py CLEARS), so every producer sends it the same way.
+        # Filled from the registry (kernel/alarms.py CLEARS), so every producer sends it the same way.
         if isinstance(data, dict) and data.get("clears") is None and data.get("kind") in CLEARS:
             data = {**data, "clears": CLEARS[data["kind"]]}
         return data

@@ -60,8 +60,8 @@ from pydantic import ValidationError
 
 from inspector.config import MQTTConfig, PLCConfig
 from inspector.frames import Frame, Outcome, Verdict
-from inspector.service import realtime
-from inspector.service.alarms import AlarmThrottle
+from inspector.kernel import realtime
+from inspector.kernel.alarms import AlarmThrottle
 from inspector.signalling.mqtt_client import make_client
 from inspector.signalling.payloads import (
     DefectOut,
@@ -391,7 +391,7 @@ class PlcHandshake:
 
     # -- pairing (plc-pair thread, and paho's for a trigger) --------------------------------------------
     def _pair_loop(self) -> None:
-        realtime.enter("frame")  # pairing triggers with frames: frame path (service/realtime.py)
+        realtime.enter("frame")  # pairing triggers with frames: frame path (kernel/realtime.py)
         while not self._stop.is_set():
             frame = self.camera.read(0.005)
             now = time.monotonic()

@@ -61,7 +61,7 @@ from paho.mqtt.properties import Properties
 from inspector.config import MQTTConfig
 from inspector.errors import PublishError
 from inspector.frames import ModelInfo, Verdict, iso_utc
-from inspector.service import realtime
+from inspector.kernel import realtime
 from inspector.signalling.mqtt_client import connect_kwargs, make_client, password_in_clear
 from inspector.signalling.outbox import (
     ALARM,
@@ -296,7 +296,7 @@ class MqttPublisher:
         self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s,
                                    **connect_kwargs(cfg, session_expiry_s=0))
         self._client.loop_start()
-        # paho's network thread carries each reject out and its PUBACK back: frame path (service/realtime.py)
+        # paho's network thread carries each reject out and its PUBACK back: frame path (kernel/realtime.py)
         realtime.adopt_thread(getattr(self._client, "_thread", None), "frame", "mqtt-network")
         self._thread.start()
         self._ckpt_thread.start()
@@ -486,7 +486,7 @@ class MqttPublisher:
 
     # -- the publisher thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        realtime.enter("frame")  # publishes the committed rejects: frame path (service/realtime.py)
+        realtime.enter("frame")  # publishes the committed rejects: frame path (kernel/realtime.py)
         self._next_hb = time.monotonic()
         while True:
             try:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from inspector.frames import Frame
-from inspector.service import realtime
-from inspector.service.alarms import AlarmThrottle
+from inspector.kernel import realtime
+from inspector.kernel.alarms import AlarmThrottle
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import numpy as np
 from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
-from inspector.service import realtime
+from inspector.kernel import realtime
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 
 log = logging.getLogger(__name__)
@@ -489,7 +489,7 @@ class GenICamSource:
         raise CameraConfigError(f"source: no camera with {what}; cameras found: {listing}")
 
     def _control_loop(self) -> None:
-        realtime.enter("frame")  # the camera's trigger and reconnects: frame path (service/realtime.py)
+        realtime.enter("frame")  # the camera's trigger and reconnects: frame path (kernel/realtime.py)
         backoff = self.cfg.reconnect_initial_ms / 1000
         last_probe = time.monotonic()
         while not self._stop.is_set():
@@ -576,7 +576,7 @@ class GenICamSource:
 
     # -- grab thread ------------------------------------------------------------------------------------
     def _grab_loop(self) -> None:
-        realtime.enter("frame")  # frame path (service/realtime.py)
+        realtime.enter("frame")  # frame path (kernel/realtime.py)
         frame_id = 0
         last_session = None
         while not self._stop.is_set():

@@ -33,7 +33,7 @@ import cv2
 from inspector.config import OpenCVSourceConfig, redact_url
 from inspector.errors import SourceError
 from inspector.frames import Frame
-from inspector.service import realtime
+from inspector.kernel import realtime
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.convert import to_frame_image
 

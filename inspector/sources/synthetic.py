@@ -12,7 +12,7 @@ import numpy as np
 from inspector.config import SyntheticSourceConfig
 from inspector.errors import ConfigError
 from inspector.frames import Frame, TruthBox
-from inspector.service import realtime
+from inspector.kernel import realtime
 from inspector.sources import optics
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.conveyor import ConveyorGenerator, SynthPart

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import yaml
 
-from inspector.atomic_dir import replace_dir
+from inspector.kernel.atomic_dir import replace_dir
 from inspector.training.importers import (
     DUPLICATE,
     NON_FINITE,

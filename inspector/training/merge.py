@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
+from inspector.kernel.atomic_dir import replace_dir
 from inspector.training.dataset_import import DATASET_JSON, SPLITS, file_sha256, refuse_overlap, write_description
 from inspector.training.importers import yaml_names
 

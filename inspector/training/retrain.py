@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from inspector.atomic_dir import replace_dir
 from inspector.errors import InspectorError
+from inspector.kernel.atomic_dir import replace_dir
 
 
 class RetrainError(InspectorError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inspector.config import RealtimeConfig, ShutdownConfig
-from inspector.service.realtime import RANKS
+from inspector.kernel.realtime import RANKS
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 

@@ -296,7 +296,7 @@ def test_a_part_without_an_image_is_not_sampled(tmp_path, images):
 ])
 def test_the_spool_writer_runs_at_background_priority(tmp_path, policy, nice, expect_nice, expect_policy):
     from inspector.config import BackgroundConfig
-    from inspector.service import priority
+    from inspector.kernel import priority
 
     base_nice = os.getpriority(os.PRIO_PROCESS, 0)
     priority.configure(BackgroundConfig(priority=policy, nice=nice))

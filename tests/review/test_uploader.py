@@ -440,7 +440,7 @@ def test_the_uploader_thread_runs_at_background_priority(tmp_path):
     fill_spool(spool, 1, base_images_cache())
     cfg = InspectorConfig(spool={"dir": spool}, upload={"destination": f"file://{tmp_path / 'up'}",
                                                         "window": "00:00-00:00"}, background={"nice": 13})
-    from inspector.service import priority
+    from inspector.kernel import priority
 
     priority.configure(cfg.background)
     try:

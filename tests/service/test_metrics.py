@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from inspector.config import InspectorConfig
-from inspector.service.alarms import ALARM_KINDS
+from inspector.kernel.alarms import ALARM_KINDS
 from inspector.service.app import Service
 from inspector.service.metrics import BUCKETS_S, STAGES
 from tests.waiting import wait_for
@@ -230,7 +230,7 @@ def _handler_threads() -> int:
 def test_500_idle_clients_keep_a_bounded_number_of_threads_and_healthz_still_answers(tmp_path, running,
                                                                                     request_bytes):
     """Before: ThreadingHTTPServer kept one thread per idle connection, forever (500 clients: 502 threads)."""
-    from inspector.service.metrics import MAX_CONNECTIONS
+    from inspector.kernel.http import MAX_CONNECTIONS
 
     svc = running(make_config(tmp_path))
     port = svc.metrics.port

@@ -18,7 +18,7 @@ from inspector.devtools.testing import ListSink, ListSource, blank_image
 from inspector.frames import Frame
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import Detector, load_bundle
-from inspector.service.alarms import AlarmHub
+from inspector.kernel.alarms import AlarmHub
 from inspector.service.pipeline import Pipeline
 from inspector.signalling.plc import PlcHandshake, PlcSimulator
 from inspector.sources import open_source
@@ -466,7 +466,7 @@ def test_a_flood_of_bad_triggers_gives_a_bounded_number_of_alarms_and_a_genuine_
     hs = PlcHandshake(cfg, PLCConfig(enabled=True, camera="hardware", pairing_window_ms=40), eye, budget_ms=200,
                       alarm=hub.raise_alarm)
     plc = PlcSimulator(cfg, budget_ms=200)
-    caplog.set_level(logging.WARNING, logger="inspector.service.alarms")
+    caplog.set_level(logging.WARNING, logger="inspector.kernel.alarms")
 
     def alarms(kind):
         return [m.payload for m in rec.on("alarm") if m.payload["kind"] == kind]

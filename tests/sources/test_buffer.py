@@ -16,7 +16,7 @@ from inspector.devtools.testing import ListSink
 from inspector.frames import Frame, Reason
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import Detector, load_bundle
-from inspector.service.alarms import ALARM_KINDS
+from inspector.kernel.alarms import ALARM_KINDS
 from inspector.service.pipeline import Pipeline
 from inspector.sources import open_source
 from inspector.sources.base import FrameBuffer

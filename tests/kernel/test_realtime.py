@@ -1,4 +1,4 @@
-"""The frame path under a real-time policy (service/realtime.py), checked where the kernel says it:
+"""The frame path under a real-time policy (kernel/realtime.py), checked where the kernel says it:
 /proc/<pid>/task/<tid>/stat field 41 (policy), 40 (rt priority), 19 (nice), of a real `inspector run`.
 
 Root here has CAP_SYS_NICE; the unprivileged path drops it (setpriv) and sets RLIMIT_RTPRIO to 0,
@@ -25,7 +25,7 @@ import pytest
 from pydantic import ValidationError
 
 from inspector.config import InspectorConfig, RealtimeConfig
-from inspector.service import realtime
+from inspector.kernel import realtime
 from tests.fixtures.mqtt_broker import Recorder, mqtt_config
 from tests.waiting import wait_for
 
@@ -198,7 +198,7 @@ def test_run_puts_the_frame_path_in_fifo_and_the_rest_below(tmp_path, mqtt_broke
         assert len(names["ov-infer"]) >= 2  # the streams executor's threads (and oneTBB's workers)
         assert all(t.policy == OTHER and t.nice == 0 for t in names["metrics"])
         # below the FIFO frame path, not lowered further: a nice-10 GIL holder preempted by the neighbours would
-        # keep the frame path waiting (service/priority.py)
+        # keep the frame path waiting (kernel/priority.py)
         assert all(t.policy == OTHER and t.nice == 0 for k in ("verdict log", "spool writer") for t in names[k])
         # nothing else of the process is real-time: the rest of the PC keeps what the frame path leaves
         others = [t for t in realtime.census(proc.pid) if t.policy == FIFO and t not in frame]
@@ -277,7 +277,7 @@ def test_unprivileged_run_is_refused_once_and_runs_on(tmp_path, mqtt_broker):
     (0, "refused (no CAP_SYS_NICE and RLIMIT_RTPRIO 0 < 12 (priority 10 + 2))"),
 ])
 def test_rlimit_rtprio_without_cap_sys_nice_decides(rtprio, in_force):
-    code = ("from inspector.config import RealtimeConfig; from inspector.service import realtime; "
+    code = ("from inspector.config import RealtimeConfig; from inspector.kernel import realtime; "
             "print(realtime.decide(RealtimeConfig()).words)")
     r = subprocess.run(["setpriv", "--inh-caps=-all", "--bounding-set=-sys_nice", "--", sys.executable, "-c", code],
                        capture_output=True, text=True, timeout=60, cwd=REPO,
@@ -321,7 +321,7 @@ def test_a_spinning_frame_path_leaves_the_machine_and_turns_health_red(tmp_path)
     listener.start()
     out = tmp_path / "summary.json"
     proc, err = start(tmp_path, "20", "run", "--config", str(cfg), "--duration", "120", "--summary-json", str(out),
-                      module=("tests.service.realtime_spin",),
+                      module=("tests.kernel.realtime_spin",),
                       env={"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1000000"})
     try:
         url = metrics_url(err)

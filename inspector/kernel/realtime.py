@@ -15,7 +15,7 @@ Groups (`enter(group, name)`; `census()` reads what the kernel says, /proc/self/
   carry SCHED_RESET_ON_FORK: a thread they start (a lifecycle guard's rollback, a sink's helper)
   begins as SCHED_OTHER, so the real-time class never leaks.
 - `service`: metrics, control socket, golden part, OPC UA, main: SCHED_OTHER at the service's nice.
-- `background`: spool writer, uploader, verdict log, the outbox checkpoint (service/priority.py):
+- `background`: spool writer, uploader, verdict log, the outbox checkpoint (kernel/priority.py):
   SCHED_OTHER; at `background.nice` (or SCHED_IDLE) while the frame path is not real-time, at the
   service's nice while it is. All threads of the process share one GIL: a nice-10 thread preempted by
   the PC's busy programs while it holds the GIL keeps the real-time threads waiting for it (priority
@@ -273,7 +273,7 @@ def configure(cfg: RealtimeConfig, alarm: AlarmFn | None = None, *, background_n
     _s.background_nice = background_nice
     d = decide(cfg)
     _s.decision = d
-    from inspector.service import priority
+    from inspector.kernel import priority
 
     priority.realtime_in_force(d.rt)
     if d.rt:
@@ -336,7 +336,7 @@ def _apply(tid: int, group: str, name: str) -> str:
                 os.sched_setaffinity(tid, s.cfg.cpus)
             return f"{d.mode} {prio}"
         if group == "background":
-            from inspector.service.priority import lower_thread_priority
+            from inspector.kernel.priority import lower_thread_priority
 
             return lower_thread_priority(name, tid=tid)
         if not hasattr(os, "sched_setscheduler"):
@@ -358,7 +358,7 @@ def _apply(tid: int, group: str, name: str) -> str:
 
 
 def register(tid: int, group: str, name: str, words: str = "?") -> None:
-    """Counts thread `tid` in `group` for the report (enter/adopt do it; service/priority.py calls it)."""
+    """Counts thread `tid` in `group` for the report (enter/adopt do it; kernel/priority.py calls it)."""
     with _s.lock:
         _s.members[tid] = (group, name, words)
 

@@ -23,7 +23,7 @@ from inspector.config import BackgroundConfig
 log = logging.getLogger(__name__)
 
 _config = BackgroundConfig()
-# Set by service/realtime.py when the frame path runs real-time. Then the configured background threads
+# Set by kernel/realtime.py when the frame path runs real-time. Then the configured background threads
 # stay at the service's nice: the real-time class already puts the frame path above them, and a thread at
 # nice 10 that holds the GIL when the busy neighbours preempt it keeps every frame-path thread waiting for
 # the GIL until the scheduler comes back to it. Measured (benchmarks/load.py, 2 busy + disk writer, 300
@@ -40,7 +40,7 @@ def configure(cfg: BackgroundConfig) -> None:
 
 
 def realtime_in_force(yes: bool) -> None:
-    """service/realtime.py: the frame path is (not) real-time from now on."""
+    """kernel/realtime.py: the frame path is (not) real-time from now on."""
     global _realtime
     _realtime = yes
 
@@ -49,9 +49,9 @@ def lower_thread_priority(what: str, cfg: BackgroundConfig | None = None, *, tid
     """Lowers the calling thread's (or thread `tid`'s) OS priority per `cfg` (default: the configured one).
 
     Returns what was done, in words ("nice 10", "SCHED_IDLE", "off", or "unchanged: <why>"). The thread
-    joins the `background` group of service/realtime.py (the report shows its policy).
+    joins the `background` group of kernel/realtime.py (the report shows its policy).
     """
-    from inspector.service import realtime
+    from inspector.kernel import realtime
 
     configured = cfg is None
     cfg = cfg or _config

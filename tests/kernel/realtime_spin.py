@@ -1,6 +1,6 @@
 """Test-only fault: `inspector run` whose infer thread turns into a busy loop after N frames.
 
-python -m tests.service.realtime_spin N <inspector run arguments...>
+python -m tests.kernel.realtime_spin N <inspector run arguments...>
 
 The loop is numpy work on a 32 MB array: CPU only, no system call, and the GIL released (a loop in
 Python would block on the GIL whenever another thread wants it, and a blocked thread is not a spinning

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.service.alarms import ALARM_KINDS, AlarmHub, AlarmThrottle, UnknownAlarm
+from inspector.kernel.alarms import ALARM_KINDS, AlarmHub, AlarmThrottle, UnknownAlarm
 
 PACKAGE = Path(__file__).resolve().parents[2] / "inspector"
 # Calls whose first argument is an alarm kind, wherever alarms are made in the package.

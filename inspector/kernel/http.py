@@ -1,0 +1,60 @@
+"""An HTTP server with a bounded number of handler threads, for the line-side endpoints (`/metrics`, the
+operator's page): a flood of idle or slow clients closes the oldest connection, never grows threads."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from http.server import ThreadingHTTPServer
+
+#: Seconds a connection may take to send its request (and to take the answer). A scrape is one request
+#: of a few hundred bytes answered in ~1 ms (HTTP/1.0: one request per connection); a client that has
+#: sent nothing for this long is a half-open socket or a slow-loris, and its handler thread ends.
+HANDLER_TIMEOUT_S = 5.0
+#: Connections served at once (one thread each). Prometheus plus a watchdog plus an operator's curl need
+#: 3; beyond the cap the OLDEST connection is closed for the new one (not the new one refused): a scrape
+#: is answered in ms, so the oldest open connection is the idle one, and a flood of idle sockets cannot
+#: lock the scraper out for HANDLER_TIMEOUT_S. 500 half-open clients keep at most this many threads.
+MAX_CONNECTIONS = 16
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most `max_connections` handler threads: the oldest connection is shut
+    down to make room for a new one (its blocked read returns, its thread ends). Counts what it closed."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # listen backlog: a burst of connects is accepted, then bounded here
+
+    def __init__(self, address, handler, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = max_connections
+        self._open: dict[socket.socket, float] = {}  # connection -> accepted at (monotonic)
+        self._open_lock = threading.Lock()
+        self.evicted = 0  # connections closed to make room (slow or idle clients)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        victim = None
+        with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                victim = min(self._open, key=self._open.__getitem__)
+                del self._open[victim]
+                self.evicted += 1
+            self._open[request] = time.monotonic()
+        if victim is not None:
+            try:  # wakes the victim's handler (its read returns b""); its thread closes the socket
+                victim.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    @property
+    def connections(self) -> int:
+        with self._open_lock:
+            return len(self._open)
