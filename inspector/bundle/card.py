@@ -4,6 +4,9 @@ What the runtime acts on is typed and checked here, once, for every reader (the 
 `load_bundle`, the model store, the drift guard's envelope, `model build`, `retrain`, `model envelope`):
 
 - `name`, `version`: usable as store folder names (letters, digits, _ . + -);
+- `task`: `detect` (boxes per class; a card without `task` is one) or `classify` (a score per class for
+  the whole image); `pass_class`: for `classify`, the class that passes a part (one of `classes`); a
+  `detect` card has none;
 - `classes` (unique, non-empty), `input_size` [height, width] > 0, `input_channels` 1 or 3;
 - `thresholds`: exactly one per class, each a finite number in (0, 1]. A threshold above 1 (or NaN,
   which Python's JSON reader accepts) never rejects its class; 0 or below rejects every part;
@@ -88,7 +91,12 @@ class ModelCard(BaseModel):
     name: str = Field(pattern=_PATH_PART)
     version: str = Field(pattern=_PATH_PART)
     created: str | None = None
+    # What the model's output means: `detect` (boxes per class) or `classify` (one score per class for the
+    # whole image). Cards written before there was a second kind have none: they are all detectors.
+    task: Literal["detect", "classify"] = "detect"
     classes: list[str] = Field(min_length=1)
+    # classify only: the class that means the part is good (every other class rejects it); detect: none
+    pass_class: str | None = None
     input_size: tuple[int, int]
     input_channels: Literal[1, 3] = 3  # cards from before grayscale models have none: those take 3
     thresholds: dict[str, Any]
@@ -116,6 +124,12 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _thresholds_and_envelope(self) -> ModelCard:
+        if self.task == "classify" and self.pass_class not in self.classes:
+            raise ValueError(f"pass_class: expected one of the classes {self.classes} for a classify model "
+                             f"(the class that passes a part), got {self.pass_class!r}")
+        if self.task == "detect" and self.pass_class is not None:
+            raise ValueError(f"pass_class: a detect model has none (every class it finds is a defect), "
+                             f"got {self.pass_class!r}")
         problems = threshold_problems(self.classes, self.thresholds)
         if problems:
             raise ValueError("; ".join(problems))

@@ -117,3 +117,30 @@ def test_write_card_refuses_before_writing(tmp_path):
     good = demo_card()
     assert isinstance(write_card(tmp_path, good), ModelCard)
     assert json.loads((tmp_path / "model_card.json").read_text()) == good
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "segment"}, r"task: Input should be 'detect' or 'classify', got 'segment'"),
+    ({"task": "classify"}, r"pass_class: expected one of the classes .* for a classify model .*got None"),
+    ({"task": "classify", "pass_class": "ok"}, r"pass_class: expected one of the classes .*got 'ok'"),
+    ({"pass_class": "crack"}, r"pass_class: a detect model has none .*got 'crack'"),
+    ({"task": "detect", "pass_class": "crack"}, r"pass_class: a detect model has none"),
+])
+def test_task_and_pass_class_are_checked(change, message):
+    card = demo_card()
+    card.update(change)
+    with pytest.raises(CardRefused, match=message):
+        parse_card(card, "c.json")
+
+
+def test_task_defaults_to_detect_and_classify_names_its_pass_class():
+    card = demo_card()
+    assert parse_card(card, "c.json")[0].task == "detect"  # models/demo says so
+    del card["task"]  # cards written before the second model kind have none: all detectors
+    c, _ = parse_card(card, "c.json")
+    assert c.task == "detect" and c.pass_class is None
+    cls = demo_card()
+    cls.update(task="classify", classes=["ok", "ng"], thresholds={"ok": 0.5, "ng": 0.5}, pass_class="ok")
+    del cls["input_envelope"]
+    c, raw = parse_card(cls, "c.json")
+    assert (c.task, c.pass_class, c.classes) == ("classify", "ok", ["ok", "ng"])
