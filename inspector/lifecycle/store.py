@@ -48,10 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.bundle.card import CARD_NAME, sha256_file
+from inspector.bundle import CARD_NAME
+from inspector.bundle.hashing import sha256_file
 from inspector.bundle.verify import VerifiedBundle, card_from_bytes, check_card, verify_bundle
 from inspector.errors import ModelError
-from inspector.lifecycle.signing import SIG_NAME, BundleRefused, Trust, verify_card
+from inspector.kernel.durable import fsync_path, write_atomic_json
+from inspector.bundle import SIG_NAME
+from inspector.bundle.signing import BundleRefused, Trust, verify_card
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +232,7 @@ class ModelStore:
                 self._own(f, FILE_MODE)
             vb = verify_bundle(tmp, trust, expect=ref, precision=precision)
             for f in tmp.iterdir():
-                _fsync(f)
+                fsync_path(f)
             if final.exists():
                 if _same_files(tmp, final):
                     log.info("store: %s already staged (identical)", ref)
@@ -238,7 +241,7 @@ class ModelStore:
                                     "is immutable: give the new bundle a new version in its card")
             self._own(tmp, DIR_MODE)  # mkdtemp made it 0700
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
             log.info("store: staged %s from %s", ref, origin)
             return vb.at(final)
 
@@ -342,7 +345,7 @@ class ModelStore:
         with self._pointer_lock:
             if doc is None:
                 self.pointer_path.unlink(missing_ok=True)
-                _fsync_dir(self.pointer_path.parent)
+                fsync_path(self.pointer_path.parent)
             else:
                 self._write_pointer(doc)
 
@@ -366,39 +369,6 @@ class ModelStore:
     def _write_pointer(self, doc: dict[str, Any]) -> None:
         self._folder(self.pointer_path.parent, DIR_MODE)
         write_atomic_json(self.pointer_path, doc, mode=FILE_MODE, gid=self._gid)
-
-
-def write_atomic_json(path: Path, doc: dict[str, Any], *, mode: int | None = None, gid: int | None = None) -> None:
-    """Temp file in the same folder, fsync, rename, fsync of the folder. `mode` (and group `gid`) are
-    set on the temp file before the rename: mkstemp makes it 0600 whatever the umask."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            if gid is not None:
-                os.fchown(fh.fileno(), -1, gid)
-            if mode is not None:
-                os.fchmod(fh.fileno(), mode)
-            json.dump(doc, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync(path)
 
 
 def _same_files(a: Path, b: Path) -> bool:

@@ -47,6 +47,7 @@ import cv2
 from inspector.config import SamplingConfig, SpoolConfig
 from inspector.frames import Defect, ModelInfo, Verdict, iso_utc
 from inspector.kernel.alarms import AlarmThrottle
+from inspector.kernel.durable import TMP_SUFFIX, create_synced, fsync_path, write_atomic
 from inspector.kernel.priority import lower_thread_priority
 from inspector.records import verdict_record
 from inspector.review.sampler import SampleDecision, Sampler
@@ -57,7 +58,6 @@ Alarm = Callable[[str, dict[str, Any]], None]
 
 SIDECAR_SCHEMA_VERSION = 1
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_TMP_SUFFIX = ".tmp"
 _SAMPLE_SUFFIXES = (".jpg", ".txt", ".json", ".uploaded")
 
 
@@ -98,11 +98,7 @@ class SpooledSample:
 
     def mark_uploaded(self) -> None:
         """Called by the uploader once the image and labels are verified at the destination."""
-        fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        create_synced(self.marker)
 
     def drop_payload(self) -> None:
         """After upload: frees the image and labels; the sidecar and marker stay until the manifest is stored."""
@@ -140,29 +136,6 @@ def disk_usage(root: Path) -> int:
             except FileNotFoundError:
                 pass
     return total
-
-
-def write_atomic(path: Path, data: bytes, tmp: Path | None = None) -> None:
-    """Temp file, fsync, rename: readers see the whole file or none of it. `tmp` must be unique
-    when several threads write the same name (the uploader's file:// destination)."""
-    tmp = tmp or path.with_name(path.name + _TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- what a sample contains --------------------------------------------------------------------
@@ -263,7 +236,7 @@ class Spool:
             stems: dict[str, set[str]] = {}
             for name in names:
                 p = date_dir / name
-                if name.endswith(_TMP_SUFFIX):
+                if name.endswith(TMP_SUFFIX):
                     p.unlink(missing_ok=True)
                     cleaned["temp_files"] += 1
                     continue
@@ -355,7 +328,7 @@ class Spool:
                 p = date_dir / f"{enc.sid}{suffix}"
                 write_atomic(p, data)
                 written.append(p)
-            _fsync_dir(date_dir)
+            fsync_path(date_dir)
         except OSError as e:
             for p in reversed(written):  # never leave a half sample behind
                 p.unlink(missing_ok=True)

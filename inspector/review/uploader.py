@@ -60,9 +60,10 @@ from typing import Any, Protocol
 from inspector.config import InspectorConfig, UploadConfig
 from inspector.errors import SpoolError
 from inspector.frames import iso_utc
+from inspector.kernel.durable import write_atomic
 from inspector.kernel.priority import lower_thread_priority
 from inspector.review.gallery import make_thumbnail, render_gallery
-from inspector.review.spool import Alarm, SpooledSample, iter_samples, write_atomic
+from inspector.review.spool import Alarm, SpooledSample, iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -303,12 +304,7 @@ class FileDestination:
     def put(self, key: str, data: bytes, *, md5: str, sha256: str, content_type: str) -> None:
         p = self._path(key)
         p.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(p, data, tmp=p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp"))
-        fd = os.open(p.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(p, data, tmp=p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp"), sync_dir=True)
         back = p.read_bytes()
         got = hashlib.sha256(back).hexdigest()
         if len(back) != len(data) or got != sha256:
