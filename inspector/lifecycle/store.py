@@ -53,6 +53,7 @@ from inspector.bundle.hashing import sha256_file
 from inspector.bundle.verify import VerifiedBundle, card_from_bytes, check_card, verify_bundle
 from inspector.errors import ModelError
 from inspector.kernel.durable import fsync_path, write_atomic_json
+from inspector.kernel.s3 import is_not_found, s3_client, split_s3_url
 from inspector.bundle import SIG_NAME
 from inspector.bundle.signing import BundleRefused, Trust, verify_card
 
@@ -379,21 +380,6 @@ def _same_files(a: Path, b: Path) -> bool:
 
 
 # -- the remote store --------------------------------------------------------------------------------
-def split_s3(url: str) -> tuple[str, str]:
-    rest = url[len("s3://"):]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, prefix.strip("/")
-
-
-def s3_client(endpoint_url: str | None, region: str):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
-                                      connect_timeout=10, read_timeout=60))
-
-
 def pull(store: ModelStore, remote: str, ref: ModelRef, trust: Trust, *, endpoint_url: str | None = None,
          region: str = "us-east-1", client=None) -> ModelRef:
     """Downloads REMOTE/NAME/VERSION/ into the store, checked: the card and its signature first (an
@@ -401,15 +387,15 @@ def pull(store: ModelStore, remote: str, ref: ModelRef, trust: Trust, *, endpoin
     card names, each sha256 against the card. Nothing reaches the store unless all pass."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, prefix = split_s3(remote)
+    bucket, prefix = split_s3_url(remote)
     base = "/".join(p for p in (prefix, ref.name, ref.version) if p)
-    client = client or s3_client(endpoint_url, region)
+    client = client or s3_client(endpoint_url=endpoint_url, region=region)
 
     def get(name: str) -> bytes | None:
         try:
             return client.get_object(Bucket=bucket, Key=f"{base}/{name}")["Body"].read()
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if is_not_found(e):
                 return None
             raise ModelError(f"s3://{bucket}/{base}/{name}: {e}") from e
         except BotoCoreError as e:
@@ -452,9 +438,9 @@ def push(bundle: Path, remote: str, *, endpoint_url: str | None = None, region: 
     bundle = Path(bundle)
     card = json.loads((bundle / CARD_NAME).read_text())
     ref = _card_ref(card, bundle / CARD_NAME)
-    bucket, prefix = split_s3(remote)
+    bucket, prefix = split_s3_url(remote)
     base = "/".join(p for p in (prefix, ref.name, ref.version) if p)
-    client = client or s3_client(endpoint_url, region)
+    client = client or s3_client(endpoint_url=endpoint_url, region=region)
     names = bundle_files(card) + ([SIG_NAME] if (bundle / SIG_NAME).exists() else [])
     for n in names[1:] + names[:1]:  # the card last: a reader that finds it finds the files
         client.upload_file(str(bundle / n), bucket, f"{base}/{n}")

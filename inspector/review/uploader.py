@@ -62,6 +62,7 @@ from inspector.errors import SpoolError
 from inspector.frames import iso_utc
 from inspector.kernel.durable import write_atomic
 from inspector.kernel.priority import lower_thread_priority
+from inspector.kernel.s3 import is_not_found, s3_client, split_s3_url
 from inspector.review.gallery import make_thumbnail, render_gallery
 from inspector.review.spool import Alarm, SpooledSample, iter_samples
 
@@ -200,31 +201,15 @@ def _join(prefix: str, rel: str) -> str:
 
 class S3Destination:
     def __init__(self, bucket: str, prefix: str, cfg: UploadConfig) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        creds = {}
+        keys = {}
         if cfg.access_key is not None and cfg.secret_key is not None:
-            creds = {"aws_access_key_id": cfg.access_key.get_secret_value(),
-                     "aws_secret_access_key": cfg.secret_key.get_secret_value()}
-        session = boto3.session.Session(**creds)
-        self._client = session.client(
-            "s3", endpoint_url=cfg.endpoint_url, region_name=cfg.region,
-            config=Config(
-                retries={"max_attempts": 1},  # our own retry loop owns the backoff and the give-up
-                connect_timeout=5, read_timeout=60,
-                max_pool_connections=cfg.concurrency + 2,
-                # boto3 >= 1.36 adds CRC checksums by default, which several S3-compatible servers
-                # reject; we send Content-MD5 ourselves.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                s3={"addressing_style": "path"} if cfg.endpoint_url else None,
-                signature_version="s3v4",  # presigned review URLs too (boto3 would presign with SigV2 here)
-            ),
-        )
+            keys = {"access_key": cfg.access_key.get_secret_value(), "secret_key": cfg.secret_key.get_secret_value()}
+        # retries=1: our own retry loop (`Uploader._retry`) owns the backoff and the give-up (kernel/s3.py).
+        self._client = s3_client(endpoint_url=cfg.endpoint_url, region=cfg.region, retries=1,
+                                 max_connections=cfg.concurrency + 2, **keys)
 
     def key(self, rel: str) -> str:
         return _join(self.prefix, rel)
@@ -268,8 +253,7 @@ class S3Destination:
         try:
             return self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as e:
-            # Some S3-compatible servers answer a bare 404 rather than NoSuchKey.
-            if str(e.response.get("Error", {}).get("Code")) in {"NoSuchKey", "404", "NotFound"}:
+            if is_not_found(e):
                 return None
             raise
 
@@ -321,8 +305,7 @@ class FileDestination:
 def open_destination(cfg: UploadConfig) -> Destination:
     d = cfg.destination
     if d.startswith("s3://"):
-        bucket, _, prefix = d[len("s3://"):].partition("/")
-        return S3Destination(bucket, prefix, cfg)
+        return S3Destination(*split_s3_url(d), cfg)
     if d.startswith("file://"):
         rest = d[len("file://"):]
         # file:///abs -> /abs; file://rel/path -> ./rel/path (the demo default file://var/uploads)
