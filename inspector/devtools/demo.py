@@ -154,7 +154,7 @@ class _Lines:
     def __init__(self, proc: subprocess.Popen) -> None:
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread = threading.Thread(target=self._read, args=(proc,), name="demo-child-stdout", daemon=True)
         self._thread.start()
 
     def _read(self, proc: subprocess.Popen) -> None:
@@ -189,7 +189,8 @@ def run_actuator_with_report(config: str, duration: float | None, report: Path) 
     if client is not None:
         client.on_subscribe = lambda *_a: print(SUBSCRIBED, flush=True)
     else:  # the actuator's client is built elsewhere: connected is the closest event we can see
-        threading.Thread(target=lambda: act.connected.wait() and print(SUBSCRIBED, flush=True), daemon=True).start()
+        threading.Thread(target=lambda: act.connected.wait() and print(SUBSCRIBED, flush=True), name="demo-subscribed",
+                         daemon=True).start()
 
     def on_signal(_signum, _frame):  # the demo's stop: finish cleanly, print the summary, write the report
         act.enough.set()
