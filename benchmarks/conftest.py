@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.inference.detector import Detector, Preprocessor, load_bundle
+from inspector.bundle.load import load_bundle
+from inspector.inference.detector import Detector, Preprocessor
 from inspector.sources.conveyor import ConveyorGenerator
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"

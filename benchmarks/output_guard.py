@@ -81,8 +81,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
 
-    from inspector.inference.detector import Detector, load_bundle
-    from inspector.inference.drift_guard import WEAK_BELOW
+    from inspector.bundle.envelope import WEAK_BELOW
+    from inspector.bundle.load import load_bundle
+    from inspector.inference.detector import Detector
     from inspector.service.drift import envelope_of
     from inspector.sources.conveyor import ConveyorGenerator
 

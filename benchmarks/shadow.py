@@ -21,9 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from inspector.bundle.signing import Trust  # noqa: E402
 from inspector.config import InspectorConfig  # noqa: E402
 from inspector.devtools.bench import cpu_name  # noqa: E402
-from inspector.lifecycle.signing import Trust  # noqa: E402
 from inspector.lifecycle.store import ModelStore  # noqa: E402
 from inspector.service.app import Service  # noqa: E402
 from inspector.stats import summary  # noqa: E402

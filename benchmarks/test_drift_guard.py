@@ -8,13 +8,8 @@ every statistic is computed and compared (the cost does not depend on the verdic
 import numpy as np
 import pytest
 
-from inspector.inference.drift_guard import (
-    STAT_NAMES,
-    ConfidenceReference,
-    DriftGuard,
-    Envelope,
-    frame_stats,
-)
+from inspector.bundle.envelope import STAT_NAMES, ConfidenceReference, Envelope
+from inspector.inference.drift_guard import DriftGuard, frame_stats
 from inspector.sources.conveyor import ConveyorGenerator
 
 

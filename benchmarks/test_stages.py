@@ -12,15 +12,11 @@ import numpy as np
 import openvino as ov
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig
 from inspector.frames import Frame, StageTimings
 from inspector.inference.decision import DecisionPolicy, decide
-from inspector.inference.detector import (
-    PAD_VALUE,
-    Preprocessor,
-    load_bundle,
-    postprocess,
-)
+from inspector.inference.detector import PAD_VALUE, Preprocessor, postprocess
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
 

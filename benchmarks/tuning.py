@@ -21,10 +21,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from inspector.bundle.load import load_bundle  # noqa: E402
 from inspector.config import DecisionConfig  # noqa: E402
 from inspector.devtools.bench import ReplaySource, _Collect, pct  # noqa: E402
 from inspector.inference.decision import DecisionPolicy  # noqa: E402
-from inspector.inference.detector import Detector, load_bundle  # noqa: E402
+from inspector.inference.detector import Detector  # noqa: E402
 from inspector.service.pipeline import Pipeline  # noqa: E402
 from inspector.sources.conveyor import ConveyorGenerator  # noqa: E402
 

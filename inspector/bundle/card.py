@@ -21,7 +21,6 @@ card written by an older or newer `inspector model build` with another record in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -29,27 +28,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from inspector.inference.drift_guard import Envelope
-from inspector.lifecycle.signing import BundleRefused
-
-CARD_NAME = "model_card.json"
+from inspector.bundle import CARD_NAME
+from inspector.bundle.envelope import Envelope
+from inspector.bundle.signing import BundleRefused
 
 _PATH_PART = r"^[A-Za-z0-9_+\-][A-Za-z0-9_.+\-]*$"
 _SHA256 = r"^[0-9a-f]{64}$"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """The sha256 of bytes in memory (a model file read once: these bytes are the ones compiled)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path | str) -> str:
-    """The sha256 of a file, read in 1 MiB chunks (files that are not kept in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class CardRefused(BundleRefused):

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from inspector.bundle import CARD_NAME, hashing
 from inspector.bundle import card as cardmod
-from inspector.bundle.card import CARD_NAME, ModelCard, parse_card
-from inspector.lifecycle.signing import BundleRefused, Trust, verify_card
+from inspector.bundle.card import ModelCard, parse_card
+from inspector.bundle.signing import BundleRefused, Trust, verify_card
 
 
 class _Ref(Protocol):
@@ -86,7 +87,7 @@ def verify_bundle(path: Path | str, trust: Trust | None = None, *, expect: _Ref 
             for name, want in ((entry.xml, entry.xml_sha256), (entry.bin, entry.bin_sha256)):
                 f = path / name
                 _exists(f, card_path)
-                _match(f, want, cardmod.sha256_file(f))
+                _match(f, want, hashing.sha256_file(f))
     return VerifiedBundle(path, card, raw, card_bytes, precision, blobs)
 
 
@@ -110,7 +111,7 @@ def _read_checked(f: Path, want: str, card_path: Path) -> bytes:
         data = f.read_bytes()
     except OSError as e:
         raise BundleRefused(f"{f}: unreadable ({e})") from e
-    _match(f, want, cardmod.sha256_bytes(data))
+    _match(f, want, hashing.sha256_bytes(data))
     return data
 
 

@@ -69,7 +69,7 @@ def cmd_pull(a: argparse.Namespace) -> int:
 
 
 def cmd_sign(a: argparse.Namespace) -> int:
-    from inspector.lifecycle.signing import sign_card
+    from inspector.bundle.signing import sign_card
 
     if a.alg == "hmac-sha256":
         key = os.environ.get("INSPECTOR_LIFECYCLE__HMAC_KEY", "")

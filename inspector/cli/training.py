@@ -119,7 +119,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def _eval_perturbed(a: argparse.Namespace) -> int:
     """`inspector eval --perturb FAMILY[,FAMILY]`: the model on altered copies of the set (issue 14)."""
-    from inspector.inference.detector import load_bundle
+    from inspector.bundle.load import load_bundle
     from inspector.training.evaluate import data_splits, synthetic_samples, yolo_samples
     from inspector.training.perturb_eval import parse_families, run_perturb_cli
 
@@ -144,7 +144,8 @@ def _eval_perturbed(a: argparse.Namespace) -> int:
 
 def cmd_model_envelope(a: argparse.Namespace) -> int:
     """`inspector model envelope DIR`: the input envelope of the drift guard, written into the card."""
-    from inspector.inference.detector import CARD_NAME, load_bundle
+    from inspector.bundle import CARD_NAME
+    from inspector.bundle.load import load_bundle
     from inspector.training.envelope import (
         families_held,
         folder_images,

@@ -39,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig, InspectorConfig
 from inspector.frames import Frame
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, Preprocessor, load_bundle
+from inspector.inference.detector import Detector, Preprocessor
 from inspector.service.pipeline import Pipeline
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.conveyor import ConveyorGenerator
@@ -265,13 +266,8 @@ class Bench:
     def drift_guard_costs(self, n: int) -> list[float]:
         """Issue 14's input drift guard per frame (ms): the statistics (infer thread) plus the windowed
         comparison and the confidence PSI (post thread), at the bench's frame size; budget 0.3 ms at 720p."""
-        from inspector.inference.drift_guard import (
-            STAT_NAMES,
-            ConfidenceReference,
-            DriftGuard,
-            Envelope,
-            frame_stats,
-        )
+        from inspector.bundle.envelope import STAT_NAMES, ConfidenceReference, Envelope
+        from inspector.inference.drift_guard import DriftGuard, frame_stats
 
         env = Envelope({s: (-1e9, 1e9) for s in STAT_NAMES},  # wide: every statistic computed and compared
                        confidence=ConfidenceReference.from_scores(np.linspace(0, 1, 100)))

@@ -1,4 +1,4 @@
-"""The OpenVINO detector: load + check a model bundle, preprocess, infer, postprocess.
+"""The OpenVINO detector: preprocess, infer, postprocess a bundle loaded by `inspector.bundle.load`.
 
 Preprocessing is split where each part is fastest (measured in benchmarks/): the letterbox
 (resize + pad) runs in OpenCV on uint8 into a preallocated buffer; the u8->f32 conversion,
@@ -24,117 +24,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from inspector.bundle.card import CARD_NAME, sha256_file  # noqa: F401 - re-exported: older imports name them here
-from inspector.bundle.verify import Blobs, VerifiedBundle, check_card, verify_bundle
+from inspector.bundle import ir
+from inspector.bundle.load import ModelBundle
 from inspector.errors import ModelError
-from inspector.frames import Detections, ModelInfo
+from inspector.frames import Detections
 
 log = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # ultralytics' letterbox grey
-
-
-@dataclass(frozen=True)
-class ModelBundle:
-    """What the runtime needs to know about a model, read from its card (or from the IR itself)."""
-
-    name: str
-    version: str
-    classes: tuple[str, ...]
-    input_size: tuple[int, int]  # (height, width)
-    thresholds: dict[str, float]
-    xml: Path
-    sha256: str  # of the .bin (the weights)
-    precision: str
-    card: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    channels: int = 3  # what the model's input expects: 3 (BGR frame) or 1 (grayscale); card `input_channels`
-    # The IR's bytes as verified (sha256 against the card): the first Detector compiles these, not the files
-    # on disk again (a file replaced between the check and the compile is never loaded).
-    blobs: Blobs | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def info(self) -> ModelInfo:
-        return ModelInfo(self.name, self.version, self.sha256)
-
-
-def load_bundle(path: Path | str, precision: str = "int8", verify: bool = True) -> ModelBundle:
-    """A bundle directory with model_card.json, or a bare .xml (classes from its rt_info).
-
-    A bundle's card is checked against its schema (`inspector.bundle.card.ModelCard`: thresholds one per
-    class in (0, 1], the input_envelope, ...) and, with `verify`, the precision's files against their
-    sha256s, read once: the returned bundle carries those bytes to the compile."""
-    path = Path(path)
-    if path.suffix == ".xml":
-        return _bundle_from_xml(path, precision)
-    if not path.exists():
-        raise ModelError(f"model bundle {path} does not exist (expected a directory with {CARD_NAME})")
-    if verify:
-        return bundle_from(verify_bundle(path, precision=precision, every_file=False), precision)
-    vb = check_card(path)
-    if precision not in vb.card.files:
-        raise ModelError(f"{path / CARD_NAME}: no '{precision}' model in this bundle (has: {sorted(vb.card.files)})")
-    entry = vb.card.files[precision]
-    for f in (path / entry.xml, path / entry.bin):
-        if not f.exists():
-            raise ModelError(f"model file {f} is missing (named in {path / CARD_NAME})")
-    return bundle_from(vb, precision)
-
-
-def bundle_from(vb: VerifiedBundle, precision: str) -> ModelBundle:
-    """The runtime's view of a checked bundle (`inspector.bundle.verify.verify_bundle`)."""
-    card = vb.card
-    entry = card.files[precision]
-    return ModelBundle(name=card.name, version=card.version, classes=tuple(card.classes),
-                       input_size=(int(card.input_size[0]), int(card.input_size[1])),
-                       thresholds=dict(card.thresholds), xml=vb.path / entry.xml, sha256=entry.bin_sha256,
-                       precision=precision, card=vb.raw, channels=card.input_channels,
-                       blobs=vb.blobs if vb.precision == precision else None)
-
-
-def _bundle_from_xml(xml: Path, precision: str) -> ModelBundle:
-    import openvino as ov
-
-    if not xml.exists() or not xml.with_suffix(".bin").exists():
-        raise ModelError(f"model {xml} (and its .bin) must exist")
-    model = ov.Core().read_model(xml)
-    labels = _rt_labels(model)
-    if not labels:
-        raise ModelError(f"{xml}: no class labels in rt_info (model_info/labels); use a bundle with a model card")
-    h, w = _input_hw(model, xml)
-    return ModelBundle(name=xml.stem, version="dev", classes=tuple(labels), input_size=(h, w), thresholds={},
-                       xml=xml, sha256=sha256_file(xml.with_suffix(".bin")), precision=precision,
-                       channels=input_channels(model, xml))
-
-
-def _rt_labels(model) -> list[str] | None:
-    try:
-        v = model.get_rt_info(["model_info", "labels"])
-    except RuntimeError:
-        return None
-    s = v.astype(str) if hasattr(v, "astype") else str(v)
-    return s.split() if isinstance(s, str) else list(s)
-
-
-def _input_hw(model, where) -> tuple[int, int]:
-    ps = model.input(0).get_partial_shape()
-    if ps.is_dynamic or len(ps) != 4:
-        raise ModelError(f"{where}: expected a static NCHW input, got {ps}")
-    return int(ps[2].get_length()), int(ps[3].get_length())
-
-
-def input_channels(model, where) -> int:
-    """Channels of the IR's NCHW input: 3 (a colour or 3-equal-channel model) or 1 (a grayscale model)."""
-    ps = model.input(0).get_partial_shape()
-    if ps.is_dynamic or len(ps) != 4 or int(ps[1].get_length()) not in (1, 3):
-        raise ModelError(f"{where}: expected a static NCHW input with 1 or 3 channels, got {ps}")
-    return int(ps[1].get_length())
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,14 +281,14 @@ class Detector:
             model = core.read_model(blobs[0], blobs[1]) if blobs is not None else core.read_model(bundle.xml)
         except RuntimeError as e:
             raise ModelError(f"{bundle.xml}: OpenVINO cannot read this model: {e}") from e
-        labels = _rt_labels(model)
+        labels = ir.rt_labels(model)
         if labels is not None and tuple(labels) != bundle.classes:
             raise ModelError(f"{bundle.xml}: labels in the IR {labels} differ from the model card "
                              f"{list(bundle.classes)}")
-        hw = _input_hw(model, bundle.xml)
+        hw = ir.input_hw(model, bundle.xml)
         if hw != bundle.input_size:
             raise ModelError(f"{bundle.xml}: IR input {list(hw)} differs from the model card {list(bundle.input_size)}")
-        channels = input_channels(model, bundle.xml)
+        channels = ir.input_channels(model, bundle.xml)
         if channels != bundle.channels:
             raise ModelError(f"{bundle.xml}: IR input has {channels} channel(s) but the model card says input_channels "
                              f"{bundle.channels} (rebuild the bundle with `inspector model build`)")

@@ -26,15 +26,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from inspector.bundle.load import ModelBundle, bundle_from, load_bundle
+from inspector.bundle.signing import Trust
 from inspector.errors import InspectorError, ModelError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, ModelBundle, bundle_from, load_bundle, open_detector
+from inspector.inference.detector import Detector, open_detector
 from inspector.kernel import realtime
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.histogram import LatencyHistogram
 from inspector.lifecycle.shadow import ShadowRunner
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
 from inspector.service.pipeline import Judge, Pipeline, make_judge
 

@@ -48,14 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspector.bundle import CARD_NAME
-from inspector.bundle.hashing import sha256_file
+from inspector.bundle import CARD_NAME, SIG_NAME, hashing
+from inspector.bundle.signing import BundleRefused, Trust, verify_card
 from inspector.bundle.verify import VerifiedBundle, card_from_bytes, check_card, verify_bundle
 from inspector.errors import ModelError
 from inspector.kernel.durable import fsync_path, write_atomic_json
 from inspector.kernel.s3 import is_not_found, s3_client, split_s3_url
-from inspector.bundle import SIG_NAME
-from inspector.bundle.signing import BundleRefused, Trust, verify_card
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +374,7 @@ def _same_files(a: Path, b: Path) -> bool:
     names = sorted(p.name for p in a.iterdir())
     if names != sorted(p.name for p in b.iterdir()):
         return False
-    return all(sha256_file(a / n) == sha256_file(b / n) for n in names)
+    return all(hashing.sha256_file(a / n) == hashing.sha256_file(b / n) for n in names)
 
 
 # -- the remote store --------------------------------------------------------------------------------

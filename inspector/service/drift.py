@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from inspector.bundle.card import parse_envelope
+from inspector.bundle.card import ModelCard
+from inspector.bundle.envelope import Envelope
 from inspector.config import DriftConfig
 from inspector.frames import ModelInfo, Verdict
 from inspector.inference.decision import under_drift
@@ -37,7 +38,6 @@ from inspector.inference.drift_guard import (
     PSI_STAT,
     DriftGuard,
     DriftState,
-    Envelope,
     OutputGuard,
     OutputState,
     Unmeasured,
@@ -50,16 +50,16 @@ log = logging.getLogger(__name__)
 AlarmFn = Callable[[str, dict[str, Any]], None]
 
 
-def envelope_of(card: dict[str, Any], where: str = "model card") -> Envelope | None:
-    """The card's envelope, None when it has none; a malformed one is a ModelError naming the field. The
-    card schema's own parser (`inspector.bundle.card`): a bundle that loaded has an envelope that parses."""
-    return parse_envelope(card.get("input_envelope"), where)
+def envelope_of(card: ModelCard | None) -> Envelope | None:
+    """The card's envelope, None when it has none (or there is no card: a bare .xml). Parsed once, with the
+    card (`inspector.bundle.card.ModelCard`): a malformed one refused the bundle before it got here."""
+    return None if card is None else card.envelope
 
 
 class DriftMonitor:
     """One per pipeline. `stats` on the infer thread, `observe` on the post thread (one owner each)."""
 
-    def __init__(self, cfg: DriftConfig, on_drift: str, card: dict[str, Any], model: ModelInfo,
+    def __init__(self, cfg: DriftConfig, on_drift: str, card: ModelCard | None, model: ModelInfo,
                  alarm: AlarmFn | None = None) -> None:
         self.cfg, self.on_drift, self._alarm = cfg, on_drift, alarm
         self.entered = 0
@@ -80,10 +80,10 @@ class DriftMonitor:
         self._size_warned = False
         self._bind(card, model)
 
-    def _bind(self, card: dict[str, Any], model: ModelInfo) -> None:
-        # Everything that can raise comes first: a refused envelope leaves the monitor bound to the model
-        # it had (model, envelope and guard always belong together).
-        env = envelope_of(card, f"model {model.name} {model.version}")
+    def _bind(self, card: ModelCard | None, model: ModelInfo) -> None:
+        # Everything that can raise comes first: a guard that cannot be built leaves the monitor bound to the
+        # model it had (model, envelope and guard always belong together).
+        env = envelope_of(card)
         guard = None if env is None else DriftGuard(
             env, window=self.cfg.window, enter_after=self.cfg.enter_after, clear_after=self.cfg.clear_after,
             psi_window=self.cfg.psi_window, psi_threshold=self.cfg.psi_threshold)
@@ -222,7 +222,7 @@ class DriftMonitor:
         was = self.guard is not None and self.guard.state.in_drift
         was_output = self.output is not None and self.output.state.in_drift
         old = self.model
-        self._bind(judge.detector.bundle.card, judge.model)
+        self._bind(judge.runner.bundle.card, judge.model)
         self._fresh.clear()  # measured against the old envelope
         if was_output:
             self.output_cleared += 1

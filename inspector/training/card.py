@@ -16,9 +16,11 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from inspector.bundle.card import sha256_file, write_card
+from inspector.bundle.card import write_card
+from inspector.bundle.hashing import sha256_file
+from inspector.bundle.load import load_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector, load_bundle
+from inspector.inference.detector import Detector
 from inspector.training.evaluate import (
     EVAL_CONF,
     collect,

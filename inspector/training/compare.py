@@ -182,7 +182,7 @@ def verified_regression(root: Path, meta: dict) -> str | None:
 
 
 def compare(old_path: Path, new_path: Path, data: Path, *, new_source: str | None = None, alpha: float = 0.05) -> dict:
-    from inspector.inference.detector import load_bundle
+    from inspector.bundle.load import load_bundle
 
     root = data.parent if data.is_file() else data
     if not (root / "data.yaml").is_file():

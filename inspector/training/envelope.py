@@ -22,14 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.inference.drift_guard import (
-    SAMPLE_WIDTH,
-    STAT_NAMES,
-    ConfidenceReference,
-    Envelope,
-    OutputReference,
-    frame_stats,
-)
+from inspector.bundle.envelope import SAMPLE_WIDTH, STAT_NAMES, ConfidenceReference, Envelope, OutputReference
+from inspector.inference.drift_guard import frame_stats
 from inspector.sources import optics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -148,8 +142,8 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
     (model_card.sig) no longer matches afterwards: sign it again."""
 
     from inspector.bundle.card import read_card, write_card
+    from inspector.bundle.load import load_bundle
     from inspector.inference.decision import DecisionPolicy
-    from inspector.inference.detector import load_bundle
 
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir, "int8")

@@ -17,8 +17,9 @@ import cv2
 import numpy as np
 import yaml
 
+from inspector.bundle.load import ModelBundle, load_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector, ModelBundle, load_bundle
+from inspector.inference.detector import Detector
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.training.metrics import (
     ImageResult,

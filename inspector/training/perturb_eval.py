@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inspector.inference.detector import ModelBundle
+from inspector.bundle.load import ModelBundle
 from inspector.sources import optics
 from inspector.training.evaluate import Sample, evaluate
 
@@ -98,7 +98,7 @@ def run_perturb_cli(bundle: ModelBundle, samples: Sequence[Sample], families: Se
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    from inspector.inference.detector import load_bundle
+    from inspector.bundle.load import load_bundle
     from inspector.training.evaluate import synthetic_samples, yolo_samples
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

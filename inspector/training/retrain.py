@@ -51,7 +51,7 @@ class RetrainPlan:
 
 
 def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Path, str]:
-    from inspector.inference.detector import sha256_file
+    from inspector.bundle.hashing import sha256_file
 
     if override is not None:
         if not override.is_file():
@@ -74,9 +74,10 @@ def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Pat
 
 
 def retrain(plan: RetrainPlan, log=print) -> Path:
+    from inspector.bundle import CARD_NAME
     from inspector.bundle.card import read_card, write_card
+    from inspector.bundle.load import load_bundle
     from inspector.errors import ModelError
-    from inspector.inference.detector import CARD_NAME, load_bundle
     from inspector.training.card import build_bundle
     from inspector.training.quantize import calibration_folder, quantize
     from inspector.training.train import TrainPlan, dataset_classes, train

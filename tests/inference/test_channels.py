@@ -17,10 +17,12 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
+from inspector.bundle.hashing import sha256_file
+from inspector.bundle.load import load_bundle
 from inspector.config import SpoolConfig
 from inspector.devtools.testing import make_verdict, synth_frame
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector, Preprocessor, load_bundle, sha256_file
+from inspector.inference.detector import Detector, Preprocessor
 from inspector.inference.drift_guard import frame_stats
 from inspector.review.gallery import THUMB_WIDTH, make_thumbnail
 from inspector.review.sampler import SampleDecision, dhash64

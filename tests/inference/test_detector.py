@@ -8,17 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import (
-    Detector,
-    Letterbox,
-    Preprocessor,
-    check_image,
-    load_bundle,
-    nms,
-    open_detector,
-    postprocess,
-)
+from inspector.inference.detector import Detector, Letterbox, Preprocessor, check_image, nms, open_detector, postprocess
 from inspector.sources.conveyor import ConveyorGenerator
 from tests.inference.faults import HeldDetector, RefusingDetector
 

@@ -7,25 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
+from inspector.bundle.envelope import PSI_EDGES, STAT_NAMES, ConfidenceReference, Envelope
 from inspector.config import DriftConfig
 from inspector.devtools.testing import make_defect, make_verdict
 from inspector.frames import ModelInfo, Reason
 from inspector.inference.decision import under_drift
-from inspector.inference.drift_guard import (
-    PSI_EDGES,
-    PSI_STAT,
-    STAT_NAMES,
-    ConfidenceReference,
-    DriftGuard,
-    Envelope,
-    column_median,
-    frame_stats,
-    psi,
-    strided_sample,
-)
+from inspector.inference.drift_guard import PSI_STAT, DriftGuard, column_median, frame_stats, psi, strided_sample
 from inspector.sources import optics
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.training.envelope import compute_envelope
+from tests.bundle.cards import card_with
 
 IX = {n: i for i, n in enumerate(STAT_NAMES)}
 
@@ -234,7 +225,7 @@ def test_a_drift_seen_only_in_the_confidences_alarms_but_acts_only_with_psi_acts
     from inspector.service.drift import DriftMonitor
 
     env = Envelope({"luma": (0.0, 255.0)})
-    mon = DriftMonitor(DriftConfig(psi_acts=psi_acts), "hold", {"input_envelope": env.to_card()},
+    mon = DriftMonitor(DriftConfig(psi_acts=psi_acts), "hold", card_with(input_envelope=env.to_card()),
                        ModelInfo("m", "1", "x"))
     assert mon._acting(_state(True, statistic)) is acting and not mon._acting(_state(False, statistic))
     v = make_verdict(outcome="PASS")
@@ -301,13 +292,8 @@ def test_the_guards_psi_is_psi():
 
 
 # -- the output guard (what the model does) ------------------------------------------------------------
-from inspector.inference.drift_guard import (  # noqa: E402
-    REJECT_STAT,
-    WEAK_STAT,
-    OutputGuard,
-    OutputReference,
-    binomial_band,
-)
+from inspector.bundle.envelope import OutputReference  # noqa: E402
+from inspector.inference.drift_guard import REJECT_STAT, WEAK_STAT, OutputGuard, binomial_band  # noqa: E402
 
 
 @pytest.mark.parametrize("p, n, alpha", [(0.02, 40, 1e-4), (0.5, 40, 1e-4), (0.69, 40, 1e-3), (0.0, 40, 1e-4)])

@@ -11,7 +11,8 @@ import pytest
 
 pytest.importorskip("ultralytics")
 
-from inspector.inference.detector import Detector, load_bundle  # noqa: E402
+from inspector.bundle.load import load_bundle  # noqa: E402
+from inspector.inference.detector import Detector  # noqa: E402
 from inspector.sources.conveyor import ConveyorGenerator  # noqa: E402
 from inspector.training import offline  # noqa: E402
 from inspector.training.metrics import box_iou  # noqa: E402

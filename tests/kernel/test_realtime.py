@@ -152,7 +152,8 @@ def test_groups_get_their_policy_and_threads_they_start_do_not_inherit_rt():
 def test_a_candidate_compiled_below_the_frame_path_joins_it_only_when_adopted():
     """OpenVINO's threads inherit their creator's policy: a candidate compiled on a lifecycle thread starts
     its streams-executor threads below the frame path; the pipeline adopts them when it installs the model."""
-    from inspector.inference.detector import Detector, load_bundle
+    from inspector.bundle.load import load_bundle
+    from inspector.inference.detector import Detector
 
     realtime.configure(RealtimeConfig(policy="fifo"), background_nice=10)
     box: list[Detector] = []

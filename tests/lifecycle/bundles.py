@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from inspector.inference.detector import sha256_file
+from inspector.bundle.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "models" / "demo"

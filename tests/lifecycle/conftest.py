@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from inspector.bundle.signing import Trust
 from inspector.config import InspectorConfig
 from inspector.devtools.testing import ObserverSink
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
 from inspector.service.app import Service
 from tests.lifecycle.bundles import DEMO, make_bundle

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import yaml
 
+from inspector.bundle.signing import BundleRefused, Trust
 from inspector.cli import main
 from inspector.errors import ModelError
 from inspector.frames import Outcome
 from inspector.lifecycle.control import ControlError, request
-from inspector.lifecycle.signing import BundleRefused, Trust
 from inspector.lifecycle.store import ModelRef, ModelStore, pull, push
 from inspector.service.app import Service
 from tests.bundle.hashes import HashCounter

@@ -15,8 +15,8 @@ import threading
 
 import pytest
 
+from inspector.bundle.signing import Trust
 from inspector.lifecycle.control import ControlError, request
-from inspector.lifecycle.signing import Trust
 from tests.fixtures.mqtt_broker import Recorder as MqttRecorder
 from tests.fixtures.mqtt_broker import mqtt_config, needs_mosquitto
 from tests.lifecycle.bundles import reject_everything

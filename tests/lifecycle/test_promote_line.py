@@ -11,9 +11,9 @@ import time
 
 import pytest
 
+from inspector.bundle.signing import Trust
 from inspector.frames import Outcome
 from inspector.lifecycle.control import request
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelStore
 from inspector.signalling.actuator import Actuator
 from tests.fixtures.mqtt_broker import mqtt_config, needs_mosquitto

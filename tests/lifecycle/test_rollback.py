@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
+from inspector.bundle.signing import Trust
 from inspector.frames import Outcome
 from inspector.lifecycle.control import ControlError, request
-from inspector.lifecycle.signing import Trust
 from tests.lifecycle.bundles import reject_everything
 from tests.lifecycle.conftest import V1, V2, lifecycle_config
 

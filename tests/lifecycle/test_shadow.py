@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.bundle.signing import Trust
 from inspector.frames import Outcome
 from inspector.lifecycle.control import request
 from inspector.lifecycle.shadow import ShadowRunner
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelStore
 from inspector.review.spool import iter_samples
 from tests.lifecycle.bundles import reject_everything

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from inspector.inference.detector import sha256_file
-from inspector.lifecycle.signing import Trust
+from inspector.bundle.hashing import sha256_file
+from inspector.bundle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
 from tests.lifecycle.bundles import make_bundle
 from tests.lifecycle.conftest import lifecycle_config

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
+from inspector.bundle.signing import BundleRefused, Trust, sign_card
 from inspector.errors import ModelError
-from inspector.lifecycle.signing import BundleRefused, Trust, sign_card
 from inspector.lifecycle.store import ModelRef, ModelStore, pull, push
 from tests.lifecycle.bundles import make_bundle
 
@@ -140,7 +140,7 @@ def test_signatures(tmp_path, bundle, case, message):
 
 
 def test_the_runtime_does_not_import_cryptography(tmp_path, bundle):
-    code = ("import sys; from inspector.lifecycle.store import ModelStore; from inspector.lifecycle.signing import "
+    code = ("import sys; from inspector.lifecycle.store import ModelStore; from inspector.bundle.signing import "
             "Trust, sign_card\n"
             f"sign_card({str(bundle)!r}, 'hmac-sha256', hmac_key=b'k')\n"
             f"ModelStore({str(tmp_path / 's')!r}, 'st1').stage({str(bundle)!r}, Trust('hmac-sha256', hmac_key=b'k'))\n"

@@ -22,9 +22,9 @@ import pytest
 import inspector.cli
 import inspector.cli.model
 import inspector.lifecycle.control  # noqa: F401 - imported before a child turns into a user who may not read them
+from inspector.bundle.signing import Trust
 from inspector.cli.common import load_config_arg
 from inspector.lifecycle.manager import open_store
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelRef, ModelStore
 from tests.lifecycle.bundles import make_bundle
 

@@ -12,8 +12,8 @@ import statistics
 import cv2
 import numpy as np
 
+from inspector.bundle.signing import Trust
 from inspector.lifecycle.control import request
-from inspector.lifecycle.signing import Trust
 from inspector.lifecycle.store import ModelStore
 from inspector.page.render import DEFECT_BGR
 from inspector.sources.conveyor import ConveyorGenerator

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.config import InspectorConfig
 from inspector.devtools.testing import ListSink
 from inspector.frames import Outcome
-from inspector.inference.detector import load_bundle
 from inspector.service.app import Service
 from inspector.service.metrics import families
 
@@ -66,7 +66,8 @@ def run(cfg: InspectorConfig, frames: int) -> tuple[Service, ListSink, list[tupl
 
 def test_demo_card_ships_an_envelope():
     card = load_bundle(REPO / "models/demo").card
-    env = card["input_envelope"]
+    assert card is not None and card.envelope is not None  # parsed with the card, once
+    env = card.input_envelope
     assert set(env["stats"]) >= {"luma", "cast_b", "cast_r", "sharpness"} and env["frame_size"] == [640, 480]
     assert env["confidence"]["frames"] >= 100
 
@@ -211,13 +212,15 @@ def test_a_snapshot_during_a_model_switch_labels_the_medians_with_their_own_stat
     old snapshot zipped the new names with the old medians: `sharpness` got the luma median)."""
     import numpy as np
 
+    from inspector.bundle.envelope import STAT_NAMES, Envelope
     from inspector.config import DriftConfig
     from inspector.devtools.testing import make_verdict
     from inspector.frames import ModelInfo
-    from inspector.inference.drift_guard import STAT_NAMES, DriftGuard, Envelope
+    from inspector.inference.drift_guard import DriftGuard
     from inspector.service.drift import DriftMonitor
+    from tests.bundle.cards import card_with
 
-    card_a = {"input_envelope": {"stats": {"luma": [0.0, 255.0], "contrast": [0.0, 10.0]}}}
+    card_a = card_with(input_envelope={"stats": {"luma": [0.0, 255.0], "contrast": [0.0, 10.0]}})
     cfg = DriftConfig()
     mon = DriftMonitor(cfg, "alarm", card_a, ModelInfo("a", "1.0.0", "0" * 64))
     stats = np.zeros(len(STAT_NAMES))

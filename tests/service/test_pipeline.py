@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig
 from inspector.devtools.testing import ListSink, ListSource, blank_image
 from inspector.frames import Frame, Outcome, Reason
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, load_bundle
+from inspector.inference.detector import Detector
 from inspector.service.pipeline import Pipeline
 from inspector.sources.base import Connection, SourceState
 from inspector.sources.conveyor import ConveyorGenerator

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig, GenICamSourceConfig, PLCConfig
 from inspector.devtools.testing import ListSink, ListSource, blank_image
 from inspector.frames import Frame
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, load_bundle
+from inspector.inference.detector import Detector
 from inspector.kernel.alarms import AlarmHub
 from inspector.service.pipeline import Pipeline
 from inspector.signalling.plc import PlcHandshake, PlcSimulator

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig, SyntheticSourceConfig
 from inspector.devtools.testing import ListSink
 from inspector.frames import Frame, Reason
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, load_bundle
+from inspector.inference.detector import Detector
 from inspector.kernel.alarms import ALARM_KINDS
 from inspector.service.pipeline import Pipeline
 from inspector.sources import open_source

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.inference.detector import load_bundle
+from inspector.bundle.load import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,8 @@ def test_model_envelope_writes_the_card_and_keeps_it_loadable(tmp_path):
     (bundle / "model_card.json").write_text(json.dumps(card, indent=2))
     r = inspector("model", "envelope", str(bundle), "--n", "16", "--families", "blur", "--roi", "40,40,600,440")
     assert r.returncode == 0, r.stderr[-2000:]
-    got = load_bundle(bundle).card  # every sha256 entry still matches its file
+    load_bundle(bundle)  # every sha256 entry still matches its file
+    got = json.loads((bundle / "model_card.json").read_text())
     env = got["input_envelope"]
     assert env["roi"] == [40, 40, 600, 440] and env["source"]["families"] == ["blur"] and env["source"]["n"] == 16
     assert env["confidence"]["frames"] == 16

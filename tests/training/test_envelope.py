@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from inspector.inference.detector import load_bundle
-from inspector.inference.drift_guard import PSI_EDGES, STAT_NAMES, Envelope, frame_stats
+from inspector.bundle.envelope import PSI_EDGES, STAT_NAMES, Envelope
+from inspector.bundle.load import load_bundle
+from inspector.inference.drift_guard import frame_stats
 from inspector.sources.conveyor import ConveyorGenerator, write_dataset
 from inspector.training.envelope import (
     bounds_from_stats,
@@ -101,4 +102,4 @@ def test_the_card_envelope_records_the_output_guards_reference(tmp_path):
     defective = sum(1 for i in range(30) if gen.part(i).defects)
     assert out["reject_rate"] == pytest.approx(defective / 30, abs=0.1)  # the model finds the defects
     assert env.output is not None and Envelope.from_card(card["input_envelope"]).output == env.output
-    assert load_bundle(bundle, "int8").card["input_envelope"]["output"] == out
+    assert load_bundle(bundle, "int8").card.input_envelope["output"] == out

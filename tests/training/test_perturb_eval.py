@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspector.inference.detector import load_bundle
+from inspector.bundle.load import load_bundle
 from inspector.sources import optics
 from inspector.training.evaluate import synthetic_samples
 from inspector.training.perturb_eval import (

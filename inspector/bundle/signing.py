@@ -21,10 +21,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.bundle import CARD_NAME, SIG_NAME
 from inspector.errors import ModelError
 
-SIG_NAME = "model_card.sig"
-CARD_NAME = "model_card.json"
 ALGS = ("hmac-sha256", "ed25519")
 
 
