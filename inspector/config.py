@@ -458,6 +458,13 @@ class MQTTConfig(StrictConfig):
     outbox_path: Path = Field(Path("var/outbox.sqlite"), description="Durable outbox (SQLite).")
     outbox_max: int = Field(100_000, ge=10, le=10_000_000,
                             description="Bound of the outbox; reaching it raises an alarm.")
+    reject_journal_dir: Path | None = Field(
+        Path("/dev/shm"),
+        description="A tmpfs folder for the reject journal: a decided reject is copied there (memory-mapped, "
+        "survives a kill -9, not a power cut) and published at once; the outbox commit follows on the publisher "
+        "thread. null: each reject is committed to the outbox on the pipeline's thread before it is published "
+        "(slower beside disk I/O: docs/contracts.md, durability).",
+    )
     reconnect_min_s: float = Field(0.2, gt=0, le=60, description="First reconnect delay.")
     reconnect_max_s: float = Field(5.0, gt=0, le=600, description="Reconnect backoff cap.")
     subsecond_rejects: Literal["alarm", "expire_1s"] = Field(

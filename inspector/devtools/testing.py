@@ -188,13 +188,15 @@ def fake_inspector(argv: list[str] | None = None) -> int:
     p.add_argument("--first-frame", type=int, default=1)
     p.add_argument("--linger", type=float, default=1e9, help="seconds to keep running after the last reject")
     p.add_argument("--kill-after", type=int, default=0, help="SIGKILL itself right after the k-th submit returns")
+    p.add_argument("--burst", type=int, default=0, help="the last BURST rejects back to back (no pause between)")
     a = p.parse_args(argv)
     cfg = MQTTConfig.model_validate_json(Path(a.config).read_text())
     pub = MqttPublisher(cfg, model=ModelInfo(*TEST_MODEL_INFO), config_hash="test", heartbeat_fn=heartbeat_figures)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     pub.start()
-    print(json.dumps({"event": "started", "boot": pub.boot, "leftovers": pub.leftovers}), flush=True)
+    print(json.dumps({"event": "started", "boot": pub.boot, "leftovers": pub.leftovers,
+                      "journal_recovered": pub.journal_recovered}), flush=True)
     for i in range(a.n):
         if done.is_set():
             break
@@ -202,7 +204,8 @@ def fake_inspector(argv: list[str] | None = None) -> int:
         pub.submit(make_reject(a.first_frame + i, budget_s=a.short_budget_s if short else a.budget_s))
         if a.kill_after and i + 1 == a.kill_after:  # nothing of the process may run after submit returned
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(1.0 / a.rate)
+        if i < a.n - a.burst:
+            time.sleep(1.0 / a.rate)
     print(json.dumps({"event": "submitted", "n": a.n}), flush=True)
     done.wait(a.linger)
     pub.stop(2.0)

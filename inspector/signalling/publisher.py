@@ -6,16 +6,22 @@ connection; storage is `outbox.Outbox`, payload shapes are `payloads`, the clien
 `mqtt_client.make_client`.
 
 Threads:
-- the caller (the pipeline's post thread, not the inference path) commits each REJECT to the
-  outbox inside `submit` (one SQLite WAL commit, ~0.2 ms: benchmarks/README.md), so a reject is
-  durable before `submit` returns and a `kill -9` cannot lose it; alarms and informational
-  verdicts are only enqueued. A failed commit (disk full) hands the row over in memory instead;
+- the caller (the pipeline's post thread, not the inference path) writes each REJECT into the
+  reject journal inside `submit` (`journal.py`: a copy into a memory-mapped tmpfs file, no system
+  call, ~10 us), so a `kill -9` cannot lose a reject once `submit` returned, and enqueues it; alarms
+  and informational verdicts are only enqueued. Without a journal (`mqtt.reject_journal_dir: null`,
+  or it is full or cannot open) the caller commits the reject to the outbox itself, as before: one
+  SQLite commit, p99 17.6 ms beside an fsync loop (benchmarks/README.md, reject path). A failed
+  commit (disk full) hands the row over in memory instead;
 - paho's network thread (`loop_start`) connects, reconnects with capped backoff and runs the
   callbacks, which only enqueue events (and publish the birth message on connect);
-- the publisher thread publishes rows, deletes them on PUBACK, turns expired rejects into
-  alarms, sends the heartbeat. Each tick it first turns its events into state (rows to write,
-  acknowledged ids to delete) with no I/O, then does the I/O; an exception in any I/O step
-  leaves that state in place for the next tick, so no row, acknowledgement or stop is lost.
+- the publisher thread publishes a journalled reject AT ONCE, then commits it to the outbox while
+  the broker's PUBACK is on its way, and frees its journal slot (the row is durable in the outbox
+  from then on; a reject is never in neither). It also publishes the other rows, deletes them on
+  PUBACK, turns expired rejects into alarms, sends the heartbeat. Each tick it first turns its
+  events into state (rows to write, acknowledged ids to delete) with no I/O, then does the I/O;
+  an exception in any I/O step leaves that state in place for the next tick, so no row,
+  acknowledgement or stop is lost.
 
 Disk full (`outbox_degraded`): rows that cannot be committed are published from memory (a
 bounded map; when it is full the oldest go, each reject counted as an escape), an
@@ -62,6 +68,7 @@ from inspector.config import MQTTConfig
 from inspector.errors import PublishError
 from inspector.frames import ModelInfo, Verdict, iso_utc
 from inspector.kernel import realtime
+from inspector.signalling.journal import RejectJournal, journal_path
 from inspector.signalling.mqtt_client import connect_kwargs, make_client, password_in_clear
 from inspector.signalling.outbox import (
     ALARM,
@@ -104,12 +111,14 @@ AlarmCounter = Callable[[str], None]
 # -- events into the publisher thread (frozen: they cross threads) -----------------------------
 @dataclass(frozen=True, slots=True)
 class _Reject:
-    """A reject `submit` made; `durable`: already committed to the outbox by the caller."""
+    """A reject `submit` made (or the journal kept from a previous process: `captured_wall` None).
+    `durable`: committed to the outbox by the caller; `slot`: held in that journal slot instead."""
 
     row: NewRow
-    captured_wall: float
+    captured_wall: float | None
     durable: bool
     evicted: tuple[Entry, ...] = ()
+    slot: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,7 @@ class _Ack:
     mid: int
     code: int
     name: str
+    at: float  # time.time() when paho's network thread got the PUBACK: what "acknowledged late" means
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +244,13 @@ class MqttPublisher:
                                              name="mqtt-checkpoint", daemon=True)
         self._ckpt_stop = threading.Event()
         self._outbox: Outbox | None = None
+        self._journal: RejectJournal | None = None
+        self.journal_state = "off (mqtt.reject_journal_dir: null)" if cfg.reject_journal_dir is None else "not started"
+        self._fresh: list[NewRow] = []  # journalled rejects of this tick: published before they are committed
+        self._slot_of: dict[str, int] = {}  # journalled rows not yet in the outbox -> their journal slot
+        self.journal_recovered = 0  # rejects a previous process left in the journal only
+        self.journal_fallbacks = 0  # rejects the caller committed itself (journal full, row too big, none)
+        self.fresh_published = 0  # rejects published before their outbox commit
         self._client: _Client | None = None
         self._started_at = time.monotonic()
         # network-thread view
@@ -286,7 +303,7 @@ class MqttPublisher:
         cfg = self.cfg
         self._outbox = Outbox(cfg.outbox_path, cfg.outbox_max, overflow_payload=self._overflow_payload,
                               auto_checkpoint=False)  # checkpoints on this thread, not in submit
-        self.leftovers = self._outbox.depth()
+        self.leftovers = self._outbox.depth() + self._open_journal()
         if self.leftovers:
             log.warning("outbox %s: %d message(s) left by a previous run: re-sent with the same ids, "
                         "or alarmed if their deadline passed", cfg.outbox_path, self.leftovers)
@@ -301,9 +318,40 @@ class MqttPublisher:
         self._thread.start()
         self._ckpt_thread.start()
 
+    def _open_journal(self) -> int:
+        """Opens the reject journal and hands its leftovers (rejects a killed process had not yet
+        committed) to the publisher thread like fresh ones; returns how many. Without a journal
+        the caller's thread commits each reject itself (slower, as safe)."""
+        folder = self.cfg.reject_journal_dir
+        if folder is None:
+            return 0
+        path = journal_path(folder, self.cfg.outbox_path)
+        try:
+            self._journal = RejectJournal(path)
+        except PublishError as e:
+            self.journal_state = f"off ({e})"
+            log.error("mqtt: %s: each reject is committed to the outbox on the caller's thread instead "
+                      "(slower: benchmarks/README.md, reject path)", e)
+            return 0
+        self.journal_state = str(path)
+        known = self._outbox.ids()
+        left = self._journal.recovered()
+        done = [slot for slot, row in left.items() if row.id in known]  # committed before the kill
+        self._journal.release(done)
+        for slot, row in left.items():
+            if row.id not in known:
+                self._q.put(_Reject(row, None, False, slot=slot))
+        self.journal_recovered = len(left) - len(done)
+        if self.journal_recovered:
+            log.warning("reject journal %s: %d reject(s) a previous run decided but had not yet committed: "
+                        "re-sent with the same ids, or alarmed if their deadline passed", path,
+                        self.journal_recovered)
+        return self.journal_recovered
+
     def submit(self, verdict: Verdict) -> None:
-        """A reject is committed to the outbox before this returns (the caller's thread pays one
-        SQLite commit); a verdict for .../verdict is only enqueued. Never raises for a full disk."""
+        """A reject is safe from a `kill -9` before this returns: in the reject journal (a memory copy),
+        or, without one, committed to the outbox on the caller's thread; a verdict for .../verdict is
+        only enqueued. Never raises for a full disk."""
         if verdict.actuate:
             self._submit_reject(verdict)
         if self.cfg.publish_verdicts:
@@ -311,6 +359,16 @@ class MqttPublisher:
 
     def _submit_reject(self, v: Verdict) -> None:
         row = self._reject_row(v)
+        j = self._journal
+        if j is not None:
+            try:
+                slot = j.put(row)  # safe from a kill -9 from here on; the publisher thread commits it
+            except ValueError:  # closed by stop(): the outbox path below says what it can
+                slot = None
+            if slot is not None:
+                self._q.put(_Reject(row, v.frame.captured_wall, False, slot=slot))
+                return
+            self.journal_fallbacks += 1
         durable, evicted = False, ()
         ob = self._outbox
         if ob is not None and not self._degraded:
@@ -369,6 +427,11 @@ class MqttPublisher:
             "verdicts_published": self.verdicts_published,
             "verdicts_dropped": self.verdicts_dropped,
             "leftovers": self.leftovers,
+            "journal": self.journal_state,
+            "journal_pending": self._journal.pending() if self._journal else 0,
+            "journal_recovered": self.journal_recovered,
+            "journal_fallbacks": self.journal_fallbacks,
+            "fresh_published": self.fresh_published,
             "write_errors": self.write_errors,
             "step_errors": self.step_errors,
             "password_in_clear": self.password_in_clear,
@@ -426,7 +489,6 @@ class MqttPublisher:
         self._net_gen += 1
         if self._net_gen > 1:
             self.reconnects += 1
-        self._connected = True
         self._last_error = None
         self._logged_error = None
         log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.client_id, self.cfg.protocol)
@@ -436,6 +498,9 @@ class MqttPublisher:
         # Birth first, on every (re)connect: it replaces the retained `offline` of our last will.
         client.publish(self.topics["status"], self._status("online", time.time()), qos=1, retain=True)
         self._q.put(_Up(self._net_gen))
+        # After _Up is queued: a verdict submitted once `connected` reads true is queued behind it, so the
+        # publisher thread is up when it takes it (before, it could drop it as submitted while offline).
+        self._connected = True
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self._connected
@@ -446,7 +511,7 @@ class MqttPublisher:
             self._q.put(_Down(self._net_gen))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._q.put(_Ack(self._net_gen, mid, reason_code.value, reason_code.getName()))
+        self._q.put(_Ack(self._net_gen, mid, reason_code.value, reason_code.getName(), time.time()))
 
     def _on_connect_error(self, exc: BaseException) -> None:
         self._set_error(self._describe_connect_error(exc))
@@ -507,6 +572,7 @@ class MqttPublisher:
         self._absorb(self._drain(timeout=_TICK_S))
         # 2. I/O, each step keeping its input on failure
         now = time.time()
+        self._publish_fresh(now)
         self._write(now)
         self._forget_acked()
         self._sweep(now)
@@ -541,9 +607,12 @@ class MqttPublisher:
 
     def _absorb_one(self, ev) -> None:
         if isinstance(ev, _Reject):
-            if len(self._captured) < 100_000:  # bounded: entries leave on ack; expired ones are few
+            if ev.captured_wall is not None and len(self._captured) < 100_000:  # bounded: entries leave on ack
                 self._captured[ev.row.id] = ev.captured_wall
-            if not ev.durable:
+            if ev.slot is not None:
+                self._slot_of[ev.row.id] = ev.slot
+                self._fresh.append(ev.row)
+            elif not ev.durable:
                 self._to_write.append(ev.row)
             self._note_evicted(ev.evicted)
         elif isinstance(ev, _Verdict):
@@ -562,6 +631,30 @@ class MqttPublisher:
                 self._inflight.clear()  # nothing of that connection will be acknowledged now
         elif isinstance(ev, _Stop):
             self._stop = ev
+
+    def _publish_fresh(self, now: float) -> None:
+        """Journalled rejects go to the broker first, then into the outbox (`_write`, same tick), so
+        the SQLite commit runs while the PUBACK travels instead of before the publish. A reject that
+        cannot go now (offline, window full, too little time left) is sent or alarmed from the outbox."""
+        fresh, self._fresh = self._fresh, []
+        self._to_write.extend(fresh)
+        if not self._up or now < self._retry_at:
+            return
+        for row in fresh:
+            if len(self._inflight) >= WINDOW:
+                return
+            sent = self._send(_memory_entry(row, now), now)
+            if sent is None:
+                return
+            self.fresh_published += sent
+
+    def _release(self, ids) -> None:
+        """Journal slots of rows now in the outbox, delivered or dropped from memory: free again."""
+        if self._journal is None or not self._slot_of:
+            return
+        slots = [self._slot_of.pop(i) for i in ids if i in self._slot_of]
+        if slots:
+            self._journal.release(slots)
 
     def _write(self, now: float) -> None:
         """Commits the tick's rows (and any held in memory) to the outbox; on failure they are
@@ -587,6 +680,7 @@ class MqttPublisher:
                 self._enter_degraded(e, now)
             return
         self._memory.clear()
+        self._release([r.id for r in held] + [r.id for r in rows])
         if self._degraded:
             self._degraded = False
             log.warning("mqtt: outbox %s writable again: messages are durable again", self.cfg.outbox_path)
@@ -611,6 +705,7 @@ class MqttPublisher:
             self._memory[r.id] = _memory_entry(r, now)
         while len(self._memory) > self.memory_max:
             _, old = self._memory.popitem(last=False)
+            self._release([old.id])
             self.degraded_dropped += 1
             if old.kind == REJECT:
                 self._record_escape(old, "dropped")
@@ -679,10 +774,13 @@ class MqttPublisher:
         # Anything still queued or held in memory goes to the outbox: the next start re-sends it.
         now = time.time()
         self._absorb([ev for ev in self._drain(timeout=0.0) if not isinstance(ev, _Verdict)])
+        self._to_write.extend(self._fresh)
+        self._fresh = []
         rows = [NewRow(e.id, e.kind, e.payload, e.deadline, e.ref) for e in self._memory.values()] + self._to_write
         try:
             self._outbox.put(rows)
             self._memory.clear()
+            self._release([r.id for r in rows])
         except Exception as e:
             log.error("mqtt: %d message(s) could not be saved at stop: %s", len(rows), e)
         try:
@@ -709,6 +807,12 @@ class MqttPublisher:
             log.warning("mqtt: stopped with %d message(s) in the outbox %s (re-sent on next start)",
                         depth, self.cfg.outbox_path)
         self._outbox.close()
+        j, self._journal = self._journal, None  # a late submit() commits to the (closed) outbox: counted error
+        if j is not None:
+            if self._slot_of:
+                log.error("reject journal %s keeps %d reject(s) the outbox could not take: the next start "
+                          "commits them", j.path, len(self._slot_of))
+            j.close()  # removed when empty
 
     # -- rows ----------------------------------------------------------------------------------
     def _reject_row(self, v: Verdict) -> NewRow:
@@ -781,6 +885,7 @@ class MqttPublisher:
         for rid, e in list(self._memory.items()):
             if e.kind == REJECT and e.deadline is not None and e.deadline <= cutoff and rid not in busy:
                 del self._memory[rid]
+                self._release([rid])  # its alarm is held in memory like it was (disk full: not durable)
                 self._to_write.append(self._escaped(e, now))
         if self._degraded:
             # The outbox cannot take the alarm in place of the reject: alarm from memory now (once);
@@ -860,10 +965,12 @@ class MqttPublisher:
             return
         if self._memory.pop(e.id, None) is None:
             self._to_delete.add(e.id)  # durable: delete it from the outbox
+        else:
+            self._release([e.id])  # delivered from memory: the journal need not keep it
         if e.kind != REJECT:
             return
         self.acked += 1
-        now = time.time()
+        now = ev.at  # when the broker's acknowledgement arrived, not when this thread got to it
         captured = self._captured.pop(e.id, None)
         if captured is not None:
             self.ack_ms.append((now - captured) * 1000.0)

@@ -20,6 +20,7 @@ import pytest
 
 from inspector.devtools.testing import heartbeat_figures, make_reject
 from inspector.frames import ModelInfo
+from inspector.signalling.journal import journal_path, read_pending
 from inspector.signalling.publisher import MqttPublisher
 from tests.fixtures.mqtt_broker import Recorder, make_pki, mqtt_config
 from tests.signalling.conftest import fill
@@ -212,6 +213,11 @@ def outbox_rows(path) -> dict[str, tuple[str, float | None, str]]:
         db.close()
 
 
+def journalled(cfg) -> set[str]:
+    """Reject ids the reject journal holds: decided, not yet committed to the outbox when the process died."""
+    return {r.id for r in read_pending(journal_path(cfg.reject_journal_dir, cfg.outbox_path))}
+
+
 def accounted_in_outbox(rows) -> set[str]:
     """Reject ids the outbox still holds: as rejects, or named by the escaped_part alarm that replaced them."""
     out = {rid for rid, (kind, _, _) in rows.items() if kind == "reject"}
@@ -224,7 +230,7 @@ def accounted_in_outbox(rows) -> set[str]:
 def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
     """Issue 4 acceptance, with issue 10's teeth: the inspector is SIGKILLed right after its 600th
     `submit` returned, while the broker is frozen. EVERY submitted id is received or still in the
-    outbox after the kill (a reject is committed before `submit` returns), and after the restart
+    outbox or the reject journal after the kill (one of them holds it before `submit` returns), and after the restart
     every one is received or named by an escaped_part alarm; leftovers are re-sent with the same
     ids in time, or alarmed; a subscriber sees `offline` within 1.5x the keepalive, `online` after."""
     b = broker_factory()
@@ -249,11 +255,14 @@ def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
                      "offline after the kill")
 
         rows = outbox_rows(cfg.outbox_path)
-        kept = accounted_in_outbox(rows)
+        only_journal = journalled(cfg) - set(rows)
+        kept = accounted_in_outbox(rows) | only_journal
         missing = submitted - kept - set(ids(rec.on("reject"))) - escaped(rec)
-        assert not missing, (f"{len(missing)} submitted rejects neither received nor in the outbox: "
+        assert not missing, (f"{len(missing)} submitted rejects neither received nor in the outbox or journal: "
                              f"{sorted(missing)[:5]}")
         left = {rid: deadline for rid, (kind, deadline, _) in rows.items() if kind == "reject"}
+        left |= {r.id: r.deadline for r in read_pending(journal_path(cfg.reject_journal_dir, cfg.outbox_path))
+                 if r.id in only_journal}
         assert left, "the kill left nothing in the outbox: the test did not exercise a restart"
         short = [d for d in left.values() if d < min(left.values()) + 2.0]  # the 1.3 s ones (the rest have 8 s)
         wait(lambda: time.time() > max(short), 5, "the short-deadline leftovers to expire")
@@ -261,7 +270,7 @@ def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
         b2 = _fake_inspector(cfg_file, "--n", "0")
         try:
             started = json.loads(b2.stdout.readline())
-            assert started["leftovers"] == len(rows)
+            assert started["leftovers"] == len(rows) + len(only_journal)
             rec.wait_for(lambda r: submitted <= {*ids(r.on("reject")), *escaped(r)}, 15,
                          "every submitted id received or alarmed")
             rec.wait_for(lambda r: any(m.payload["state"] == "online" and m.payload["boot"] == started["boot"]
@@ -279,9 +288,10 @@ def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
         assert left[rid] <= time.time()
 
 
-def test_a_reject_is_in_the_outbox_when_submit_returns(broker_factory, tmp_path):
+def test_a_reject_is_kept_when_submit_returns(broker_factory, tmp_path):
     """Issue 10 defect 4: the process is SIGKILLed right after `submit` returned (no broker, so
-    nothing is acknowledged): every submitted reject is in the outbox, the last one included."""
+    nothing is acknowledged): every submitted reject is in the outbox or the reject journal, the last one
+    included, and a restart (still no broker) commits the journal's to the outbox."""
     b = broker_factory()
     cfg = mqtt_config(b, tmp_path)
     b.stop()
@@ -290,9 +300,57 @@ def test_a_reject_is_in_the_outbox_when_submit_returns(broker_factory, tmp_path)
     a = _fake_inspector(cfg_file, "--n", "50", "--rate", "5000", "--budget-s", "60", "--kill-after", "50")
     boot = json.loads(a.stdout.readline())["boot"]
     assert a.wait(30) == -signal.SIGKILL
-    kept = accounted_in_outbox(outbox_rows(cfg.outbox_path))
+    kept = accounted_in_outbox(outbox_rows(cfg.outbox_path)) | journalled(cfg)
     submitted = {f"{cfg.line}-{cfg.station}-{boot}-{i}" for i in range(1, 51)}
     assert submitted <= kept, f"lost by the kill: {sorted(submitted - kept, key=lambda x: int(x.rsplit('-', 1)[1]))}"
+    b2 = _fake_inspector(cfg_file, "--n", "0", "--linger", "0")
+    assert b2.wait(30) == 0
+    assert submitted <= accounted_in_outbox(outbox_rows(cfg.outbox_path))
+    assert not journalled(cfg)  # emptied (and removed) by the clean stop
+
+
+def test_kill_9_right_after_rejects_were_decided_every_reject_is_accounted_after_restart(broker_factory, tmp_path):
+    """Issue 20: a reject is published before its outbox commit, so at a kill the last ones decided are in
+    the reject journal only. The process is SIGKILLed right after a burst of 20 `submit`s (broker running,
+    the line subscribed): after the restart every decided reject was received by the line, re-sent with the
+    same id, or named by an escaped_part alarm; a journalled reject whose deadline passed while the
+    inspector was down is alarmed and never published after the restart."""
+    b = broker_factory()
+    cfg = mqtt_config(b, tmp_path)
+    cfg_file = tmp_path / "mqtt.json"
+    cfg_file.write_text(cfg.model_dump_json())
+    n = 60
+    with recording(cfg, topics=("reject", "alarm", "status")) as rec:
+        # every other reject has 1 s (passed before the restart), the others 60 s (re-sent after it)
+        a = _fake_inspector(cfg_file, "--n", str(n), "--rate", "100", "--budget-s", "60", "--short-every", "2",
+                            "--short-budget-s", "1", "--burst", "20", "--kill-after", str(n))
+        boot = json.loads(a.stdout.readline())["boot"]
+        assert a.wait(30) == -signal.SIGKILL
+        submitted = {f"{cfg.line}-{cfg.station}-{boot}-{i}" for i in range(1, n + 1)}
+        rows = outbox_rows(cfg.outbox_path)
+        pending = {r.id: r for r in read_pending(journal_path(cfg.reject_journal_dir, cfg.outbox_path))}
+        only_journal = set(pending) - set(rows)
+        short = {rid for rid in only_journal if pending[rid].deadline < time.time() + 30}
+        if short:
+            wait(lambda: time.time() > max(pending[rid].deadline for rid in short), 5, "the 1 s rejects' deadlines")
+        restarted_at = time.time()
+        b2 = _fake_inspector(cfg_file, "--n", "0")
+        try:
+            started = json.loads(b2.stdout.readline())
+            assert started["journal_recovered"] == len(only_journal)
+            rec.wait_for(lambda r: submitted <= {*ids(r.on("reject")), *escaped(r)}, 20,
+                         "every decided reject received or alarmed")
+            rec.wait_for(lambda r: only_journal - short <= {m.payload["id"] for m in r.on("reject")
+                                                             if m.at >= restarted_at}, 20,
+                         "the journal's 60 s rejects re-sent after the restart")
+        finally:
+            b2.send_signal(signal.SIGTERM)
+            b2.wait(10)
+    late = {m.payload["id"] for m in rec.on("reject") if m.payload["id"] in short and m.at >= restarted_at}
+    assert not late, f"published after their deadline: {sorted(late)}"
+    assert short <= escaped(rec)
+    assert not journalled(cfg)  # committed by the restart, removed at its clean stop
+    assert only_journal, "the kill left no reject in the journal only: the test did not exercise the window"
 
 
 # -- auth and TLS -----------------------------------------------------------------------------------
