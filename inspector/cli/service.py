@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from inspector.cli.common import load_config_arg
+
+if TYPE_CHECKING:
+    from inspector.config import InspectorConfig
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -29,13 +33,36 @@ def cmd_actuator(a: argparse.Namespace) -> int:
 
 
 def cmd_upload(a: argparse.Namespace) -> int:
-    from inspector.review.uploader import upload_now
-
     if not a.now:
         print("inspector upload: only --now is supported from the command line; "
               "the nightly window runs inside `inspector run`", file=sys.stderr)
         return 2
     return upload_now(load_config_arg(a.config))
+
+
+def upload_now(cfg: InspectorConfig) -> int:
+    """`inspector upload --now`: one pass, a summary line, exit 0 when everything was stored, else 1.
+    Waits while another pass (the service's nightly uploader) holds the spool; runs at the background
+    priority (a line PC's inference keeps the CPU)."""
+    from inspector.kernel.priority import lower_thread_priority
+    from inspector.review.upload import LOCK_NAME, Uploader
+
+    lower_thread_priority("upload --now", cfg.background)
+
+    def waiting(holder: str) -> None:
+        print(f"upload: another upload pass holds {Path(cfg.spool.dir) / LOCK_NAME} ({holder}); waiting for it",
+              file=sys.stderr, flush=True)
+
+    def alarm(kind: str, detail: dict[str, Any]) -> None:
+        print(f"{kind}: {detail['id']} ({detail['why']}) -> {detail['moved_to']}", file=sys.stderr, flush=True)
+
+    rep = Uploader(cfg.spool.dir, cfg.upload, alarm=alarm).run(lock_timeout_s=None, on_wait=waiting)
+    print(rep.summary())
+    for m in rep.manifests:
+        print(f"manifest {m}")
+    for g in rep.galleries:
+        print(f"gallery  {g}")
+    return 0 if rep.ok else 1
 
 
 def cmd_schema(a: argparse.Namespace) -> int:

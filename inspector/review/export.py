@@ -244,7 +244,7 @@ def yolo_label(it: dict[str, Any], classes: list[str]) -> str:
 def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, image_url_mode: str = "auto",
                   expires_s: int = PRESIGN_MAX_S, document_root: Path | None = None, publish: bool = False,
                   log=print) -> ExportResult:
-    from inspector.review.uploader import open_destination
+    from inspector.review.upload import open_destination
 
     if to not in TARGETS:
         raise ReviewExportError(f"--to: expected one of {TARGETS}, got {to!r}")

@@ -98,7 +98,7 @@ class Service:
                                          config_hash=self.config_hash, alarm=self.alarms.raise_alarm)
             self.sinks.append(self.sampling)
         if cfg.upload.window is not None:
-            from inspector.review.uploader import NightlyUploader
+            from inspector.review.upload import NightlyUploader
 
             self.uploader = NightlyUploader(cfg, alarm=self.alarms.raise_alarm)
         self.camera = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)

@@ -20,7 +20,7 @@ from inspector.devtools.testing import make_defect, make_verdict, synth_frame
 from inspector.frames import ModelInfo
 from inspector.review.sampler import SampleDecision
 from inspector.review.spool import Spool
-from inspector.review.uploader import Uploader
+from inspector.review.upload import Uploader
 from inspector.sources.conveyor import ConveyorGenerator
 from tests.waiting import wait_for
 

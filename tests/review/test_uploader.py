@@ -21,19 +21,19 @@ import numpy as np
 import pytest
 import yaml
 
+from inspector.cli.service import upload_now
 from inspector.config import InspectorConfig, SpoolConfig
 from inspector.devtools.testing import make_defect, make_verdict, synth_frame
 from inspector.frames import ModelInfo
 from inspector.review.sampler import SampleDecision
 from inspector.review.spool import Spool, iter_samples
-from inspector.review.uploader import (
+from inspector.review.upload import (
     LOCK_NAME,
     NightlyUploader,
     SpoolBusy,
     Uploader,
     in_window,
     parse_window,
-    upload_now,
 )
 from inspector.sources.conveyor import ConveyorGenerator
 from tests.fixtures.s3_server import free_port
@@ -363,7 +363,7 @@ def test_a_nightly_pass_skips_while_upload_now_holds_the_spool(tmp_path):
     fill_spool(spool, 2, base_images_cache())
     cfg = InspectorConfig(spool={"dir": spool},
                           upload={"destination": f"file://{tmp_path / 'up'}", "window": "00:00-00:00"})
-    from inspector.review.uploader import SpoolLock
+    from inspector.review.upload import SpoolLock
 
     held = SpoolLock(spool)
     assert held.acquire(0.0)  # another pass (here: this thread, its own open file) holds the spool
