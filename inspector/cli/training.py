@@ -39,6 +39,10 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_import(a: argparse.Namespace) -> int:
+    from inspector.cli import classify
+
+    if classify.wants_classify_import(a):  # image-level labels: a classification dataset
+        return classify.cmd_import(a)
     from inspector.training.dataset_import import (
         SplitRule,
         format_summary,
@@ -78,7 +82,13 @@ def cmd_dataset_import(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_check(a: argparse.Namespace) -> int:
+    from inspector.training.cls_dataset import is_classify
     from inspector.training.dataset_check import check_dataset
+
+    if is_classify(a.dir):
+        from inspector.cli import classify
+
+        return classify.cmd_check(a)
 
     return check_dataset(Path(a.dir), imgsz=a.imgsz, near_dup_bits=a.near_dup_bits, json_out=a.json)
 
@@ -90,12 +100,16 @@ def cmd_train(a: argparse.Namespace) -> int:
                      epochs=a.epochs, batch=a.batch, n_train=a.n_train, n_val=a.n_val, train_seed=a.train_seed,
                      val_seed=a.val_seed, init=Path(a.init) if a.init else None, lr0=a.lr0, augment=a.augment,
                      time_budget_h=a.time_budget, patience=a.patience, workers=a.workers, seed=a.seed,
-                     cache=None if a.cache == "none" else a.cache)
+                     cache=None if a.cache == "none" else a.cache, task=a.task)
     print(train(plan, resume=a.resume))
     return 0
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
+    from inspector.cli import classify
+
+    if classify.is_classify_data(a.data):
+        return classify.cmd_quantize(a)
     from inspector.training.quantize import calibration_folder, quantize
 
     calibration = calibration_folder(a.calibration, a.data)
@@ -109,6 +123,10 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from inspector.cli import classify
+
+    if classify.is_classify_model(a.model):
+        return classify.cmd_eval(a)
     from inspector.training.evaluate import run_eval_cli
 
     if a.perturb:
@@ -188,6 +206,10 @@ def cmd_model_envelope(a: argparse.Namespace) -> int:
 
 
 def cmd_model(a: argparse.Namespace) -> int:
+    from inspector.cli import classify
+
+    if classify.is_classify_data(a.data):
+        return classify.cmd_build(a)
     from inspector.training.card import build_bundle_cli
 
     return build_bundle_cli(a)
@@ -213,7 +235,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = dsub.add_parser("import", help="convert a labelling-tool export into one canonical YOLO dataset")
     s.add_argument("src", help="the export: a folder (VOC XML + images; COCO JSON + images; Label Studio JSON + "
                                "images; CVAT annotations.xml + images; YOLO images/ + labels/) or the annotation file")
-    s.add_argument("--from", dest="source_format", choices=FORMATS, required=True, help="the export's format")
+    s.add_argument("--from", dest="source_format", choices=(*FORMATS, "folders", "csv"), required=True,
+                   help="the export's format; folders (SRC/<class>/<image>) and csv (path,label[,split] rows) "
+                        "carry image-level labels and make a classification dataset")
+    s.add_argument("--task", choices=("detect", "classify"), default=None,
+                   help="detect (boxes: a YOLO dataset) or classify (image-level labels: split/class/image); "
+                        "default: classify for folders and csv, detect otherwise. labelstudio reads `choices` "
+                        "and cvat reads <tag> with --task classify")
+    s.add_argument("--good", default=None,
+                   help="classify: the pass class (OK parts; every other class rejects); default: a class named "
+                        "ok or good")
     s.add_argument("--out", required=True, help="dataset folder to write (replaced whole, never half-written)")
     s.add_argument("--classes", default=None,
                    help="comma-separated class names, in model order; boxes of any other class are bad input "
@@ -256,7 +287,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--init", default=None,
                    help="start from these ultralytics .pt weights (yours, or COCO-pretrained ones you downloaded); "
                         "default: from scratch (--arch)")
-    s.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml used from scratch")
+    s.add_argument("--task", choices=("detect", "classify"), default="detect",
+                   help="detect (a YOLO detector on a box dataset) or classify (an image classifier on a "
+                        "classification dataset from `dataset import --from folders|csv`)")
+    s.add_argument("--arch", default="yolov8n.yaml",
+                   help="ultralytics model yaml used from scratch (classify: yolov8n-cls.yaml unless a *-cls.yaml "
+                        "is given)")
     s.add_argument("--imgsz", type=int, default=320, help="model input size (px, square)")
     s.add_argument("--epochs", type=int, default=30, help="epochs to train")
     s.add_argument("--batch", type=int, default=16, help="images per batch")

@@ -57,6 +57,7 @@ class Annotated:
     size: tuple[int, int] | None = None  # (width, height) the annotation claims, checked against the image
     split: str | None = None  # the split the source already assigns (yolo), if any
     normalized: bool = False  # boxes in [0, 1] of the image size (yolo) instead of pixels
+    tags: tuple[str, ...] = ()  # image-level labels (Label Studio `choices`, CVAT <tag>), read with image_labels
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,17 @@ class Bad(ValueError):
         self.kind = kind
 
 
-def read_export(fmt: str, src: Path) -> Export:
+def read_export(fmt: str, src: Path, image_labels: bool = False) -> Export:
+    """image_labels: also read image-level labels (Label Studio `choices`, CVAT tags) into `tags`, for a
+    classification import; the box import leaves it off (a `choices` result there is refused as before)."""
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist")
-    return {"voc": read_voc, "coco": read_coco, "labelstudio": read_labelstudio, "cvat": read_cvat,
-            "yolo": read_yolo}[fmt](src)
+    if fmt in ("labelstudio", "cvat"):
+        return {"labelstudio": read_labelstudio, "cvat": read_cvat}[fmt](src, image_labels)
+    if image_labels:
+        raise ValueError(f"--from {fmt} carries no image-level labels (folders, csv, labelstudio and cvat do)")
+    return {"voc": read_voc, "coco": read_coco, "yolo": read_yolo}[fmt](src)
 
 
 def export_root(src: Path) -> Path:
@@ -410,7 +416,7 @@ def _coco_box(a: dict, cats: dict[int, str]) -> Box:
 
 
 # --- Label Studio -------------------------------------------------------------------------------
-def read_labelstudio(src: Path) -> Export:
+def read_labelstudio(src: Path, image_labels: bool = False) -> Export:
     root = export_root(src)
     out = Export(root=root)
     files = _annotation_files(src, "*.json", False, out)
@@ -459,11 +465,13 @@ def read_labelstudio(src: Path) -> Export:
                 out.problems.append(Problem(where, "task has no (non-cancelled) annotation: not labelled yet"))
                 continue
             try:
-                boxes, size = _ls_boxes(annotations[0].get("result", []))
+                result = annotations[0].get("result", [])
+                tags = _ls_choices(result) if image_labels else ()
+                boxes, size = _ls_boxes(result) if not image_labels else ([], None)
             except Bad as e:
                 out.problems.append(Problem(where, str(e), e.kind))
                 continue
-            out.items.append(Annotated(path, f, tuple(boxes), size))
+            out.items.append(Annotated(path, f, tuple(boxes), size, tags=tags))
     return out
 
 
@@ -495,8 +503,26 @@ def _ls_boxes(results: object) -> tuple[list[Box], tuple[int, int] | None]:
     return boxes, size
 
 
+def _ls_choices(results: object) -> tuple[str, ...]:
+    """The `choices` of a result list (image-level labels); other result types are ignored here."""
+    if not isinstance(results, list):
+        raise Bad(f"result is {results!r:.40}, not a list")
+    tags = []
+    for r in results:
+        if not isinstance(r, dict):
+            raise Bad(f"a result is not an object ({r!r:.40})")
+        if r.get("type") != "choices":
+            continue
+        v = r.get("value")
+        choices = v.get("choices") if isinstance(v, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise Bad(f"result {r.get('id')}: value.choices is {choices!r:.40}, expected a list of label names")
+        tags += choices
+    return tuple(tags)
+
+
 # --- CVAT for images 1.1 ------------------------------------------------------------------------
-def read_cvat(src: Path) -> Export:
+def read_cvat(src: Path, image_labels: bool = False) -> Export:
     root = export_root(src)
     out = Export(root=root)
     xml = next(iter(_annotation_files(src, "*.xml", False, out)), None)
@@ -539,7 +565,8 @@ def read_cvat(src: Path) -> Export:
         except Bad as e:
             out.problems.append(Problem(where, f"bad box: {e}", e.kind))
             continue
-        out.items.append(Annotated(path, xml, tuple(boxes), size))
+        tags = tuple(t.get("label", "") for t in im.findall("tag")) if image_labels else ()
+        out.items.append(Annotated(path, xml, tuple(boxes), size, tags=tags))
     return out
 
 

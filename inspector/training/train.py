@@ -71,6 +71,7 @@ class TrainPlan:
     time_budget_h: float | None = None  # ultralytics `time`: stop (and fit the LR schedule) within this many hours
     patience: int = 100
     cache: str = "ram"
+    task: str = "detect"  # or "classify" (train_cls.py)
 
 
 def run_dir(out: Path) -> Path:
@@ -94,6 +95,14 @@ def optimizer_args(plan: TrainPlan) -> dict:
 def train(plan: TrainPlan, resume: bool = False) -> Path:
     """Trains (or resumes) and exports; returns the FP32 IR path."""
     out = plan.out.resolve()
+    saved = _read_json(out / "train_plan.json") if resume else {}
+    if (saved.get("task") if resume else plan.task) == "classify":
+        from inspector.training.train_cls import train_classify
+
+        if resume:
+            plan = TrainPlan(**{**asdict(plan), **saved, "out": out, "data": Path(saved["data"]),
+                                "init": Path(saved["init"]) if saved.get("init") else None})
+        return train_classify(plan, resume=resume)
     out.mkdir(parents=True, exist_ok=True)
     offline.prepare(out)
     last = run_dir(out) / "weights" / "last.pt"

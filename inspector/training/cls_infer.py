@@ -1,0 +1,67 @@
+"""A classifier IR run directly with OpenVINO, for the offline tools (quantize, model build, eval) until the
+runtime's classify head exists; the input preparation here is the one the card records (`input`).
+
+Ultralytics classification validates (and its exported IR expects) `classify_transforms`: the image as RGB,
+its shorter side resized to the input size, centre-cropped to input_size, scaled to [0, 1]; the IR's output
+is the softmax over the classes in the dataset's sorted class order. cv2.INTER_AREA stands in for PIL's
+antialiased bilinear resize (the same area average for a downscale; measured on ELPV 300 -> 224 px: see
+docs/your-own-data.md for the FP32 IR vs Ultralytics' own top-1 on val).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+INPUT_NOTE = ("BGR or gray uint8 image; shorter side resized to input_size (area), centre crop to input_size, RGB, "
+              "scaled to [0, 1], NCHW float (Ultralytics classify_transforms); output: softmax per class")
+
+
+def prepare(img: np.ndarray, hw: tuple[int, int], channels: int = 3) -> np.ndarray:
+    """One image (BGR, BGRA or gray uint8) -> the IR's input [1, C, H, W] float32."""
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    h, w = img.shape[:2]
+    th, tw = hw
+    s = max(th / h, tw / w)
+    nh, nw = max(th, round(h * s)), max(tw, round(w * s))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(img, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else img
+    y0, x0 = (nh - th) // 2, (nw - tw) // 2
+    img = img[y0:y0 + th, x0:x0 + tw]
+    if channels == 1:
+        img = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        x = img[None, None]
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img[..., ::-1]
+        x = img.transpose(2, 0, 1)[None]
+    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
+
+
+class ClsIR:
+    """An FP32 or INT8 classifier IR compiled for the CPU (f32 inference precision, as the runtime runs)."""
+
+    def __init__(self, xml: Path | str):
+        import openvino as ov
+
+        core = ov.Core()
+        self.model = core.read_model(str(xml))
+        ps = self.model.input(0).get_partial_shape()
+        self.channels = int(ps[1].get_length())
+        self.hw = (int(ps[2].get_length()), int(ps[3].get_length()))
+        self.n_out = int(self.model.output(0).get_partial_shape()[-1].get_length())
+        self.compiled = core.compile_model(self.model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def probs(self, img: np.ndarray) -> np.ndarray:
+        return np.asarray(self.compiled(prepare(img, self.hw, self.channels))[0])[0].astype(np.float64)
+
+    def probs_of(self, files: list[Path]) -> np.ndarray:
+        out = np.zeros((len(files), self.n_out))
+        for i, f in enumerate(files):
+            img = cv2.imread(str(f))  # as Ultralytics reads them: 8-bit BGR (gray as 3 equal channels)
+            if img is None:
+                raise ValueError(f"{f}: not a readable image")
+            out[i] = self.probs(img)
+        return out

@@ -1,0 +1,237 @@
+"""`inspector dataset import` of image-level labels (folders, csv, Label Studio choices, CVAT tags) into a
+classification dataset, its bad-input table, and `dataset check` on classification datasets. All in-process CLI
+runs on generated 48-px tiles: milliseconds each."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from inspector.cli import main
+from inspector.training.cls_dataset import load_cls_dataset
+from tests.training.cls_folders import make_folders
+
+
+def imported(out: Path) -> dict[str, dict[str, set[str]]]:
+    """split -> class -> image names, read back from disk."""
+    return {s.name: {c.name: {f.name for f in c.iterdir()} for c in s.iterdir() if c.is_dir()}
+            for s in out.iterdir() if s.is_dir()}
+
+
+def test_folders_round_trip_into_a_stratified_classification_dataset(tmp_path):
+    files = make_folders(tmp_path / "src", {"ok": 12, "ng": 8})
+    out = tmp_path / "ds"
+    rc = main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(out),
+               "--val-fraction", "0.25", "--test-fraction", "0.25", "--seed", "3"])
+    assert rc == 0
+    got = imported(out)
+    assert {n for s in got.values() for n in s["ok"]} == {p.name for p in files["ok"]}
+    assert {n for s in got.values() for n in s["ng"]} == {p.name for p in files["ng"]}
+    # stratified: each split holds each class's share
+    assert {s: {c: len(v) for c, v in d.items()} for s, d in got.items()} == \
+        {"train": {"ok": 6, "ng": 4}, "val": {"ok": 3, "ng": 2}, "test": {"ok": 3, "ng": 2}}
+    doc = yaml.safe_load((out / "data.yaml").read_text())
+    assert doc["task"] == "classify" and doc["names"] == {0: "ng", 1: "ok"} and doc["pass_class"] == "ok"
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == ["ng", "ok"] and meta["pass_class"] == "ok" and meta["image_channels"] == 1
+    assert meta["counts"]["val"] == {"images": 5, "per_class": {"ng": 2, "ok": 3}}
+    assert meta["split_rule"]["kind"] == "random-fraction" and len(meta["sha256"]["content"]) == 64
+    ds = load_cls_dataset(out / "data.yaml")
+    assert ds.classes == ["ng", "ok"] and ds.splits == ["train", "val", "test"]
+    assert main(["dataset", "check", str(out)]) == 0
+
+
+def test_good_names_the_pass_class_and_the_source_splits_are_kept(tmp_path):
+    src = tmp_path / "src"
+    make_folders(src / "train", {"good": 4, "scratch": 3, "dent": 3})
+    make_folders(src / "val", {"good": 2, "scratch": 1, "dent": 1}, seed=1)
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "folders", str(src), "--out", str(out)]) == 0  # `good`: default
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["pass_class"] == "good" and meta["classes"] == ["dent", "good", "scratch"]
+    assert meta["split_rule"]["kind"] == "source"
+    assert meta["counts"]["val"]["per_class"] == {"dent": 1, "good": 2, "scratch": 1}
+    assert main(["dataset", "import", "--from", "folders", str(src), "--out", str(tmp_path / "d2"),
+                 "--good", "dent"]) == 0
+    assert json.loads((tmp_path / "d2" / "dataset.json").read_text())["pass_class"] == "dent"
+
+
+def test_csv_rows_with_their_own_split(tmp_path):
+    files = make_folders(tmp_path / "src" / "imgs", {"ok": 4, "ng": 4})
+    rows = ["path,label,split"]
+    for label, fs in files.items():
+        for k, f in enumerate(fs):
+            rows.append(f"imgs/{label}/{f.name},{label},{'val' if k == 0 else 'train'}")
+    (tmp_path / "src" / "labels.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "csv", str(tmp_path / "src" / "labels.csv"), "--out", str(out)]) == 0
+    got = imported(out)
+    assert got["val"] == {"ok": {"ok_0.png"}, "ng": {"ng_0.png"}}
+    assert len(got["train"]["ok"]) == 3 and len(got["train"]["ng"]) == 3
+
+
+def _ls_choices(src: Path, files: dict[str, list[Path]]) -> None:
+    tasks = []
+    for label, fs in files.items():
+        for f in fs:
+            tasks.append({"id": len(tasks) + 1, "data": {"image": f"/data/upload/1/{len(tasks):08x}-{f.name}"},
+                          "annotations": [{"id": 1, "was_cancelled": False, "result": [
+                              {"id": "c1", "type": "choices", "from_name": "verdict", "to_name": "image",
+                               "value": {"choices": [label]}}]}]})
+    (src / "export.json").write_text(json.dumps(tasks))
+
+
+def _cvat_tags(src: Path, files: dict[str, list[Path]]) -> None:
+    labels = "".join(f"<label><name>{c}</name><type>tag</type></label>" for c in files)
+    body = "".join(f'<image id="{i}" name="{f.parent.name}/{f.name}" width="48" height="48">'
+                   f'<tag label="{label}" source="manual"></tag></image>'
+                   for i, (label, f) in enumerate((lb, f) for lb, fs in files.items() for f in fs))
+    (src / "annotations.xml").write_text(f"<annotations><version>1.1</version><meta><task><labels>{labels}</labels>"
+                                         f"</task></meta>{body}</annotations>")
+
+
+@pytest.mark.parametrize("fmt,write", [("labelstudio", _ls_choices), ("cvat", _cvat_tags)])
+def test_image_level_labels_from_labelling_tools(tmp_path, fmt, write):
+    files = make_folders(tmp_path / "src", {"ok": 6, "ng": 4})
+    write(tmp_path / "src", files)
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", fmt, "--task", "classify", str(tmp_path / "src"), "--out", str(out),
+                 "--val-fraction", "0.25"]) == 0
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == ["ng", "ok"] and meta["skipped"] == []
+    assert sum(c["per_class"]["ng"] for c in meta["counts"].values()) == 4
+    assert sum(c["per_class"]["ok"] for c in meta["counts"].values()) == 6
+
+
+def test_the_box_import_still_refuses_a_choices_export(tmp_path):
+    files = make_folders(tmp_path / "src", {"ok": 2, "ng": 2})
+    _ls_choices(tmp_path / "src", files)
+    assert main(["dataset", "import", "--from", "labelstudio", str(tmp_path / "src"), "--out",
+                 str(tmp_path / "ds")]) == 2
+
+
+def _one_class(src: Path) -> list[str]:
+    make_folders(src, {"ok": 3})
+    return ["--from", "folders", str(src)]
+
+
+def _empty_class(src: Path) -> list[str]:
+    make_folders(src, {"ok": 3, "ng": 3})
+    (src / "dent").mkdir()
+    return ["--from", "folders", str(src)]
+
+
+def _csv_missing(src: Path) -> list[str]:
+    make_folders(src, {"ok": 3, "ng": 3})
+    (src / "l.csv").write_text("ok/ok_0.png,ok\nng/ng_0.png,ng\nng/ng_9.png,ng\n")
+    return ["--from", "csv", str(src / "l.csv")]
+
+
+def _label_not_a_class(src: Path) -> list[str]:
+    make_folders(src, {"ok": 3, "ng": 3, "scratch": 2})
+    return ["--from", "folders", str(src), "--classes", "ok,ng"]
+
+
+def _no_pass_class(src: Path) -> list[str]:
+    make_folders(src, {"pass": 3, "ng": 3})
+    return ["--from", "folders", str(src)]
+
+
+def _good_not_a_class(src: Path) -> list[str]:
+    make_folders(src, {"ok": 3, "ng": 3})
+    return ["--from", "folders", str(src), "--good", "fine"]
+
+
+def _csv_outside(src: Path) -> list[str]:
+    make_folders(src.parent / "elsewhere", {"ok": 3})
+    make_folders(src, {"ng": 3, "ok": 2})
+    (src / "l.csv").write_text("../elsewhere/ok/ok_0.png,ok\nng/ng_0.png,ng\nok/ok_1.png,ok\n")
+    return ["--from", "csv", str(src / "l.csv")]
+
+
+def _csv_unknown_split(src: Path) -> list[str]:
+    make_folders(src, {"ok": 2, "ng": 2})
+    (src / "l.csv").write_text("ok/ok_0.png,ok,train\nng/ng_0.png,ng,holdout\n")
+    return ["--from", "csv", str(src / "l.csv")]
+
+
+@pytest.mark.parametrize("make,named", [
+    (_one_class, "one class only (ok)"),
+    (_empty_class, "dent holds no image"),
+    (_csv_missing, "line 3: ng/ng_9.png"),
+    (_label_not_a_class, "label 'scratch'"),
+    (_no_pass_class, "no pass class"),
+    (_good_not_a_class, "--good 'fine' is not one of the classes"),
+    (_csv_outside, "lies outside the CSV's folder"),
+    (_csv_unknown_split, "split 'holdout'"),
+])
+def test_bad_input_exits_2_naming_it(tmp_path, capsys, make, named):
+    args = make(tmp_path / "src")
+    out = tmp_path / "ds"
+    assert main(["dataset", "import", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert named in err, err
+    assert not out.exists()  # nothing written
+
+
+def test_the_same_bytes_twice_are_skipped_and_named(tmp_path, capsys):
+    files = make_folders(tmp_path / "src", {"ok": 6, "ng": 4})
+    shutil.copyfile(files["ng"][0], tmp_path / "src" / "ok" / "copy.png")  # sorted as ok too: a sorting mistake
+    args = ["dataset", "import", "--from", "folders", str(tmp_path / "src")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "copy.png" in err and "labelled 'ng' there, 'ok' here" in err
+    assert main([*args, "--out", str(tmp_path / "b"), "--skip-bad"]) == 0
+    meta = json.loads((tmp_path / "b" / "dataset.json").read_text())
+    assert meta["skipped_counts"] == {"duplicate": 1}
+
+
+def test_an_unreadable_image_is_skipped_and_named(tmp_path, capsys):
+    make_folders(tmp_path / "src", {"ok": 6, "ng": 4})
+    (tmp_path / "src" / "ng" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "ds")]) == 2
+    assert "broken.png: not a decodable image" in capsys.readouterr().err
+
+
+def _dup_across(ds: Path) -> str:
+    src = next((ds / "train" / "ng").iterdir())
+    shutil.copyfile(src, ds / "val" / "ng" / "again.png")
+    return "duplicate_image"
+
+
+def _relabelled(ds: Path) -> str:
+    src = next((ds / "train" / "ng").iterdir())
+    shutil.copyfile(src, ds / "val" / "ok" / "again.png")
+    return "conflicting_label"
+
+
+def _stray_folder(ds: Path) -> str:
+    (ds / "train" / "dent").mkdir()
+    cv2.imwrite(str(ds / "train" / "dent" / "x.png"), np.zeros((8, 8), np.uint8))
+    return "unknown_class_folder"
+
+
+def _empty_val_class(ds: Path) -> str:
+    shutil.rmtree(ds / "val" / "ng")
+    return "empty_class"
+
+
+def _unreadable(ds: Path) -> str:
+    (ds / "train" / "ok" / "bad.png").write_bytes(b"nope")
+    return "unreadable_image"
+
+
+@pytest.mark.parametrize("spoil", [_dup_across, _relabelled, _stray_folder, _empty_val_class, _unreadable])
+def test_check_names_each_finding(tmp_path, capsys, spoil):
+    make_folders(tmp_path / "src", {"ok": 6, "ng": 4})
+    ds = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(ds)]) == 0
+    kind = spoil(ds)
+    capsys.readouterr()
+    assert main(["dataset", "check", str(ds), "--json", str(tmp_path / "r.json")]) == 2
+    assert f"FAIL {kind}" in capsys.readouterr().out
+    assert kind in json.loads((tmp_path / "r.json").read_text())["findings"]
