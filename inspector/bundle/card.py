@@ -14,8 +14,11 @@ What the runtime acts on is typed and checked here, once, for every reader (the 
 - `input_envelope` (optional): the drift guard's envelope, parsed by `Envelope.from_card` (an unknown
   statistic, low > high or a wrong number of confidence bins is refused).
 
-The provenance sections (`training`, `evaluation`, `quantization`, `threshold_calibration`, ...) are
-free-form records for people and tools, kept as they are (`extra="allow"` at the top level only): a
+- `float_weights` (optional, null for bundles built before there was a .pt): file and sha256;
+- `parent` (optional: a retrained candidate's lineage): name, version, card_sha256, ...
+
+The provenance records (`training`, `evaluation`, `quantization`, `threshold_calibration`) are objects,
+free-form inside; other top-level records are kept as they are (`extra="allow"` at the top level): a
 card written by an older or newer `inspector model build` with another record in it still loads.
 """
 
@@ -69,6 +72,30 @@ class ModelFiles(BaseModel):
         return v
 
 
+class FloatWeights(BaseModel):
+    """The float weights the tool chain ended with (`model.pt`), where `inspector retrain` starts."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    file: str = Field(min_length=1)
+    sha256: str = Field(pattern=_SHA256)
+    bytes: int | None = Field(default=None, ge=0)
+    format: str | None = None
+
+
+class Lineage(BaseModel):
+    """`parent`: the bundle a candidate was retrained from (written by `inspector retrain`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str
+    version: str
+    path: str | None = None
+    card_sha256: str | None = Field(default=None, pattern=_SHA256)
+    int8_bin_sha256: str | None = Field(default=None, pattern=_SHA256)
+    thresholds: dict[str, float] | None = None
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -85,8 +112,15 @@ class ModelCard(BaseModel):
     input_channels: Literal[1, 3] = 3  # cards from before grayscale models have none: those take 3
     thresholds: dict[str, Any]
     files: dict[str, ModelFiles] = Field(min_length=1)
-    float_weights: dict[str, Any] | None = None
+    float_weights: FloatWeights | None = None  # null: a bundle built before there was a .pt
     input_envelope: dict[str, Any] | None = None
+    # Provenance records: read by the tool chain (retrain takes the training and quantization settings of its
+    # parent), free-form inside (each tool version writes what it measured)
+    training: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    threshold_calibration: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    parent: Lineage | None = None
     _envelope: Envelope | None = PrivateAttr(default=None)
 
     @field_validator("classes")

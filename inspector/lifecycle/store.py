@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.bundle import CARD_NAME, SIG_NAME, hashing
+from inspector.bundle.card import ModelCard, read_card
 from inspector.bundle.signing import BundleRefused, Trust, verify_card
 from inspector.bundle.verify import VerifiedBundle, card_from_bytes, check_card, verify_bundle
 from inspector.errors import ModelError
@@ -86,18 +87,15 @@ class ModelRef:
 # shadow: the card's schema and signature, the version it names, every file's sha256.
 
 
-def _card_ref(card: dict[str, Any], where: Path) -> ModelRef:
-    try:
-        return ModelRef.parse(f"{card['name']}@{card['version']}")
-    except (KeyError, ValueError) as e:
-        raise BundleRefused(f"{where}: the card needs a name and a version usable in a path ({e})") from e
+def _card_ref(card: ModelCard) -> ModelRef:
+    return ModelRef(card.name, card.version)  # the card's schema: both usable as folder names
 
 
-def bundle_files(card: dict[str, Any]) -> list[str]:
+def bundle_files(card: ModelCard) -> list[str]:
     """The files of a bundle: the card, then every model file it names."""
     names = [CARD_NAME]
-    for entry in card.get("files", {}).values():
-        names += [entry["xml"], entry["bin"]]
+    for entry in card.files.values():
+        names += [entry.xml, entry.bin]
     return names
 
 
@@ -182,8 +180,8 @@ class ModelStore:
                 if not card_path.exists():
                     continue
                 try:
-                    created = json.loads(card_path.read_text()).get("created")
-                except (OSError, ValueError):
+                    created = read_card(card_path)[0].created
+                except BundleRefused:  # listed all the same: verify, promote and start refuse it, naming why
                     created = None
                 out.append(StoredVersion(ModelRef(name_dir.name, v.name), v, created, (v / SIG_NAME).exists()))
         return out
@@ -207,8 +205,8 @@ class ModelStore:
         """`stage`, returning the bundle as verified in the store (`precision`'s IR kept for the compile:
         a first start hashes each file once, in the copy)."""
         src = Path(src)
-        card = check_card(src, trust).raw  # the card and its signature before copying anything
-        ref = _card_ref(card, src / CARD_NAME)
+        card = check_card(src, trust).card  # the card and its signature before copying anything
+        ref = _card_ref(card)
         names = bundle_files(card) + ([SIG_NAME] if (src / SIG_NAME).exists() else [])
         for n in names:  # the files are hashed once, in the copy (see _install)
             if not (src / n).is_file():
@@ -409,9 +407,9 @@ def pull(store: ModelStore, remote: str, ref: ModelRef, trust: Trust, *, endpoin
             raise BundleRefused(f"s3://{bucket}/{base}/{SIG_NAME}: missing: lifecycle.signature requires a "
                                 f"{trust.alg} signature of the model card")
         verify_card(where, trust, card_bytes=card_bytes, sig_bytes=sig_bytes)
-    card = card_from_bytes(card_bytes, f"s3://{bucket}/{base}/{CARD_NAME}")[1]  # the schema, before any weights
-    if _card_ref(card, where / CARD_NAME) != ref:
-        raise BundleRefused(f"s3://{bucket}/{base}/{CARD_NAME}: the card says {_card_ref(card, where)}, "
+    card = card_from_bytes(card_bytes, f"s3://{bucket}/{base}/{CARD_NAME}")[0]  # the schema, before any weights
+    if _card_ref(card) != ref:
+        raise BundleRefused(f"s3://{bucket}/{base}/{CARD_NAME}: the card says {_card_ref(card)}, "
                             f"expected {ref}")
 
     def fill(tmp: Path) -> None:
@@ -434,8 +432,8 @@ def push(bundle: Path, remote: str, *, endpoint_url: str | None = None, region: 
          client=None) -> ModelRef:
     """Uploads a bundle folder to REMOTE/NAME/VERSION/ (the plant's build side; tests)."""
     bundle = Path(bundle)
-    card = json.loads((bundle / CARD_NAME).read_text())
-    ref = _card_ref(card, bundle / CARD_NAME)
+    card = read_card(bundle)[0]
+    ref = _card_ref(card)
     bucket, prefix = split_s3_url(remote)
     base = "/".join(p for p in (prefix, ref.name, ref.version) if p)
     client = client or s3_client(endpoint_url=endpoint_url, region=region)

@@ -300,9 +300,9 @@ class PageView:
     def _model(self, rep: Any) -> dict[str, Any]:
         svc = self.svc
         m = rep.model
-        card = getattr(getattr(svc.detector, "bundle", None), "card", None) or {}
+        bundle = getattr(svc.detector, "bundle", None)
         out: dict[str, Any] = {"name": m["name"], "version": m["version"], "precision": m.get("precision"),
-                               "device": m.get("device"), "task": card.get("task", "detect"),
+                               "device": m.get("device"), "task": getattr(bundle, "task", "detect"),
                                "since": None, "last_switch": None, "shadow": None}
         started = self._started_wall
         events = list(getattr(svc.lifecycle, "events", None) or []) if getattr(svc, "lifecycle", None) else []

@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from inspector.bundle import CARD_NAME
+from inspector.bundle.card import read_card
+from inspector.bundle.signing import BundleRefused
 from inspector.errors import InspectorError
 from inspector.kernel.atomic_dir import replace_dir
 
@@ -80,12 +83,12 @@ def nights(since: dt.date, until: dt.date) -> list[str]:
 
 def model_classes(cfg) -> list[str]:
     """Class names in model order: the bundle's card, else the config's model.classes."""
-    card = Path(cfg.model.path) / "model_card.json"
+    card = Path(cfg.model.path) / CARD_NAME
     if card.exists():
         try:
-            return list(json.loads(card.read_text())["classes"])
-        except (ValueError, KeyError) as e:
-            raise ReviewExportError(f"{card}: unreadable model card ({e})") from e
+            return list(read_card(card)[0].classes)
+        except BundleRefused as e:
+            raise ReviewExportError(str(e)) from e
     if cfg.model.classes:
         return list(cfg.model.classes)
     raise ReviewExportError(f"no class list: {card} does not exist and the config names no model.classes")

@@ -197,13 +197,13 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     }
     # The card schema before the card is written (thresholds one per class, finite, in (0, 1]; ...): a
     # bundle the line would refuse is never built. Then it must load with its own card (sha256 checks).
-    write_card(out, card)
+    written = write_card(out, card)
     load_bundle(out, "int8")
     if envelope_families is not None:
         from inspector.training.envelope import families_held, write_card_envelope
         from inspector.training.perturb_eval import CLEAN, parse_families
 
-        fams = (families_held(card) or []) if envelope_families == "held" else \
+        fams = (families_held(written) or []) if envelope_families == "held" else \
             [f for f in parse_families(envelope_families) if f != CLEAN]
         env = write_card_envelope(out, [sm.image for sm in val_samples], fams, seed=val_seed,
                                   source={"split": val_split})

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.bundle.card import ModelCard
 from inspector.bundle.envelope import SAMPLE_WIDTH, STAT_NAMES, ConfidenceReference, Envelope, OutputReference
 from inspector.inference.drift_guard import frame_stats
 from inspector.sources import optics
@@ -122,11 +123,11 @@ def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (),
     )
 
 
-def families_held(card: dict, mAP50: float = 0.90, escapes: float = 0.01,
+def families_held(card: ModelCard | None, mAP50: float = 0.90, escapes: float = 0.01,
                   false_rejects: float = 0.05) -> list[str] | None:
     """The optics families the card's per-family held-out metrics say the model holds under (issue 14's bar);
     None when the card has no per-family metrics (`evaluation.perturbed`)."""
-    per = (card.get("evaluation") or {}).get("perturbed")
+    per = ((card.evaluation if card is not None else None) or {}).get("perturbed")
     if not per:
         return None
     return [f for f, r in per.items() if f != "none" and r.get("mAP50", 0) >= mAP50
@@ -157,8 +158,8 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
                            conf_floor=floor or 0.05, thresholds=None if policy is None else policy.thresholds)
     env = Envelope(env.bounds, env.frame_size, env.roi, env.sample_width, env.confidence,
                    {**env.source, **(source or {})}, env.output)
-    _, card, _ = read_card(bundle_dir)
-    card["input_envelope"] = env.to_card()
-    write_card(bundle_dir, card)  # the schema first: an envelope the runtime would refuse is never written
+    _, raw, _ = read_card(bundle_dir)  # written back as it was, with the new envelope
+    raw["input_envelope"] = env.to_card()
+    write_card(bundle_dir, raw)  # the schema first: an envelope the runtime would refuse is never written
     load_bundle(bundle_dir, "int8")
     return env

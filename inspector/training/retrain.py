@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from inspector.bundle.card import ModelCard
 from inspector.errors import InspectorError
 from inspector.kernel.atomic_dir import replace_dir
 
@@ -50,31 +51,30 @@ class RetrainPlan:
     cache: str | None = "ram"
 
 
-def parent_weights(parent: Path, card: dict, override: Path | None) -> tuple[Path, str]:
+def parent_weights(parent: Path, card: ModelCard, override: Path | None) -> tuple[Path, str]:
     from inspector.bundle.hashing import sha256_file
 
     if override is not None:
         if not override.is_file():
             raise RetrainError(f"--weights {override} does not exist")
         return override, sha256_file(override)
-    fw = card.get("float_weights")
-    if not fw:
+    fw = card.float_weights
+    if fw is None:
         raise RetrainError(
             f"{parent} holds no float weights (its card has no float_weights: bundles built before `inspector model` "
             "kept model.pt, such as models/demo 1.1.0, have none). Pass --weights with the .pt it was "
             "trained from (`make model` leaves build/train/best.pt), or rebuild the bundle with `make model`")
-    pt = parent / fw["file"]
+    pt = parent / fw.file
     if not pt.is_file():
         raise RetrainError(f"{pt}: missing (named in {parent}/model_card.json float_weights)")
     got = sha256_file(pt)
-    if got != fw.get("sha256"):
-        raise RetrainError(f"{pt}: sha256 {got[:16]}…, the card says {str(fw.get('sha256'))[:16]}… "
+    if got != fw.sha256:
+        raise RetrainError(f"{pt}: sha256 {got[:16]}…, the card says {fw.sha256[:16]}… "
                            "(replaced or corrupt)")
     return pt, got
 
 
 def retrain(plan: RetrainPlan, log=print) -> Path:
-    from inspector.bundle import CARD_NAME
     from inspector.bundle.card import read_card, write_card
     from inspector.bundle.load import load_bundle
     from inspector.errors import ModelError
@@ -84,7 +84,7 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
 
     parent = Path(plan.parent)
     try:
-        _, card, card_bytes = read_card(parent)  # the card schema: a parent the line would refuse is refused here
+        card, _, card_bytes = read_card(parent)  # the card schema: a parent the line would refuse is refused here
     except ModelError as e:
         raise RetrainError(f"--from {parent}: not a valid model bundle ({e})") from e
     data = Path(plan.data)
@@ -92,25 +92,25 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
     if not data.is_file():
         raise RetrainError(f"--data {plan.data}: no data.yaml")
     want = dataset_classes(data)
-    if want != list(card["classes"]):
-        raise RetrainError(f"the dataset {data} has classes {want}, the parent {parent} has {card['classes']}: a "
+    if want != card.classes:
+        raise RetrainError(f"the dataset {data} has classes {want}, the parent {parent} has {card.classes}: a "
                            "candidate keeps its parent's classes (train a new model for new classes)")
     weights, weights_sha = parent_weights(parent, card, plan.weights)
     out = Path(plan.out).resolve()
     if out == parent.resolve():
         raise RetrainError(f"--out {out} is the parent: a candidate never overwrites the bundle in service")
     work = Path(plan.work) if plan.work else Path("build/retrain") / out.name
-    training = card.get("training") or {}
-    imgsz = int(card["input_size"][0])
-    quant = card.get("quantization") or {}
+    training = card.training or {}
+    imgsz = int(card.input_size[0])
+    quant = card.quantization or {}
     max_drop = plan.max_drop if plan.max_drop is not None else \
         ((quant.get("accuracy_control") or {}).get("max_drop_mAP50-95"))
-    target_recall = float((card.get("threshold_calibration") or {}).get("target_recall", 0.99))
-    version = plan.version or f"{card['version']}-rc.{dt.datetime.now(dt.UTC):%Y%m%d%H%M}"
+    target_recall = float((card.threshold_calibration or {}).get("target_recall", 0.99))
+    version = plan.version or f"{card.version}-rc.{dt.datetime.now(dt.UTC):%Y%m%d%H%M}"
     times = {}
 
     t0 = time.monotonic()
-    log(f"[retrain] fine-tuning {parent} ({card['name']} {card['version']}) from {weights} on {data}: "
+    log(f"[retrain] fine-tuning {parent} ({card.name} {card.version}) from {weights} on {data}: "
         f"{plan.epochs} epochs at {imgsz} px, lr0 {plan.lr0}")
     fp32 = train(TrainPlan(out=work, data=data, arch=training.get("arch", "yolov8n.yaml"), imgsz=imgsz,
                            epochs=plan.epochs, batch=plan.batch, workers=plan.workers, init=weights, lr0=plan.lr0,
@@ -135,15 +135,15 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
     info_path = work / "train_info.json"
     train_info = json.loads(info_path.read_text()) if info_path.exists() else {}
     try:
-        build_bundle(fp32, int8, tmp, name=card["name"], version=version, calibration=calibration,
+        build_bundle(fp32, int8, tmp, name=card.name, version=version, calibration=calibration,
                      target_recall=target_recall, data=data, train_info=train_info,
                      command=f"inspector retrain --from {parent} --data {plan.data} --out {plan.out} "
                              f"--epochs {plan.epochs} --lr0 {plan.lr0}")
         times["bundle_s"] = round(time.monotonic() - t0, 1)
-        new = json.loads((tmp / CARD_NAME).read_text())
-        new["parent"] = {"name": card["name"], "version": card["version"], "path": str(parent.resolve()),
+        _, new, _ = read_card(tmp)  # the card build_bundle wrote (checked), as JSON to add the lineage to
+        new["parent"] = {"name": card.name, "version": card.version, "path": str(parent.resolve()),
                          "card_sha256": hashlib.sha256(card_bytes).hexdigest(),
-                         "int8_bin_sha256": card["files"]["int8"]["bin_sha256"], "thresholds": card.get("thresholds")}
+                         "int8_bin_sha256": card.files["int8"].bin_sha256, "thresholds": dict(card.thresholds)}
         new["retrain"] = {"from_weights": str(weights), "from_weights_sha256": weights_sha, "epochs": plan.epochs,
                           "lr0": plan.lr0, "max_drop": max_drop, "dataset": str(data.resolve()),
                           "dataset_version": _dataset_version(data), "seconds": times}
@@ -154,7 +154,7 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"[retrain] wrote {out}: {card['name']} {version} (parent {card['version']}); train {times['train_s']} s, "
+    log(f"[retrain] wrote {out}: {card.name} {version} (parent {card.version}); train {times['train_s']} s, "
         f"quantize {times['quantize_s']} s, bundle {times['bundle_s']} s; next: inspector compare {parent} {out} "
         f"--data {data.parent}")
     return out

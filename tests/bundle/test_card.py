@@ -80,6 +80,9 @@ def test_nan_written_by_json_is_read_back_and_refused(tmp_path):
     ("input_envelope", {"stats": {"luma": [0, 255], "glare": [0, 1]}},
      r"input_envelope\.stats: expected names among .*got \['glare'\]"),
     ("input_envelope", {"stats": {"luma": [0, math.nan]}}, r"input_envelope\.stats: expected low <= high"),
+    ("float_weights", {"file": "model.pt", "sha256": "abc"}, "float_weights.sha256: String should match pattern"),
+    ("parent", {"version": "1.0.0"}, "parent.name: Field required"),
+    ("training", "fast", "training: Input should be a valid dictionary"),
 ])
 def test_other_fields_are_refused_naming_the_field(field, value, message):
     card = demo_card()
@@ -99,7 +102,9 @@ def test_the_demo_card_and_older_cards_load_as_they_are():
     card, raw = parse_card((DEMO / "model_card.json").read_bytes(), "demo")
     assert card.thresholds == raw["thresholds"] and list(card.thresholds) == card.classes
     assert card.envelope is not None and "luma" in card.envelope.bounds
-    assert raw["evaluation"]["int8"]["mAP50"] == card.model_extra["evaluation"]["int8"]["mAP50"]
+    assert raw["evaluation"]["int8"]["mAP50"] == card.evaluation["int8"]["mAP50"]
+    assert card.float_weights.sha256 == raw["float_weights"]["sha256"] and card.parent is None
+    assert card.model_extra["versions"] == raw["versions"]  # a record the schema does not name: kept
     older = demo_card()
     for k in ("input_channels", "input_envelope", "float_weights", "created"):
         del older[k]
