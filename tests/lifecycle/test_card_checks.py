@@ -199,20 +199,50 @@ def test_promote_compiles_the_bytes_it_verified(tmp_path, store_v2, running, mon
     assert any(v.outcome is Outcome.PASS for v in after), "the replaced files were compiled, not the verified bytes"
 
 
-def test_a_first_start_and_a_promote_hash_each_file_once(tmp_path, store_v2, running, monkeypatch):
-    cfg = lifecycle_config(tmp_path)
+PRECISIONS = ("int8", "fp32")
+
+
+def other(precision: str) -> str:
+    return "fp32" if precision == "int8" else "int8"
+
+
+def ir_files(precision: str, n: int) -> dict[str, int]:
+    return {f"model_{precision}.xml": n, f"model_{precision}.bin": n}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_start_without_the_lifecycle_hashes_its_precision_once(tmp_path, running, monkeypatch, precision):
+    """model.path with the lifecycle off: the precision run is read, hashed and compiled from those bytes once;
+    the other precision's files are not touched (load_bundle checks the IR it loads)."""
+    cfg = lifecycle_config(tmp_path, lifecycle={"enabled": False}, model={"precision": precision})
+    hashed = HashCounter(monkeypatch)
+    svc, rec = running(cfg, max_frames=3)
+    wait_done(svc, 120)
+    demo_card = json.loads((DEMO / "model_card.json").read_text())
+    assert hashed.per_file(demo_card) == {**ir_files(precision, 1), **ir_files(other(precision), 0)}
+    assert svc.pipeline.model.version == V1.version and len(rec.verdicts) == 3
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_first_start_and_a_promote_hash_each_file_once(tmp_path, running, monkeypatch, precision):
+    """With the lifecycle on: the first start stages models/demo into the store (every file the card names is
+    hashed once, in the copy) and compiles the bytes it hashed; a promote checks the stored candidate (each
+    of its files once) and compiles those bytes; a restart on the pointer checks it once more."""
+    cfg = lifecycle_config(tmp_path, model={"precision": precision})
+    store = ModelStore(tmp_path / "store", "st1")
+    store.stage(make_bundle(tmp_path / "bundles" / "v2", V2.version, fp32=True), Trust())
     hashed = HashCounter(monkeypatch)
     svc, rec = running(cfg)
     demo_card = json.loads((DEMO / "model_card.json").read_text())
-    assert hashed.per_file(demo_card) == {"model_int8.xml": 1, "model_int8.bin": 1, "model_fp32.xml": 1,
-                                          "model_fp32.bin": 1}
+    assert hashed.per_file(demo_card) == {**ir_files("int8", 1), **ir_files("fp32", 1)}
     rec.wait(lambda vs: len(vs) >= 3, 60, "first verdicts")
     hashed.clear()
     request(cfg.lifecycle.socket, {"cmd": "promote", "model": str(V2)})
-    v2_card = json.loads((store_v2.path(V2) / "model_card.json").read_text())
-    assert hashed.per_file(v2_card) == {"model_int8.xml": 1, "model_int8.bin": 1}
+    v2_card = json.loads((store.path(V2) / "model_card.json").read_text())
+    assert hashed.per_file(v2_card) == {**ir_files("int8", 1), **ir_files("fp32", 1)}
+    rec.wait(lambda vs: any(v.model.version == V2.version for v in vs), 60, "a verdict of V2")
     svc.stop(deadline_s=5)
     hashed.clear()
     svc2, _ = running(cfg, max_frames=3)  # a restart on the pointer: once more, once each
-    assert hashed.per_file(v2_card) == {"model_int8.xml": 1, "model_int8.bin": 1}
+    assert hashed.per_file(v2_card) == {**ir_files("int8", 1), **ir_files("fp32", 1)}
     assert svc2.pipeline.model.version == V2.version
