@@ -11,7 +11,7 @@ from inspector.cli.common import load_config_arg
 
 
 def cmd_plc_sim(a: argparse.Namespace) -> int:
-    from inspector.signalling.plc import PlcSimulator
+    from inspector.devtools.plc_sim import PlcSimulator
 
     cfg = load_config_arg(a.config)
     budget = a.budget_ms if a.budget_ms is not None else cfg.decision.budget_ms

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from inspector.config import MQTTConfig
-from inspector.signalling.plc import PlcSimulator
+from inspector.devtools.plc_sim import PlcSimulator
 from tests.fixtures.genicam_camera import run_isolated
 from tests.fixtures.mqtt_broker import Recorder, mqtt_config
 

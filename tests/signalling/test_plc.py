@@ -15,13 +15,14 @@ import pytest
 
 from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig, GenICamSourceConfig, PLCConfig
+from inspector.devtools.plc_sim import PlcSimulator
 from inspector.devtools.testing import ListSink, ListSource, blank_image
 from inspector.frames import Frame
 from inspector.inference.decision import DecisionPolicy
 from inspector.inference.detector import Detector
 from inspector.kernel.alarms import AlarmHub
 from inspector.service.pipeline import Pipeline
-from inspector.signalling.plc import PlcHandshake, PlcSimulator
+from inspector.signalling.plc import PlcHandshake
 from inspector.sources import open_source
 from tests.fixtures.mqtt_broker import mqtt_config
 from tests.waiting import wait_for
