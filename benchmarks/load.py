@@ -6,7 +6,7 @@
 
 Each row: `inspector run` on configs/demo.yaml (synthetic line, 10 parts/s, 50 ms budget, models/demo,
 on_late: reject) for N parts, a real Mosquitto (a fresh one per row) and the reference actuator
-(`signalling/actuator.py`, the line side) on the reject topic, beside:
+(`devtools/actuator.py`, the line side) on the reject topic, beside:
 - K busy CPU threads at nice 0 (each its own process running `while True: pass`: a Python thread in one
   process would share one GIL, i.e. one core, with its siblings);
 - a disk writer: 1 MB written and fsync'ed in a loop (`--no-disk` drops it);
@@ -47,10 +47,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inspector.config import MQTTConfig  # noqa: E402
+from inspector.devtools.actuator import Actuator  # noqa: E402
 from inspector.devtools.bench import cpu_name  # noqa: E402
 from inspector.devtools.broker import LocalBroker  # noqa: E402
 from inspector.kernel import realtime  # noqa: E402
-from inspector.signalling.actuator import Actuator  # noqa: E402
 
 PY = sys.executable
 EXTRA_ENV: dict[str, str] = {}  # --env KEY=VALUE: config overrides for every row (INSPECTOR_<SECTION>__<FIELD>)

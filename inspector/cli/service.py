@@ -27,7 +27,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
 
 
 def cmd_actuator(a: argparse.Namespace) -> int:
-    from inspector.signalling.actuator import run_actuator
+    from inspector.devtools.actuator import run_actuator
 
     return run_actuator(load_config_arg(a.config), expect=a.expect, duration=a.duration)
 

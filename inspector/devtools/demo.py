@@ -182,7 +182,7 @@ class _Lines:
 def run_actuator_with_report(config: str, duration: float | None, report: Path) -> int:
     """The reference actuator (`inspector actuator`), plus a JSON report of what it received and a
     line when the broker has confirmed its subscription, for the demo and its test."""
-    from inspector.signalling.actuator import Actuator
+    from inspector.devtools.actuator import Actuator
 
     act = Actuator(load_config(config).mqtt)
     client = getattr(act, "_client", None)

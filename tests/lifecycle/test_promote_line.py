@@ -12,10 +12,10 @@ import time
 import pytest
 
 from inspector.bundle.signing import Trust
+from inspector.devtools.actuator import Actuator
 from inspector.frames import Outcome
 from inspector.lifecycle.control import request
 from inspector.lifecycle.store import ModelStore
-from inspector.signalling.actuator import Actuator
 from tests.fixtures.mqtt_broker import mqtt_config, needs_mosquitto
 from tests.lifecycle.bundles import make_bundle
 from tests.lifecycle.conftest import V1, V2, lifecycle_config, wait_done

@@ -10,9 +10,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from inspector.config import InspectorConfig
+from inspector.devtools.actuator import Actuator, run_actuator
 from inspector.devtools.testing import heartbeat_figures, make_reject
 from inspector.frames import ModelInfo
-from inspector.signalling.actuator import Actuator, run_actuator
 from inspector.signalling.payloads import (
     HeartbeatPayload,
     StatusPayload,

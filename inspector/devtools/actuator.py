@@ -82,7 +82,7 @@ class Actuator:
     # -- connection ------------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
         c = make_client(self.cfg, client_id=self.client_id, persistent=True,
-                        logger="inspector.signalling.actuator.paho")
+                        logger="inspector.devtools.actuator.paho")
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
