@@ -67,7 +67,7 @@ class ReplaySource:
         self.images, self.rate, self.n, self.gate = images, rate, n, gate
         self._buf = FrameBuffer("triggered", 1 << 16)
         self._done = False
-        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t = threading.Thread(target=self._run, name="replay-source", daemon=True)
 
     def start(self) -> None:
         self._t.start()

@@ -125,7 +125,7 @@ def threaded_map(fn, args: list, threads: int = IO_THREADS):
     """fn(*a) for each a in args, in `threads` threads, IO_WINDOW at a time, results in order. An
     export's files are often not in the page cache (measured: 100 us a read here, against 20 us
     cached): in threads the waits overlap instead of adding up, as do the kernel's writeback stalls."""
-    with ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="import-read") as pool:
         for start in range(0, len(args), IO_WINDOW):
             yield from pool.map(lambda a: fn(*a), args[start:start + IO_WINDOW])
 
