@@ -14,10 +14,10 @@ FORMATS = ("yolo", "voc", "coco", "labelstudio", "cvat")
 def cmd_synth(a: argparse.Namespace) -> int:
     import time
 
-    from inspector.sources.conveyor import write_data_yaml
     from inspector.training.datasets import (
         make_split,
         split_is_complete,
+        write_synth_data_yaml,
         write_synth_split,
     )
 
@@ -32,7 +32,7 @@ def cmd_synth(a: argparse.Namespace) -> int:
         print(f"{out} already holds these {a.n} frames of seed {a.seed} (same generator version): kept")
         return 0
     make_split(out, a.n, a.seed, workers=a.workers, optics_mode=a.optics)
-    write_data_yaml(out, train="images", val="images")
+    write_synth_data_yaml(out, train="images", val="images")
     dt = time.monotonic() - t0
     print(f"wrote {a.n} frames to {out} (images/, labels/, data.yaml) in {dt:.1f} s ({a.n / dt:.0f} frames/s)")
     return 0

@@ -1,8 +1,9 @@
 """Synthetic conveyor: top-down frames of a machined flange on a belt, with ground truth.
 
 One generator feeds three consumers: `inspector synth` (a YOLO dataset for training and
-evaluation), the `synthetic` frame source of the pipeline (a paced conveyor whose parts carry
-their ground truth, so a run can count escapes and false rejects), and the tests.
+evaluation, written by training/datasets.py), the `synthetic` frame source of the pipeline (a
+paced conveyor whose parts carry their ground truth, so a run can count escapes and false
+rejects), and the tests.
 
 Every frame is a pure function of (seed, index): `ConveyorGenerator(seed).part(i)` is the same
 image on every machine and in any order, so datasets can be made in parallel and a part seen in a
@@ -14,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -427,30 +427,3 @@ class ConveyorGenerator:
         noise = rng.standard_normal(frame.shape[:2], dtype=np.float32) * float(rng.uniform(1.5, 5))
         frame += noise[..., None]
         return np.clip(frame, 0, 255).astype(np.uint8)
-
-
-def write_dataset(out: Path, n: int, seed: int, *, start: int = 0, jpeg_quality: int = 95,
-                  optics_mode: str = "none") -> Path:
-    """Writes a YOLO dataset (images/, labels/, data.yaml) of `n` parts; returns the data.yaml path."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-    gen = ConveyorGenerator(seed, optics_mode=optics_mode)
-    for i in range(start, start + n):
-        part = gen.part(i)
-        stem = f"{seed}_{i:07d}"
-        ok, buf = cv2.imencode(".jpg", part.image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-        if not ok:
-            raise RuntimeError(f"JPEG encoding failed for part {i}")
-        (out / "images" / f"{stem}.jpg").write_bytes(buf.tobytes())
-        (out / "labels" / f"{stem}.txt").write_text(part.yolo_labels())
-    return write_data_yaml(out, train="images", val="images")
-
-
-def write_data_yaml(root: Path, train: str, val: str) -> Path:
-    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(DEFECT_CLASSES))
-    path = Path(root) / "data.yaml"
-    path.write_text(f"path: {Path(root).resolve()}\ntrain: {train}\nval: {val}\nnames:\n{names}\n")
-    return path

@@ -6,7 +6,9 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from inspector.sources.conveyor import render_version, write_dataset
+import cv2
+
+from inspector.sources.conveyor import DEFECT_CLASSES, ConveyorGenerator, render_version
 
 _STAMP = ".complete.json"
 
@@ -37,7 +39,7 @@ def make_split(root: Path, n: int, seed: int, workers: int = 2, optics_mode: str
 
 def _write_chunk(args) -> None:
     root, n, seed, start, optics_mode = args
-    write_dataset(root, n, seed, start=start, optics_mode=optics_mode)
+    write_synth_dataset(root, n, seed, start=start, optics_mode=optics_mode)
 
 
 def write_synth_split(root: Path, split: str, n: int, seed: int, workers: int = 2, optics_mode: str = "none") -> Path:
@@ -45,7 +47,6 @@ def write_synth_split(root: Path, split: str, n: int, seed: int, workers: int = 
     root/data.yaml and root/dataset.json (rewritten for the splits present). Reused when complete."""
     import shutil
 
-    from inspector.sources.conveyor import DEFECT_CLASSES
     from inspector.training.dataset_import import write_description
 
     root = Path(root)
@@ -72,3 +73,31 @@ def write_synth_split(root: Path, split: str, n: int, seed: int, workers: int = 
     source = {"format": "synthetic", "generator": "inspector.sources.conveyor",
               "synth_version": render_version(optics_mode)}
     return write_description(root, list(DEFECT_CLASSES), source, {"kind": "synthetic", "splits": rules})
+
+
+def write_synth_dataset(out: Path, n: int, seed: int, *, start: int = 0, jpeg_quality: int = 95,
+                  optics_mode: str = "none") -> Path:
+    """Writes a YOLO dataset (images/, labels/, data.yaml) of `n` parts; returns the data.yaml path."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    gen = ConveyorGenerator(seed, optics_mode=optics_mode)
+    for i in range(start, start + n):
+        part = gen.part(i)
+        stem = f"{seed}_{i:07d}"
+        ok, buf = cv2.imencode(".jpg", part.image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if not ok:
+            raise RuntimeError(f"JPEG encoding failed for part {i}")
+        (out / "images" / f"{stem}.jpg").write_bytes(buf.tobytes())
+        (out / "labels" / f"{stem}.txt").write_text(part.yolo_labels())
+    return write_synth_data_yaml(out, train="images", val="images")
+
+
+def write_synth_data_yaml(root: Path, train: str, val: str) -> Path:
+    """A flat synthetic dataset's data.yaml: absolute `path`, `train`/`val` folders, the generator's classes."""
+    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(DEFECT_CLASSES))
+    path = Path(root) / "data.yaml"
+    path.write_text(f"path: {Path(root).resolve()}\ntrain: {train}\nval: {val}\nnames:\n{names}\n")
+    return path

@@ -10,7 +10,8 @@ import pytest
 from inspector.bundle.envelope import PSI_EDGES, STAT_NAMES, Envelope
 from inspector.bundle.load import load_bundle
 from inspector.inference.drift_guard import frame_stats
-from inspector.sources.conveyor import ConveyorGenerator, write_dataset
+from inspector.sources.conveyor import ConveyorGenerator
+from inspector.training.datasets import write_synth_dataset
 from inspector.training.envelope import (
     bounds_from_stats,
     compute_envelope,
@@ -56,7 +57,7 @@ def test_bad_quantile_or_margin(quantile, margin):
 
 
 def test_from_a_dataset_folder_with_the_real_model(tmp_path):
-    data_yaml = write_dataset(tmp_path / "val", 12, seed=43)
+    data_yaml = write_synth_dataset(tmp_path / "val", 12, seed=43)
     imgs = list(folder_images(data_yaml))
     assert len(imgs) == 12
     env = compute_envelope(imgs, bundle=load_bundle(MODEL, "int8"))
