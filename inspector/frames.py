@@ -1,4 +1,9 @@
-"""Values that cross threads: frames in, detections, verdicts out. All frozen.
+"""Values that cross threads: frames in, findings, verdicts out. All frozen.
+
+Findings are what a model kind's head decodes from its output (`inspector.inference.heads`): boxes
+(`Detections`, task `detect`) or class scores of the whole image (`ClassScores`, task `classify`).
+Whatever reads them past the head (the decision, the drift guard, the spool's pre-labels) goes through
+what every kind has (`Findings`: `task`, `max_score`, `label_format`, `prelabels`), never through boxes.
 
 Times: `captured_at` and `deadline` are `time.monotonic()` seconds (immune to NTP steps);
 `captured_wall` is the matching UTC epoch second, for payloads and file names only.
@@ -9,6 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -43,9 +49,32 @@ class Frame:
         return iso_utc(self.captured_wall)
 
 
+class Findings(Protocol):
+    """What a head found in one frame, as every reader past the head sees it (one class per model kind).
+
+    `prelabels(found, width, height)` writes the defects and uncertain findings the decision kept (`Defect`s)
+    as the pre-label file a labelling tool opens, in `label_format` (named in the spool's sidecar)."""
+
+    task: ClassVar[str]  # the model card's `task` this kind's head decodes
+    label_format: ClassVar[str]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def max_score(self) -> float:
+        """The highest score found (0.0 when nothing was): the output drift guard's statistic."""
+        ...
+
+    @staticmethod
+    def prelabels(found: tuple[Defect, ...], width: int, height: int) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """Struct of arrays; boxes are x0, y0, x1, y1 in source-image pixels."""
+    """Boxes (task `detect`). Struct of arrays; boxes are x0, y0, x1, y1 in source-image pixels."""
+
+    task: ClassVar[str] = "detect"
+    label_format: ClassVar[str] = "yolo"
 
     xyxy: np.ndarray  # (N, 4) float32
     confidence: np.ndarray  # (N,) float32
@@ -58,8 +87,68 @@ class Detections:
     def __len__(self) -> int:
         return int(self.confidence.shape[0])
 
+    @property
+    def max_score(self) -> float:
+        return float(self.confidence.max()) if len(self) else 0.0
+
     def select(self, mask: np.ndarray) -> Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
+
+    @staticmethod
+    def prelabels(found: tuple[Defect, ...], width: int, height: int) -> str:
+        """YOLO lines `class_id cx cy w h`, normalized to [0, 1] and clipped to the image."""
+        lines = []
+        for d in found:
+            x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(d.box, (width, height, width, height),
+                                                                        strict=True))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            lines.append(f"{d.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
+        return "".join(line + "\n" for line in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassScores:
+    """Class probabilities of the whole image (task `classify`): one score per class of the card, by class id.
+
+    The classifier's head decodes into this; its decision rule (`inference.decision.RULES`) is what turns it
+    into defects."""
+
+    task: ClassVar[str] = "classify"
+    label_format: ClassVar[str] = "classes"
+
+    scores: np.ndarray  # (C,) float32
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def max_score(self) -> float:
+        return float(self.scores.max()) if len(self) else 0.0
+
+    @property
+    def top(self) -> int:
+        """The class id of the highest score."""
+        return int(self.scores.argmax())
+
+    @staticmethod
+    def prelabels(found: tuple[Defect, ...], width: int, height: int) -> str:
+        """One class id a line, each once, in the order found (a whole-image label has no box)."""
+        ids = dict.fromkeys(int(d.class_id) for d in found)
+        return "".join(f"{i}\n" for i in ids)
+
+
+#: The findings of each model kind, by the card's `task`.
+FINDINGS: dict[str, type[Detections] | type[ClassScores]] = {Detections.task: Detections,
+                                                             ClassScores.task: ClassScores}
+
+
+def findings_kind(task: str) -> type[Detections] | type[ClassScores]:
+    try:
+        return FINDINGS[task]
+    except KeyError:
+        raise ValueError(f"unknown model task {task!r} (known: {sorted(FINDINGS)})") from None
 
 
 class Outcome(enum.StrEnum):
@@ -115,6 +204,7 @@ class Verdict:
     timings: StageTimings
     model: ModelInfo
     error: str | None = None  # set when reason is ERROR
+    task: str = "detect"  # the kind of model that judged it (card `task`): what `defects` were found as
 
     @property
     def frame_id(self) -> int:

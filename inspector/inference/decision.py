@@ -1,10 +1,13 @@
-"""The decision: detections + deadline -> verdict. Pure: no I/O, no clock (the caller passes `now`).
+"""The decision: findings + deadline -> verdict. Pure: no I/O, no clock (the caller passes `now`).
+
+Rules 1-2 depend on the model kind: each kind's rule (`RULES`, keyed by the card's `task`) turns its
+head's findings into defects and uncertain findings; rules 3-4 are the same for every kind.
 
 Rules, in order:
-1. Detections outside the region of interest, or smaller than `min_box_px` on both sides, are
-   ignored (fixtures, belt edges and specks the line does not care about).
-2. A detection at or above its class threshold is a defect; one within ±`uncertain_margin` of
-   its threshold is uncertain (kept for review, see sampler).
+1. `detect`: detections outside the region of interest, or smaller than `min_box_px` on both sides,
+   are ignored (fixtures, belt edges and specks the line does not care about).
+2. `detect`: a detection at or above its class threshold is a defect; one within ±`uncertain_margin`
+   of its threshold is uncertain (kept for review, see sampler).
 3. If `now` is past the deadline (`captured_at + budget_ms`), the verdict is LATE whatever was
    found: the part has already passed the ejector, so the configured fail-safe action applies
    (`on_late: reject` by default) and it is counted. Otherwise REJECT if any defect, else PASS.
@@ -16,15 +19,18 @@ Rules, in order:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from inspector.config import DecisionConfig
-from inspector.errors import ConfigError
+from inspector.errors import ConfigError, ModelError
 from inspector.frames import (
     Defect,
     Detections,
+    Findings,
     Frame,
     ModelInfo,
     Outcome,
@@ -43,16 +49,20 @@ class DecisionPolicy:
     reject_when_late: bool
     roi: tuple[int, int, int, int] | None = None
     min_box_px: float = 0.0
+    task: str = "detect"  # the model kind (card `task`): which rule in RULES makes the defects
 
     @staticmethod
-    def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float]) -> DecisionPolicy:
+    def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float],
+              task: str = "detect") -> DecisionPolicy:
         unknown = sorted(set(cfg.thresholds) - set(classes))
         if unknown:
             raise ConfigError(f"decision.thresholds: unknown class(es) {unknown}; "
                               f"the model's classes are {list(classes)}")
+        if task not in RULES:
+            raise ModelError(f"model task {task!r} has no decision rule in this version (rules: {sorted(RULES)})")
         th = tuple(float(cfg.thresholds.get(c, card_thresholds.get(c, cfg.default_threshold))) for c in classes)
         return DecisionPolicy(classes, th, cfg.uncertain_margin, cfg.budget_ms / 1000.0, cfg.on_late == "reject",
-                              cfg.roi, cfg.min_box_px)
+                              cfg.roi, cfg.min_box_px, task)
 
     @property
     def conf_floor(self) -> float:
@@ -63,7 +73,11 @@ class DecisionPolicy:
         return frame.captured_at + self.budget_s
 
 
-def _defects(det: Detections, policy: DecisionPolicy) -> tuple[tuple[Defect, ...], tuple[Defect, ...]]:
+Found = tuple[tuple[Defect, ...], tuple[Defect, ...]]  # (defects, uncertain)
+
+
+def _box_defects(det: Detections, policy: DecisionPolicy) -> Found:
+    """Rules 1-2 for boxes."""
     if len(det) == 0:
         return (), ()
     keep = np.ones(len(det), bool)
@@ -89,30 +103,40 @@ def _defects(det: Detections, policy: DecisionPolicy) -> tuple[tuple[Defect, ...
     return tuple(defects), tuple(uncertain)
 
 
-def decide(frame: Frame, det: Detections, policy: DecisionPolicy, now: float, now_wall: float,
+#: card `task` -> the kind's rules 1-2: (its head's findings, the policy) -> (defects, uncertain).
+RULES: dict[str, Callable[[Any, DecisionPolicy], Found]] = {
+    Detections.task: _box_defects,
+}
+
+
+def decide(frame: Frame, found: Findings, policy: DecisionPolicy, now: float, now_wall: float,
            timings: StageTimings, model: ModelInfo) -> Verdict:
-    defects, uncertain = _defects(det, policy)
+    if found.task != policy.task:
+        raise ValueError(f"findings of a {found.task!r} model given to a {policy.task!r} decision")
+    defects, uncertain = RULES[policy.task](found, policy)
     deadline = policy.deadline(frame)
     deadline_wall = frame.captured_wall + policy.budget_s
+    task = policy.task
     if now > deadline:
         return Verdict(frame, Outcome.LATE, policy.reject_when_late, Reason.LATE if policy.reject_when_late else None,
-                       defects, uncertain, deadline, deadline_wall, timings, model)
+                       defects, uncertain, deadline, deadline_wall, timings, model, task=task)
     if defects:
         return Verdict(frame, Outcome.REJECT, True, Reason.DEFECT, defects, uncertain, deadline, deadline_wall,
-                       timings, model)
-    return Verdict(frame, Outcome.PASS, False, None, (), uncertain, deadline, deadline_wall, timings, model)
+                       timings, model, task=task)
+    return Verdict(frame, Outcome.PASS, False, None, (), uncertain, deadline, deadline_wall, timings, model, task=task)
 
 
 def late_verdict(frame: Frame, policy: DecisionPolicy, timings: StageTimings, model: ModelInfo) -> Verdict:
     """For a frame whose deadline passed before inference even started: no point inferring."""
     return Verdict(frame, Outcome.LATE, policy.reject_when_late, Reason.LATE if policy.reject_when_late else None,
-                   (), (), policy.deadline(frame), frame.captured_wall + policy.budget_s, timings, model)
+                   (), (), policy.deadline(frame), frame.captured_wall + policy.budget_s, timings, model,
+                   task=policy.task)
 
 
 def error_verdict(frame: Frame, policy: DecisionPolicy, error: str, timings: StageTimings, model: ModelInfo) -> Verdict:
     """A frame that could not be inspected (corrupt, inference failure): rejected, fail safe."""
     return Verdict(frame, Outcome.REJECT, True, Reason.ERROR, (), (), policy.deadline(frame),
-                   frame.captured_wall + policy.budget_s, timings, model, error=error)
+                   frame.captured_wall + policy.budget_s, timings, model, error=error, task=policy.task)
 
 
 def under_drift(v: Verdict, on_drift: str) -> Verdict:

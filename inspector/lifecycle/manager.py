@@ -2,9 +2,9 @@
 
 One model change at a time (`_lock`), on the caller's thread (the control socket's), never on the
 frame path:
-- promote: check the stored bundle again (sha256s, signature), compile and warm the new detector on
+- promote: check the stored bundle again (sha256s, signature), compile and warm the new model on
   this (normal-priority) thread, hand it to the pipeline, which installs it between two frames
-  (`Pipeline.swap`); move the station's pointer; announce the switch (MQTT status); release the old
+  (`ModelSlot.swap`, the pipeline's); move the station's pointer; announce the switch (MQTT status); release the old
   model once its frames in flight have completed. With the guard on, the old model stays compiled
   (a few MB) until the guard accepts the promotion, so a rollback is one more swap with no compile.
 - rollback: the same, back to the pointer's `previous`.
@@ -31,13 +31,14 @@ from inspector.bundle.signing import Trust
 from inspector.errors import InspectorError, ModelError
 from inspector.frames import ModelInfo
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, open_detector
+from inspector.inference.judge import Judge, make_judge
+from inspector.inference.runner import Runner, open_runner
 from inspector.kernel import realtime
 from inspector.lifecycle.guard import RollbackGuard
 from inspector.lifecycle.histogram import LatencyHistogram
 from inspector.lifecycle.shadow import ShadowRunner
 from inspector.lifecycle.store import ModelRef, ModelStore
-from inspector.service.pipeline import Judge, Pipeline, make_judge
+from inspector.lifecycle.swap import ModelSlot
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,19 @@ def open_store(cfg) -> tuple[ModelStore, Trust]:
             Trust.from_config(cfg.lifecycle))
 
 
-def open_model(cfg, bundle: ModelBundle, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
-    """Compiles a checked bundle the way the service runs it (its decision policy from the card's
-    thresholds); `threads` set: a shadow's single-request detector. The IR checks (labels, input,
-    channels, output) and the config's `model.classes` / `model.input_size` run here, for every use."""
-    policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds)
+def open_model(cfg, bundle: ModelBundle, threads: int | None = None) -> tuple[Runner, DecisionPolicy]:
+    """Compiles a checked bundle the way the service runs it (the head and decision rule of its card's
+    task, its decision policy from the card's thresholds); `threads` set: a shadow's single-request
+    runner. The IR checks (labels, input, channels, output) and the config's `model.classes` /
+    `model.input_size` run here, for every use."""
+    policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds, task=bundle.task)
     model_cfg = cfg.model if threads is None else cfg.model.model_copy(
         update={"threads": threads, "requests": 1, "hint": "latency"})
-    return open_detector(model_cfg, bundle, conf=policy.conf_floor), policy
+    return open_runner(model_cfg, bundle, conf=policy.conf_floor), policy
 
 
 def open_stored(cfg, store: ModelStore, trust: Trust, ref: ModelRef,
-                threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
+                threads: int | None = None) -> tuple[Runner, DecisionPolicy]:
     """The one validation a stored version passes before it judges a part, at start, promote and shadow
     alike: `store.verify` (card schema incl. thresholds and input_envelope, signature, every sha256),
     then the compile of the very bytes that were hashed (`open_model`)."""
@@ -81,8 +83,8 @@ def open_stored(cfg, store: ModelStore, trust: Trust, ref: ModelRef,
     return open_model(cfg, bundle_from(vb, cfg.model.precision), threads)
 
 
-def open_initial(cfg) -> tuple[Detector, DecisionPolicy, dict[str, Any] | None]:
-    """The model the service starts on: (detector, policy, fallback), `fallback` the detail of the
+def open_initial(cfg) -> tuple[Runner, DecisionPolicy, dict[str, Any] | None]:
+    """The model the service starts on: (runner, policy, fallback), `fallback` the detail of the
     `model_fallback` alarm to raise, None when the pointer's model started.
 
     Lifecycle off: `model.path`. On: the station's pointer; the first time, `model.path` is staged into
@@ -112,7 +114,7 @@ def open_initial(cfg) -> tuple[Detector, DecisionPolicy, dict[str, Any] | None]:
                          f"previous version to fall back to: {refused}") from refused
     log.error("the active model %s is refused (%s); falling back to the pointer's previous, %s", ref, refused, prev)
     try:
-        detector, policy = open_stored(cfg, store, trust, prev)
+        runner, policy = open_stored(cfg, store, trust, prev)
     except ModelError as e:
         raise ModelError(f"{store.pointer_path}: the active model {ref} is refused ({refused}), and so is its "
                          f"previous {prev} ({e}): stage and promote a valid bundle, or point "
@@ -123,7 +125,7 @@ def open_initial(cfg) -> tuple[Detector, DecisionPolicy, dict[str, Any] | None]:
     except (OSError, ModelError) as e:  # the station runs on `prev` all the same; the next start falls back again
         log.error("fallback to %s: the pointer %s could not be moved (%s)", prev, store.pointer_path, e)
         detail["pointer_error"] = str(e)
-    return detector, policy, detail
+    return runner, policy, detail
 
 
 def ref_of(m: ModelInfo) -> ModelRef:
@@ -131,7 +133,7 @@ def ref_of(m: ModelInfo) -> ModelRef:
 
 
 class ModelManager:
-    def __init__(self, cfg, pipeline: Pipeline, *, alarm: AlarmFn, announce: Announce | None = None,
+    def __init__(self, cfg, pipeline: ModelSlot, *, alarm: AlarmFn, announce: Announce | None = None,
                  spool_sink=None) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
@@ -212,13 +214,13 @@ class ModelManager:
             self._lock.release()
 
     # -- building a judge ------------------------------------------------------------------------------
-    def _load(self, ref: ModelRef, threads: int | None = None) -> tuple[Detector, DecisionPolicy]:
+    def _load(self, ref: ModelRef, threads: int | None = None) -> tuple[Runner, DecisionPolicy]:
         """The validation start runs (`open_stored`), before anything is switched."""
         return open_stored(self.cfg, self.store, self.trust, ref, threads)
 
     def build_judge(self, ref: ModelRef) -> Judge:
-        detector, policy = self._load(ref)
-        return make_judge(detector, policy)
+        runner, policy = self._load(ref)
+        return make_judge(runner, policy)
 
     # -- promote / rollback ----------------------------------------------------------------------------
     def promote(self, ref: ModelRef | str, *, why: str = "promote") -> dict[str, Any]:
@@ -334,7 +336,7 @@ class ModelManager:
         """Releases a swapped-out model once its frames in flight are answered (own thread)."""
         def run() -> None:
             realtime.enter("lifecycle")  # started by the control or post thread: below the frame path
-            if not judge.detector.close(RELEASE_WAIT_S):
+            if not judge.runner.close(RELEASE_WAIT_S):
                 log.error("model %s %s: a request still runs %.0f s after the swap; not released",
                           judge.model.name, judge.model.version, RELEASE_WAIT_S)
         t = threading.Thread(target=run, name="lifecycle-release", daemon=True)

@@ -42,7 +42,7 @@ _LAT_KEEP = 20_000  # latency samples kept per model (a shift at 10 parts/s is 2
 class ShadowRunner:
     """One candidate beside the active model. `offer` from the post thread; the rest on its thread.
 
-    `build(ref)` returns (detector, policy) for the candidate, compiled on the calling thread."""
+    `build(ref)` returns (runner, policy) for the candidate, compiled on the calling thread."""
 
     name = "shadow"
 
@@ -59,7 +59,7 @@ class ShadowRunner:
         self.failed: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lifecycle-shadow", daemon=True)
-        self.detector = None
+        self.runner = None  # inference.runner.Runner, once built
         self.policy: DecisionPolicy | None = None
         self.priority = "not started"
         self.started_wall = time.time()
@@ -91,9 +91,9 @@ class ShadowRunner:
         except queue.Full:
             pass
         self._thread.join(timeout)
-        det = self.detector
-        if det is not None and not self._thread.is_alive():
-            det.close(0.5)
+        runner = self.runner
+        if runner is not None and not self._thread.is_alive():
+            runner.close(0.5)
 
     # -- the post thread's side --------------------------------------------------------------------
     def submit(self, v: Verdict) -> None:
@@ -124,7 +124,7 @@ class ShadowRunner:
     def _run(self) -> None:
         self.priority = lower_thread_priority("shadow", BackgroundConfig(priority="nice", nice=self._nice))
         try:
-            self.detector, self.policy = self._build()  # compiled here: its threads inherit our niceness
+            self.runner, self.policy = self._build()  # compiled here: its threads inherit our niceness
         except Exception as e:
             log.exception("shadow model %s could not be built", self.ref)
             self.failed = f"{type(e).__name__}: {e}"
@@ -155,12 +155,12 @@ class ShadowRunner:
 
     def _judge(self, v: Verdict) -> None:
         t0 = time.monotonic()
-        det = self.detector.detect(v.frame.image)
+        found = self.runner.find(v.frame.image)
         infer_ms = (time.monotonic() - t0) * 1e3
         frame = v.frame
         # Judged as if on time: the shadow compares decisions, its own lateness is not the part's.
-        mine = decide(frame, det, self.policy, frame.captured_at, frame.captured_wall, StageTimings(infer_ms=infer_ms),
-                      self.detector.bundle.info)
+        mine = decide(frame, found, self.policy, frame.captured_at, frame.captured_wall,
+                      StageTimings(infer_ms=infer_ms), self.runner.bundle.info)
         a_rej, s_rej = v.outcome is Outcome.REJECT, mine.outcome is Outcome.REJECT
         a_cls = {d.class_name for d in v.defects}
         s_cls = {d.class_name for d in mine.defects}
@@ -185,7 +185,7 @@ class ShadowRunner:
             self._lat_active_total.append(v.timings.total_ms)
             self._lat_shadow_infer.append(infer_ms)
         if (not agree or a_cls != s_cls) and self._spool is not None:
-            info = self.detector.bundle.info
+            info = self.runner.bundle.info
             self._spool.submit_shadow(v, {
                 "model": {"name": info.name, "version": info.version, "sha256": info.sha256},
                 "verdict": mine.outcome.value, "defects": [defect_record(d) for d in mine.defects],

@@ -145,6 +145,20 @@ def _boxes(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+#: the sample's pre-label format (sidecar `labels.format`, the model kind's `Findings.label_format`) -> its
+#: predictions as the targets write them. A kind's review export adds its format here.
+PREDICTIONS = {"yolo": _boxes}
+
+
+def _predictions(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
+    fmt = (rec.get("labels") or {}).get("format", "yolo")
+    read = PREDICTIONS.get(fmt)
+    if read is None:
+        raise ReviewExportError(f"sample {rec['id']}: pre-labels in format {fmt!r}, which review export does not "
+                                f"write (formats: {sorted(PREDICTIONS)})")
+    return read(rec, classes)
+
+
 def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
     items, found, missing = [], [], []
     seen: set[str] = set()
@@ -168,7 +182,7 @@ def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[
                 "reason": r.get("reason"), "reasons": list(r.get("reasons") or [r.get("reason")]),
                 "verdict": (r.get("verdict") or {}).get("outcome"),
                 "model": {"name": model.get("name"), "version": model.get("version"), "sha256": model.get("sha256")},
-                "predictions": _boxes(r, classes),
+                "predictions": _predictions(r, classes),
             })
     return items, found, missing
 

@@ -3,7 +3,8 @@
 Layout (dates are the UTC date of capture):
 
     DIR/YYYY-MM-DD/<id>.jpg        the frame (JPEG, quality from config)
-    DIR/YYYY-MM-DD/<id>.txt        YOLO pre-labels: `class cx cy w h` normalized, defects + uncertain
+    DIR/YYYY-MM-DD/<id>.txt        pre-labels of the defects + uncertain, in the model kind's format
+                                   (`Findings.prelabels`; detect: YOLO `class cx cy w h` normalized)
     DIR/YYYY-MM-DD/<id>.json       sidecar: detections, verdict, sampling reasons, model, config hash
     DIR/YYYY-MM-DD/<id>.uploaded   0-byte marker written by the uploader once jpg+txt are verified
 
@@ -45,7 +46,7 @@ from typing import Any
 import cv2
 
 from inspector.config import SamplingConfig, SpoolConfig
-from inspector.frames import Defect, ModelInfo, Verdict, iso_utc
+from inspector.frames import ModelInfo, Verdict, findings_kind, iso_utc
 from inspector.kernel.alarms import AlarmThrottle
 from inspector.kernel.durable import TMP_SUFFIX, create_synced, fsync_path, write_atomic
 from inspector.kernel.priority import lower_thread_priority
@@ -139,18 +140,6 @@ def disk_usage(root: Path) -> int:
 
 
 # -- what a sample contains --------------------------------------------------------------------
-def yolo_labels(detections: tuple[Defect, ...], width: int, height: int) -> str:
-    """YOLO pre-label lines `class_id cx cy w h`, normalized to [0, 1] and clipped to the image."""
-    lines = []
-    for d in detections:
-        x0, y0, x1, y1 = (min(max(v, 0.0), lim) for v, lim in zip(d.box, (width, height, width, height), strict=True))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        lines.append(f"{d.class_id} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                     f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}")
-    return "".join(line + "\n" for line in lines)
-
-
 def sample_id(verdict: Verdict) -> str:
     """`YYYYMMDD-HHMMSSmmm-f<frame_id>-<rand>`: sorts by capture time; the random part keeps ids of
     different runs (frame ids restart) apart."""
@@ -181,7 +170,7 @@ def sidecar_record(verdict: Verdict, decision: SampleDecision, *, sid: str, date
         "defects": rec["defects"],
         "uncertain": rec["uncertain"],
         "image": image,
-        "labels": {"file": f"{sid}.txt", "format": "yolo"},
+        "labels": {"file": f"{sid}.txt", "format": findings_kind(verdict.task).label_format},
         "model": rec["model"],
         "config_hash": config_hash,
     }
@@ -301,7 +290,7 @@ class Spool:
         date = datetime.fromtimestamp(verdict.frame.captured_wall, tz=UTC).strftime("%Y-%m-%d")
         image = {"file": f"{sid}.jpg", "width": int(w), "height": int(h), "bytes": len(jpg),
                  "sha256": hashlib.sha256(jpg).hexdigest(), "jpeg_quality": self.cfg.jpeg_quality}
-        txt = yolo_labels(verdict.defects + verdict.uncertain, w, h).encode()
+        txt = findings_kind(verdict.task).prelabels(verdict.defects + verdict.uncertain, w, h).encode()
         record = sidecar_record(verdict, decision, sid=sid, date=date, image=image,
                                 config_hash=self._config_hash, sampled_wall=self._wall(), extra=extra)
         return _Encoded(date, sid, jpg, txt, json.dumps(record, separators=(",", ":")).encode())

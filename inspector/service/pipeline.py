@@ -1,11 +1,11 @@
-"""Wiring only: source -> [infer thread] -> detector stage (async) -> [completion: decide]
+"""Wiring only: source -> [infer thread] -> runner stage (async) -> [completion: decide]
 -> [post thread] -> sinks; a [watchdog thread] gives a frame whose inference has not returned by
 its deadline the fail-safe LATE verdict.
 
 Threads and what each owns:
-- infer thread: reads the source, hands frames to the detector (`submit`), and settles at once the
+- infer thread: reads the source, hands frames to the runner (`submit`), and settles at once the
   frames that need no inference (past their deadline, no image, not a frame).
-- OpenVINO's completion thread: the detector delivers detections (or the failure) and the
+- OpenVINO's completion thread: the runner delivers its head's findings (or the failure) and the
   decision runs right there, so a verdict costs no thread hand-off after inference.
 - watchdog thread: a deadline heap of the frames in inference; at a deadline still unanswered, the
   frame's verdict is LATE. It wakes on its own timer (at the oldest pending deadline, and once per
@@ -23,12 +23,12 @@ the infer thread letterboxes frame N+1, and the post thread hands frame N-1's ve
 sinks. Back-pressure lives in the source's FrameBuffer (free_run keeps the freshest and drops
 stale frames itself; triggered keeps every part, and hands over image-less parts when full).
 
-Model swap (issue 13, `swap`): the model is a `Judge` (detector, the decision policy built on its
-card, its ModelInfo). Each frame in flight carries the judge it was handed to, so its completion,
-LATE or error verdict names that model. A new judge is handed to the infer thread, which installs it
-between two frames (before it hands the next frame to inference); frames already in the old
-detector complete there and are judged by it. No frame waits for the switch: the new detector is
-compiled and warmed before `swap`, and installing it is one assignment.
+Model swap (issue 13, `swap`, the lifecycle's `ModelSlot`): the model is an `inference.judge.Judge`
+(runner, the decision policy built on its card, its ModelInfo). Each frame in flight carries the judge
+it was handed to, so its completion, LATE or error verdict names that model. A new judge is handed to
+the infer thread, which installs it between two frames (before it hands the next frame to inference);
+frames already in the old runner complete there and are judged by it. No frame waits for the switch:
+the new runner is compiled and warmed before `swap`, and installing it is one assignment.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ from inspector.inference.decision import (
     error_verdict,
     late_verdict,
 )
-from inspector.inference.detector import Detector, Inferred
+from inspector.inference.judge import Judge, SwapResult, make_judge
+from inspector.inference.runner import Inferred, Runner
 from inspector.kernel import realtime
 from inspector.service.sinks import VerdictSink
 from inspector.sources.base import FrameSource
@@ -81,27 +82,6 @@ _DISCARDED = "discarded"  # an inference returned after its frame was settled
 _STUCK = "stuck"  # an inference request has run for longer than stuck_after_s
 _END = "end"  # input exhausted and every frame answered
 _CLOSE = "close"  # stop the post thread
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Judge:
-    """A model as the pipeline runs it: its detector, the decision policy on its card's thresholds,
-    and the ModelInfo every verdict it makes carries."""
-
-    detector: Detector
-    policy: DecisionPolicy
-    model: ModelInfo
-
-
-@dataclass(frozen=True, slots=True)
-class SwapResult:
-    """Where a swap happened: frames read up to `last_old_frame_id` were judged by `old`, from
-    `first_new_frame_id` on by the new judge (None: no frame was read around the switch yet)."""
-
-    old: Judge
-    new: Judge
-    last_old_frame_id: int | None
-    installed_at: float  # monotonic
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity: the in-flight table holds each frame once
@@ -228,7 +208,7 @@ class Stats:
 
 
 class Pipeline:
-    def __init__(self, source: FrameSource, detector: Detector, policy: DecisionPolicy, sinks: Sequence[VerdictSink],
+    def __init__(self, source: FrameSource, runner: Runner, policy: DecisionPolicy, sinks: Sequence[VerdictSink],
                  *, max_frames: int | None = None, alarm: AlarmFn | None = None,
                  stuck_after_s: float = STUCK_AFTER_S, drift: Any = None,
                  on_golden: Callable[[Verdict], None] | None = None, golden_wait_s: float = 30.0) -> None:
@@ -241,7 +221,7 @@ class Pipeline:
         self.on_golden = on_golden
         self.golden_wait_s = golden_wait_s
         self._golden: deque[tuple[Frame, float]] = deque()
-        self._judge = make_judge(detector, policy)
+        self._judge = make_judge(runner, policy)
         self._pending: tuple[Judge, threading.Event, list[SwapResult]] | None = None
         self._last_frame_id: int | None = None  # infer thread: the last frame handed on
         self.sinks = list(sinks)
@@ -284,8 +264,9 @@ class Pipeline:
         return self._judge
 
     @property
-    def detector(self) -> Detector:
-        return self._judge.detector
+    def detector(self) -> Runner:
+        """The runner of the model the next frame is handed to."""
+        return self._judge.runner
 
     @property
     def policy(self) -> DecisionPolicy:
@@ -298,11 +279,11 @@ class Pipeline:
     def swap(self, judge: Judge, timeout: float = 5.0) -> SwapResult:
         """Makes `judge` the model of every frame read from now on, between two frames; returns once
         the infer thread installed it. The old judge's frames in flight complete on it (wait for
-        `result.old.detector.wait_idle()` before releasing it). `judge.detector` must be compiled and
+        `result.old.runner.wait_idle()` before releasing it). `judge.runner` must be compiled and
         warm: the infer thread only swaps a reference. Raises TimeoutError if the infer thread did not
         come round within `timeout` (then nothing changed), RuntimeError when another swap is pending."""
-        judge.detector.start_async(self._on_inferred)
-        realtime.adopt(getattr(judge.detector, "native_threads", ()), "frame", "ov-infer")  # before it judges
+        judge.runner.start_async(self._on_inferred)
+        realtime.adopt(getattr(judge.runner, "native_threads", ()), "frame", "ov-infer")  # before it judges
         done = threading.Event()
         box: list[SwapResult] = []
         with self._cv:
@@ -509,7 +490,7 @@ class Pipeline:
                 self._cv.notify()
         wait_s = max(0.0, min(deadline, self._stop_by) - time.monotonic())
         try:
-            started = judge.detector.submit(frame.image, entry, wait_s=wait_s)
+            started = judge.runner.submit(frame.image, entry, wait_s=wait_s)
         except ValueError as e:  # not a frame (shape/dtype): counted; a part gets the fail-safe verdict
             if self._claim(entry):
                 log.warning("frame %s refused: %s", frame.frame_id, e)
@@ -553,12 +534,12 @@ class Pipeline:
             infer_ms=(result.t_done - result.t_pre) * 1e3,
             postprocess_ms=(result.t_post - result.t_done) * 1e3,
         )
-        v = decide(frame, result.detections, judge.policy, time.monotonic(), time.time(), timings, judge.model)
+        found = result.findings
+        v = decide(frame, found, judge.policy, time.monotonic(), time.time(), timings, judge.model)
         t_end = time.monotonic()
         v = replace(v, timings=replace(timings, decide_ms=(t_end - result.t_post) * 1e3,
                                        total_ms=(t_end - frame.captured_at) * 1e3))
-        det = result.detections
-        self._post.put((_VERDICT, v, float(det.confidence.max()) if len(det) else 0.0))  # the drift guard's PSI
+        self._post.put((_VERDICT, v, found.max_score))  # the drift guard's PSI
 
     # -- watchdog thread ----------------------------------------------------------------------
     def _watch_loop(self) -> None:
@@ -711,18 +692,6 @@ class Pipeline:
                 log.exception("sink %s failed on frame %s", s.name, v.frame_id)
         if v.outcome is Outcome.LATE:
             log.debug("frame %s LATE (%.1f ms)", v.frame_id, v.timings.total_ms)
-
-
-def make_judge(detector: Detector, policy: DecisionPolicy) -> Judge:
-    """A judge, refused when the detector would cut detections the decision needs."""
-    if detector.conf > min(policy.thresholds):
-        raise ValueError(f"detector conf {detector.conf} is above the lowest class threshold "
-                         f"{min(policy.thresholds):.3f}: defects would be cut before the decision; build the "
-                         f"detector with conf=policy.conf_floor ({policy.conf_floor:.3f})")
-    if detector.conf > policy.conf_floor:
-        log.warning("detector conf %.3f is above the decision's floor %.3f: part of the uncertain band "
-                    "(review samples) is not seen", detector.conf, policy.conf_floor)
-    return Judge(detector, policy, detector.bundle.info)
 
 
 def _timings(frame: Frame, now: float) -> StageTimings:

@@ -19,7 +19,9 @@ import yaml
 
 from inspector.bundle.load import ModelBundle, load_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector
+from inspector.frames import Detections
+from inspector.inference.heads import HeadSettings, make_head
+from inspector.inference.runner import Runner
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.training.metrics import (
     ImageResult,
@@ -76,10 +78,14 @@ def yolo_samples(data_yaml: Path, split: str = "val") -> Iterator[Sample]:
         yield Sample(image, boxes, cls)
 
 
-def collect(detector: Detector, samples: Iterator[Sample]) -> list[ImageResult]:
+def collect(runner: Runner, samples: Iterator[Sample]) -> list[ImageResult]:
+    """The runner's findings on each sample, against its ground truth (its head built with conf EVAL_CONF)."""
     out = []
     for s in samples:
-        d = detector.detect(s.image, conf=EVAL_CONF)
+        d = runner.find(s.image)
+        if not isinstance(d, Detections):
+            raise ModelError(f"model {runner.bundle.name}: box metrics (mAP) need a detect model, not "
+                             f"{d.task!r}")
         out.append(ImageResult(s.gt_boxes, s.gt_cls, d.xyxy, d.confidence, d.class_id))
     return out
 
@@ -113,8 +119,8 @@ def report(results: list[ImageResult], bundle: ModelBundle, thresholds: np.ndarr
 
 
 def evaluate(bundle: ModelBundle, samples: list[Sample], thresholds: np.ndarray | None = None) -> dict:
-    det = Detector(bundle, conf=EVAL_CONF)
-    return report(collect(det, iter(samples)), bundle, thresholds)
+    runner = Runner(bundle, make_head(bundle, HeadSettings(conf=EVAL_CONF)))
+    return report(collect(runner, iter(samples)), bundle, thresholds)
 
 
 def _model_classes(model: Path) -> list[str]:

@@ -27,7 +27,7 @@ from inspector.inference.drift_guard import frame_stats
 from inspector.review.gallery import THUMB_WIDTH, make_thumbnail
 from inspector.review.sampler import SampleDecision, dhash64
 from inspector.review.spool import Spool
-from inspector.sources.convert import to_bgr, to_frame_image
+from inspector.sources.convert import normalize_image, to_bgr
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.sources.folder import load_image
 
@@ -198,7 +198,7 @@ def test_the_async_stage_takes_gray_frames(det1, det3):
             assert det.submit(f, i, wait_s=30)
         assert done.wait(60)
         for i, f in enumerate(frames):
-            assert got[i].error is None and same(got[i].detections, det3.detect(f))
+            assert got[i].error is None and same(got[i].findings, det3.detect(f))
 
 
 # -- load checks: the card's input_channels against the IR -------------------------------------------
@@ -263,7 +263,7 @@ GREY = np.full((4, 6), 7, np.uint8)
     (np.zeros((4, 6, 4), np.uint8), (4, 6, 3)),
 ])
 def test_sources_keep_gray_and_to_bgr_still_expands_it(image, shape):
-    out, why = to_frame_image(image)
+    out, why = normalize_image(image)
     assert why == "" and out.shape == shape and out.dtype == np.uint8 and out.flags.c_contiguous
     bgr, _ = to_bgr(image)
     assert bgr.shape == (4, 6, 3)

@@ -10,7 +10,9 @@ import pytest
 
 from inspector.bundle.load import load_bundle
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector, Letterbox, Preprocessor, check_image, nms, open_detector, postprocess
+from inspector.inference.detector import Detector, open_detector
+from inspector.inference.heads.base import check_image
+from inspector.inference.heads.detect import Letterbox, Preprocessor, nms, postprocess
 from inspector.sources.conveyor import ConveyorGenerator
 from tests.inference.faults import HeldDetector, RefusingDetector
 
@@ -191,8 +193,8 @@ def test_async_stage_delivers_the_same_detections_as_sync(detector):
     assert done.wait(30), "no completion"
     assert det.wait_idle(30)
     r = got["result"]
-    assert got["ud"] == "frame-1" and r.error is None and len(r.detections) > 0
-    assert np.allclose(r.detections.xyxy, sync.xyxy) and np.allclose(r.detections.confidence, sync.confidence)
+    assert got["ud"] == "frame-1" and r.error is None and len(r.findings) > 0
+    assert np.allclose(r.findings.xyxy, sync.xyxy) and np.allclose(r.findings.confidence, sync.confidence)
     assert r.t_start <= r.t_pre <= r.t_done <= r.t_post
 
 
@@ -218,11 +220,11 @@ def test_a_request_openvino_refuses_is_delivered_as_a_failure():
     assert det.submit(ConveyorGenerator(9).part(1).image, "f")
     assert det.wait_idle(30)
     (r, ud), = got
-    assert ud == "f" and r.detections is None and "RuntimeError" in r.error and "input tensor size" in r.error
+    assert ud == "f" and r.findings is None and "RuntimeError" in r.error and "input tensor size" in r.error
 
 
 def test_matrix_nms_keeps_exactly_what_the_per_box_loop_keeps(monkeypatch):
-    import inspector.inference.detector as detector_mod
+    import inspector.inference.heads.detect as detector_mod
 
     rng = np.random.default_rng(7)
     for n in (1, 2, 17, 300):

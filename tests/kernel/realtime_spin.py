@@ -11,12 +11,12 @@ import sys
 
 import numpy as np
 
-from inspector.inference import detector
+from inspector.inference import runner
 
 
 def main() -> int:
     spin_after = int(sys.argv[1])
-    submit = detector.Detector.submit
+    submit = runner.Runner.submit
     calls = [0]
 
     def spinning_submit(self, image, userdata, wait_s=None):
@@ -28,7 +28,7 @@ def main() -> int:
                 np.sqrt(a, out=a)
         return submit(self, image, userdata, wait_s)
 
-    detector.Detector.submit = spinning_submit
+    runner.Runner.submit = spinning_submit
     from inspector.cli import main as cli
 
     sys.argv = ["inspector", *sys.argv[2:]]

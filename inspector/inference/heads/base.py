@@ -1,0 +1,65 @@
+"""What a task head is: the part of a model kind between the frame and its findings.
+
+The runner (`inference.runner`) owns OpenVINO (compile, devices, threads, the request pool); a head
+owns what depends on the kind of model: how a frame becomes the model's input tensor (`preprocessor`,
+plus the conversions folded into the compiled model by `fold_input`), which IR outputs it can read
+(`check_model`), and how the output becomes findings (`decode`). A head is built once per compiled
+model and is immutable; its preprocessors keep per-thread buffers, so each thread asks for its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from inspector.frames import Findings
+
+#: frame (uint8 HxWx3 BGR or HxW gray) and an optional reused input buffer -> (input tensor, what `decode`
+#: needs to map the output back to the frame: a letterbox, or None).
+Preprocess = Callable[..., tuple[np.ndarray, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSettings:
+    """The decoding settings of the `model:` config section; each kind uses those that apply to it."""
+
+    conf: float = 0.1  # findings scored below this are dropped in decoding (the decision's floor)
+    iou: float = 0.7  # detect: NMS overlap
+    max_det: int = 300  # detect: boxes kept after NMS
+
+
+class Head(Protocol):
+    task: ClassVar[str]  # the card's `task` this head decodes
+    settings: HeadSettings
+
+    def check_model(self, model: Any, where: Path) -> None:
+        """Refuses (ModelError naming `where`) an IR whose outputs this head cannot decode."""
+        ...
+
+    def fold_input(self, model: Any) -> Any:
+        """The model with the head's input conversion folded in (OpenVINO PrePostProcessor), taking the
+        uint8 NHWC tensor the preprocessor makes."""
+        ...
+
+    def preprocessor(self) -> Preprocess:
+        """A fresh frame -> tensor step with its own buffers (one per thread that submits)."""
+        ...
+
+    def decode(self, output: np.ndarray, ctx: Any) -> Findings:
+        """The model's first output for one frame -> findings in the frame's coordinates."""
+        ...
+
+
+def check_image(image: Any) -> None:
+    """A frame must be uint8 BGR (HxWx3) or grayscale (HxW or HxWx1), at least 8x8; anything else is
+    refused here, not deep in OpenVINO."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"frame must be a numpy array, got {type(image).__name__}")
+    if (image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3))
+            or min(image.shape[:2]) < 8):
+        raise ValueError(f"frame must be HxWx3 (BGR) or HxW / HxWx1 (gray) uint8, at least 8x8, got shape "
+                         f"{image.shape} dtype {image.dtype}")
