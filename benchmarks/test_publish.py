@@ -1,6 +1,7 @@
-"""The publish path: what `submit` costs the pipeline's post thread (a REJECT is committed to the
-outbox before it returns; a PASS is not written), the durable outbox write (SQLite WAL commit,
-synchronous NORMAL as shipped vs FULL) and capture -> PUBACK through a local Mosquitto.
+"""The publish path: what `submit` costs the pipeline's post thread (a REJECT is copied into the
+reject journal before it returns, the outbox commit follows on the publisher thread; a PASS is not
+written), the durable outbox write (SQLite WAL commit, synchronous NORMAL as shipped vs FULL) and
+capture -> PUBACK through a local Mosquitto. Beside disk I/O and busy neighbours: benchmarks/reject_path.py.
 
 Needs /usr/sbin/mosquitto (make test installs it).
 """

@@ -23,9 +23,10 @@ gone) and folded into one `overflow` row: a durable summary with the number of e
 time range and a sample of their ids. Nothing leaves the outbox without a trace. The overflow row
 is outside the bound (there is at most one pending at a time).
 
-Thread use: two writers, serialised by a lock around every method. `MqttPublisher.submit` commits
-a reject on the caller's thread (the pipeline's post thread), so a reject is durable before
-`submit` returns and a `kill -9` cannot lose it; the publisher thread does everything else. One
+Thread use: two writers, serialised by a lock around every method. The publisher thread commits
+what `MqttPublisher.submit` put in the reject journal (`journal.py`) right after publishing it, and
+does everything else; `submit` commits on the caller's thread only where the journal cannot take the
+reject (none configured, full, the row too big). One
 connection (`check_same_thread=False`) behind the lock keeps the cached depth exact; SQLite's own
 file locking would serialise two connections the same way, with a busy-wait instead of a lock.
 """
