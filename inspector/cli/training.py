@@ -23,6 +23,13 @@ def cmd_synth(a: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     out = Path(a.out)
+    if a.task == "classify":  # image-level labels: out/ok, out/ng (NG = any defect), for `dataset import`
+        from inspector.training.cls_synth import write_ok_ng_folders
+
+        counts = write_ok_ng_folders(out, a.n, a.seed, workers=a.workers, optics_mode=a.optics)
+        print(f"wrote {a.n} frames of seed {a.seed} to {out}/ok ({counts['ok']}) and {out}/ng ({counts['ng']}) "
+              f"in {time.monotonic() - t0:.1f} s")
+        return 0
     if a.split:
         data_yaml = write_synth_split(out, a.split, a.n, a.seed, workers=a.workers, optics_mode=a.optics)
         print(f"{out}: split {a.split} holds {a.n} frames of seed {a.seed} ({data_yaml}) "
@@ -225,6 +232,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OUT/labels/<split>, OUT/data.yaml, OUT/dataset.json); default: a flat folder "
                         "(OUT/images, OUT/labels) as calibration images")
     s.add_argument("--workers", type=int, default=2, help="rendering processes")
+    s.add_argument("--task", choices=("detect", "classify"), default="detect",
+                   help="classify: image-level labels, the frames sorted into OUT/ok and OUT/ng (NG = the part "
+                        "carries any defect), for `dataset import --from folders`")
     s.add_argument("--optics", choices=("none", "random"), default="none",
                    help="random: each frame through a random camera state (white balance, exposure, contrast, "
                         "gamma, blur, noise, JPEG...; 25 %% stay clean; labels unchanged): issue 14's training mix")

@@ -1,0 +1,106 @@
+"""The classify tool chain through the real CLI: dataset import --from folders -> train --task classify ->
+quantize (NNCF accuracy control) -> model build (card task: classify) -> eval, on generated 48-px tiles at a
+32-px input, built once for the module (about a minute of CPU); then --resume, --init and the refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from inspector.bundle.card import read_card
+from tests.training.cls_folders import make_folders
+from tests.training.test_offline import GUARD, REPO
+
+pytest.importorskip("ultralytics")
+pytestmark = [pytest.mark.train, pytest.mark.slow]
+
+
+def inspector(cwd: Path, *args, rc: int = 0) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]),
+               INSPECTOR_NET_LOG=str(cwd / "net.log"), YOLO_CONFIG_DIR=str(cwd / "ucfg"))
+    r = subprocess.run([sys.executable, "-m", "inspector", *map(str, args)], capture_output=True, text=True, env=env,
+                       cwd=cwd, timeout=600)
+    assert r.returncode == rc, (r.stdout + r.stderr)[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cls")
+    make_folders(tmp / "src", {"ok": 36, "ng": 24})
+    inspector(tmp, "dataset", "import", "--from", "folders", tmp / "src", "--out", tmp / "ds",
+              "--val-fraction", "0.25", "--test-fraction", "0.25")
+    data = tmp / "ds" / "data.yaml"
+    r = inspector(tmp, "train", "--task", "classify", "--data", data, "--out", tmp / "run", "--imgsz", 32,
+                  "--epochs", 2, "--batch", 8, "--workers", 0)
+    assert "[inspector train] epoch 2/2  val accuracy" in r.stdout
+    inspector(tmp, "quantize", "--model", tmp / "run" / "fp32" / "model.xml", "--data", data,
+              "--out", tmp / "int8" / "model.xml", "--max-drop", 0.05)
+    inspector(tmp, "model", "build", "--fp32", tmp / "run" / "fp32" / "model.xml", "--int8", tmp / "int8" / "model.xml",
+              "--data", data, "--out", tmp / "bundle", "--name", "tiles", "--version", "0.0.1",
+              "--target-recall", 0.9, "--command", "tests/training/test_cls_train.py")
+    return tmp
+
+
+def test_the_bundle_card_says_classify_with_calibrated_thresholds_and_both_precisions(chain):
+    card, raw, _ = read_card(chain / "bundle")
+    assert card.task == "classify" and card.classes == ["ng", "ok"] and card.pass_class == "ok"
+    assert card.input_size == (32, 32) and card.input_channels == 3
+    assert card.thresholds["ok"] == 1.0 and 0 < card.thresholds["ng"] <= 1
+    cal = raw["threshold_calibration"]
+    assert cal["target_recall"] == 0.9 and cal["recall_reached"]["ng"] >= 0.9
+    ev = raw["evaluation"]
+    assert ev["split"]["split"] == "test" and ev["split"]["held_out"]
+    for p in ("fp32", "int8"):
+        assert set(ev[p]) >= {"accuracy", "ng_recall", "escapes", "false_rejects", "roc_auc", "recall_per_class",
+                              "confusion_matrix"}
+        assert ev[p]["images"] == 15 and ev[p]["ng_images"] == 6
+    assert raw["quantization"]["task"] == "classify" and raw["quantization"]["accuracy_control"]
+    assert raw["training"]["task"] == "classify" and raw["training"]["pass_class"] == "ok"
+    assert raw["dataset"]["content_sha256"] == json.loads((chain / "ds" / "dataset.json").read_text())["sha256"][
+        "content"]
+    assert not (chain / "net.log").exists() or (chain / "net.log").read_text() == ""
+
+
+def test_eval_at_the_card_thresholds_gives_the_card_figures(chain):
+    inspector(chain, "eval", "--model", chain / "bundle", "--data", chain / "ds" / "data.yaml", "--compare",
+              "--json", chain / "eval.json")
+    got = json.loads((chain / "eval.json").read_text())
+    _, raw, _ = read_card(chain / "bundle")
+    assert got["split"] == "test"
+    for p in ("fp32", "int8"):
+        assert got[p] == raw["evaluation"][p]
+
+
+def test_resume_of_a_finished_run_exports_it_again(chain):
+    before = json.loads((chain / "run" / "progress.json").read_text())
+    r = inspector(chain, "train", "--resume", "--out", chain / "run")
+    assert "already finished all its epochs" in r.stdout
+    assert json.loads((chain / "run" / "progress.json").read_text()) == before
+    assert json.loads((chain / "run" / "train_info.json").read_text())["resumed"] is True
+
+
+def test_init_starts_from_the_given_classifier_weights(chain, tmp_path):
+    inspector(tmp_path, "train", "--task", "classify", "--data", chain / "ds" / "data.yaml", "--out", tmp_path / "r",
+              "--init", chain / "run" / "best.pt", "--imgsz", 32, "--epochs", 1, "--batch", 8, "--workers", 0,
+              "--lr0", 1e-6)
+    assert json.loads((tmp_path / "r" / "train_plan.json").read_text())["init"] == str(chain / "run" / "best.pt")
+    # at a learning rate of 1e-6 one epoch leaves the weights where they were: the same val accuracy
+    first = json.loads((chain / "run" / "progress.json").read_text())["best"]["accuracy"]
+    assert json.loads((tmp_path / "r" / "progress.json").read_text())["accuracy"] == pytest.approx(first, abs=0.07)
+
+
+def test_refusals_name_what_is_wrong(chain, tmp_path):
+    # a detector's weights as --init of a classifier
+    r = inspector(tmp_path, "train", "--task", "classify", "--data", chain / "ds" / "data.yaml", "--out",
+                  tmp_path / "r", "--init", REPO / "models" / "demo" / "model.pt", "--epochs", 1, rc=2)
+    assert "is a detect model, not a classifier" in r.stderr
+    # a classify bundle evaluated on a dataset of other classes
+    make_folders(tmp_path / "other", {"good": 4, "dent": 4})
+    inspector(tmp_path, "dataset", "import", "--from", "folders", tmp_path / "other", "--out", tmp_path / "ods",
+              "--val-fraction", "0.5")
+    r = inspector(tmp_path, "eval", "--model", chain / "bundle", "--data", tmp_path / "ods" / "data.yaml", rc=2)
+    assert "has classes ['ng', 'ok']" in r.stderr and "['dent', 'good']" in r.stderr
