@@ -36,15 +36,21 @@ def cmd_review_export(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_merge(a: argparse.Namespace) -> int:
+    from inspector.training.cls_dataset import is_classify
     from inspector.training.merge import MergeError, format_merge, merge_datasets
 
+    merge, describe = merge_datasets, format_merge
+    if is_classify(a.base):  # image-level labels: split/class/image (training/cls_merge.py)
+        from inspector.training.cls_merge import format_cls_merge, merge_classify
+
+        merge, describe = merge_classify, format_cls_merge
     try:
-        summary = merge_datasets(Path(a.base), Path(a.new), Path(a.out), val_fraction=a.val_fraction,
-                                 regression_fraction=a.regression_fraction, seed=a.seed)
+        summary = merge(Path(a.base), Path(a.new), Path(a.out), val_fraction=a.val_fraction,
+                        regression_fraction=a.regression_fraction, seed=a.seed)
     except MergeError as e:
         print(f"dataset merge: {e}", file=sys.stderr)
         return 2
-    print(format_merge(summary))
+    print(describe(summary))
     print(f"wrote {a.out} (data.yaml, dataset.json, members.jsonl)")
     return 0
 

@@ -19,8 +19,9 @@ def tile(rng: np.random.Generator, label: str, size: int = 48) -> np.ndarray:
     return img
 
 
-def make_folders(root: Path, counts: dict[str, int], seed: int = 0, size: int = 48) -> dict[str, list[Path]]:
-    """root/<class>/<class>_<i>.png for each class and count; returns the files per class."""
+def make_folders(root: Path, counts: dict[str, int], seed: int = 0, size: int = 48,
+                 prefix: str = "") -> dict[str, list[Path]]:
+    """root/<class>/<prefix><class>_<i>.png for each class and count; returns the files per class."""
     rng = np.random.default_rng(seed)
     out: dict[str, list[Path]] = {}
     for label, n in counts.items():
@@ -28,7 +29,7 @@ def make_folders(root: Path, counts: dict[str, int], seed: int = 0, size: int = 
         d.mkdir(parents=True, exist_ok=True)
         out[label] = []
         for i in range(n):
-            p = d / f"{label}_{i}.png"
+            p = d / f"{prefix}{label}_{i}.png"
             cv2.imwrite(str(p), tile(rng, label, size))
             out[label].append(p)
     return out

@@ -235,3 +235,30 @@ def test_check_names_each_finding(tmp_path, capsys, spoil):
     assert main(["dataset", "check", str(ds), "--json", str(tmp_path / "r.json")]) == 2
     assert f"FAIL {kind}" in capsys.readouterr().out
     assert kind in json.loads((tmp_path / "r.json").read_text())["findings"]
+
+
+def test_merge_keeps_a_frozen_regression_set_and_takes_the_reviewers_class(tmp_path, capsys):
+    files = make_folders(tmp_path / "src", {"ok": 12, "ng": 8})
+    base = tmp_path / "v1"
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(base),
+                 "--val-fraction", "0.25", "--test-fraction", "0.25"]) == 0
+    # reviewed frames: new ones, and one of BASE's train images sorted into the other class
+    new_src = tmp_path / "review"
+    make_folders(new_src, {"ok": 4, "ng": 4}, seed=7, prefix="night1-")
+    moved = next(f for f in files["ok"] if (base / "train" / "ok" / f.name).exists())
+    shutil.copyfile(moved, new_src / "ng" / "moved.png")
+    assert main(["dataset", "import", "--from", "folders", str(new_src), "--out", str(tmp_path / "new")]) == 0
+    args = ["dataset", "merge", str(base), str(tmp_path / "new")]
+    assert main([*args, "--out", str(tmp_path / "v2")]) == 0
+    meta = json.loads((tmp_path / "v2" / "dataset.json").read_text())
+    assert meta["task"] == "classify" and meta["version"]["number"] == 2
+    assert meta["merge"]["base_relabelled_by_new"] == 1
+    assert (tmp_path / "v2" / "train" / "ng" / moved.name).exists()  # NEW's class, BASE's split
+    assert imported(tmp_path / "v2")["test"] == imported(base)["test"]  # the regression set: BASE's test split
+    assert sum(c["images"] for c in meta["counts"].values()) == 20 + 8
+    # the regression set is frozen: an edited one is refused, naming the dataset
+    v2_test = tmp_path / "v2" / "test" / "ok"
+    next(v2_test.iterdir()).unlink()
+    capsys.readouterr()
+    assert main(["dataset", "merge", str(tmp_path / "v2"), str(tmp_path / "new"), "--out", str(tmp_path / "v3")]) == 2
+    assert "regression set" in capsys.readouterr().err
