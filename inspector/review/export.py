@@ -150,7 +150,7 @@ def _boxes(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
 PREDICTIONS = {"yolo": _boxes}
 
 
-def _predictions(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
+def predictions(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
     fmt = (rec.get("labels") or {}).get("format", "yolo")
     read = PREDICTIONS.get(fmt)
     if read is None:
@@ -182,7 +182,7 @@ def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[
                 "reason": r.get("reason"), "reasons": list(r.get("reasons") or [r.get("reason")]),
                 "verdict": (r.get("verdict") or {}).get("outcome"),
                 "model": {"name": model.get("name"), "version": model.get("version"), "sha256": model.get("sha256")},
-                "predictions": _predictions(r, classes),
+                "predictions": predictions(r, classes),
             })
     return items, found, missing
 

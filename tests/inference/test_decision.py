@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from inspector.config import DecisionConfig
-from inspector.errors import ConfigError
-from inspector.frames import Detections, Frame, ModelInfo, Outcome, Reason, StageTimings
+from inspector.errors import ConfigError, ModelError
+from inspector.frames import ClassScores, Detections, Frame, ModelInfo, Outcome, Reason, StageTimings
 from inspector.inference.decision import (
     DecisionPolicy,
     decide,
@@ -74,3 +74,23 @@ def test_thresholds_from_card_config_and_default():
 def test_unknown_class_threshold_is_a_config_error():
     with pytest.raises(ConfigError, match="decision.thresholds.*dent"):
         DecisionPolicy.build(DecisionConfig(thresholds={"dent": 0.5}), CLASSES, {})
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: decide(FRAME, dets((0, 0.9, 1, 1, 9, 9)), p, 100.0, 0, StageTimings(), MODEL),
+    lambda p: late_verdict(FRAME, p, StageTimings(), MODEL),
+    lambda p: error_verdict(FRAME, p, "corrupt", StageTimings(), MODEL),
+])
+def test_every_verdict_names_the_kind_of_model_that_made_it(make):
+    assert make(policy()).task == "detect"
+
+
+def test_findings_of_another_kind_are_refused_not_read_as_boxes():
+    with pytest.raises(ValueError, match="'classify' model given to a 'detect' decision"):
+        decide(FRAME, ClassScores(np.array([0.1, 0.9, 0.0, 0.0], np.float32)), policy(), 100.0, 0, StageTimings(),
+               MODEL)
+
+
+def test_a_task_without_a_decision_rule_is_refused_when_the_policy_is_built():
+    with pytest.raises(ModelError, match="task 'anomaly' has no decision rule"):
+        DecisionPolicy.build(DecisionConfig(), CLASSES, {}, task="anomaly")

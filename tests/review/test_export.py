@@ -9,6 +9,7 @@ import json
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,9 @@ NIGHT = "2030-03-17"
 N = 6
 
 
-def spool_and_upload(tmp_path: Path, destination: str, endpoint: str | None = None) -> Path:
+def spool_and_upload(tmp_path: Path, destination: str, endpoint: str | None = None, task: str = "detect") -> Path:
     """N conveyor parts sampled with the model's boxes (each part's first true defect as a defect, an invented
-    uncertain pit), uploaded; returns the line config."""
+    uncertain pit), judged by a model of kind `task`, uploaded; returns the line config."""
     spool = Spool(SpoolConfig(dir=tmp_path / "spool", max_bytes=1 << 30), alarm=lambda k, d: None)
     spool.open()
     gen = ConveyorGenerator(7)
@@ -43,7 +44,8 @@ def spool_and_upload(tmp_path: Path, destination: str, endpoint: str | None = No
                          outcome="REJECT" if defects else "PASS",
                          defects=defects, uncertain=(make_defect("pit", 0.4, (20.0, 30.0, 60.0, 70.0)),),
                          model=ModelInfo("demo", "1.1.0", "ab" * 32))
-        spool.write(v, SampleDecision(("uncertain",) if i % 2 else ("uncertain", "random_pass"), i, 0.0))
+        reasons = ("uncertain",) if i % 2 else ("uncertain", "random_pass")
+        spool.write(replace(v, task=task), SampleDecision(reasons, i, 0.0))
     cfg_path = tmp_path / "line.yaml"
     cfg_path.write_text(yaml.safe_dump({
         "model": {"path": str(REPO / "models" / "demo")}, "mqtt": {"enabled": False},
@@ -257,3 +259,13 @@ def test_a_cvat_export_with_another_label_set_is_refused(tmp_path, file_night, c
 def test_bad_date_ranges_exit_2(tmp_path, file_night, capsys, args, why):
     rc = main(["review", "export", str(tmp_path / "r"), "--config", str(file_night), "--to", "yolo", *args])
     assert rc == 2 and why in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_a_night_judged_by_another_model_kind_is_refused_naming_its_label_format(tmp_path, capsys):
+    """Review export writes box pre-annotations; samples whose pre-labels are a classifier's class ids
+    (sidecar labels.format 'classes') are refused by name, not exported as boxes."""
+    cfg = spool_and_upload(tmp_path, f"file://{tmp_path / 'uploads'}", task="classify")
+    assert export(cfg, tmp_path / "out", "labelstudio") == 2
+    err = capsys.readouterr().err
+    assert "pre-labels in format 'classes', which review export does not write (formats: ['yolo'])" in err
+    assert not (tmp_path / "out").exists()

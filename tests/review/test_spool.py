@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -240,6 +241,24 @@ def test_a_sample_holds_frame_labels_and_sidecar(tmp_path, images):
     assert side["verdict"]["outcome"] == "REJECT" and side["verdict"]["actuate"] is True
     assert [d["class"] for d in side["defects"]] == ["crack"] and side["uncertain"][0]["confidence"] == 0.41
     assert side["image"]["bytes"] == s.image.stat().st_size and side["image"]["jpeg_quality"] == 75
+
+
+@pytest.mark.parametrize("task, fmt, labels", [
+    ("detect", "yolo", "2 0.550000 0.550000 0.100000 0.100000\n1 0.042188 0.050000 0.084375 0.100000\n"),
+    ("classify", "classes", "2\n1\n"),  # a whole-image class: its id, once
+])
+def test_a_samples_pre_labels_are_in_the_format_of_the_model_kind_that_judged_it(tmp_path, images, task, fmt,
+                                                                                 labels):
+    spool = Spool(SpoolConfig(dir=tmp_path), alarm=Alarms())
+    spool.open()
+    found = (make_defect("crack", 0.93, (320.0, 240.0, 384.0, 288.0)),
+             make_defect("pit", 0.41, (-10.0, 0.0, 54.0, 48.0)), make_defect("crack", 0.71, (0.0, 0.0, 64.0, 48.0)))
+    v = replace(make_verdict(synth_frame(1, image=images[0]), outcome="REJECT", defects=found[:1],
+                             uncertain=found[1:], model=MODEL), task=task)
+    s = spool.write(v, DECISION)
+    want = labels if task == "classify" else labels + "2 0.050000 0.050000 0.100000 0.100000\n"
+    assert s.labels.read_text() == want
+    assert json.loads(s.sidecar.read_text())["labels"] == {"file": s.labels.name, "format": fmt}
 
 
 def test_a_write_error_is_counted_and_alarmed_and_the_spool_goes_on(tmp_path, images):
