@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 
-def to_frame_image(image: object) -> tuple[np.ndarray | None, str]:
+def normalize_image(image: object) -> tuple[np.ndarray | None, str]:
     """(HxW gray or HxWx3 BGR uint8 image, "") or (None, why it is unusable: expected vs actual).
 
     HxWx1 becomes HxW (a view, no copy); 16-bit keeps its high byte; BGRA drops the alpha."""
@@ -41,9 +41,9 @@ def to_frame_image(image: object) -> tuple[np.ndarray | None, str]:
 
 
 def to_bgr(image: object) -> tuple[np.ndarray | None, str]:
-    """Like `to_frame_image`, but grayscale is expanded to 3 equal channels: for callers that need
-    colour layout (none on the frame path: sources use `to_frame_image`)."""
-    out, why = to_frame_image(image)
+    """Like `normalize_image`, but grayscale is expanded to 3 equal channels: for callers that need
+    colour layout (none on the frame path: sources use `normalize_image`)."""
+    out, why = normalize_image(image)
     if out is not None and out.ndim == 2:
         out = cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
     return out, why

@@ -19,7 +19,7 @@ from inspector.config import FolderSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FileSource
-from inspector.sources.convert import to_frame_image
+from inspector.sources.convert import normalize_image
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def load_image(path: Path) -> tuple[np.ndarray | None, str, str]:
         return None, "corrupt", f"decoder error: {e}"
     if image is None:
         return None, "corrupt", f"not a decodable image ({data.size} bytes)"
-    bgr, why = to_frame_image(image)
+    bgr, why = normalize_image(image)
     if bgr is None:
         return None, "corrupt", why
     return bgr, "", ""

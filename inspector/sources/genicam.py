@@ -74,7 +74,7 @@ def unsupported_format(name: str) -> SourceError:
                        "(set source.pixel_format to one the camera offers)")
 
 
-def to_frame_image(data: np.ndarray, pixel_format: str, width: int, height: int) -> np.ndarray:
+def decode_genicam_payload(data: np.ndarray, pixel_format: str, width: int, height: int) -> np.ndarray:
     """One raw GenICam image (bytes as uint8) -> HxW uint8 gray (Mono*) or HxWx3 uint8 BGR (Bayer, RGB8,
     BGR8). Mono10/12/16 (unpacked, 16 bits per pixel, little endian) are scaled to 8 bits by dropping
     the low bits; mono stays 1 channel (the detector converts once, in its letterbox). Raises
@@ -617,7 +617,7 @@ class GenICamSource:
                 image = None
             else:
                 pf = PFNC.get(buf.get_image_pixel_format(), session.pixel_format)
-                image = to_frame_image(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
+                image = decode_genicam_payload(np.frombuffer(buf.get_data(), np.uint8), pf, buf.get_image_width(),
                                        buf.get_image_height())
         except SourceError as e:
             with self._lock:

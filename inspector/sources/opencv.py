@@ -35,7 +35,7 @@ from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.kernel import realtime
 from inspector.sources.base import Connection, FrameBuffer, SourceState
-from inspector.sources.convert import to_frame_image
+from inspector.sources.convert import normalize_image
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class OpenCVSource:
                     )
                 return got, f"stream from {self.target} ended (connection closed or decode error)"
             got = True
-            bgr, why = to_frame_image(image)
+            bgr, why = normalize_image(image)
             if bgr is None:
                 with self._lock:
                     self._dropped["bad_frame"] += 1

@@ -21,7 +21,7 @@ from inspector.config import VideoSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.sources.base import Connection, FileSource
-from inspector.sources.convert import to_frame_image
+from inspector.sources.convert import normalize_image
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class VideoSource(FileSource):
                         in_pass = 0
                         continue
                 in_pass += 1
-                bgr, why = to_frame_image(image)
+                bgr, why = normalize_image(image)
                 image = None
                 if bgr is None:
                     with self._lock:

@@ -16,7 +16,7 @@ import pytest
 from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig, load_config
 from inspector.errors import ConfigError, SourceError
 from inspector.sources import Connection, open_source
-from inspector.sources.genicam import GenICamSource, to_frame_image
+from inspector.sources.genicam import GenICamSource, decode_genicam_payload
 from tests.fixtures.genicam_camera import FakeCamera, run_isolated
 from tests.waiting import wait_for
 
@@ -55,7 +55,7 @@ def _mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
 def test_bayer_demosaics_to_the_right_colour(fmt, cfa, colour):
     rgb = np.empty((16, 16, 3), np.uint8)
     rgb[:] = colour
-    bgr = to_frame_image(_mosaic(rgb, cfa).ravel(), fmt, 16, 16)
+    bgr = decode_genicam_payload(_mosaic(rgb, cfa).ravel(), fmt, 16, 16)
     centre = bgr[4:12, 4:12].reshape(-1, 3).mean(axis=0)
     assert np.allclose(centre[::-1], colour, atol=2), f"{fmt}: got RGB {centre[::-1]}, expected {colour}"
 
@@ -67,7 +67,7 @@ def test_bayer_demosaics_to_the_right_colour(fmt, cfa, colour):
 def test_mono_formats_scale_to_8_bits(fmt, value, expected):
     dtype = np.uint8 if fmt == "Mono8" else np.dtype("<u2")
     raw = np.full((4, 6), value, dtype).view(np.uint8).ravel()
-    gray = to_frame_image(raw, fmt, 6, 4)
+    gray = decode_genicam_payload(raw, fmt, 6, 4)
     assert gray.shape == (4, 6) and gray.dtype == np.uint8  # mono stays 1 channel: the detector converts
     assert (gray == expected).all()
 
@@ -76,19 +76,19 @@ def test_mono_formats_scale_to_8_bits(fmt, value, expected):
 def test_colour_formats_come_out_bgr(fmt):
     px = (10, 20, 30)  # in the camera's channel order
     raw = np.tile(np.array(px, np.uint8), 12)
-    bgr = to_frame_image(raw, fmt, 4, 3)
+    bgr = decode_genicam_payload(raw, fmt, 4, 3)
     assert tuple(bgr[0, 0]) == (px[::-1] if fmt == "RGB8" else px)
 
 
 def test_an_unsupported_format_is_named_with_the_supported_ones():
     with pytest.raises(SourceError) as e:
-        to_frame_image(np.zeros(100, np.uint8), "YUV422_8", 10, 10)
+        decode_genicam_payload(np.zeros(100, np.uint8), "YUV422_8", 10, 10)
     assert "YUV422_8" in str(e.value) and all(f in str(e.value) for f in GENICAM_PIXEL_FORMATS)
 
 
 def test_a_short_payload_is_refused():
     with pytest.raises(SourceError, match="expected 200 bytes, got 100"):
-        to_frame_image(np.zeros(100, np.uint8), "Mono16", 10, 10)
+        decode_genicam_payload(np.zeros(100, np.uint8), "Mono16", 10, 10)
 
 
 @pytest.mark.parametrize("yaml_source,needle", [
