@@ -262,3 +262,17 @@ def test_merge_keeps_a_frozen_regression_set_and_takes_the_reviewers_class(tmp_p
     capsys.readouterr()
     assert main(["dataset", "merge", str(tmp_path / "v2"), str(tmp_path / "new"), "--out", str(tmp_path / "v3")]) == 2
     assert "regression set" in capsys.readouterr().err
+
+
+def test_synth_classify_sorts_the_line_frames_by_any_defect(tmp_path):
+    from inspector.sources.conveyor import ConveyorGenerator
+
+    assert main(["synth", "--task", "classify", "--out", str(tmp_path / "src"), "--n", "6", "--seed", "5",
+                 "--workers", "1"]) == 0
+    gen = ConveyorGenerator(5)
+    want = {f"5_{i:07d}.jpg": "ng" if gen.part(i).defective else "ok" for i in range(6)}
+    got = {f.name: f.parent.name for f in (tmp_path / "src").glob("*/*.jpg")}
+    assert got == want and set(want.values()) == {"ok", "ng"}
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+                 "--val-fraction", "0.34"]) == 0
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["image_sizes"] == {"640x480": 6}
