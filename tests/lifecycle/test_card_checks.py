@@ -78,8 +78,10 @@ def test_pull_refuses_before_fetching_the_weights(tmp_path, s3_bucket, s3_env, c
     src = bad_bundle(tmp_path / "b", "3.0.0", case)
     remote = f"s3://{s3_bucket}/models"
     client = s3_env.client()
-    push(src, remote, client=client)
-    client.delete_object(Bucket=s3_bucket, Key="models/demo/3.0.0/model_int8.bin")  # the card alone refuses it
+    with pytest.raises(BundleRefused, match=BAD_CARDS[case][1]):
+        push(src, remote, client=client)  # the plant's side reads the card with the same schema
+    # put there by another tool: the card alone (no weights on the server) refuses it
+    client.upload_file(str(src / "model_card.json"), s3_bucket, "models/demo/3.0.0/model_card.json")
     store = ModelStore(tmp_path / "store", "st1")
     with pytest.raises(BundleRefused, match=BAD_CARDS[case][1]):
         pull(store, remote, ModelRef("demo", "3.0.0"), Trust(), client=client)
