@@ -169,7 +169,7 @@ def _eval_perturbed(a: argparse.Namespace) -> int:
 
 def cmd_model_envelope(a: argparse.Namespace) -> int:
     """`inspector model envelope DIR`: the input envelope of the drift guard, written into the card."""
-    from inspector.bundle import CARD_NAME
+    from inspector.bundle import CARD_NAME, SIG_NAME
     from inspector.bundle.load import load_bundle
     from inspector.training.envelope import (
         families_held,
@@ -207,8 +207,8 @@ def cmd_model_envelope(a: argparse.Namespace) -> int:
           f"{1 + len(families)} ({', '.join(['clean', *families])}), frame {env.frame_size}")
     for k, (lo, hi) in env.bounds.items():
         print(f"  {k:<11} [{lo:.4f}, {hi:.4f}]")
-    if (Path(a.dir) / "model_card.sig").exists():
-        print("model_card.sig no longer matches the card: sign it again (`inspector model sign`)", file=sys.stderr)
+    if (Path(a.dir) / SIG_NAME).exists():
+        print(f"{SIG_NAME} no longer matches the card: sign it again (`inspector model sign`)", file=sys.stderr)
     return 0
 
 
