@@ -4,8 +4,9 @@ runtime's classify head exists; the input preparation here is the one the card r
 Ultralytics classification validates (and its exported IR expects) `classify_transforms`: the image as RGB,
 its shorter side resized to the input size, centre-cropped to input_size, scaled to [0, 1]; the IR's output
 is the softmax over the classes in the dataset's sorted class order. cv2.INTER_AREA stands in for PIL's
-antialiased bilinear resize (the same area average for a downscale; measured on ELPV 300 -> 224 px: see
-docs/your-own-data.md for the FP32 IR vs Ultralytics' own top-1 on val).
+antialiased bilinear resize (both average over the source pixels for a downscale). Measured on ELPV
+(300 -> 224 px, the run's epoch-2 best.pt exported to an FP32 IR): top-1 on the 394 val images 0.7640 here,
+0.764 in Ultralytics' own validation of the same weights.
 """
 
 from __future__ import annotations
