@@ -17,6 +17,8 @@ source (camera frames paired with the PLC's triggers) and the handshake answers 
 `.../result`; that result is then the part's only answer: `.../reject` stays silent (the publisher
 still carries alarms, status, heartbeat and, when enabled, `.../verdict`). With `opcua.enabled` an
 OPC UA server mirrors the station state and every result (the PLC's results in handshake mode).
+Each output is a plug-in (service/outputs/): this module builds, starts and stops them by iterating
+the registry, in its order (its properties `publisher`, `plc`, ... only hand out what was built).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from inspector.inference.decision import DecisionPolicy
 from inspector.kernel import priority, realtime
 from inspector.kernel.alarms import AlarmHub
 from inspector.service.metrics import StageHistograms
+from inspector.service.outputs import Outputs, Wiring
 from inspector.service.pipeline import Pipeline
 from inspector.service.report import (
     EscapeTally,
@@ -46,7 +49,7 @@ from inspector.service.report import (
     StopReport,
     build_report,
 )
-from inspector.service.sinks import JsonlSink, VerdictSink
+from inspector.service.sinks import VerdictSink
 from inspector.sources import open_source
 
 log = logging.getLogger(__name__)
@@ -55,10 +58,6 @@ log = logging.getLogger(__name__)
 # the publisher's final flush (rejects still in flight) matters most, and a slow camera close must
 # not eat it. A part that finishes early leaves its time to the next.
 _RESERVE_S = {"lifecycle": 0.1, "source": 0.2, "pipeline": 0.5, "uploader": 0.2, "sink": 0.5, "metrics": 0.1}
-# How long start() waits for the PLC handshake's broker connection, so the retained `ready` state is
-# out before the camera opens. It is not fatal: paho keeps reconnecting and the PLC sees `fault`
-# (the retained last will of an earlier run, or nothing) until it connects.
-PLC_CONNECT_WAIT_S = 5.0
 
 
 class Service:
@@ -78,52 +77,15 @@ class Service:
             self.alarms.raise_alarm("model_fallback", fallback)
         self._first_model = detector.bundle.info
         self.config_hash = cfg.config_hash()
-        self.sinks: list[VerdictSink] = []
-        self.publisher = None
-        self.uploader = None
-        if cfg.sink.jsonl is not None:
-            self.sinks.append(JsonlSink(cfg.sink.jsonl, max_bytes=cfg.sink.jsonl_max_bytes,
-                                        backups=cfg.sink.jsonl_backups))
-        if cfg.mqtt.enabled:
-            from inspector.signalling.publisher import MqttPublisher
-
-            self.publisher = MqttPublisher(cfg.mqtt, model=self._first_model, config_hash=self.config_hash,
-                                           heartbeat_fn=self.heartbeat, alarm_counter=self.alarms.record)
-            self.sinks.append(self.publisher)
-        self.sampling = None
-        if cfg.sampling.enabled:
-            from inspector.review.spool import SamplingSink
-
-            self.sampling = SamplingSink(cfg.sampling, cfg.spool, model=self._first_model,
-                                         config_hash=self.config_hash, alarm=self.alarms.raise_alarm)
-            self.sinks.append(self.sampling)
-        if cfg.upload.window is not None:
-            from inspector.review.upload import NightlyUploader
-
-            self.uploader = NightlyUploader(cfg, alarm=self.alarms.raise_alarm)
         self.camera = open_source(cfg.source, max_frames=max_frames, alarm=self.alarms.raise_alarm)
-        self.source = self.camera  # what the pipeline reads (the PLC handshake's paired source in handshake mode)
-        pipeline_sinks = list(self.sinks)
-        self.opcua = None
-        self.plc = None
-        if cfg.opcua.enabled:
-            from inspector.signalling.opcua import OpcUaServer
-
-            self.opcua = OpcUaServer(cfg.opcua)
-            self.sinks.append(self.opcua)
-        if cfg.plc.enabled:
-            from inspector.signalling.plc import PlcHandshake, VerdictTopicOnly
-
-            self.plc = PlcHandshake(cfg.mqtt, cfg.plc, self.camera, budget_ms=cfg.decision.budget_ms,
-                                    on_late=cfg.decision.on_late, alarm=self.alarms.raise_alarm,
-                                    on_result=self.opcua.submit_result if self.opcua is not None else None)
-            self.source = self.plc.source
-            self.sinks.insert(0, self.plc)  # started first (triggers need it), stopped last
-            # First on the post thread: the PLC's answer goes out before any disk write. The publisher
-            # gets verdicts for .../verdict only: no reject (see VerdictTopicOnly).
-            pipeline_sinks = [self.plc] + [VerdictTopicOnly(s) if s is self.publisher else s for s in pipeline_sinks]
-        elif self.opcua is not None:
-            pipeline_sinks.append(self.opcua)
+        # The outputs (service/outputs/: publisher, PLC handshake, OPC UA, verdict log, sampling, uploader,
+        # metrics, page), each built by its plug-in when its section is on. In handshake mode the pipeline
+        # reads the PLC's paired source instead of the camera (`wiring.source`).
+        wiring = Wiring(cfg=cfg, service=self, alarms=self.alarms, model=self._first_model,
+                        config_hash=self.config_hash, camera=self.camera, source=self.camera)
+        self.outputs = Outputs(wiring)
+        self.source = wiring.source  # what the pipeline reads
+        self.sinks: list[VerdictSink] = self.outputs.sinks  # started in this order before the pipeline
         # Observers on the post thread, beside the sinks: they feed the report, not the line.
         self.histograms = StageHistograms()
         self.escapes = EscapeTally()
@@ -136,16 +98,7 @@ class Service:
             self.drift = DriftMonitor(cfg.drift, cfg.decision.on_drift, detector.bundle.card, detector.bundle.info,
                                       alarm=self.alarms.raise_alarm)
         self.golden = None
-        observers = [self.histograms, self.escapes]
-        # The operator's page (inspector/page/): its feed only keeps a reference on the post thread; the
-        # encoding and the browsers are on its own background threads. A non-loopback bind without a token
-        # is refused here (exit 2), before anything starts.
-        self.page = None
-        if cfg.page.enabled:
-            from inspector.page import LinePage
-
-            self.page = LinePage(cfg.page, self)
-            observers.append(self.page.feed)
+        observers = [self.histograms, self.escapes, *self.outputs.observers]  # the page's feed
         if cfg.golden.parts:
             from inspector.service.golden import GoldenParts
 
@@ -153,7 +106,7 @@ class Service:
                                       alarm=self.alarms.raise_alarm)
             observers.append(self.golden)  # part-id mode: golden parts on the belt are checked there
         self.pipeline = Pipeline(self.source, detector, policy,
-                                 [*pipeline_sinks, *observers],
+                                 [*self.outputs.post_sinks, *observers],
                                  max_frames=max_frames, alarm=self.alarms.raise_alarm, drift=self.drift,
                                  on_golden=self.golden.check if self.golden is not None else None,
                                  golden_wait_s=cfg.golden.idle_wait_s)
@@ -167,7 +120,6 @@ class Service:
             self.lifecycle = ModelManager(cfg, self.pipeline, alarm=self.alarms.raise_alarm,
                                           announce=self._announce_model, spool_sink=self.sampling)
             self.pipeline.sinks.append(self.lifecycle)
-        self.metrics = None
         self.started_at: float | None = None
         self.stop_report: StopReport | None = None
         self._source_was_connected = True
@@ -186,6 +138,40 @@ class Service:
     def policy(self) -> DecisionPolicy:
         return self.pipeline.policy
 
+    def output(self, name: str) -> Any | None:
+        """The built object of an output (service/outputs/), None when it is off."""
+        return self.outputs.get(name)
+
+    # The outputs other parts of the service talk to (the lifecycle's announce and spool, the page's
+    # reads, the tests): each is that output's object, None when it is off.
+    @property
+    def publisher(self):
+        return self.outputs.get("mqtt")
+
+    @property
+    def plc(self):
+        return self.outputs.get("plc")
+
+    @property
+    def opcua(self):
+        return self.outputs.get("opcua")
+
+    @property
+    def sampling(self):
+        return self.outputs.get("sampling")
+
+    @property
+    def uploader(self):
+        return self.outputs.get("uploader")
+
+    @property
+    def metrics(self):
+        return self.outputs.get("metrics")
+
+    @property
+    def page(self):
+        return self.outputs.get("page")
+
     def _announce_model(self, new: ModelInfo, old: ModelInfo, why: str) -> None:
         """A model switch is told to the line: the publisher's retained status names the new model."""
         if self.publisher is not None:
@@ -202,22 +188,9 @@ class Service:
         self.started_at = time.monotonic()
         for s in self.sinks:
             s.start()
-        if self.plc is not None and not self.plc.wait_connected(PLC_CONNECT_WAIT_S):
-            log.warning("plc: no broker at %s:%s after %.0f s; the handshake keeps trying (the PLC sees no `ready`)",
-                        self.cfg.mqtt.host, self.cfg.mqtt.port, PLC_CONNECT_WAIT_S)
-        if self.publisher is not None:
-            self.alarms.attach(self.publisher.alarm)
-        if self.uploader is not None:
-            self.uploader.start()
-        if self.cfg.metrics.enabled:
-            from inspector.service.metrics import MetricsServer
-
-            self.metrics = MetricsServer(lambda: self.report(groups=True), self.cfg.metrics.host,
-                                         self.cfg.metrics.port)
-            self.metrics.start()
-        if self.page is not None:
-            self.alarms.attach(self.page.feed.alarm)  # after the publisher: the start-up alarms went to it
-            self.page.start()
+        # Then each output's own start, in the same order: the PLC handshake waits for its broker, the
+        # publisher takes the alarms, the uploader, /metrics and the page start.
+        self.outputs.started(self)
         if self.lifecycle is not None and self.cfg.shadow.enabled:  # before the first frame: it sees them all
             self.lifecycle.shadow_start(self.cfg.shadow.model)
         self.pipeline.start()
@@ -249,12 +222,7 @@ class Service:
             self.alarms.raise_alarm("camera_restored", {"source": self.source.name, "state": st.connection.value,
                                                         "lost_for_s": lost_for, "reconnects": st.reconnects})
         self._source_was_connected = connected
-        if self.opcua is not None:
-            if self.plc is not None:
-                self.opcua.set_station(*self.plc.station())
-            else:
-                self.opcua.set_station("ready" if connected else "fault",
-                                       f"camera {st.connection.value}" + (f": {st.detail}" if st.detail else ""))
+        self.outputs.watch(self, st)
 
     def stop(self, deadline_s: float | None = None) -> StopReport:
         """Stops every part within one deadline (default `shutdown.deadline_s`), in order: source,
@@ -272,14 +240,10 @@ class Service:
         ]
         if self.lifecycle is not None:  # after the drain: the guard has counted its last part
             parts.append(("guard", "lifecycle", lambda t: self.lifecycle.checkpoint_guard(timeout=t)))
-        if self.uploader is not None:
-            parts.append(("uploader", "uploader", lambda t: self.uploader.stop(timeout=t)))
-        for s in reversed(self.sinks):
+        parts += self.outputs.stop_parts(after_sinks=False)  # the uploader
+        for s in reversed(self.sinks):  # the output that answers the parts (the PLC handshake) last
             parts.append((f"sink {s.name}", "sink", lambda t, s=s: s.stop(timeout=t)))
-        if self.metrics is not None:
-            parts.append(("metrics", "metrics", lambda t: self.metrics.stop(timeout=t)))
-        if self.page is not None:
-            parts.append(("page", "metrics", lambda t: self.page.stop(timeout=t)))
+        parts += self.outputs.stop_parts(after_sinks=True)  # /metrics and the page: they answer to the end
         self.stop_report = stop_within(parts, self.cfg.shutdown.deadline_s if deadline_s is None else deadline_s)
         return self.stop_report
 

@@ -3,7 +3,10 @@
 The end-of-run summary (and `--summary-json`), the live status line, the MQTT heartbeat,
 `/metrics` and `/healthz` all read a `ServiceReport` made by `build_report(service)`; none of them
 reaches into the service's parts. The health checks are decided here too, so `/healthz`, the
-heartbeat and the summary cannot disagree about what failed.
+heartbeat and the summary cannot disagree about what failed. Each output's part (the publisher's,
+the PLC handshake's, ...) and its checks come from its plug-in (service/outputs/): this module
+iterates over them (the `mqtt`, `plc`, `opcua` and `uploader` properties only hand one part to the
+readers that look at it: the page, /metrics).
 
 `build_report` runs on the reader's thread (status loop, publisher thread, HTTP handler). It only
 copies counters that their owning threads write, so it never blocks the frame path. The costly
@@ -26,10 +29,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.frames import Outcome, Verdict
 from inspector.kernel import realtime
+
+if TYPE_CHECKING:
+    from inspector.service.outputs.mqtt import MqttReport
+    from inspector.service.outputs.opcua import OpcUaReport
+    from inspector.service.outputs.plc import PlcReport
 
 # Verdicts stopped while frames arrive: frames arriving for this long with no verdict at all means
 # the pipeline is stuck. Every frame gets a verdict by its deadline (LATE at worst), so ten budgets
@@ -86,64 +94,6 @@ class SourceReport:
 
 
 @dataclass(frozen=True, slots=True)
-class MqttReport:
-    connected: bool
-    outbox_depth: int
-    outbox_degraded: bool
-    last_error: str | None
-    rejects_not_delivered: int  # not delivered before the deadline: expired, evicted, dropped (escaped_part)
-    rejects_late: int  # acknowledged, but after the deadline (escaped_part)
-    escaped_frame_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PlcReport:
-    """The PLC handshake (plc.enabled): what the PLC was told. Fail-safe answers are not escapes: the
-    PLC diverts on them (NG), and on a result that does not come by its deadline."""
-
-    connected: bool  # the handshake's own broker connection
-    station: str  # ready | busy | fault, as the PLC sees it (retained .../ready)
-    station_reason: str
-    triggers: int
-    results: int
-    late_results: int  # published after trigger + budget
-    fail_safe: dict[str, int]  # answered without an inspection, by reason (no_frame, camera_lost, busy)
-    bad_triggers: int
-    duplicate_triggers: int
-    unsolicited_frames: int
-    in_flight: int
-    unacknowledged: int
-    latency_ms: dict[str, float]  # trigger -> result on the inspector's clock, recent results (p50, p99, max, n)
-    pairing_refused: int = 0  # hardware trigger: parts answered `ambiguous` (frame not attributable to them alone)
-    ready_overwritten: int = 0  # another client wrote the retained ready topic (re-asserted)
-    alarms_folded: int = 0  # PLC alarms summed into another instead of sent on their own (throttle)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"connected": self.connected, "station": self.station, "station_reason": self.station_reason,
-                "triggers": self.triggers, "results": self.results, "late_results": self.late_results,
-                "fail_safe": dict(self.fail_safe), "bad_triggers": self.bad_triggers,
-                "duplicate_triggers": self.duplicate_triggers, "unsolicited_frames": self.unsolicited_frames,
-                "in_flight": self.in_flight, "unacknowledged": self.unacknowledged, "latency_ms": dict(self.latency_ms),
-                "pairing_refused": self.pairing_refused, "ready_overwritten": self.ready_overwritten,
-                "alarms_folded": self.alarms_folded}
-
-
-@dataclass(frozen=True, slots=True)
-class OpcUaReport:
-    endpoint: str
-    running: bool
-    station: str  # the State node
-    parts: int
-    ok: int
-    ng: int
-    fail_safe: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "running": self.running, "station": self.station, "parts": self.parts,
-                "ok": self.ok, "ng": self.ng, "fail_safe": self.fail_safe}
-
-
-@dataclass(frozen=True, slots=True)
 class EscapeReport:
     physical: int
     missed_verdicts: int
@@ -195,6 +145,20 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputPart:
+    """One output's part of the report (service/outputs/): the typed part its plug-in made (None when the
+    output is off) and the plug-in's class, which says how the part reads (checks, /healthz, heartbeat,
+    status line, summary)."""
+
+    output: Any  # the Output subclass
+    part: Any
+
+    @property
+    def name(self) -> str:
+        return self.output.name
+
+
+@dataclass(frozen=True, slots=True)
 class StopReport:
     """How the last shutdown went: one deadline shared by every part."""
 
@@ -219,16 +183,12 @@ class ServiceReport:
     pipeline: PipelineReport
     source: SourceReport
     sinks: dict[str, dict[str, Any]]  # each sink's own state, by name
-    mqtt: MqttReport | None  # None when MQTT is off
-    uploader: dict[str, Any] | None  # None when in-service upload is off
     alarms: dict[str, int]  # alarms counted by the hub, by kind
     escapes: EscapeReport
     ground_truth: GroundTruthReport | None
     histograms: tuple[Histogram, ...]
     health: tuple[HealthCheck, ...]
     shutdown: StopReport | None = None
-    plc: PlcReport | None = None  # None when plc.enabled is false
-    opcua: OpcUaReport | None = None  # None when opcua.enabled is false
     # Issue 13: which model judged how many parts ("name@version" -> outcome -> count), and the
     # lifecycle's own state (switches, guard, shadow); None when lifecycle is off.
     verdicts_by_model: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -239,8 +199,34 @@ class ServiceReport:
     golden: dict[str, Any] | None = None
     # Issue 20: the scheduling in force (kernel/realtime.py state(): requested, in_force, per-group policies).
     realtime: dict[str, Any] | None = None
+    # Every registered output's part, in the registry's order (service/outputs/__init__.py).
+    outputs: tuple[OutputPart, ...] = ()
 
     # -- readers ---------------------------------------------------------------------------------
+    def part(self, name: str) -> Any:
+        """The report part of the output named `name`; None when it is off."""
+        for o in self.outputs:
+            if o.name == name:
+                return o.part
+        return None
+
+    # The parts the readers of the reject path look at (the page, /metrics), typed by their output.
+    @property
+    def mqtt(self) -> MqttReport | None:
+        return self.part("mqtt")
+
+    @property
+    def plc(self) -> PlcReport | None:
+        return self.part("plc")
+
+    @property
+    def opcua(self) -> OpcUaReport | None:
+        return self.part("opcua")
+
+    @property
+    def uploader(self) -> dict[str, Any] | None:
+        return self.part("uploader")
+
     @property
     def healthy(self) -> bool:
         return all(c.ok for c in self.health)
@@ -259,13 +245,7 @@ class ServiceReport:
             "last_frame_age_s": _r(self.source.last_frame_age_s),
             "last_verdict_age_s": _r(self.pipeline.last_verdict_age_s),
             "frames": self.pipeline.frames,
-            "mqtt": None if self.mqtt is None else {
-                "connected": self.mqtt.connected, "outbox_depth": self.mqtt.outbox_depth,
-                "outbox_degraded": self.mqtt.outbox_degraded, "last_error": self.mqtt.last_error},
-            "plc": None if self.plc is None else {
-                "connected": self.plc.connected, "station": self.plc.station, "station_reason": self.plc.station_reason,
-                "in_flight": self.plc.in_flight, "late_results": self.plc.late_results},
-            "opcua": None if self.opcua is None else {"endpoint": self.opcua.endpoint, "running": self.opcua.running},
+            **{k: v for o in self.outputs for k, v in o.output.healthz(o.part).items()},
             "drift": None if self.drift is None else {k: self.drift[k] for k in (
                 "enabled", "in_drift", "acting", "on_drift", "statistic", "value", "bounds", "psi")},
         }
@@ -280,17 +260,12 @@ class ServiceReport:
                 "healthy": self.healthy, "failed": self.failed_checks,
                 "model": f"{self.model['name']}@{self.model['version']}",
                 **({"realtime": self.realtime["in_force"]} if self.realtime else {}),
-                **({"plc_station": self.plc.station} if self.plc is not None else {}),
+                **{k: v for o in self.outputs for k, v in o.output.heartbeat(o.part).items()},
                 **({"input_drift": self.drift["in_drift"], "held": self.drift["acting"]} if self.drift else {})}
 
     def status_line(self, elapsed: float) -> str:
         p = self.pipeline
-        mq = ""
-        if self.mqtt is not None:
-            mq = (f" | mqtt {'up' if self.mqtt.connected else 'DOWN'} outbox {self.mqtt.outbox_depth}"
-                  + (" DEGRADED" if self.mqtt.outbox_degraded else ""))
-        if self.plc is not None:
-            mq += f" | plc {self.plc.station} {self.plc.results}/{self.plc.triggers}"
+        mq = "".join(o.output.status(o.part) for o in self.outputs)
         health = "ok" if self.healthy else "RED " + ",".join(self.failed_checks)
         return (f"{elapsed:6.1f}s  {p.frames / max(elapsed, 1e-6):5.1f} fps  p99 {p.p99_recent_ms or 0:6.1f} ms  "
                 f"rejects {p.actuations}  late {p.verdicts.get('LATE', 0)}  escapes {self.escapes.physical}  "
@@ -320,7 +295,8 @@ class ServiceReport:
                        "reconnects": self.source.reconnects, "detail": self.source.detail,
                        **({"counters": self.source.counters} if self.source.counters else {})},
             "sinks": self.sinks,
-            "uploader": self.uploader,
+            **{o.name: None if o.part is None else o.output.summary(o.part)
+               for o in self.outputs if o.output.summary_slot == "sinks"},
             "alarms": dict(self.alarms),
             "health": {"ok": self.healthy, "failed": self.failed_checks},
         }
@@ -328,10 +304,9 @@ class ServiceReport:
             out["ground_truth"] = self.ground_truth.as_dict()
         if self.shutdown is not None:
             out["shutdown"] = self.shutdown.as_dict()
-        if self.plc is not None:
-            out["plc"] = self.plc.as_dict()
-        if self.opcua is not None:
-            out["opcua"] = self.opcua.as_dict()
+        for o in self.outputs:
+            if o.output.summary_slot == "end" and o.part is not None:
+                out[o.name] = o.output.summary(o.part)
         out["verdicts_by_model"] = self.verdicts_by_model
         if self.lifecycle is not None:
             out["lifecycle"] = self.lifecycle
@@ -417,9 +392,9 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
     now = time.monotonic()
     source = _source_report(svc.source)
     pipeline = _pipeline_report(svc.pipeline, source, svc.stall_watch, now, full)
-    sinks = {s.name: _plain(s.state()) for s in svc.sinks}
-    mqtt = _mqtt_report(sinks.get(svc.publisher.name)) if svc.publisher is not None else None
-    uploader = _plain(svc.uploader.state()) if svc.uploader is not None else None
+    sinks = {s.name: plain(s.state()) for s in svc.sinks}
+    # Each output's own part (service/outputs/), off ones included: they say what they show when off.
+    outputs = tuple(OutputPart(type(o), None if o.obj is None else o.report(sinks)) for o in svc.outputs.all)
     alarms = svc.alarms.snapshot()
     tally = svc.escapes.state()
     st = svc.pipeline.stats
@@ -428,8 +403,11 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
         gt = GroundTruthReport(parts=st.truth_parts, defective=st.defective_parts, good=st.good_parts,
                                escapes=st.escapes, verdict_escapes=tally["verdict_escapes"],
                                false_rejects=st.false_rejects)
-    not_delivered = mqtt.rejects_not_delivered if mqtt else 0
-    late = mqtt.rejects_late if mqtt else 0
+    # Rejects an output did not deliver before their deadline (the publisher's outbox says which).
+    delivery = [o.output.escapes(o.part) for o in outputs]
+    not_delivered = sum(n for n, _, _ in delivery)
+    late = sum(n for _, n, _ in delivery)
+    undelivered_ids = [i for _, _, ids in delivery for i in ids]
     # A triggered part the source gave up (backlog full behind a stalled detector) got no verdict at all.
     missed = tally["missed_verdicts"] + source.dropped.get(GIVEN_UP, 0)
     escapes = EscapeReport(
@@ -437,62 +415,46 @@ def build_report(svc: Any, *, full: bool = False, groups: bool = False) -> Servi
         missed_verdicts=missed, rejects_not_delivered=not_delivered, rejects_late=late,
         escaped_part_alarms=alarms.get("escaped_part", 0),
         verdict=gt.verdict_escapes if gt is not None else None,
-        frame_ids=tuple((list(tally["frame_ids"]) + list(mqtt.escaped_frame_ids if mqtt else ()))[-_FRAME_IDS_KEPT:]),
+        frame_ids=tuple((list(tally["frame_ids"]) + undelivered_ids)[-_FRAME_IDS_KEPT:]),
     )
-    histograms = svc.histograms.snapshot() if getattr(svc, "histograms", None) is not None else ()
+    histograms = svc.histograms.snapshot()
     budget_ms = svc.cfg.decision.budget_ms
-    plc = _plc_report(svc.plc) if getattr(svc, "plc", None) is not None else None
-    opcua = _opcua_report(sinks.get(svc.opcua.name)) if getattr(svc, "opcua", None) is not None else None
-    drift_monitor = getattr(svc, "drift", None)
-    drift = drift_monitor.snapshot() if drift_monitor is not None else None
-    health = health_checks(source, pipeline, mqtt, stall_after_s(budget_ms), plc=plc, opcua=opcua, drift=drift)
-    health += _lifecycle_check(getattr(svc, "lifecycle", None))
-    golden = svc.golden.state() if getattr(svc, "golden", None) is not None else None
+    drift = svc.drift.snapshot() if svc.drift is not None else None
+    health = health_checks(source, pipeline, stall_after_s(budget_ms), outputs, drift=drift)
+    health += _lifecycle_check(svc.lifecycle)
+    golden = svc.golden.state() if svc.golden is not None else None
     health += _golden_check(golden)
     model = {"name": svc.model.name, "version": svc.model.version, "sha256": svc.model.sha256,
              "precision": svc.detector.bundle.precision, "device": svc.detector.device}
-    started = getattr(svc, "started_at", None)
+    started = svc.started_at
     with st.lock:
         by_model_raw = dict(st.by_model)
     by_model: dict[str, dict[str, int]] = {}
     for (name, version, outcome), n in sorted(by_model_raw.items()):
         by_model.setdefault(f"{name}@{version}", {})[outcome] = n
-    manager = getattr(svc, "lifecycle", None)
+    manager = svc.lifecycle
     return ServiceReport(uptime_s=0.0 if started is None else now - started, model=model, budget_ms=budget_ms,
-                         pipeline=pipeline, source=source, sinks=sinks, mqtt=mqtt, uploader=uploader,
+                         pipeline=pipeline, source=source, sinks=sinks,
                          alarms=alarms, escapes=escapes, ground_truth=gt, histograms=tuple(histograms),
-                         health=health, shutdown=getattr(svc, "stop_report", None), plc=plc, opcua=opcua,
+                         health=health, shutdown=svc.stop_report,
                          verdicts_by_model=by_model, lifecycle=None if manager is None else manager.state(),
                          drift=drift, golden=golden,
-                         realtime=realtime.state(groups=full or groups))
+                         realtime=realtime.state(groups=full or groups), outputs=outputs)
 
 
-def health_checks(source: SourceReport, pipeline: PipelineReport, mqtt: MqttReport | None,
-                  stall_s: float, *, plc: PlcReport | None = None,
-                  opcua: OpcUaReport | None = None, drift: dict[str, Any] | None = None) -> tuple[HealthCheck, ...]:
-    """What makes `/healthz` red, each check named so the body says which failed."""
+def health_checks(source: SourceReport, pipeline: PipelineReport, stall_s: float,
+                  outputs: tuple[OutputPart, ...] = (), *,
+                  drift: dict[str, Any] | None = None) -> tuple[HealthCheck, ...]:
+    """What makes `/healthz` red, each check named so the body says which failed: the source, the
+    verdicts and the model; then each output's own checks (an output that is off says what it lists
+    then: MQTT "disabled", the PLC handshake and OPC UA nothing); then the input."""
     checks = [HealthCheck("source", source.connected,
                           f"{source.connection}" + (f": {source.detail}" if source.detail else ""))]
     checks.append(_verdict_check(pipeline, stall_s))
     checks.append(HealthCheck("model", pipeline.model_ok,
                               "ok" if pipeline.model_ok else f"inference failing: {pipeline.model_error or 'stuck'}"))
-    if mqtt is None:
-        checks.append(HealthCheck("mqtt", True, "disabled"))
-        checks.append(HealthCheck("outbox", True, "disabled"))
-    else:
-        checks.append(HealthCheck("mqtt", mqtt.connected,
-                                  "connected" if mqtt.connected else f"down: {mqtt.last_error or 'not connected'}"))
-        checks.append(HealthCheck("outbox", not mqtt.outbox_degraded,
-                                  "degraded: rejects are delivered from memory but not stored durably "
-                                  f"({mqtt.last_error or 'outbox write failed'})" if mqtt.outbox_degraded
-                                  else f"ok ({mqtt.outbox_depth} waiting)"))
-    # Listed only when enabled: a line without a PLC handshake or OPC UA has nothing to check there.
-    if plc is not None:  # without its broker link no trigger arrives and no result leaves
-        checks.append(HealthCheck("plc", plc.connected, f"connected, station {plc.station}" if plc.connected
-                                  else "no broker connection: triggers cannot arrive, results cannot leave"))
-    if opcua is not None:
-        checks.append(HealthCheck("opcua", opcua.running, f"serving {opcua.endpoint}" if opcua.running
-                                  else f"the OPC UA server on {opcua.endpoint} is not running"))
+    for o in outputs:
+        checks.extend(o.output.checks(o.part))
     if drift is not None:  # drift alone is an alarm, not ill health; a held line inspects nothing: red
         held = drift["acting"] and drift["on_drift"] == "hold"
         what = (f"{drift['statistic']}: expected {drift['expected']}, got {drift['actual']}" if drift.get("expected")
@@ -578,47 +540,12 @@ def _pipeline_report(pipeline: Any, source: SourceReport, watch: StallWatch, now
     )
 
 
-def _mqtt_report(state: dict[str, Any] | None) -> MqttReport:
-    s = state or {}
-    ids = s.get("escaped_frame_ids") or ()
-    return MqttReport(
-        connected=bool(s.get("connected")),
-        outbox_depth=int(s.get("outbox_depth") or 0),
-        outbox_degraded=bool(s.get("outbox_degraded")),
-        last_error=s.get("last_error"),
-        # the publisher counts each reject id once: `undelivered` (expired, evicted, dropped; also a
-        # previous run's leftovers whose deadline passed) and `late_acks` (PUBACK after the deadline)
-        rejects_not_delivered=int(s.get("undelivered", s.get("expired", 0)) or 0),
-        rejects_late=int(s.get("late_acks", 0) or 0),
-        escaped_frame_ids=tuple(str(x) for x in ids),
-    )
-
-
-def _plc_report(hs: Any) -> PlcReport:
-    s = hs.state()
-    return PlcReport(
-        connected=bool(s["connected"]), station=s["station"], station_reason=s["station_reason"],
-        triggers=s["triggers"], results=s["results"], late_results=s["late_results"],
-        fail_safe={k[len("fail_safe_"):]: n for k, n in s.items() if k.startswith("fail_safe_") and n},
-        bad_triggers=s["bad_triggers"], duplicate_triggers=s["duplicate_triggers"],
-        unsolicited_frames=s["unsolicited_frames"], in_flight=s["in_flight"], unacknowledged=s["unacknowledged"],
-        latency_ms=hs.latency_ms(), pairing_refused=s.get("pairing_refused", 0),
-        ready_overwritten=s.get("ready_overwritten", 0), alarms_folded=s.get("alarms_folded", 0))
-
-
-def _opcua_report(s: dict[str, Any] | None) -> OpcUaReport:
-    s = s or {}
-    return OpcUaReport(endpoint=str(s.get("endpoint", "")), running=bool(s.get("running")),
-                       station=str(s.get("station", "")), parts=int(s.get("parts", 0)), ok=int(s.get("ok", 0)),
-                       ng=int(s.get("ng", 0)), fail_safe=int(s.get("failsafe", 0)))
-
-
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
+def plain(d: dict[str, Any]) -> dict[str, Any]:
     """A sink's state as JSON-able data (sets and tuples become lists)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out[k] = _plain(v)
+            out[k] = plain(v)
         elif isinstance(v, (set, frozenset, tuple, deque)):
             out[k] = list(v)
         else:

@@ -8,13 +8,13 @@ import pytest
 from inspector.devtools.testing import make_verdict
 from inspector.frames import TruthBox
 from inspector.service.app import stop_within
+from inspector.service.outputs.mqtt import MqttOutput, MqttReport, mqtt_report
 from inspector.service.report import (
     EscapeTally,
-    MqttReport,
+    OutputPart,
     PipelineReport,
     SourceReport,
     StallWatch,
-    _mqtt_report,
     health_checks,
 )
 
@@ -53,7 +53,7 @@ def mqtt(connected=True, degraded=False) -> MqttReport:
     (source(), pipeline(stalled=True, model_ok=False), mqtt(), ["verdicts", "model"]),
 ])
 def test_health_checks_name_what_failed(src, pipe, mq, failed):
-    checks = health_checks(src, pipe, mq, STALL_S)
+    checks = health_checks(src, pipe, STALL_S, (OutputPart(MqttOutput, mq),))  # mq None: MQTT is off
     assert [c.name for c in checks if not c.ok] == failed
     assert all(c.detail for c in checks)
 
@@ -101,7 +101,7 @@ def test_escape_tally_keeps_physical_and_verdict_escapes_apart(outcome, actuate,
     ({"connected": False, "outbox_degraded": True}, 0, 0, ()),
 ])
 def test_mqtt_report_reads_the_publisher_state(state, not_delivered, late, ids):
-    r = _mqtt_report(state)
+    r = mqtt_report(state)
     assert (r.rejects_not_delivered, r.rejects_late) == (not_delivered, late)
     assert set(r.escaped_frame_ids) == set(ids)
     assert r.outbox_degraded == bool(state.get("outbox_degraded"))
