@@ -103,6 +103,12 @@ def train(plan: TrainPlan, resume: bool = False) -> Path:
             plan = TrainPlan(**{**asdict(plan), **saved, "out": out, "data": Path(saved["data"]),
                                 "init": Path(saved["init"]) if saved.get("init") else None})
         return train_classify(plan, resume=resume)
+    if not resume and plan.data is not None:
+        from inspector.training.cls_dataset import is_classify
+
+        if is_classify(plan.data):  # ultralytics' detector trainer fails on it deep inside, with no word of why
+            raise TrainError(f"--data {plan.data} is a classification dataset (task: classify): train it with "
+                             "--task classify")
     out.mkdir(parents=True, exist_ok=True)
     offline.prepare(out)
     last = run_dir(out) / "weights" / "last.pt"

@@ -276,3 +276,25 @@ def test_synth_classify_sorts_the_line_frames_by_any_defect(tmp_path):
     assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
                  "--val-fraction", "0.34"]) == 0
     assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["image_sizes"] == {"640x480": 6}
+
+
+@pytest.mark.parametrize("args,named", [
+    (["train", "--data", "{ds}", "--epochs", "1"], "is a classification dataset (task: classify): train it with "
+                                                     "--task classify"),
+    (["train", "--task", "classify", "--data", "{ds}", "--augment", "texture"], "a classifier takes one of"),
+    (["train", "--task", "classify", "--epochs", "1"], "--task classify needs --data"),
+    (["dataset", "import", "--from", "voc", "{src}", "--task", "classify"], "not voc"),
+    (["dataset", "import", "--from", "folders", "{src}", "--task", "detect"], "--task detect does not apply"),
+])
+def test_task_mismatches_are_refused_before_any_work(tmp_path, capsys, args, named):
+    make_folders(tmp_path / "src", {"ok": 4, "ng": 4})
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+                 "--val-fraction", "0.25"]) == 0
+    capsys.readouterr()
+    subst = {"{ds}": str(tmp_path / "ds" / "data.yaml"), "{src}": str(tmp_path / "src")}
+    args = [subst.get(x, x) for x in args]
+    out = ["--out", str(tmp_path / "out")]
+    assert main([*args, *out]) == 2
+    c = capsys.readouterr()
+    assert named in c.err + c.out
+    assert not (tmp_path / "out" / "run").exists()
