@@ -191,7 +191,9 @@ def test_hardware_frames_pair_with_triggers_within_the_window_and_others_are_cou
     eye = LineTriggeredSource()
     with Line(detector, mqtt_broker, tmp_path, eye, camera="hardware", pairing_window_ms=100,
               max_clock_skew_ms=3000) as line:
-        eye.fire()  # a frame nobody triggered: counted, never inspected
+        # A frame nobody triggered: counted, never inspected. Exposed 10 s ago, so it is past the wait for its
+        # trigger (frame_wait_s, 3.04 s here) at its first expiry check: that wait was 3 s of every test.
+        eye.fire(time.monotonic() - 10)
         line.wait(lambda: line.hs.state().get("unsolicited_frames") == 1, what="an unsolicited frame")
         # Three parts 300 ms apart on the photo-eye's clock (stamped in the recent past, so the test
         # does not wait for the line to move): fired_at and the exposure name the same moment.
@@ -241,7 +243,9 @@ def test_hardware_pairing_is_by_time_and_refuses_what_it_cannot_tell_apart(detec
     eye = LineTriggeredSource()
     with Line(detector, mqtt_broker, tmp_path, eye, camera="hardware", pairing_window_ms=40,
               max_clock_skew_ms=3000) as line:
-        eye.fire()  # the stand-in reads as connected once it has fired: this one is unsolicited
+        # The stand-in reads as connected once it has fired: this one is unsolicited. Exposed 10 s ago, past
+        # the wait for its trigger (frame_wait_s, 3.04 s) at once, instead of waiting that out in each case.
+        eye.fire(time.monotonic() - 10)
         line.wait(lambda: line.hs.state()["unsolicited_frames"] == 1, what="the first frame expired")
         t0 = time.monotonic() - 1.0  # the parts passed the photo-eye in the last second
         wall0 = time.time() - (time.monotonic() - t0)
@@ -385,35 +389,37 @@ LOSE = {37, 151, 262}  # frames that arrive incomplete (the fixture's LossyGenIC
 REORDER = {80, 199, 288}  # the PLC publishes this part's trigger after the next part's
 
 
+# 150 ms: from the first parts on every frame is within the window of two triggers, so 100 parts (one lost
+# frame, one reordered trigger: the 80/81 swap the old pairing made) show what 300 do, in 20 s less.
 @pytest.mark.slow
-@pytest.mark.parametrize("window_ms", [40, 150])
+@pytest.mark.parametrize("window_ms, n", [(40, 300), (150, 100)])
 def test_300_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get_another_parts_image(
-        detector, mqtt_broker, tmp_path, fake_camera, window_ms):
+        detector, mqtt_broker, tmp_path, fake_camera, window_ms, n):
     """The handshake runs in hardware mode and pairs by time (run_parts). 40 ms is under half the 100 ms
     between parts: every part not lost is inspected on its own image, each lost one is frame_lost.
     150 ms (the default) is wider than that: frames cannot be told apart and parts get the fail-safe
     result (the old pairing gave parts 80/81 each other's image there)."""
     from tests.fixtures.genicam_camera import LossyGenICamSource
 
-    n = 300
-    cam = LossyGenICamSource(camera_cfg(fake_camera, roi=(0, 0, 64, 64), exposure_us=10_000, gain_db=0), LOSE)
+    lose, reorder = {i for i in LOSE if i < n}, {i for i in REORDER if i < n - 1}
+    cam = LossyGenICamSource(camera_cfg(fake_camera, roi=(0, 0, 64, 64), exposure_us=10_000, gain_db=0), lose)
     with Line(detector, mqtt_broker, tmp_path, cam, camera="hardware", pairing_window_ms=window_ms) as line:
-        res, images, st = run_parts(line, cam, n, REORDER)
+        res, images, st = run_parts(line, cam, n, reorder)
     inspected = [i for i, r in res.items() if not r["fail_safe"]]
     if inspected:
         assert_each_part_judged_on_its_own_image(res, images)
-    for i in LOSE:  # each lost frame: its own part gets the fail-safe result, not the next part's image
+    for i in lose:  # each lost frame: its own part gets the fail-safe result, not the next part's image
         assert res[i]["fail_safe"] and res[i]["result"] == "NG", res[i]
         assert res[i]["reason"] in ("frame_lost", "ambiguous"), res[i]
     fail_safe = {i: r["reason"] for i, r in res.items() if r["fail_safe"]}
     assert set(fail_safe.values()) <= {"frame_lost", "ambiguous", "no_frame"}, fail_safe
-    assert cam.counters()["incomplete"] == len(LOSE)
+    assert cam.counters()["incomplete"] == len(lose)
     if window_ms == 40:
         # Reordered triggers still find their own frame: all but the lost parts are inspected. On a
         # machine loaded far past its cores a few more go fail-safe (a frame or trigger message that came
         # after the other had been given up), never to a wrong image: 1 % of the parts is tolerated.
-        assert sum(r == "frame_lost" for r in fail_safe.values()) >= len(LOSE) - 1, fail_safe
-        assert len(inspected) >= n - len(LOSE) - n // 100, (fail_safe, st)
+        assert sum(r == "frame_lost" for r in fail_safe.values()) >= len(lose) - 1, fail_safe
+        assert len(inspected) >= n - len(lose) - n // 100, (fail_safe, st)
     else:
         assert st["pairing_refused"] > 0 and len(inspected) <= len(fail_safe), (st, fail_safe)
         assert line.alarms.counts["plc_pairing_refused"] >= 1
