@@ -129,6 +129,10 @@ def build_classify_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, data: Pa
 
 
 def build_classify_cli(a) -> int:
+    unsupported = [o for o in ("calibrate_under", "perturbed_eval", "envelope_families") if getattr(a, o, None)]
+    if unsupported:
+        raise ModelError(f"--{unsupported[0].replace('_', '-')} is not available for a classifier yet (the envelope: "
+                         "`inspector model envelope BUNDLE --data IMAGES --families none --no-confidence`)")
     fp32 = Path(a.fp32)
     info_path = fp32.parent.parent / "train_info.json"
     train_info = json.loads(info_path.read_text()) if info_path.exists() else None

@@ -285,6 +285,8 @@ def test_synth_classify_sorts_the_line_frames_by_any_defect(tmp_path):
     (["train", "--task", "classify", "--epochs", "1"], "--task classify needs --data"),
     (["dataset", "import", "--from", "voc", "{src}", "--task", "classify"], "not voc"),
     (["dataset", "import", "--from", "folders", "{src}", "--task", "detect"], "--task detect does not apply"),
+    (["model", "build", "--fp32", "f.xml", "--int8", "i.xml", "--data", "{ds}", "--perturbed-eval", "issue"],
+     "--perturbed-eval is not available for a classifier yet"),
 ])
 def test_task_mismatches_are_refused_before_any_work(tmp_path, capsys, args, named):
     make_folders(tmp_path / "src", {"ok": 4, "ng": 4})
