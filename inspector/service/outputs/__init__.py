@@ -42,7 +42,7 @@ class Outputs:
         names = [o.name for o in self.all]
         if len(set(names)) != len(names):
             raise ValueError(f"outputs: a name is registered twice: {names}")
-        w._outputs.update({o.name: o for o in self.all})
+        w.register(self.all)
         for o in self.all:
             w.output(o.name)  # builds it when on (and what it needs first)
         on = [o for o in self.all if o.enabled(w.cfg)]

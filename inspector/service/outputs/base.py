@@ -43,20 +43,25 @@ class Wiring:
     config_hash: str
     camera: Any
     source: Any
-    _outputs: dict[str, Output] = field(default_factory=dict)
-    _building: set[str] = field(default_factory=set)
+    _outputs: dict[str, Output] = field(default_factory=dict, init=False, repr=False)
+    _building: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def register(self, outputs: tuple[Output, ...]) -> None:
+        """The outputs `output(name)` can build (every registered one, on or off)."""
+        self._outputs.update({o.name: o for o in outputs})
 
     def output(self, name: str) -> Any | None:
         """The built object of the output named `name` (built now if it is on and not built yet), or None
         when it is off: an output that needs another at its construction (the PLC handshake mirrors its
         results to OPC UA) asks for it here instead of depending on the registry's order."""
         out = self._outputs[name]
-        if out.obj is None and out.enabled(self.cfg):
+        if not out.built and out.enabled(self.cfg):
             if name in self._building:
                 raise RuntimeError(f"outputs: {name} needs itself to be built ({sorted(self._building)})")
             self._building.add(name)
             try:
                 out.build(self)
+                out.built = True
             finally:
                 self._building.discard(name)
         return out.obj
@@ -80,7 +85,8 @@ class Output:
     summary_slot: ClassVar[str | None] = "end"
 
     def __init__(self) -> None:
-        self.obj: Any = None  # what `build` made: the sink, server or thread; None while off
+        self.obj: Any = None  # what `build` (or `started`) made: the sink, server or thread; None while off
+        self.built = False
 
     # -- building and running -------------------------------------------------------------------
     def enabled(self, cfg: InspectorConfig) -> bool:

@@ -15,12 +15,12 @@ class MetricsOutput(Output):
         return cfg.metrics.enabled
 
     def build(self, w: Wiring) -> None:
-        self.cfg = w.cfg.metrics  # the port is bound at the start, not here
+        self._cfg = w.cfg.metrics  # the port is bound at the start, not here
 
     def started(self, svc) -> None:
         from inspector.service.metrics import MetricsServer
 
-        self.obj = MetricsServer(lambda: svc.report(groups=True), self.cfg.host, self.cfg.port)
+        self.obj = MetricsServer(lambda: svc.report(groups=True), self._cfg.host, self._cfg.port)
         self.obj.start()
 
     def stop_parts(self) -> list[StopPart]:
