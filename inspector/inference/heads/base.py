@@ -46,7 +46,9 @@ class Head(Protocol):
         ...
 
     def preprocessor(self) -> Preprocess:
-        """A fresh frame -> tensor step with its own buffers (one per thread that submits)."""
+        """A fresh frame -> tensor step with its own buffers (one per thread that submits). The tensor is
+        (1, H, W, C) uint8 at the card's input size and channels: the runner's reused input buffer (`out`)
+        and its warm-up tensor have that shape; anything else the model needs goes into `fold_input`."""
         ...
 
     def decode(self, output: np.ndarray, ctx: Any) -> Findings:
