@@ -1,4 +1,5 @@
-"""The frame-source protocol and its observable state."""
+"""The frame-source protocol and its observable state; the shared machinery of finite sources (FileSource)
+and of live cameras (LiveSource, Backoff)."""
 
 from __future__ import annotations
 
@@ -251,3 +252,57 @@ class FileSource:
             last_frame_age_s=None if last is None else max(0.0, time.monotonic() - last),
             detail=detail,
         )
+
+
+class Backoff:
+    """Capped exponential backoff between reconnect attempts: `initial_s`, doubled after each wait up to
+    `max_s`, back to `initial_s` (`reset`) once a connection worked. Owned by the thread that reconnects."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.delay_s = initial_s  # the next wait
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Waits the current delay, then doubles it (capped); True when `stop` was set (stop at once)."""
+        stopped = stop.wait(self.delay_s)
+        self.delay_s = min(self.delay_s * 2, self.max_s)
+        return stopped
+
+    def reset(self) -> None:
+        self.delay_s = self.initial_s
+
+
+class LiveSource:
+    """Shared machinery of the live cameras (OpenCV, GenICam): the FrameBuffer their grabber fills, the stop
+    event, the connection state under one lock, and the reconnect backoff (`source.reconnect_initial_ms`,
+    doubled up to `reconnect_max_ms`). A live camera has no last frame.
+
+    Subclasses start their threads in `start()` (calling `_refused(e)` when the camera can never work) and
+    report `state()`; the fields below are written under `_lock`.
+    """
+
+    name = "live"
+
+    def __init__(self, cfg, alarm: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        # triggered: a part arriving at a full buffer loses its image, not its verdict (see FrameBuffer).
+        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
+                                source=self.name)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the fields below (and a subclass's own, where it says so)
+        self._connection = Connection.CONNECTING
+        self._detail = ""
+        self._reconnects = 0
+        self._dropped: collections.Counter[str] = collections.Counter()
+        self._last_frame_at: float | None = None
+        self._backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_ms / 1000)
+
+    def _refused(self, e: Exception) -> None:
+        """`start()` found that the camera can never work (bad URL, unknown camera, refused feature)."""
+        with self._lock:
+            self._connection, self._detail = Connection.FAILED, str(e)
+
+    @property
+    def finished(self) -> bool:
+        return False  # a live camera has no last frame

@@ -46,7 +46,7 @@ from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.kernel import realtime
-from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.sources.base import Connection, LiveSource, SourceState
 
 log = logging.getLogger(__name__)
 
@@ -337,32 +337,25 @@ def _set_float(cam, feature: str, value: float | None, available, bounds, setter
     _try(lambda: setter(value), feature, value)
 
 
-class GenICamSource:
+class GenICamSource(LiveSource):
     """A FrameSource for one GenICam camera (free run, software trigger or hardware line trigger)."""
 
     def __init__(self, cfg: GenICamSourceConfig, alarm: Callable[[str, dict[str, Any]], None] | None = None) -> None:
-        self.cfg = cfg
-        self.name = f"genicam:{cfg.address or cfg.serial or cfg.id}"
+        self.name = f"genicam:{cfg.address or cfg.serial or cfg.id}"  # before the base names the buffer's alarms
+        # Buffer, stop, lock, connection state, backoff (LiveSource). The buffer is bounded like every
+        # source's: a triggered part beyond queue_size keeps its metadata and gets the fail-safe verdict
+        # (queue_full alarm); past max_backlog it is given up and named in the alarm.
+        super().__init__(cfg, alarm)
         self._alarm = alarm
-        # Bounded like every source's: a triggered part beyond queue_size keeps its metadata and gets the
-        # fail-safe verdict (queue_full alarm); past max_backlog it is given up and named in the alarm.
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
-                                source=self.name)
-        self._stop = threading.Event()
         self._triggers: queue.SimpleQueue[float] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards everything below
+        # _lock guards everything below too
         self._session: _Session | None = None
-        self._connection = Connection.CONNECTING
-        self._detail = ""
         self._frames = 0
-        self._reconnects = 0
-        self._last_frame_at: float | None = None
         # Software triggers fired and awaiting their frame: (requested_at, fired_at). One at a time: a
         # camera ignores a trigger that comes while it exposes or reads out (the fake camera merged
         # three back-to-back triggers into one frame), so the next is fired when this one's frame came.
         self._pending: collections.deque[tuple[float, float]] = collections.deque()
         self._frame_came = threading.Event()
-        self._dropped: collections.Counter[str] = collections.Counter()
         self._stats_done: collections.Counter[str] = collections.Counter()  # stream stats of closed sessions
         self._clock = CaptureClock()
         self._Aravis = None
@@ -380,8 +373,7 @@ class GenICamSource:
         try:
             session = self._open()
         except SourceError as e:
-            with self._lock:
-                self._connection, self._detail = Connection.FAILED, str(e)
+            self._refused(e)
             raise
         except ConnectionError as e:
             raise SourceError(f"{self.name}: cannot open the camera: {e}") from e
@@ -490,7 +482,7 @@ class GenICamSource:
 
     def _control_loop(self) -> None:
         realtime.enter("frame")  # the camera's trigger and reconnects: frame path (kernel/realtime.py)
-        backoff = self.cfg.reconnect_initial_ms / 1000
+        backoff = self._backoff
         last_probe = time.monotonic()
         while not self._stop.is_set():
             with self._lock:
@@ -501,15 +493,14 @@ class GenICamSource:
                 except (SourceError, ConnectionError) as e:
                     with self._lock:
                         self._detail = f"reconnecting: {e}"
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.cfg.reconnect_max_ms / 1000)
+                    backoff.wait(self._stop)
                     continue
                 with self._lock:
                     self._session, self._connection, self._detail = session, Connection.CONNECTED, ""
                     self._reconnects += 1
                     self._pending.clear()
                     self._last_frame_at = None
-                backoff = self.cfg.reconnect_initial_ms / 1000
+                backoff.reset()
                 log.warning("%s: camera back (%s)", self.name, session.device_id)
                 last_probe = time.monotonic()
                 continue

@@ -34,7 +34,7 @@ from inspector.config import OpenCVSourceConfig, redact_url
 from inspector.errors import SourceError
 from inspector.frames import Frame
 from inspector.kernel import realtime
-from inspector.sources.base import Connection, FrameBuffer, SourceState
+from inspector.sources.base import Connection, LiveSource, SourceState
 from inspector.sources.convert import normalize_image
 
 log = logging.getLogger(__name__)
@@ -75,25 +75,16 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
     return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
 
-class OpenCVSource:
+class OpenCVSource(LiveSource):
     name = "opencv"
 
     def __init__(self, cfg: OpenCVSourceConfig, alarm=None) -> None:
-        self.cfg = cfg
+        super().__init__(cfg, alarm)  # buffer, stop, lock, connection state, backoff (LiveSource)
         self.target = redact(cfg.url) if cfg.url is not None else f"device {cfg.device}"
-        # triggered: a part arriving at a full buffer loses its image, not its verdict (see FrameBuffer).
-        self._buf = FrameBuffer(cfg.trigger, cfg.queue_size, max_backlog=cfg.max_backlog, alarm=alarm,
-                                source=self.name)
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=realtime.runs_in("frame", self._run), name="source-opencv", daemon=True)
-        self._lock = threading.Lock()  # guards the fields below (reader thread vs. state()/read())
-        self._connection = Connection.CONNECTING
-        self._detail = ""
-        self._reconnects = 0
+        # under _lock too (reader thread vs. state()/read()):
         self._delivered = 0
-        self._dropped: Counter[str] = Counter()
         self._grabbed = 0  # frames put into the buffer; ids continue across reconnects
-        self._last_frame_at: float | None = None
         self._connected_at: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -102,8 +93,7 @@ class OpenCVSource:
         try:
             self._check_target()
         except SourceError as e:
-            with self._lock:
-                self._connection, self._detail = Connection.FAILED, str(e)
+            self._refused(e)
             raise
         self._thread.start()
 
@@ -171,21 +161,20 @@ class OpenCVSource:
         return cap, ""
 
     def _run(self) -> None:
-        backoff_ms = self.cfg.reconnect_initial_ms
+        backoff = self._backoff
         was_connected = False
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
             cap, why = self._open()
             if cap is None:
-                detail = f"{why}; attempt {attempt}, next in {backoff_ms / 1000:.2f} s"
+                detail = f"{why}; attempt {attempt}, next in {backoff.delay_s:.2f} s"
                 with self._lock:
                     self._connection = Connection.RECONNECTING if was_connected else Connection.CONNECTING
                     self._detail = detail
                 log.warning("opencv source: %s", detail)
-                if self._stop.wait(backoff_ms / 1000):
+                if backoff.wait(self._stop):
                     break
-                backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)
                 continue
             if self._stop.is_set():  # stop() came during a long open: do not report "connected"
                 cap.release()
@@ -206,16 +195,15 @@ class OpenCVSource:
             if got_frame:
                 # The connection worked: start the backoff over. A server that accepts and then
                 # fails at once keeps doubling it instead, so it is not hammered.
-                backoff_ms = self.cfg.reconnect_initial_ms
+                backoff.reset()
                 attempt = 0
-            detail = f"{why}; reconnecting in {backoff_ms / 1000:.2f} s"
+            detail = f"{why}; reconnecting in {backoff.delay_s:.2f} s"
             with self._lock:
                 self._connection = Connection.RECONNECTING
                 self._detail = detail
             log.warning("opencv source: %s", detail)
-            if self._stop.wait(backoff_ms / 1000):
+            if backoff.wait(self._stop):
                 break
-            backoff_ms = min(backoff_ms * 2, self.cfg.reconnect_max_ms)
         with self._lock:
             self._detail = "stopped"
 
@@ -276,10 +264,6 @@ class OpenCVSource:
             with self._lock:
                 self._delivered += 1
             return frame
-
-    @property
-    def finished(self) -> bool:
-        return False  # a live camera has no last frame
 
     def state(self) -> SourceState:
         now = time.monotonic()
