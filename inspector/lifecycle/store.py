@@ -426,18 +426,3 @@ def pull(store: ModelStore, remote: str, ref: ModelRef, trust: Trust, *, endpoin
 
     store._install(ref, fill, trust, origin=f"s3://{bucket}/{base}")
     return ref
-
-
-def push(bundle: Path, remote: str, *, endpoint_url: str | None = None, region: str = "us-east-1",
-         client=None) -> ModelRef:
-    """Uploads a bundle folder to REMOTE/NAME/VERSION/ (the plant's build side; tests)."""
-    bundle = Path(bundle)
-    card = read_card(bundle)[0]
-    ref = _card_ref(card)
-    bucket, prefix = split_s3_url(remote)
-    base = "/".join(p for p in (prefix, ref.name, ref.version) if p)
-    client = client or s3_client(endpoint_url=endpoint_url, region=region)
-    names = bundle_files(card) + ([SIG_NAME] if (bundle / SIG_NAME).exists() else [])
-    for n in names[1:] + names[:1]:  # the card last: a reader that finds it finds the files
-        client.upload_file(str(bundle / n), bucket, f"{base}/{n}")
-    return ref

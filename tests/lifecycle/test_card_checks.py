@@ -20,10 +20,11 @@ import yaml
 
 from inspector.bundle.signing import BundleRefused, Trust
 from inspector.cli import main
+from inspector.devtools.model_push import push
 from inspector.errors import ModelError
 from inspector.frames import Outcome
 from inspector.lifecycle.control import ControlError, request
-from inspector.lifecycle.store import ModelRef, ModelStore, pull, push
+from inspector.lifecycle.store import ModelRef, ModelStore, pull
 from inspector.service.app import Service
 from tests.bundle.hashes import HashCounter
 from tests.lifecycle.bundles import DEMO, make_bundle, reject_everything

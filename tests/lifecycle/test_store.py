@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from inspector.bundle.signing import BundleRefused, Trust, sign_card
+from inspector.devtools.model_push import push
 from inspector.errors import ModelError
-from inspector.lifecycle.store import ModelRef, ModelStore, pull, push
+from inspector.lifecycle.store import ModelRef, ModelStore, pull
 from tests.lifecycle.bundles import make_bundle
 
 KEY = b"plant-key-0123456789"
