@@ -1,6 +1,7 @@
 """The classify tool chain through the real CLI: dataset import --from folders -> train --task classify ->
 quantize (NNCF accuracy control) -> model build (card task: classify) -> eval, on generated 48-px tiles at a
-32-px input, built once for the module (about a minute of CPU); then --resume, --init and the refusals."""
+32-px input, built once for the module (about a minute of CPU); then --resume, --init (a classifier's weights,
+or a detector's backbone) and a refusal."""
 
 import json
 import os
@@ -93,11 +94,16 @@ def test_init_starts_from_the_given_classifier_weights(chain, tmp_path):
     assert json.loads((tmp_path / "r" / "progress.json").read_text())["accuracy"] == pytest.approx(first, abs=0.07)
 
 
-def test_refusals_name_what_is_wrong(chain, tmp_path):
-    # a detector's weights as --init of a classifier
+def test_init_from_a_detector_takes_its_backbone(chain, tmp_path):
     r = inspector(tmp_path, "train", "--task", "classify", "--data", chain / "ds" / "data.yaml", "--out",
-                  tmp_path / "r", "--init", REPO / "models" / "demo" / "model.pt", "--epochs", 1, rc=2)
-    assert "is a detect model, not a classifier" in r.stderr
+                  tmp_path / "r", "--init", REPO / "models" / "demo" / "model.pt", "--imgsz", 32, "--epochs", 1,
+                  "--batch", 8, "--workers", 0)
+    # YOLOv8n-cls layers 0-8 are YOLOv8n's backbone: every one of their tensors is taken over, the head is new
+    assert "a detector; its backbone initialises the classifier (150 tensors taken over)" in r.stdout
+    assert (tmp_path / "r" / "fp32" / "model.xml").exists()
+
+
+def test_refusals_name_what_is_wrong(chain, tmp_path):
     # a classify bundle evaluated on a dataset of other classes
     make_folders(tmp_path / "other", {"good": 4, "dent": 4})
     inspector(tmp_path, "dataset", "import", "--from", "folders", tmp_path / "other", "--out", tmp_path / "ods",
