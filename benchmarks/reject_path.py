@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -176,6 +177,7 @@ def main() -> int:
             p.kill()
         sub.loop_stop()
         broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
         a.json.write_text(json.dumps({"cpu": cpu_name(), "before": a.before, "ks": a.ks, "disk": not a.no_disk,
                                       "runs": runs}, indent=1))
