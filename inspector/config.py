@@ -298,6 +298,10 @@ SourceConfig = Annotated[Union[SOURCE_CONFIGS], Field(discriminator="kind")]  # 
 class ModelConfig(StrictConfig):
     path: Path = Field(Path("models/demo"), description="Model bundle directory (IR files + model_card.json).")
     precision: Literal["int8", "fp32"] = Field("int8", description="Which IR of the bundle to run.")
+    task: Literal["detect", "classify"] = Field(
+        "detect", description="The model kind this station runs (the card's `task`): detect (boxes per class) or "
+        "classify (OK/NG from one probability per class of the whole image). A bundle of another task is refused "
+        "at start (exit 2) and by stage, promote and shadow, naming both tasks.")
     device: str = Field("CPU", pattern=r"^(CPU|GPU(\.\d+)?|NPU|AUTO(:[A-Z0-9.,]+)?|HETERO:[A-Z0-9.,]+)$",
                         description="OpenVINO device: CPU, GPU, NPU, AUTO or AUTO:GPU,CPU ...")
     threads: int = Field(0, ge=0, le=256, description="CPU inference threads; 0 lets OpenVINO choose.")

@@ -68,6 +68,12 @@ class Findings(Protocol):
     @staticmethod
     def prelabels(found: tuple[Defect, ...], width: int, height: int) -> str: ...
 
+    @property
+    def class_scores(self) -> tuple[float, ...] | None:
+        """Every class's score by class id for a whole-image kind (the verdict and the spool's sidecar carry
+        them); None for a kind whose findings are not one score per class (boxes)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Detections:
@@ -90,6 +96,10 @@ class Detections:
     @property
     def max_score(self) -> float:
         return float(self.confidence.max()) if len(self) else 0.0
+
+    @property
+    def class_scores(self) -> None:
+        return None
 
     def select(self, mask: np.ndarray) -> Detections:
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask])
@@ -126,6 +136,10 @@ class ClassScores:
     @property
     def max_score(self) -> float:
         return float(self.scores.max()) if len(self) else 0.0
+
+    @property
+    def class_scores(self) -> tuple[float, ...]:
+        return tuple(float(s) for s in self.scores)
 
     @property
     def top(self) -> int:
@@ -168,8 +182,8 @@ class Reason(enum.StrEnum):
 class Defect:
     class_name: str
     class_id: int
-    confidence: float
-    box: tuple[float, float, float, float]
+    confidence: float  # detect: the box's confidence; classify: the probability of the class
+    box: tuple[float, float, float, float] | None  # None: a whole-image finding (classify), no box
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +219,9 @@ class Verdict:
     model: ModelInfo
     error: str | None = None  # set when reason is ERROR
     task: str = "detect"  # the kind of model that judged it (card `task`): what `defects` were found as
+    # classify: the probability of every class, (name, score) in the card's class order; None: boxes (detect),
+    # or no findings (a LATE or error verdict)
+    class_scores: tuple[tuple[str, float], ...] | None = None
 
     @property
     def frame_id(self) -> int:

@@ -13,9 +13,12 @@ from inspector.frames import Defect, Verdict, iso_utc
 
 
 def defect_record(d: Defect) -> dict[str, Any]:
-    """A detection: class name and id, confidence (4 decimals), box x0, y0, x1, y1 (0.1 px)."""
-    return {"class": d.class_name, "class_id": int(d.class_id), "confidence": round(float(d.confidence), 4),
-            "box": [round(float(x), 1) for x in d.box]}
+    """A finding: class name and id, confidence (4 decimals; a classifier's probability of the class), box x0, y0,
+    x1, y1 (0.1 px); a whole-image finding (classify) has no `box` key."""
+    rec = {"class": d.class_name, "class_id": int(d.class_id), "confidence": round(float(d.confidence), 4)}
+    if d.box is not None:
+        rec["box"] = [round(float(x), 1) for x in d.box]
+    return rec
 
 
 def verdict_record(v: Verdict) -> dict[str, Any]:
@@ -37,4 +40,6 @@ def verdict_record(v: Verdict) -> dict[str, Any]:
         "uncertain": [defect_record(d) for d in v.uncertain],
         "latency_ms": round(v.timings.total_ms, 3),
         "model": {"name": v.model.name, "version": v.model.version, "sha256": v.model.sha256},
+        # classify only (a detect record has no such key): the probability of every class, 4 decimals
+        **({} if v.class_scores is None else {"class_scores": {c: round(float(p), 4) for c, p in v.class_scores}}),
     }

@@ -45,7 +45,12 @@ def _ask(a, doc: dict[str, Any], timeout: float = 300.0) -> dict[str, Any]:
 
 
 def cmd_stage(a: argparse.Namespace) -> int:
-    _, store, trust = _store(a)
+    from inspector.bundle.card import read_card
+    from inspector.lifecycle.manager import check_task
+
+    cfg, store, trust = _store(a)
+    card = read_card(Path(a.dir))[0]
+    check_task(cfg, card.task, f"{a.dir} ({card.name}@{card.version})")  # a kind the station cannot run
     ref = store.stage(Path(a.dir), trust)
     print(f"staged {ref} in {store.path(ref)} (sha256s checked against the card; signature: "
           f"{trust.alg or 'not required'})")

@@ -8,6 +8,11 @@ Rules, in order:
    are ignored (fixtures, belt edges and specks the line does not care about).
 2. `detect`: a detection at or above its class threshold is a defect; one within ±`uncertain_margin`
    of its threshold is uncertain (kept for review, see sampler).
+   `classify` (no rule 1: the model judges the whole image, `roi` and `min_box_px` are refused): the part
+   is NG when any class other than the card's `pass_class` has a probability at or above its threshold
+   (with one NG class: p(NG) = 1 - p(pass) reaching the threshold; the pass class never rejects), each
+   such class a defect with its probability and no box; an NG class within ±`uncertain_margin` of its
+   threshold is uncertain (the probability margin the sampler keeps frames on).
 3. If `now` is past the deadline (`captured_at + budget_ms`), the verdict is LATE whatever was
    found: the part has already passed the ejector, so the configured fail-safe action applies
    (`on_late: reject` by default) and it is counted. Otherwise REJECT if any defect, else PASS.
@@ -28,6 +33,7 @@ import numpy as np
 from inspector.config import DecisionConfig
 from inspector.errors import ConfigError, ModelError
 from inspector.frames import (
+    ClassScores,
     Defect,
     Detections,
     Findings,
@@ -50,19 +56,28 @@ class DecisionPolicy:
     roi: tuple[int, int, int, int] | None = None
     min_box_px: float = 0.0
     task: str = "detect"  # the model kind (card `task`): which rule in RULES makes the defects
+    pass_class: str | None = None  # classify: the class that passes a part (card `pass_class`)
 
     @staticmethod
     def build(cfg: DecisionConfig, classes: tuple[str, ...], card_thresholds: dict[str, float],
-              task: str = "detect") -> DecisionPolicy:
+              task: str = "detect", pass_class: str | None = None) -> DecisionPolicy:
         unknown = sorted(set(cfg.thresholds) - set(classes))
         if unknown:
             raise ConfigError(f"decision.thresholds: unknown class(es) {unknown}; "
                               f"the model's classes are {list(classes)}")
         if task not in RULES:
             raise ModelError(f"model task {task!r} has no decision rule in this version (rules: {sorted(RULES)})")
+        if task == "classify":
+            if pass_class not in classes:
+                raise ModelError(f"a classify model needs its pass class among its classes {list(classes)} "
+                                 f"(card pass_class), got {pass_class!r}")
+            boxes_only = [f"decision.{k}" for k in ("roi", "min_box_px") if getattr(cfg, k)]
+            if boxes_only:
+                raise ConfigError(f"{', '.join(boxes_only)}: applies to boxes (task detect); this model is a "
+                                  f"classifier (task classify) that judges the whole image: remove it")
         th = tuple(float(cfg.thresholds.get(c, card_thresholds.get(c, cfg.default_threshold))) for c in classes)
         return DecisionPolicy(classes, th, cfg.uncertain_margin, cfg.budget_ms / 1000.0, cfg.on_late == "reject",
-                              cfg.roi, cfg.min_box_px, task)
+                              cfg.roi, cfg.min_box_px, task, pass_class if task == "classify" else None)
 
     @property
     def conf_floor(self) -> float:
@@ -103,9 +118,28 @@ def _box_defects(det: Detections, policy: DecisionPolicy) -> Found:
     return tuple(defects), tuple(uncertain)
 
 
+def _class_defects(found: ClassScores, policy: DecisionPolicy) -> Found:
+    """Rule 2 for class scores: every NG class (not the pass class) at or above its threshold is a defect,
+    within ±margin of it uncertain; a finding without a box (the whole image)."""
+    if len(found) != len(policy.classes):
+        raise ValueError(f"the classifier gave {len(found)} scores for {len(policy.classes)} classes")
+    defects, uncertain = [], []
+    for c, (name, th) in enumerate(zip(policy.classes, policy.thresholds, strict=True)):
+        if name == policy.pass_class:
+            continue
+        p = float(found.scores[c])
+        d = Defect(name, c, p, None)
+        if p >= th:
+            defects.append(d)
+        if abs(p - th) <= policy.margin:
+            uncertain.append(d)
+    return tuple(defects), tuple(uncertain)
+
+
 #: card `task` -> the kind's rules 1-2: (its head's findings, the policy) -> (defects, uncertain).
 RULES: dict[str, Callable[[Any, DecisionPolicy], Found]] = {
     Detections.task: _box_defects,
+    ClassScores.task: _class_defects,
 }
 
 
@@ -117,13 +151,16 @@ def decide(frame: Frame, found: Findings, policy: DecisionPolicy, now: float, no
     deadline = policy.deadline(frame)
     deadline_wall = frame.captured_wall + policy.budget_s
     task = policy.task
+    raw = found.class_scores
+    scores = None if raw is None else tuple(zip(policy.classes, raw, strict=True))
     if now > deadline:
         return Verdict(frame, Outcome.LATE, policy.reject_when_late, Reason.LATE if policy.reject_when_late else None,
-                       defects, uncertain, deadline, deadline_wall, timings, model, task=task)
+                       defects, uncertain, deadline, deadline_wall, timings, model, task=task, class_scores=scores)
     if defects:
         return Verdict(frame, Outcome.REJECT, True, Reason.DEFECT, defects, uncertain, deadline, deadline_wall,
-                       timings, model, task=task)
-    return Verdict(frame, Outcome.PASS, False, None, (), uncertain, deadline, deadline_wall, timings, model, task=task)
+                       timings, model, task=task, class_scores=scores)
+    return Verdict(frame, Outcome.PASS, False, None, (), uncertain, deadline, deadline_wall, timings, model, task=task,
+                   class_scores=scores)
 
 
 def late_verdict(frame: Frame, policy: DecisionPolicy, timings: StageTimings, model: ModelInfo) -> Verdict:

@@ -63,12 +63,23 @@ def open_store(cfg) -> tuple[ModelStore, Trust]:
             Trust.from_config(cfg.lifecycle))
 
 
+def check_task(cfg, task: str, what: object) -> None:
+    """Refuses (ModelError: exit 2) a model of another kind than the station runs (`model.task`), naming both:
+    a classifier on a detect station (or the reverse) would judge every part by the wrong rule."""
+    if task != cfg.model.task:
+        raise ModelError(f"{what} is a {task!r} model but this station runs {cfg.model.task!r} models "
+                         f"(config model.task): set model.task: {task} to run it here, or use a {cfg.model.task} "
+                         f"bundle")
+
+
 def open_model(cfg, bundle: ModelBundle, threads: int | None = None) -> tuple[Runner, DecisionPolicy]:
     """Compiles a checked bundle the way the service runs it (the head and decision rule of its card's
     task, its decision policy from the card's thresholds); `threads` set: a shadow's single-request
-    runner. The IR checks (labels, input, channels, output) and the config's `model.classes` /
-    `model.input_size` run here, for every use."""
-    policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds, task=bundle.task)
+    runner. The IR checks (labels, input, channels, output), the station's `model.task` and the config's
+    `model.classes` / `model.input_size` run here, for every use."""
+    check_task(cfg, bundle.task, f"model {bundle.name} {bundle.version}")
+    policy = DecisionPolicy.build(cfg.decision, bundle.classes, bundle.thresholds, task=bundle.task,
+                                  pass_class=bundle.card.pass_class if bundle.card is not None else None)
     model_cfg = cfg.model if threads is None else cfg.model.model_copy(
         update={"threads": threads, "requests": 1, "hint": "latency"})
     return open_runner(model_cfg, bundle, conf=policy.conf_floor), policy
@@ -393,6 +404,7 @@ class ModelManager:
             # Refused before a thread starts; the runner compiles the very bytes checked here.
             vb = self.store.verify(ref, self.trust, precision=self.cfg.model.precision)
             bundle = bundle_from(vb, self.cfg.model.precision)
+            check_task(self.cfg, bundle.task, f"shadow {ref}")
             runner = ShadowRunner(str(ref), lambda: open_model(self.cfg, bundle, threads=self.cfg.shadow.threads),
                                   self.cfg.shadow, spool_sink=self._spool_sink)
             runner.start()

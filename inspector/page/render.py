@@ -28,7 +28,9 @@ def annotate(image: np.ndarray, defects: tuple[Defect, ...], uncertain: tuple[De
     thick = 2  # 1 px lines vanish in a 160 px JPEG thumbnail (chroma subsampling; measured: 0 red pixels left)
     for group, color in ((uncertain, UNCERTAIN_BGR), (defects, DEFECT_BGR)):
         for d in group:
-            x1, y1, x2, y2 = (int(round(c * scale)) for c in d.box)
+            # a classifier's finding has no box: it is about the whole frame, framed as such
+            box = d.box if d.box is not None else (thick, thick, w - thick, h - thick)
+            x1, y1, x2, y2 = (int(round(c * scale)) for c in box)
             cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
             if width >= 240:  # a label only where it is readable; the page lists the classes as text
                 cv2.putText(out, f"{d.class_name} {d.confidence:.2f}", (x1, max(10, y1 - 4)),

@@ -48,11 +48,13 @@ def make_thumbnail(jpeg: bytes, width: int = THUMB_WIDTH, quality: int = 70) -> 
     return buf.tobytes() if ok else None
 
 
-def _boxes(dets: Iterable[dict[str, Any]], color: str, dashed: bool, stroke: float, font: float) -> str:
+def _boxes(dets: Iterable[dict[str, Any]], color: str, dashed: bool, stroke: float, font: float,
+           size: tuple[float, float]) -> str:
     out = []
     dash = f' stroke-dasharray="{stroke * 3:.1f} {stroke * 2:.1f}"' if dashed else ""
     for d in dets:
-        x0, y0, x1, y1 = (float(v) for v in d["box"])
+        # a classifier's finding has no box: it is about the whole image, framed as such
+        x0, y0, x1, y1 = (float(v) for v in (d.get("box") or (stroke, stroke, size[0] - stroke, size[1] - stroke)))
         label = html.escape(f'{d["class"]} {float(d["confidence"]):.2f}')
         ty = y0 - stroke if y0 > font * 1.2 else y1 + font
         out.append(
@@ -81,8 +83,8 @@ def _card(r: Mapping[str, Any], thumb: bytes | None) -> str:
         pic = (f'<text x="{w / 2}" y="{h / 2}" fill="#aaa" font-size="{font}" text-anchor="middle">'
                'image unavailable</text>')
     svg = (f'<svg viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" role="img">{pic}'
-           f'{_boxes(r.get("defects", []), "#ff3b30", False, stroke, font)}'
-           f'{_boxes(r.get("uncertain", []), "#ffb000", True, stroke, font)}</svg>')
+           f'{_boxes(r.get("defects", []), "#ff3b30", False, stroke, font, (w, h))}'
+           f'{_boxes(r.get("uncertain", []), "#ffb000", True, stroke, font, (w, h))}</svg>')
     reasons = "".join(f'<span class="tag {html.escape(x.split(":")[0])}">{html.escape(x)}</span>'
                       for x in r.get("reasons", [r.get("reason", "?")]))
     v = r.get("verdict", {})

@@ -169,6 +169,8 @@ def sidecar_record(verdict: Verdict, decision: SampleDecision, *, sid: str, date
                     "error": rec["error"], "latency_ms": rec["latency_ms"]},
         "defects": rec["defects"],
         "uncertain": rec["uncertain"],
+        # classify: every class's probability (the reviewer's and the retraining's view of the margin)
+        **({"class_scores": rec["class_scores"]} if "class_scores" in rec else {}),
         "image": image,
         "labels": {"file": f"{sid}.txt", "format": findings_kind(verdict.task).label_format},
         "model": rec["model"],

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from inspector.frames import ModelInfo, Verdict
 from inspector.kernel.alarms import CLEARS
@@ -39,8 +40,21 @@ class DefectOut(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     class_: str = Field(alias="class", description="Defect class name.")
-    confidence: float = Field(ge=0, le=1, description="Detector confidence.")
-    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in source-image pixels.")
+    confidence: float = Field(ge=0, le=1, description="Detector confidence; from an image classifier (model task "
+                              "classify), the probability of the class.")
+    # the schema: an array, not required (never null on the wire: absent for a classifier's finding)
+    box: tuple[float, float, float, float] | SkipJsonSchema[None] = Field(
+        None, description="x0, y0, x1, y1 in source-image pixels. Absent (not null) for an image classifier's "
+        "finding (model task classify): it judges the whole image.",
+        json_schema_extra=lambda schema: schema.pop("default", None))
+
+    @model_serializer(mode="wrap")
+    def _no_box_key_without_a_box(self, handler):
+        # a detector's defects serialize exactly as before `box` was optional; a classifier's have no `box` key
+        out = handler(self)
+        if out.get("box", ()) is None:
+            del out["box"]
+        return out
 
 
 class ModelRef(BaseModel):
@@ -164,7 +178,7 @@ def _common(rec: dict[str, Any]) -> dict[str, Any]:
         "captured_at": utc(rec["captured_wall"]),
         "deadline": utc(rec["deadline_wall"]),
         "defects": [DefectOut(**{"class": d["class"], "confidence": min(max(d["confidence"], 0.0), 1.0),
-                                 "box": d["box"]}) for d in rec["defects"]],
+                                 "box": d.get("box")}) for d in rec["defects"]],
         "model": ModelRef(**rec["model"]),
         "latency_ms": max(rec["latency_ms"], 0.0),
     }

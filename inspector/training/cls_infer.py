@@ -1,12 +1,12 @@
-"""A classifier IR run directly with OpenVINO, for the offline tools (quantize, model build, eval) until the
-runtime's classify head exists; the input preparation here is the one the card records (`input`).
+"""A classifier IR run directly with OpenVINO, for the offline tools (quantize, model build, eval); the input
+preparation is the runtime classify head's (`inspector.inference.heads.classify.prepare`: one preprocessing for
+the line and the tools), the one the card records (`input`).
 
 Ultralytics classification validates (and its exported IR expects) `classify_transforms`: the image as RGB,
 its shorter side resized to the input size, centre-cropped to input_size, scaled to [0, 1]; the IR's output
-is the softmax over the classes in the dataset's sorted class order. cv2.INTER_AREA stands in for PIL's
-antialiased bilinear resize (both average over the source pixels for a downscale). Measured on ELPV
-(300 -> 224 px, the run's epoch-2 best.pt exported to an FP32 IR): top-1 on the 394 val images 0.7640 here,
-0.764 in Ultralytics' own validation of the same weights.
+is the softmax over the classes in the dataset's sorted class order. Measured on ELPV (300 -> 224 px, the
+run's epoch-2 best.pt exported to an FP32 IR): top-1 on the 394 val images 0.7640 here, 0.764 in
+Ultralytics' own validation of the same weights.
 """
 
 from __future__ import annotations
@@ -16,29 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspector.inference.heads.classify import prepare
+
 INPUT_NOTE = ("BGR or gray uint8 image; shorter side resized to input_size (area), centre crop to input_size, RGB, "
               "scaled to [0, 1], NCHW float (Ultralytics classify_transforms); output: softmax per class")
 
-
-def prepare(img: np.ndarray, hw: tuple[int, int], channels: int = 3) -> np.ndarray:
-    """One image (BGR, BGRA or gray uint8) -> the IR's input [1, C, H, W] float32."""
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    h, w = img.shape[:2]
-    th, tw = hw
-    s = max(th / h, tw / w)
-    nh, nw = max(th, round(h * s)), max(tw, round(w * s))
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(img, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else img
-    y0, x0 = (nh - th) // 2, (nw - tw) // 2
-    img = img[y0:y0 + th, x0:x0 + tw]
-    if channels == 1:
-        img = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        x = img[None, None]
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img[..., ::-1]
-        x = img.transpose(2, 0, 1)[None]
-    return np.ascontiguousarray(x, dtype=np.float32) / 255.0
+__all__ = ["INPUT_NOTE", "ClsIR", "prepare"]
 
 
 class ClsIR:

@@ -12,11 +12,13 @@ from typing import Any
 
 from inspector.errors import ModelError
 from inspector.inference.heads.base import Head, HeadSettings
+from inspector.inference.heads.classify import ClassifyHead
 from inspector.inference.heads.detect import DetectHead
 
 #: card `task` -> the head's factory (bundle, settings) -> Head.
 HEADS: dict[str, Callable[[Any, HeadSettings], Head]] = {
     DetectHead.task: DetectHead.for_bundle,
+    ClassifyHead.task: ClassifyHead.for_bundle,
 }
 
 
