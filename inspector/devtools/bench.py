@@ -7,7 +7,11 @@ that the shared machine's noise hits all of them alike (single timings vary 30-8
   raw_fp32     the same for the FP32 IR (INT8 speed-up)
   inspector    capture -> verdict through the real pipeline (source thread, letterbox, async
                infer, NMS, decision)
-  ultralytics  `YOLO(ir_dir).predict(frame)` per frame (only with the `train` extra)
+  ultralytics  `YOLO(ir_dir).predict(frame)` per frame (only with the `train` extra and the
+               bundle's metadata.yaml)
+
+Any model kind: the head of the card's task and its decision rule, as the service builds them (a
+classifier: its centre crop instead of the letterbox, class scores instead of NMS).
 
 each in two arrival patterns, because on this machine the pattern moves the floor itself by
 up to 80% (measured: raw INT8 p50 5.3 ms back to back, 7.3 ms after 10 ms idle, 9.6 ms after
@@ -43,7 +47,8 @@ from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig, InspectorConfig
 from inspector.frames import Frame
 from inspector.inference.decision import DecisionPolicy
-from inspector.inference.detector import Detector, Preprocessor
+from inspector.inference.heads import HeadSettings, make_head
+from inspector.inference.runner import Runner
 from inspector.service.pipeline import Pipeline
 from inspector.sources.base import Connection, FrameBuffer, SourceState
 from inspector.sources.conveyor import ConveyorGenerator
@@ -138,11 +143,15 @@ class Bench:
         self.images = [gen.part(i).image for i in range(min(self.frames, 60))]
         self.int8 = load_bundle(self.model_dir, "int8")
         self.fp32 = load_bundle(self.model_dir, "fp32")
+        # any model kind: the head of the card's task (detect: the letterbox and NMS; classify: the centre crop and
+        # class scores) and its decision rule, as the service builds them
         self.policy = DecisionPolicy.build(DecisionConfig(budget_ms=self.budget_ms), self.int8.classes,
-                                           self.int8.thresholds)
-        self.detector = Detector(self.int8, conf=self.policy.conf_floor, warmup=5)
+                                           self.int8.thresholds, task=self.int8.task,
+                                           pass_class=self.int8.card.pass_class if self.int8.card else None)
+        head = make_head(self.int8, HeadSettings(conf=self.policy.conf_floor))
+        self.detector = Runner(self.int8, head, warmup=5)
         # Throughput is bought with parallel streams (model.hint: throughput); latency with one.
-        self.detector_tput = Detector(self.int8, conf=self.policy.conf_floor, hint="throughput", warmup=5)
+        self.detector_tput = Runner(self.int8, head, hint="throughput", warmup=5)
         # FP32 means FP32: on CPUs with AMX/AVX512-BF16 OpenVINO runs an FP32 IR in bf16 unless
         # told otherwise (measured on a Xeon with AMX: FP32 IR 9.1 ms as f32, 4.0 ms as bf16, INT8
         # 5.1 ms). The bf16 default is measured beside it where the CPU has it, as its own row.
@@ -160,7 +169,7 @@ class Bench:
         if bf16 is not None and str(bf16.get_compiled_model().get_property("INFERENCE_PRECISION_HINT")) != str(
                 self.raw["fp32"].get_compiled_model().get_property("INFERENCE_PRECISION_HINT")):
             self.raw["fp32_ir_as_bf16"] = bf16
-        pre = Preprocessor(self.int8.input_size, self.int8.channels)  # raw IR tensors: 1 or 3 channels
+        pre = head.preprocessor()  # raw IR tensors (1 or 3 channels): the head's, with its folded steps in numpy
         self.tensors = [np.ascontiguousarray(pre(im)[0][..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255.0
                         for im in self.images]
         self.ultra = self._ultralytics() if self.with_ultralytics else None
@@ -187,10 +196,13 @@ class Bench:
             log.info("ultralytics not installed (train extra): its column is skipped")
             return None
         self._ultra_dir.mkdir()
+        if not (self.model_dir / "metadata.yaml").exists():
+            log.info("%s has no metadata.yaml (Ultralytics' export record): its column is skipped", self.model_dir)
+            return None
         for s in (".xml", ".bin"):
             shutil.copyfile(self.model_dir / f"model_int8{s}", self._ultra_dir / f"model{s}")
         shutil.copyfile(self.model_dir / "metadata.yaml", self._ultra_dir / "metadata.yaml")
-        model = YOLO(str(self._ultra_dir), task="detect")
+        model = YOLO(str(self._ultra_dir), task=self.int8.task)
         with offline.cpu_inference_precision("f32"):  # same float precision as ours (compiled on first predict)
             for im in self.images[:5]:
                 model.predict(im, imgsz=self.int8.input_size[0], verbose=False)
@@ -208,7 +220,7 @@ class Bench:
 
         return _timed(predict, range(start, start + k), interval_s)
 
-    def pipeline_run(self, rate: float, n: int, detector: Detector | None = None) -> tuple[list[float], int]:
+    def pipeline_run(self, rate: float, n: int, detector: Runner | None = None) -> tuple[list[float], int]:
         """Paced: one part every 1/rate s. Returns capture->verdict latencies and LATE count."""
         return self._pipeline(ReplaySource(self.images, rate, n), _Collect(), n / rate + 30, detector)
 
@@ -219,7 +231,7 @@ class Bench:
         return self._pipeline(ReplaySource(self.images, 0.0, n, gate), _Collect(gate), n + 30, None)[0]
 
     def _pipeline(self, src: ReplaySource, sink: _Collect, wait_s: float,
-                  detector: Detector | None) -> tuple[list[float], int]:
+                  detector: Runner | None) -> tuple[list[float], int]:
         p = Pipeline(src, detector or self.detector, self.policy, [sink])
         p.start()
         src.start()
@@ -296,7 +308,7 @@ class Bench:
         q.wait_all()
         return done[0] / (time.perf_counter() - t0)
 
-    def sustainable_rate(self, ceiling: float, detector: Detector, n: int = 150) -> float:
+    def sustainable_rate(self, ceiling: float, detector: Runner, n: int = 150) -> float:
         """Highest parts/s (bisection) at which `n` parts all get a verdict before their deadline."""
         lo, hi = ceiling * 0.3, ceiling * 1.1
         for _ in range(6):
@@ -339,7 +351,8 @@ class Bench:
         out = {
             "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version(),
                         "versions": _versions()},
-            "model": {"name": self.int8.name, "version": self.int8.version, "input": list(self.int8.input_size)},
+            "model": {"name": self.int8.name, "version": self.int8.version, "task": self.int8.task,
+                      "input": list(self.int8.input_size)},
             "frames_per_variant": len(lat["raw_int8"]),
             "frame_size": list(self.frame_size),
             "paced_interval_ms": self.interval_ms,
@@ -417,7 +430,8 @@ def target(key: str) -> tuple[str, float] | None:
 
 def format_table(r: dict[str, Any]) -> str:
     lines = [f"machine: {r['machine']['cpu']} ({r['machine']['cores']} cores); model {r['model']['name']} "
-             f"{r['model']['version']} input {r['model']['input']}; {r['frames_per_variant']} frames per variant, "
+             f"{r['model']['version']} ({r['model'].get('task', 'detect')}) input {r['model']['input']}; "
+             f"{r['frames_per_variant']} frames per variant, "
              "interleaved",
              f"  {'latency ms':<34}{'p50':>9}{'p95':>9}{'p99':>9}"]
     names = {"raw_int8": "(a) raw OpenVINO INT8 sync", "inspector": "(b) inspector capture->verdict",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from inspector.devtools.bench import (
+    Bench,
     ReplaySource,
     _Collect,
     _timed,
@@ -113,3 +114,15 @@ def test_bench_runs_with_onednn_capped_at_avx2(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "['fp32', 'int8']" in r.stdout
+
+
+def test_bench_runs_a_classifier_through_its_head_and_decision(tmp_path):
+    """`inspector bench --model <classify bundle>`: the runner gets the card's head (classify: centre crop, class
+    scores), the policy its rule; the raw rows get the head's tensors; the pipeline's verdicts are the classifier's."""
+    from tests.inference.cls_bundle import make_cls_bundle
+
+    b = Bench(make_cls_bundle(tmp_path / "cls"), frames=4, with_ultralytics=False)
+    assert b.detector.head.task == b.detector_tput.head.task == b.policy.task == "classify"
+    assert b.tensors[0].shape == (1, 3, 32, 32) and {"fp32", "int8"} <= set(b.raw)
+    assert len(b.raw_block("int8", 3, 0)) == len(b.raw_block("fp32", 3, 0)) == 3
+    assert len(b.pipeline_closed_loop(5)) == 5
