@@ -111,3 +111,62 @@ def test_a_bundle_of_another_task_is_refused_at_start_and_by_stage(tmp_path, bun
     r = inspector("model", "stage", model, "--config", cfg)
     assert r.returncode == 2 and want in r.stderr and str(model) in r.stderr, r.stderr[-2000:]
     assert not list((tmp_path / "store").rglob("model_card.json")), "nothing staged"
+
+
+def test_golden_part_and_input_drift_guard_on_a_classify_station(tmp_path):
+    """The golden image is judged by the classifier (a dark part: REJECT, its defect the NG class and its
+    probability), never actuated; the drift guard's image envelope (written into the classifier's card, image
+    statistics only) raises input_drift when the frames are rescaled, and on_drift: reject rejects the parts
+    that would pass (reason drift)."""
+    import threading
+
+    from inspector.config import InspectorConfig
+    from inspector.devtools.testing import ListSink
+    from inspector.frames import Reason
+    from inspector.service.app import Service
+    from inspector.training.envelope import write_card_envelope
+    from tests.waiting import wait_for
+
+    model = make_cls_bundle(tmp_path / "cls")
+    rng = np.random.default_rng(5)
+    small = [np.clip(rng.normal(200, 20, (48, 64, 3)), 0, 255).astype(np.uint8) for _ in range(20)]
+    write_card_envelope(model, small, (), confidences=False)
+    folder, switch, n = tmp_path / "frames", 20, 40
+    folder.mkdir()
+    for i in range(n):  # bright (OK) parts; from `switch` on, twice the size (a camera re-configured)
+        img = small[i % len(small)]
+        cv2.imwrite(str(folder / f"{i:03d}.png"), img if i < switch else cv2.resize(img, (128, 96)))
+    golden = tmp_path / "dark.png"
+    cv2.imwrite(str(golden), np.full((48, 64, 3), 40, np.uint8))
+    cfg = InspectorConfig(
+        source={"kind": "folder", "path": folder, "parts_per_s": 10, "queue_size": 64},
+        model={"path": model, "task": "classify"}, decision={"budget_ms": 5000, "on_drift": "reject"},
+        drift={"enabled": True}, golden={"parts": [{"image": golden, "expect": "REJECT", "every_s": 1}],
+                                         "idle_wait_s": 0.05},
+        mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None}, metrics={"enabled": False})
+    svc = Service(cfg, max_frames=n)
+    rec = ListSink()
+    svc.pipeline.sinks.append(rec)
+    alarms, lock = [], threading.Lock()
+
+    def on_alarm(kind, detail):
+        with lock:
+            alarms.append((kind, detail))
+
+    svc.alarms.attach(on_alarm)
+    svc.start()
+    try:
+        wait_for(lambda: svc.golden.state()["ok"] >= 1 and len(rec.verdicts) >= n, 60, "a golden check, all parts")
+    finally:
+        svc.stop(deadline_s=5.0)
+    last = svc.golden.state()["last"]["dark.png"]
+    assert last["expected"] == last["got"] == "REJECT" and last["frame_id"] < 0
+    assert [d["class"] for d in last["defects"]] == ["ng"] and last["defects"][0]["confidence"] > 0.99
+    assert all(v.frame.golden is None for v in rec.verdicts), "the golden frame is never a part"
+    drift = [d for k, d in alarms if k == "input_drift"]
+    # the upscaled frames leave the envelope (their sharpness first, measured: 0.23 against [1.28, 1.32])
+    assert len(drift) == 1 and drift[0]["frame_id"] >= switch and drift[0]["model"] == "demo-cls@1.0.0", alarms
+    by_id = sorted(rec.verdicts, key=lambda v: v.frame_id)
+    assert not any(v.actuate for v in by_id[:switch]), "bright parts of the envelope's size pass"
+    drifted = [v for v in by_id if v.frame_id > drift[0]["frame_id"]]
+    assert drifted and all(v.actuate and v.reason is Reason.DRIFT and not v.defects for v in drifted)
