@@ -17,6 +17,7 @@ def wants_classify_import(a: argparse.Namespace) -> bool:
 
 def cmd_import(a: argparse.Namespace) -> int:
     from inspector.training.cls_dataset import (
+        CLS_FORMATS,
         ClsImportError,
         format_cls_summary,
         import_classify,
@@ -27,7 +28,7 @@ def cmd_import(a: argparse.Namespace) -> int:
         print(f"dataset import: --from {a.source_format} carries image-level labels: --task detect does not apply",
               file=sys.stderr)
         return 2
-    if a.source_format not in ("folders", "csv", "labelstudio", "cvat"):
+    if a.source_format not in CLS_FORMATS:
         print(f"dataset import: --task classify reads folders, csv, labelstudio (choices) or cvat (tags), not "
               f"{a.source_format}", file=sys.stderr)
         return 2

@@ -41,7 +41,6 @@ from inspector.training.dataset_import import (
     DATASET_JSON,
     SPLITS,
     SplitRule,
-    file_sha256,
     read_split_file,
     refuse_overlap,
 )
@@ -364,23 +363,6 @@ def write_cls_description(root: Path, summary: dict, source: dict, split_rule: d
     return path
 
 
-def rescan(root: Path) -> list[tuple]:
-    """(split, class, name, sha256, (w, h), channels) of every image of a classification dataset on disk."""
-    rows = []
-    for s in SPLITS:
-        if not (Path(root) / s).is_dir():
-            continue
-        for d in sorted(p for p in (Path(root) / s).iterdir() if p.is_dir()):
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-                size = (img.shape[1], img.shape[0]) if img is not None else (0, 0)
-                ch = 1 if img is not None and (img.ndim == 2 or img.shape[2] == 1) else 3
-                rows.append((s, d.name, f.name, file_sha256(f), size, ch))
-    return rows
-
-
 # --- reading a classification dataset --------------------------------------------------------------
 @dataclass(frozen=True)
 class ClsDataset:
@@ -445,4 +427,4 @@ def format_cls_summary(summary: dict) -> str:
 
 
 __all__ = ["CLS_FORMATS", "ClsImportError", "import_classify", "is_classify", "load_cls_dataset", "ClsDataset",
-           "format_cls_summary", "describe_rows", "write_cls_description", "rescan", "pass_class_of"]
+           "format_cls_summary", "describe_rows", "write_cls_description", "pass_class_of"]
