@@ -32,6 +32,10 @@ def cmd_import(a: argparse.Namespace) -> int:
         print(f"dataset import: --task classify reads folders, csv, labelstudio (choices) or cvat (tags), not "
               f"{a.source_format}", file=sys.stderr)
         return 2
+    if not (0 <= a.val_fraction < 1 and 0 <= a.test_fraction < 1 and a.val_fraction + a.test_fraction < 1):
+        print(f"dataset import: --val-fraction {a.val_fraction} and --test-fraction {a.test_fraction} must each be "
+              "in [0, 1) and leave images for train", file=sys.stderr)
+        return 2
     classes = [c.strip() for c in a.classes.split(",") if c.strip()] if a.classes else None
     rule = SplitRule(split_file=Path(a.split_file) if a.split_file else None, val_fraction=a.val_fraction,
                      test_fraction=a.test_fraction, seed=a.seed, group_by=a.group_by)

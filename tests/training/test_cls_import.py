@@ -168,6 +168,7 @@ def _csv_unknown_split(src: Path) -> list[str]:
     (_good_not_a_class, "--good 'fine' is not one of the classes"),
     (_csv_outside, "lies outside the CSV's folder"),
     (_csv_unknown_split, "split 'holdout'"),
+    (lambda src: [*_one_class(src), "--val-fraction", "0.6", "--test-fraction", "0.5"], "leave images for train"),
 ])
 def test_bad_input_exits_2_naming_it(tmp_path, capsys, make, named):
     args = make(tmp_path / "src")
