@@ -12,7 +12,9 @@ CLS_ONLY_FORMATS = ("folders", "csv")
 
 
 def wants_classify_import(a: argparse.Namespace) -> bool:
-    return a.source_format in CLS_ONLY_FORMATS or getattr(a, "task", None) == "classify"
+    from inspector.training.cls_review import is_cls_review  # a classifier's reviewed export: its review.json says
+
+    return a.source_format in CLS_ONLY_FORMATS or getattr(a, "task", None) == "classify" or is_cls_review(a.src)
 
 
 def cmd_import(a: argparse.Namespace) -> int:
@@ -47,6 +49,11 @@ def cmd_import(a: argparse.Namespace) -> int:
     for p in r.problems:
         print(f"skipped {p}", file=sys.stderr)
     print(format_cls_summary(r.summary))
+    review = _recorded_review(r.out)
+    if review is not None:
+        from inspector.training.cls_review import format_review
+
+        print(format_review(review))
     print(f"wrote {r.out} (split/class/image, data.yaml, dataset.json)")
     if r.problems:
         print(f"{len(r.problems)} file(s) skipped (listed above and in dataset.json)"
@@ -54,6 +61,12 @@ def cmd_import(a: argparse.Namespace) -> int:
               file=sys.stderr)
         return 0 if a.skip_bad else 2
     return 0
+
+
+def _recorded_review(out: Path) -> dict | None:
+    import json
+
+    return ((json.loads((out / "dataset.json").read_text()).get("source") or {}).get("review"))
 
 
 def cmd_check(a: argparse.Namespace) -> int:
@@ -81,8 +94,16 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from inspector.training.cls_evaluate import run_cls_eval_cli
 
     if a.perturb:
-        print("eval: --perturb is not available for a classify bundle yet", file=sys.stderr)
-        return 2
+        from inspector.training.cls_perturb import run_cls_perturb_cli
+        from inspector.training.perturb_eval import parse_families
+
+        try:
+            families = parse_families(a.perturb)
+        except ValueError as e:
+            print(f"eval --perturb: {e}", file=sys.stderr)
+            return 2
+        return run_cls_perturb_cli(Path(a.model), Path(a.data) if a.data else None, a.split, families, a.seed,
+                                   a.magnitude, "fp32" if a.compare else "int8", a.json)
     return run_cls_eval_cli(Path(a.model), Path(a.data) if a.data else None, a.split, a.compare, a.json)
 
 

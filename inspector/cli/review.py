@@ -10,7 +10,7 @@ from pathlib import Path
 
 from inspector.cli.common import load_config_arg
 
-TARGETS = ("labelstudio", "cvat", "yolo")  # = inspector.review.export.TARGETS
+TARGETS = ("labelstudio", "cvat", "yolo", "folders")  # = inspector.review.export.TARGETS
 
 
 def cmd_review_export(a: argparse.Namespace) -> int:
@@ -94,12 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("review", help="the night's samples in a labelling tool (docs/retraining.md)")
     rsub = r.add_subparsers(dest="review_command", required=True)
     s = rsub.add_parser("export", help="uploaded samples of a date range -> Label Studio tasks / CVAT XML / YOLO "
-                                       "labels, the model's boxes as pre-annotations")
+                                       "labels, the model's boxes as pre-annotations (a classifier's: Label Studio "
+                                       "choices / CVAT tags / one folder per class, its class pre-selected)")
     s.add_argument("out", help="review folder to write (images/, review.json and the tool's files)")
     s.add_argument("--config", required=True, help="the line's config: upload.destination and the model's classes")
     s.add_argument("--since", required=True, help="first capture date (YYYY-MM-DD, UTC), inclusive")
     s.add_argument("--until", default=None, help="last capture date, inclusive (default: today, UTC)")
-    s.add_argument("--to", choices=TARGETS, required=True, help="the labelling tool's format")
+    s.add_argument("--to", choices=TARGETS, required=True,
+                   help="the labelling tool's format (detect: labelstudio, cvat, yolo; classify: labelstudio, cvat, "
+                        "folders)")
     s.add_argument("--image-url", choices=("auto", "presigned", "local-files", "s3"), default="auto",
                    help="labelstudio: how tasks point at the uploaded frames: presigned S3 GET URLs, Label Studio "
                         "local-files URLs (file:// destination), or s3:// URIs for a Label Studio S3 storage "

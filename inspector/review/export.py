@@ -21,6 +21,11 @@ and writes one review folder OUT (to a temporary folder beside it, then renamed:
 
 Pre-annotations are every box the model reported: defects (at or above threshold) and uncertain
 ones (within the margin around it), so the reviewer sees what made the frame interesting.
+
+A classifier's nights (pre-labels in format "classes") are image-level reviews instead (review/cls_export.py):
+labelstudio with a `Choices` config and the model's class pre-selected, cvat with tags, or folders (one folder
+per class). One export holds one model kind: nights that mix kinds, or a target the kind has no form for (yolo
+for a classifier, folders for a detector), are refused (exit 2).
 """
 
 from __future__ import annotations
@@ -41,10 +46,13 @@ from inspector.bundle.card import read_card
 from inspector.bundle.signing import BundleRefused
 from inspector.errors import InspectorError
 from inspector.kernel.atomic_dir import replace_dir
+from inspector.review import cls_export
 
 REVIEW_JSON = "review.json"
 REVIEW_KIND = "inspector-review"
-TARGETS = ("labelstudio", "cvat", "yolo")
+TARGETS = ("labelstudio", "cvat", "yolo", "folders")
+KIND_TARGETS = {"yolo": ("labelstudio", "cvat", "yolo"), cls_export.FORMAT: cls_export.TARGETS}  # by label format
+KIND_TASK = {"yolo": "detect", cls_export.FORMAT: "classify"}
 FROM_NAME, TO_NAME = "label", "image"  # the labelling config's control and object names
 MAX_DAYS = 400  # a date range longer than this is a typo, not a review
 PRESIGN_MAX_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
@@ -83,14 +91,20 @@ def nights(since: dt.date, until: dt.date) -> list[str]:
 
 def model_classes(cfg) -> list[str]:
     """Class names in model order: the bundle's card, else the config's model.classes."""
+    return model_info(cfg)[0]
+
+
+def model_info(cfg) -> tuple[list[str], str | None, str | None]:
+    """(class names in model order, the pass class of a classifier's card or None, the card's task or None)."""
     card = Path(cfg.model.path) / CARD_NAME
     if card.exists():
         try:
-            return list(read_card(card)[0].classes)
+            c = read_card(card)[0]
         except BundleRefused as e:
             raise ReviewExportError(str(e)) from e
+        return list(c.classes), c.pass_class, c.task
     if cfg.model.classes:
-        return list(cfg.model.classes)
+        return list(cfg.model.classes), None, None
     raise ReviewExportError(f"no class list: {card} does not exist and the config names no model.classes")
 
 
@@ -133,7 +147,7 @@ def image_url(dest, key: str, mode: str, expires_s: int, document_root: Path | N
     raise ReviewExportError(f"unknown --image-url {mode!r}")
 
 
-def _boxes(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
+def _boxes(rec: dict[str, Any], classes: list[str], pass_class: str | None = None) -> list[dict[str, Any]]:
     out = []
     for kind in ("defects", "uncertain"):
         for d in rec.get(kind) or []:
@@ -147,20 +161,50 @@ def _boxes(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
 
 #: the sample's pre-label format (sidecar `labels.format`, the model kind's `Findings.label_format`) -> its
 #: predictions as the targets write them. A kind's review export adds its format here.
-PREDICTIONS = {"yolo": _boxes}
+def _classes(rec: dict[str, Any], classes: list[str], pass_class: str | None = None) -> list[dict[str, Any]]:
+    try:
+        return cls_export.class_prediction(rec, classes, pass_class)
+    except ValueError as e:
+        raise ReviewExportError(str(e)) from None
 
 
-def predictions(rec: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
-    fmt = (rec.get("labels") or {}).get("format", "yolo")
+PREDICTIONS = {"yolo": _boxes, cls_export.FORMAT: _classes}
+
+
+def label_format(rec: dict[str, Any]) -> str:
+    return (rec.get("labels") or {}).get("format", "yolo")
+
+
+def predictions(rec: dict[str, Any], classes: list[str], pass_class: str | None = None) -> list[dict[str, Any]]:
+    fmt = label_format(rec)
     read = PREDICTIONS.get(fmt)
     if read is None:
         raise ReviewExportError(f"sample {rec['id']}: pre-labels in format {fmt!r}, which review export does not "
                                 f"write (formats: {sorted(PREDICTIONS)})")
-    return read(rec, classes)
+    return read(rec, classes, pass_class)
 
 
-def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
-    items, found, missing = [], [], []
+def review_kind(items: list[dict[str, Any]], to: str) -> str:
+    """The one label format of the export's samples, refused when they mix kinds or `to` has no form for it."""
+    kinds: dict[str, list[str]] = {}
+    for it in items:
+        kinds.setdefault(it["format"], []).append(it["id"])
+    if len(kinds) > 1:
+        parts = [f"{len(ids)} of format {f!r} ({KIND_TASK.get(f, '?')}; first {ids[0]})" for f, ids in kinds.items()]
+        raise ReviewExportError("the nights mix model kinds (" + ", ".join(parts) + "): one export reviews one kind; "
+                                "export the nights of each model separately (--since/--until)")
+    (fmt,) = kinds
+    if to not in KIND_TARGETS.get(fmt, ()):
+        raise ReviewExportError(f"--to {to}: the samples are a {KIND_TASK.get(fmt, fmt)} model's (pre-labels "
+                                f"{fmt!r}), which review export writes as {', '.join(KIND_TARGETS.get(fmt, ()))}")
+    return fmt
+
+
+def review_items(dest, dates: list[str], classes: list[str], pass_class: str | None = None,
+                 to: str | None = None) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """The samples of the nights; with `to`, their one model kind is checked (review_kind) before their
+    predictions are read (a mixed export is refused as such, not by the first foreign class)."""
+    items, found, missing, recs_of = [], [], [], []
     seen: set[str] = set()
     for date in dates:
         recs = read_manifest(dest, date)
@@ -182,8 +226,13 @@ def review_items(dest, dates: list[str], classes: list[str]) -> tuple[list[dict[
                 "reason": r.get("reason"), "reasons": list(r.get("reasons") or [r.get("reason")]),
                 "verdict": (r.get("verdict") or {}).get("outcome"),
                 "model": {"name": model.get("name"), "version": model.get("version"), "sha256": model.get("sha256")},
-                "predictions": predictions(r, classes),
+                "format": label_format(r),
             })
+            recs_of.append(r)
+    if items and to is not None:
+        review_kind(items, to)
+    for it, r in zip(items, recs_of, strict=True):
+        it["predictions"] = predictions(r, classes, pass_class)
     return items, found, missing
 
 
@@ -268,12 +317,18 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
     if not 1 <= expires_s <= PRESIGN_MAX_S:
         raise ReviewExportError(f"--expires: expected 1..{PRESIGN_MAX_S} s (S3 presigned URLs), got {expires_s}")
     dest = open_destination(cfg.upload)
-    classes = model_classes(cfg)
+    classes, pass_class, task = model_info(cfg)
     dates = nights(since, until)
-    items, found, missing = review_items(dest, dates, classes)
+    items, found, missing = review_items(dest, dates, classes, pass_class, to)
     if not items:
         raise ReviewExportError(f"no uploaded samples in {dest.url} for {since}..{until} "
                                 f"(nights with a manifest: {found or 'none'})")
+    fmt = review_kind(items, to)
+    if task is not None and task != KIND_TASK[fmt]:
+        raise ReviewExportError(f"the samples are a {KIND_TASK[fmt]} model's (pre-labels {fmt!r}), the config's model "
+                                f"{cfg.model.path} is a {task} bundle: review a night with the model kind that judged "
+                                "it (its classes)")
+    classify = fmt == cls_export.FORMAT
     mode = image_url_mode if image_url_mode != "auto" else ("presigned" if hasattr(dest, "presign") else "local-files")
 
     out = Path(out).resolve()
@@ -302,13 +357,21 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
                 img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
                 it["height"], it["width"] = img.shape[:2]
             if to == "labelstudio":
-                tasks.append(ls_task(it, image_url(dest, it["image_key"], mode, expires_s, document_root)))
+                url = image_url(dest, it["image_key"], mode, expires_s, document_root)
+                tasks.append(cls_export.ls_task(it, url, FROM_NAME, TO_NAME) if classify else ls_task(it, url))
         name = f"inspector review {since}..{until}"
         if to == "labelstudio":
             (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1) + "\n")
-            (tmp / "labeling_config.xml").write_text(labeling_config(classes))
+            (tmp / "labeling_config.xml").write_text(
+                cls_export.labeling_config(classes, FROM_NAME, TO_NAME) if classify else labeling_config(classes))
         elif to == "cvat":
-            (tmp / "annotations.xml").write_bytes(cvat_xml(items, classes, name))
+            (tmp / "annotations.xml").write_bytes((cls_export.cvat_xml if classify else cvat_xml)(items, classes, name))
+        elif to == "folders":  # the frames sorted into their predicted class's folder (images/ holds none)
+            for d in [*classes, cls_export.UNSORTED]:
+                (tmp / d).mkdir()
+            for it in items:
+                (tmp / "images" / it["file"]).rename(tmp / cls_export.folder_of(it) / it["file"])
+            (tmp / "images").rmdir()
         else:
             (tmp / "labels").mkdir()
             for it in items:
@@ -318,6 +381,7 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
                   "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   "destination": dest.url, "since": since.isoformat(), "until": until.isoformat(), "to": to,
                   "image_url": mode if to == "labelstudio" else None, "classes": classes,
+                  "task": KIND_TASK[fmt], "pass_class": pass_class if classify else None,
                   "nights": found, "nights_without_manifest": missing, "items": items}
         (tmp / REVIEW_JSON).write_text(json.dumps(review, indent=1) + "\n")
         replace_dir(tmp, out)

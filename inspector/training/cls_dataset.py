@@ -191,7 +191,16 @@ def import_classify(fmt: str, src: Path, out: Path, *, classes: list[str] | None
         raise ClsImportError(f"{src} does not exist")
     problems: list[Problem] = []
     declared = None
-    if fmt == "folders":
+    from inspector.training.cls_review import read_review  # a classifier's reviewed export (review.json)
+
+    try:
+        reviewed = read_review(fmt, src)
+    except ValueError as e:
+        raise ClsImportError(str(e)) from None
+    if reviewed is not None:  # the review's classes and pass class: all the model's, even those the night lacks
+        items = [Labelled(img, label, where) for img, label, where in reviewed.items]
+        declared, good = reviewed.classes, good or reviewed.pass_class
+    elif fmt == "folders":
         items = read_folders(src)
     elif fmt == "csv":
         items = read_csv(src)
@@ -207,10 +216,10 @@ def import_classify(fmt: str, src: Path, out: Path, *, classes: list[str] | None
             raise ClsImportError(f"label {stray[0].label!r} ({stray[0].where}, {stray[0].image.name}) is not among "
                                  f"the classes {list(allowed)}" + (f" ({len(stray)} images)" if len(stray) > 1 else ""))
         unused = [c for c in allowed if c not in found]
-        if unused:
+        if unused and reviewed is None:
             raise ClsImportError(f"class {unused[0]!r} has no image in {src} (classes {list(allowed)}): an empty class "
                                  "cannot be learnt")
-    names = sorted(found)
+    names = sorted(found) if reviewed is None else sorted(reviewed.classes)
     if len(names) < 2:
         raise ClsImportError(f"{src}: one class only ({', '.join(names) or 'none'}): a classifier needs the pass "
                              "class and at least one other class")
@@ -220,7 +229,8 @@ def import_classify(fmt: str, src: Path, out: Path, *, classes: list[str] | None
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         summary = _build(items, names, good_class, tmp, rule, problems,
-                         {"format": fmt, "path": str(src.resolve())})
+                         {"format": fmt, "path": str(src.resolve()),
+                          **({"review": reviewed.summary} if reviewed is not None else {})})
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -261,11 +261,13 @@ def test_bad_date_ranges_exit_2(tmp_path, file_night, capsys, args, why):
     assert rc == 2 and why in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-def test_a_night_judged_by_another_model_kind_is_refused_naming_its_label_format(tmp_path, capsys):
-    """Review export writes box pre-annotations; samples whose pre-labels are a classifier's class ids
-    (sidecar labels.format 'classes') are refused by name, not exported as boxes."""
+def test_a_night_judged_by_another_model_kind_than_the_configs_is_refused_naming_both(tmp_path, capsys):
+    """Samples whose pre-labels are a classifier's (sidecar labels.format 'classes') under a config whose model is
+    a detector are refused naming both kinds, not exported with the detector's classes (test_cls_export.py has the
+    classifier's own review export)."""
     cfg = spool_and_upload(tmp_path, f"file://{tmp_path / 'uploads'}", task="classify")
     assert export(cfg, tmp_path / "out", "labelstudio") == 2
     err = capsys.readouterr().err
-    assert "pre-labels in format 'classes', which review export does not write (formats: ['yolo'])" in err
+    assert "the samples are a classify model's (pre-labels 'classes'), the config's model" in err
+    assert "is a detect bundle" in err
     assert not (tmp_path / "out").exists()
