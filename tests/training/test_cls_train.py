@@ -113,3 +113,15 @@ def test_a_dataset_of_other_classes_is_refused(chain, tmp_path, capsys):
     assert main(["eval", "--model", str(chain / "bundle"), "--data", str(tmp_path / "ods" / "data.yaml")]) == 2
     err = capsys.readouterr().err
     assert "has classes ['ng', 'ok']" in err and "['dent', 'good']" in err
+
+
+def test_eval_perturb_judges_altered_copies_at_the_card_thresholds(chain, capsys):
+    data = str(chain / "ds" / "data.yaml")
+    assert main(["eval", "--model", str(chain / "bundle"), "--data", data, "--perturb", "none,darker,blur",
+                 "--json", str(chain / "perturb.json")]) == 0
+    rows = {r["family"]: r for r in json.loads((chain / "perturb.json").read_text())["rows"]}
+    _, raw, _ = read_card(chain / "bundle")
+    assert list(rows) == ["none", "darker", "blur"]
+    assert rows["none"]["accuracy"] == raw["evaluation"]["int8"]["accuracy"]  # unaltered: the card's figure
+    assert main(["eval", "--model", str(chain / "bundle"), "--data", data, "--perturb", "fog"]) == 2
+    assert "--perturb: expected" in capsys.readouterr().err
