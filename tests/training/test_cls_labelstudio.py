@@ -10,8 +10,14 @@ import json
 import pytest
 
 from inspector.cli import main
-from tests.review.test_labelstudio import LABEL_STUDIO, label_studio  # noqa: F401 (the fixture)
+from tests.review import test_labelstudio as review_ls
 from tests.training.cls_folders import make_folders
+
+LABEL_STUDIO = review_ls.LABEL_STUDIO
+# the review tests' server fixtures, used here by name (a per-test `label_studio`, on a module-wide server where
+# that module has one)
+label_studio = review_ls.label_studio
+label_studio_server = getattr(review_ls, "label_studio_server", None)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LABEL_STUDIO.exists(), reason=f"{LABEL_STUDIO} is not "
                                                    "installed (`make labelstudio`; `make test` installs it)")]
@@ -24,7 +30,7 @@ CHOICES = """<View>
 </View>"""
 
 
-def test_choices_round_trip_through_a_real_label_studio(tmp_path, label_studio):  # noqa: F811
+def test_choices_round_trip_through_a_real_label_studio(tmp_path, label_studio):
     ls, uploads = label_studio
     files = make_folders(tmp_path / "tiles", {"ok": 4, "ng": 4})
     truth = {}
@@ -47,14 +53,14 @@ def test_choices_round_trip_through_a_real_label_studio(tmp_path, label_studio):
                                         "value": {"choices": [truth[name]]}}]
         ls.call("POST", f"/api/tasks/{t['id']}/annotations/", {"result": result, "was_cancelled": cancelled})
     export = ls.call("GET", f"/api/projects/{pid}/export?exportType=JSON&download_all_tasks=true")
-    (uploads.parent / "export.json").write_text(json.dumps(export))  # beside the served images: inside the export
+    (uploads / "export.json").write_text(json.dumps(export))  # beside the images: they lie inside the export
 
     ds = tmp_path / "ds"
-    rc = main(["dataset", "import", "--from", "labelstudio", "--task", "classify", str(uploads.parent / "export.json"),
+    rc = main(["dataset", "import", "--from", "labelstudio", "--task", "classify", str(uploads / "export.json"),
                "--out", str(ds), "--val-fraction", "0.25"])
     assert rc == 2  # the skipped task is named and skipped: exit 2 until --skip-bad
     assert main(["dataset", "import", "--from", "labelstudio", "--task", "classify",
-                 str(uploads.parent / "export.json"), "--out", str(ds), "--val-fraction", "0.25", "--skip-bad"]) == 0
+                 str(uploads / "export.json"), "--out", str(ds), "--val-fraction", "0.25", "--skip-bad"]) == 0
     meta = json.loads((ds / "dataset.json").read_text())
     assert meta["classes"] == ["ng", "ok"] and meta["pass_class"] == "ok"
     imported = {f.name: f.parent.name for f in ds.glob("*/*/*.png")}
