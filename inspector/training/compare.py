@@ -309,6 +309,13 @@ def render_html(r: dict) -> str:
 
 def compare_cli(old: Path, new: Path, data: Path, *, html_out: str | None, json_out: str | None, new_source: str | None,
                 alpha: float) -> int:
+    from inspector.training.cls_evaluate import is_classify_bundle
+
+    if is_classify_bundle(old) or is_classify_bundle(new):  # image-level labels: training/cls_compare.py
+        from inspector.training.cls_compare import compare_classify_cli
+
+        return compare_classify_cli(old, new, data, html_out=html_out, json_out=json_out, new_source=new_source,
+                                    alpha=alpha)
     try:
         r = compare(old, new, data, new_source=new_source, alpha=alpha)
     except CompareError as e:
