@@ -128,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--lr0", type=float, default=0.002, help="initial learning rate (lower than from scratch)")
     s.add_argument("--batch", type=int, default=16, help="images per batch")
     s.add_argument("--max-drop", type=float, default=None,
-                   help="INT8 accuracy control (max mAP50-95 drop); default: the parent's own setting")
+                   help="INT8 accuracy control (max mAP50-95 drop; a classifier: max top-1 accuracy drop); "
+                        "default: the parent's own setting")
     s.add_argument("--subset-size", type=int, default=300, help="quantization calibration images (at most)")
     s.add_argument("--version", default=None, help="candidate version (default: the parent's with '-rc.<date>')")
     s.add_argument("--work", default=None, help="training run folder (default: build/retrain/<out name>)")

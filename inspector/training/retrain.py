@@ -87,6 +87,10 @@ def retrain(plan: RetrainPlan, log=print) -> Path:
         card, _, card_bytes = read_card(parent)  # the card schema: a parent the line would refuse is refused here
     except ModelError as e:
         raise RetrainError(f"--from {parent}: not a valid model bundle ({e})") from e
+    if card.task == "classify":  # image-level labels: the classify chain (training/cls_retrain.py)
+        from inspector.training.cls_retrain import retrain_classify
+
+        return retrain_classify(plan, parent, card, card_bytes, log=log)
     data = Path(plan.data)
     data = data / "data.yaml" if data.is_dir() else data
     if not data.is_file():

@@ -21,9 +21,9 @@ DEMO_CLS = REPO / "models" / "demo-cls"
 OLD_T = 0.8564  # demo-cls's card: ng
 
 
-@pytest.fixture(scope="module")
-def version(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("cls-compare")
+def make_version(tmp: Path) -> Path:
+    """tmp/v2: 40 synthetic-line frames (seed 5) imported as folders (25 % val, 40 % test: the regression set, 16
+    frames) merged with a classifier's night reviewed as folders (the review: source of the new frames)."""
     assert main(["synth", "--task", "classify", "--out", str(tmp / "src"), "--n", "40", "--seed", "5",
                  "--workers", "1"]) == 0
     assert main(["dataset", "import", "--from", "folders", str(tmp / "src"), "--out", str(tmp / "base"),
@@ -37,6 +37,11 @@ def version(tmp_path_factory) -> Path:
     assert main(["dataset", "merge", str(tmp / "base"), str(tmp / "reviewed"), "--out", str(tmp / "v2"),
                  "--val-fraction", "0.5"]) == 0
     return tmp / "v2"
+
+
+@pytest.fixture(scope="module")
+def version(tmp_path_factory) -> Path:
+    return make_version(tmp_path_factory.mktemp("cls-compare"))
 
 
 @pytest.fixture(scope="module")
