@@ -11,7 +11,8 @@ alike at 64 bits (measured: of 435 pairs of distinct synthetic parts, one within
 
 Strategies (config `sampling`):
   uncertain      verdict.uncertain is non-empty (the decision stage puts every detection within
-                 ±uncertain_margin of its class threshold there)
+                 ±uncertain_margin of its class threshold there; for a classifier, every NG class whose
+                 probability is within the margin of its threshold: the probability margin)
   reject         outcome REJECT, kept with probability `rejects.rate`
   random_pass    outcome PASS, kept with probability `passes.rate` (to catch escapes)
   class:<name>   a detection (defect or uncertain) of that class, per `per_class[name]`
