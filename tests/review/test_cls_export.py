@@ -172,3 +172,45 @@ def test_bad_folder_reviews_are_refused_whole(tmp_path, cls_night, capsys, spoil
     ds = tmp_path / "ds"
     assert main(["dataset", "import", "--from", "folders", str(out), "--out", str(ds)]) == 2
     assert why in capsys.readouterr().err and not ds.exists()
+
+
+def _ls_reviewed(tasks: list[dict]) -> list[dict]:
+    """A Label Studio export after review: each task's prediction copied into its annotation (as the editor does)."""
+    return [{"id": 1 + k, "data": t["data"], "predictions": [7],
+             "annotations": [{"id": 100 + k, "was_cancelled": False, "result": t["predictions"][0]["result"]}]}
+            for k, t in enumerate(tasks)]
+
+
+def _ls_box(tasks):
+    tasks[1]["annotations"][0]["result"] = [{"id": "b1", "type": "rectanglelabels", "from_name": "label",
+                                             "to_name": "image", "value": {"rectanglelabels": ["ng"]}}]
+    return "task 2", "result b1 is 'rectanglelabels'; a classifier's review has only choices"
+
+
+def _ls_unknown_class(tasks):
+    tasks[2]["annotations"][0]["result"][0]["value"]["choices"] = ["dent"]
+    return "task 3", "label 'dent' is not one of the review's classes ['ng', 'ok']"
+
+
+def _ls_two_classes(tasks):
+    tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["ng", "ok"]
+    return "task 1", "2 labels ['ng', 'ok']"
+
+
+@pytest.mark.parametrize("spoil", [_ls_box, _ls_unknown_class, _ls_two_classes, "truncate"])
+def test_bad_label_studio_reviews_are_refused_whole_naming_the_task(tmp_path, cls_night, capsys, spoil):
+    out = tmp_path / "review"
+    assert export(cls_night, out, "labelstudio") == 0
+    tasks = _ls_reviewed(json.loads((out / "tasks.json").read_text()))
+    if spoil == "truncate":
+        text = json.dumps(tasks, indent=1)
+        (out / "reviewed.json").write_text(text[:text.index('"id": 4,') + 40])
+        where, why = "task 4 is cut off", "truncated"
+    else:
+        where, why = spoil(tasks)
+        (out / "reviewed.json").write_text(json.dumps(tasks))
+    ds = tmp_path / "ds"
+    assert main(["dataset", "import", "--from", "labelstudio", str(out / "reviewed.json"), "--out", str(ds)]) == 2
+    err = capsys.readouterr().err
+    assert where in err and why in err, err
+    assert not ds.exists() and not list(tmp_path.glob(".ds.tmp-*"))
