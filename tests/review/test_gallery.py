@@ -93,3 +93,17 @@ def test_the_page_loads_in_headless_chromium_and_shows_the_thumbnails(night, tmp
     red = (img[:, :, 2] > 200) & (img[:, :, 1] < 90) & (img[:, :, 0] < 90)
     assert red.sum() > 50, "expected red box strokes in the screenshot"
     shutil.copy(shot, tmp_path / "kept.png")
+
+
+def test_a_classifiers_finding_without_a_box_frames_the_thumbnail():
+    """A classify sample's defects have no `box`: the page frames the whole image and names class and
+    probability (it raised KeyError 'box' before)."""
+    entry = {"id": "s1", "date": "2026-12-07", "reason": "uncertain", "reasons": ["uncertain"],
+             "verdict": {"outcome": "REJECT", "reason": "defect"}, "image": {"width": 640, "height": 480},
+             "defects": [{"class": "ng", "class_id": 0, "confidence": 0.5312}],
+             "uncertain": [{"class": "ng", "class_id": 0, "confidence": 0.5312}],
+             "class_scores": {"ng": 0.5312, "ok": 0.4688}, "model": {"name": "demo-cls", "version": "0.1.0"}}
+    page = render_gallery("night", [entry], {})
+    rects = re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', page)
+    assert rects and all(float(w) > 600 and float(h) > 440 for _, _, w, h in rects), rects
+    assert "ng 0.53" in page
