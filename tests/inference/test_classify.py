@@ -201,3 +201,19 @@ def test_a_detectors_records_and_payloads_keep_their_boxes_and_no_class_scores()
     assert rec["defects"] == [{"class": "scratch", "class_id": 1, "confidence": 0.75, "box": [1.0, 2.0, 30.5, 40.2]}]
     assert ('"defects":[{"class":"scratch","confidence":0.75,"box":[1.0,2.0,30.5,40.2]}]'
             in reject_payload(v, "r1").to_json())
+
+
+def test_a_plc_result_of_a_classifier_names_class_and_probability_without_a_box():
+    """The PLC handshake's `.../result` builds its defects as `signalling.plc` does (DefectOut from the
+    verdict's defects): a classifier's has no `box` key."""
+    from datetime import UTC, datetime
+
+    from inspector.signalling.payloads import DefectOut, PlcResultPayload
+
+    v = _decide([0.875, 0.125], _policy())
+    now = datetime.now(UTC)
+    p = PlcResultPayload(part_id="p1", seq=1, result="NG", reason="defect", fail_safe=False, frame_id=1,
+                         defects=[DefectOut(**{"class": d.class_name, "confidence": d.confidence, "box": d.box})
+                                  for d in v.defects], trigger_at=now, deadline=now, result_at=now, late=False,
+                         latency_ms=3.0, error=None)
+    assert json.loads(p.to_json())["defects"] == [{"class": "ng", "confidence": 0.875}]
