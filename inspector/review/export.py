@@ -314,6 +314,9 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
 
     if to not in TARGETS:
         raise ReviewExportError(f"--to: expected one of {TARGETS}, got {to!r}")
+    if publish and to == "folders":  # what --publish stores is the export's files, not the frames themselves
+        raise ReviewExportError("--publish stores the export's files beside the nights; a folders export is the "
+                                "frames themselves, sorted: copy the folder to the reviewer instead")
     if not 1 <= expires_s <= PRESIGN_MAX_S:
         raise ReviewExportError(f"--expires: expected 1..{PRESIGN_MAX_S} s (S3 presigned URLs), got {expires_s}")
     dest = open_destination(cfg.upload)

@@ -108,6 +108,13 @@ def test_a_night_of_both_model_kinds_is_refused_naming_both(tmp_path, to, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_publish_of_a_folders_export_is_refused(tmp_path, cls_night, capsys):
+    assert main(["review", "export", str(tmp_path / "out"), "--config", str(cls_night), "--since", NIGHT, "--to",
+                 "folders", "--publish"]) == 2
+    assert "a folders export is the frames themselves" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind, to, why", [
     ("classify", "yolo", "the samples are a classify model's (pre-labels 'classes'), which review export writes as "
                          "labelstudio, cvat, folders"),
