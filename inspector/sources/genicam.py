@@ -621,6 +621,13 @@ class GenICamSource(LiveSource):
         with self._lock:
             if self._session is not session:
                 return None  # a frame of a session already declared lost
+            if self.cfg.camera_trigger == "software" and not self._pending:
+                # No trigger awaits a frame: this buffer is no part's image (the fake camera hands over one
+                # extra buffer at acquisition start in about 1 of 10 sessions; a warm-up retry's frame can
+                # come after the warm-up). Handed on, it would become the next trigger's frame and that part
+                # would be judged on an image taken before it was there.
+                self._dropped["unsolicited"] += 1
+                return None
             if lost is not None:
                 self._dropped[lost] += 1
             else:

@@ -210,6 +210,24 @@ def test_a_software_trigger_yields_exactly_one_frame(fake_camera):
         src.stop()
 
 
+def test_a_frame_no_software_trigger_asked_for_is_no_part(fake_camera):
+    """A buffer that comes while no trigger of ours awaits a frame (the camera's extra buffer at acquisition
+    start, a warm-up retry's late frame, a trigger from elsewhere) is dropped and counted: handed on, it would
+    become the next trigger's frame and that part would be judged on an image taken before it was there."""
+    src = started(fake_camera, camera_trigger="software")
+    try:
+        before = src.state().dropped.get("unsolicited", 0)
+        src._session.camera.software_trigger()  # a trigger the source did not fire: the camera still sends a frame
+        wait_for(lambda: src.state().dropped.get("unsolicited", 0) == before + 1, what="the stray frame counted")
+        assert src.read(0.3) is None
+        t0 = time.monotonic()
+        assert src.software_trigger()
+        f = wait_for(lambda: src.read(0.5), what="the triggered frame")
+        assert f.captured_at >= t0 and f.frame_id == 0  # the stray frame took no frame id and no part
+    finally:
+        src.stop()
+
+
 def test_a_hardware_triggered_camera_waits_for_its_line(fake_camera):
     src = started(fake_camera, camera_trigger="hardware", hardware_line="Line0")
     try:
