@@ -12,6 +12,7 @@ import pytest
 from inspector.cli import main
 from inspector.sources.conveyor import ConveyorGenerator
 from inspector.training.compare import mcnemar, recommend
+from inspector.training.compare_detect import TASK as DETECT
 from inspector.training.dataset_import import write_description
 from tests.training.test_merge import image, make_dataset
 
@@ -36,9 +37,10 @@ def test_recommendation_is_worse_when_any_set_is_significantly_worse():
         return {"images": 20, "verdict": verdict, "mcnemar": {"b_old_right_new_wrong": b, "c_old_wrong_new_right": c,
                                                               "p": mcnemar(b, c)},
                 "old": {"parts": parts, "mAP50": 0.5}, "new": {"parts": parts, "mAP50": 0.6}}
-    assert recommend({"regression": s(9, 0, "worse"), "new": s(0, 9, "better")}, 0.05).startswith("WORSE")
-    assert recommend({"regression": s(1, 1, "not significant"), "new": s(0, 9, "better")}, 0.05).startswith("BETTER")
-    assert "fixes 9 part verdict(s) and breaks 0" in recommend({"new": s(0, 9, "better")}, 0.05)
+    assert recommend({"regression": s(9, 0, "worse"), "new": s(0, 9, "better")}, 0.05, DETECT).startswith("WORSE")
+    assert recommend({"regression": s(1, 1, "not significant"), "new": s(0, 9, "better")}, 0.05,
+                     DETECT).startswith("BETTER")
+    assert "fixes 9 part verdict(s) and breaks 0" in recommend({"new": s(0, 9, "better")}, 0.05, DETECT)
 
 
 def test_demo_against_itself_changes_nothing(tmp_path, capsys):
