@@ -34,6 +34,9 @@ from inspector.training.merge import (
 
 def read_cls_members(root: Path, meta: dict, splits: tuple[str, ...] = SPLITS) -> list[Member]:
     known = recorded_members(root)
+    # a reviewed frame's group is its part id (merge.py's rule): the line's frame of a regression part stays out
+    review = (meta.get("source") or {}).get("review") or {}
+    parts = {i["file"]: i.get("part_id") for i in review.get("items", [])}
     default_source = source_name(root, meta)
     out = []
     for split in splits:
@@ -43,7 +46,7 @@ def read_cls_members(root: Path, meta: dict, splits: tuple[str, ...] = SPLITS) -
             for img in sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
                 k = known.get((split, img.name), {})
                 out.append(Member(split, img.name, img, file_sha256(img), d.name, k.get("source", default_source),
-                                  str(k.get("group") or img.stem)))
+                                  str(k.get("group") or parts.get(img.name) or img.stem)))
     return out
 
 

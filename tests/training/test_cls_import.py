@@ -265,6 +265,35 @@ def test_merge_keeps_a_frozen_regression_set_and_takes_the_reviewers_class(tmp_p
     assert "regression set" in capsys.readouterr().err
 
 
+def test_merge_groups_a_reviewed_frame_by_its_part_id(tmp_path):
+    """A line that judged parts of the regression set (ELPV's test cells run as the line): their reviewed frames
+    (new bytes: the spool's JPEG) are the same parts, so they stay out of training; a frame of a BASE train part
+    joins that part's split. The group is the frame's part id, as for boxes (merge.py), not the image's name."""
+    from tests.review.cls_night import NIGHT, cls_spool_and_upload
+
+    src = tmp_path / "src"
+    files = make_folders(src, {"ok": 8, "ng": 8})
+    # BASE names two images by part id: S11-0000000 a regression (test) part, S11-0000001 a train part
+    for i in (0, 1):
+        files["ok"][i] = files["ok"][i].rename(src / "ok" / f"S11-{i:07d}.png")
+    splits = ["test", "train", "train", "train", "val", "val", "test", "test"]
+    rows = [f"{c}/{f.name},{c},{s}" for c in ("ok", "ng") for f, s in zip(files[c], splits, strict=True)]
+    (src / "base.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    assert main(["dataset", "import", "--from", "csv", str(src / "base.csv"), "--out", str(tmp_path / "v1")]) == 0
+    cfg = cls_spool_and_upload(tmp_path / "night", f"file://{tmp_path / 'uploads'}")  # parts S11-0000000 .. 5
+    review = tmp_path / "review"
+    assert main(["review", "export", str(review), "--config", str(cfg), "--since", NIGHT, "--until", NIGHT,
+                 "--to", "folders"]) == 0
+    assert main(["dataset", "import", "--from", "folders", str(review), "--out", str(tmp_path / "new")]) == 0
+    assert main(["dataset", "merge", str(tmp_path / "v1"), str(tmp_path / "new"), "--out", str(tmp_path / "v2")]) == 0
+    meta = json.loads((tmp_path / "v2" / "dataset.json").read_text())
+    assert meta["merge"].get("new_left_out_regression_part") == 1
+    rows = [json.loads(r) for r in (tmp_path / "v2" / "members.jsonl").read_text().splitlines()]
+    new = {r["group"]: r["split"] for r in rows if r["source"].startswith("review:")}
+    assert sorted(new) == [f"S11-{i:07d}" for i in range(1, 6)]  # part 0 left out; groups are part ids
+    assert new["S11-0000001"] == "train"  # BASE's split of that part
+
+
 def test_synth_classify_sorts_the_line_frames_by_any_defect(tmp_path):
     from inspector.sources.conveyor import ConveyorGenerator
 
