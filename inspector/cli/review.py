@@ -36,21 +36,16 @@ def cmd_review_export(a: argparse.Namespace) -> int:
 
 
 def cmd_dataset_merge(a: argparse.Namespace) -> int:
-    from inspector.training.cls_dataset import is_classify
-    from inspector.training.merge import MergeError, format_merge, merge_datasets
+    from inspector.training.merge import MergeError, format_merge, layout_of, merge_datasets
 
-    merge, describe = merge_datasets, format_merge
-    if is_classify(a.base):  # image-level labels: split/class/image (training/cls_merge.py)
-        from inspector.training.cls_merge import format_cls_merge, merge_classify
-
-        merge, describe = merge_classify, format_cls_merge
+    layout = layout_of(Path(a.base))  # YOLO images + labels, or a classifier's split/class/image
     try:
-        summary = merge(Path(a.base), Path(a.new), Path(a.out), val_fraction=a.val_fraction,
-                        regression_fraction=a.regression_fraction, seed=a.seed)
+        summary = merge_datasets(Path(a.base), Path(a.new), Path(a.out), val_fraction=a.val_fraction,
+                                 regression_fraction=a.regression_fraction, seed=a.seed, layout=layout)
     except MergeError as e:
         print(f"dataset merge: {e}", file=sys.stderr)
         return 2
-    print(describe(summary))
+    print(format_merge(summary, layout))
     print(f"wrote {a.out} (data.yaml, dataset.json, members.jsonl)")
     return 0
 

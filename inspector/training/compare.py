@@ -95,6 +95,19 @@ def mcnemar(b: int, c: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
+def verified_regression(root: Path, meta: dict, layout) -> str | None:
+    """The frozen regression set's sha256, checked on disk before anything runs (an edited set,
+    an image deleted, changed or added, or a label changed, is refused naming what changed). None
+    when dataset.json records no frozen set (not a `dataset merge` version): its test split is used
+    as it is and the report says it is not frozen. `layout`: merge.Layout, how the version lies on disk."""
+    from inspector.training.merge import MergeError, check_regression
+
+    try:
+        return check_regression(root, meta, layout)[1]
+    except MergeError as e:
+        raise CompareError(f"--data: {e}") from e
+
+
 def compare_set(pairing: Pairing, frames: list, alpha: float) -> dict:
     out: dict = {"images": len(frames)}
     if not frames:

@@ -2,40 +2,15 @@
 (split/class/image, from `dataset merge`), both bundles' INT8 IRs (cls_infer.ClsIR) deciding at their own card's
 thresholds (cls_metrics.decide: NG when an NG class's probability reaches its threshold), scored by
 cls_metrics.report (OK/NG accuracy, NG recall, escapes, false rejects, per-class recall, ROC AUC); each frame
-keeps both models' class scores. The frozen regression set's check names an image added, deleted, changed or
-moved to another class folder."""
+keeps both models' class scores. The frozen regression set's check (merge_classify.CLASS_FOLDERS) names an image
+added, deleted, changed or moved to another class folder."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from inspector.training.compare import CompareError, CompareTask, Pairing
-
-
-def _verified_regression(root: Path, meta: dict) -> str | None:
-    from inspector.training.cls_merge import read_cls_members
-    from inspector.training.merge import REGRESSION_SPLIT, recorded_members, regression_hash
-
-    frozen = meta.get("regression")
-    if not frozen:
-        return None
-    reg = read_cls_members(root, meta, (REGRESSION_SPLIT,))
-    sha = regression_hash(reg)
-    if sha == frozen.get("sha256"):
-        return sha
-    rec = {f: r for (s, f), r in recorded_members(root).items() if s == REGRESSION_SPLIT}
-    now = {m.name: m for m in reg}
-    changes = [f"{REGRESSION_SPLIT}/{rec[n].get('class', '?')}/{n}: deleted" for n in sorted(rec.keys() - now.keys())]
-    changes += [f"{REGRESSION_SPLIT}/{now[n].label}/{n}: added" for n in sorted(now.keys() - rec.keys())]
-    for n in sorted(rec.keys() & now.keys()):
-        if rec[n].get("sha256") != now[n].sha:
-            changes.append(f"{REGRESSION_SPLIT}/{now[n].label}/{n}: image changed")
-        if rec[n].get("class") not in (None, now[n].label):
-            changes.append(f"{REGRESSION_SPLIT}/{n}: moved from class {rec[n]['class']!r} to {now[n].label!r}")
-    raise CompareError(f"--data: {root}: its regression set ({len(reg)} images, {frozen.get('images')} frozen) no "
-                       f"longer has the sha256 its dataset.json records ({str(frozen.get('sha256', ''))[:12]}, now "
-                       f"{sha[:12]}): {'; '.join(changes[:20]) or 'changed'}. Restore it from the version that made it")
+from inspector.training.compare import CompareError, CompareTask, Pairing, verified_regression
 
 
 def _bundle(path: Path):
@@ -74,6 +49,7 @@ def _judge(rows: list[tuple[Path, int]], cards: dict, irs: dict, ds) -> tuple[di
 def prepare(old_path: Path, new_path: Path, data: Path) -> Pairing:
     from inspector.training.cls_dataset import ClsImportError, load_cls_dataset
     from inspector.training.cls_infer import ClsIR
+    from inspector.training.merge_classify import CLASS_FOLDERS
 
     root = data.parent if data.is_file() else data
     try:
@@ -81,7 +57,7 @@ def prepare(old_path: Path, new_path: Path, data: Path) -> Pairing:
     except ClsImportError as e:
         raise CompareError(f"--data {data}: {e}") from e
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
-    regression_sha = _verified_regression(ds.root, meta)
+    regression_sha = verified_regression(ds.root, meta, CLASS_FOLDERS)
     cards = {"old": _bundle(old_path), "new": _bundle(new_path)}
     for key, path in (("old", old_path), ("new", new_path)):
         if list(cards[key].classes) != ds.classes or cards[key].pass_class != ds.pass_class:

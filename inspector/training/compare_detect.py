@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspector.training.compare import CompareError, CompareTask, Pairing
+from inspector.training.compare import CompareError, CompareTask, Pairing, verified_regression
 from inspector.training.evaluate import EVAL_CONF, IMAGE_SUFFIXES, Sample
 from inspector.training.metrics import ImageResult, box_iou
 
@@ -84,28 +84,16 @@ def _judge(frames: list[Frame], old, new) -> tuple[dict, dict, list[dict]]:
     return reports["old"], reports["new"], entries
 
 
-def verified_regression(root: Path, meta: dict) -> str | None:
-    """The frozen regression set's sha256, checked on disk before anything runs (an edited set,
-    an image deleted, changed or added, or a label changed, is refused naming what changed). None
-    when dataset.json records no frozen set (not a `dataset merge` version): its test split is used
-    as it is and the report says it is not frozen."""
-    from inspector.training.merge import MergeError, check_regression
-
-    try:
-        return check_regression(root, meta)[1]
-    except MergeError as e:
-        raise CompareError(f"--data: {e}") from e
-
-
 def prepare(old_path: Path, new_path: Path, data: Path) -> Pairing:
     from inspector.bundle.load import load_bundle
+    from inspector.training.merge import YOLO
     from inspector.training.train import dataset_classes
 
     root = data.parent if data.is_file() else data
     if not (root / "data.yaml").is_file():
         raise CompareError(f"--data {data}: no data.yaml")
     meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
-    regression_sha = verified_regression(root, meta)
+    regression_sha = verified_regression(root, meta, YOLO)
     old, new = load_bundle(old_path, "int8"), load_bundle(new_path, "int8")
     if list(old.classes) != list(new.classes):
         raise CompareError(f"{old_path} has classes {list(old.classes)}, {new_path} has {list(new.classes)}")

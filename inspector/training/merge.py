@@ -13,6 +13,9 @@
       version, its parents' hashes, counts per source and the regression set's hash; DIR/members.jsonl:
       one line per image (split, file, sha256, source, group), what `inspector compare` reads to find
       the newly reviewed frames. Written to a temporary folder and renamed.
+One merge for every model kind; how a kind's dataset lies on disk (YOLO images/ + labels/ here, a classifier's
+split/class/image in merge_classify.py: how members are read and written, how a regression image is named in an
+error, which names may not meet in a split) is its Layout, chosen by BASE's data.yaml.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +132,21 @@ def regression_hash(members: list[Member]) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a model kind's dataset version lies on disk: merge's (and the regression check's) task part."""
+    open: Callable[[Path], tuple[Path, list[str], str | None]]  # root, classes, pass class; MergeError if not one
+    read: Callable[[Path, dict, tuple[str, ...]], list[Member]]  # (root, its dataset.json, splits)
+    write: Callable[[Path, list[Member], list[str], str | None, dict, dict], None]  # files + data.yaml + dataset.json
+    where: Callable[[str, str], str]  # (file, label) -> how a regression image is named in an error
+    relabelled: Callable[[str, dict, Member], str]  # (file, its members.jsonl row, now) -> what an error says
+    name_key: Callable[[str], str]  # two members of one split never share it (a renamed copy gets the sha)
+    row: Callable[[Member], dict]  # members.jsonl fields besides split, file, sha256, label_sha256, source, group
+    counts: Callable[[Member], dict]  # counts_per_source besides images and splits
+    split_line: Callable[[str, dict], str]  # format_merge's line of a split's counts
+    kind: str = ""  # format_merge's heading: what kind of dataset
+
+
 def recorded_members(root: Path) -> dict[tuple[str, str], dict]:
     """(split, file) -> the members.jsonl row a version recorded."""
     path = root / MEMBERS
@@ -137,34 +156,34 @@ def recorded_members(root: Path) -> dict[tuple[str, str], dict]:
     return {(r["split"], r["file"]): r for r in rows}
 
 
-def regression_changes(root: Path, reg: list[Member]) -> list[str]:
+def regression_changes(root: Path, reg: list[Member], layout: Layout) -> list[str]:
     """What differs between the regression set on disk and the one the version recorded
     (members.jsonl): images deleted, added or changed, labels changed or deleted."""
     rec = {f: r for (s, f), r in recorded_members(root).items() if s == REGRESSION_SPLIT}
     now = {m.name: m for m in reg}
-    out = [f"images/{REGRESSION_SPLIT}/{n}: deleted" for n in sorted(rec.keys() - now.keys())]
-    out += [f"images/{REGRESSION_SPLIT}/{n}: added" for n in sorted(now.keys() - rec.keys())]
+    out = [f"{layout.where(n, rec[n].get('class', '?'))}: deleted" for n in sorted(rec.keys() - now.keys())]
+    out += [f"{layout.where(n, now[n].label)}: added" for n in sorted(now.keys() - rec.keys())]
     for n in sorted(rec.keys() & now.keys()):
         r, m = rec[n], now[n]
         if r.get("sha256") != m.sha:
-            out.append(f"images/{REGRESSION_SPLIT}/{n}: image changed")
+            out.append(f"{layout.where(n, m.label)}: image changed")
         if r.get("label_sha256") and r["label_sha256"] != m.label_sha:
-            out.append(f"labels/{REGRESSION_SPLIT}/{os.path.splitext(n)[0]}.txt: label changed or deleted")
+            out.append(layout.relabelled(n, r, m))
     if not out:
         out.append(f"a label changed ({MEMBERS} of this version records no label hashes: which one is not known)")
     return out
 
 
-def check_regression(root: Path, meta: dict) -> tuple[list[Member], str | None]:
+def check_regression(root: Path, meta: dict, layout: Layout) -> tuple[list[Member], str | None]:
     """The regression set on disk and its sha256, checked against the frozen one dataset.json records
     (None when it records none): an edited set raises MergeError naming what changed."""
     frozen = meta.get("regression")
-    reg = read_members(root, meta, (REGRESSION_SPLIT,))
+    reg = layout.read(root, meta, (REGRESSION_SPLIT,))
     if not frozen:
         return reg, None
     sha = regression_hash(reg)
     if sha != frozen.get("sha256"):
-        changes = regression_changes(root, reg)
+        changes = regression_changes(root, reg, layout)
         raise MergeError(f"{root}: its regression set ({len(reg)} images, {frozen.get('images')} frozen) no longer has "
                          f"the sha256 its dataset.json records ({str(frozen.get('sha256', ''))[:12]}, now {sha[:12]}): "
                          f"{'; '.join(changes[:20])}{' ...' if len(changes) > 20 else ''}. Restore it from the version "
@@ -172,16 +191,56 @@ def check_regression(root: Path, meta: dict) -> tuple[list[Member], str | None]:
     return reg, sha
 
 
+def _yolo_open(p: Path) -> tuple[Path, list[str], str | None]:
+    root = dataset_root(p)
+    return root, classes_of(root), None
+
+
+def _yolo_write(tmp: Path, members: list[Member], classes: list[str], pass_class: str | None, source: dict,
+                split_rule: dict) -> None:
+    for m in sorted(members, key=lambda m: (m.split, m.name)):
+        (tmp / "images" / m.split).mkdir(parents=True, exist_ok=True)
+        (tmp / "labels" / m.split).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(m.path, tmp / "images" / m.split / m.name)
+        (tmp / "labels" / m.split / (os.path.splitext(m.name)[0] + ".txt")).write_text(m.label)
+    write_description(tmp, classes, source, split_rule, digests={(m.split, m.name): m.sha for m in members})
+
+
+YOLO = Layout(
+    open=_yolo_open, read=read_members, write=_yolo_write,
+    where=lambda name, label: f"images/{REGRESSION_SPLIT}/{name}",
+    relabelled=lambda name, row, m: f"labels/{REGRESSION_SPLIT}/{os.path.splitext(name)[0]}.txt: label changed or "
+                                    "deleted",
+    name_key=lambda name: os.path.splitext(name)[0].lower(),  # images of one stem would share a label file
+    row=lambda m: {}, counts=lambda m: {"boxes": sum(1 for ln in m.label.splitlines() if ln.strip())},
+    split_line=lambda s, c: f"  {s:<6}{c['images']:>7} images {c['boxes']:>7} boxes  ")
+
+
+def layout_of(data: Path) -> Layout:
+    """The layout of the dataset `data` (a data.yaml or its folder): class folders where its data.yaml says
+    task: classify."""
+    from inspector.training.cls_dataset import is_classify
+
+    if is_classify(data):
+        from inspector.training.merge_classify import CLASS_FOLDERS
+
+        return CLASS_FOLDERS
+    return YOLO
+
+
 def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.2, regression_fraction: float = 0.1,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, layout: Layout | None = None) -> dict:
     if not (0 <= val_fraction < 1 and 0 <= regression_fraction < 1):
         raise MergeError(f"--val-fraction {val_fraction} and --regression-fraction {regression_fraction} must be in "
                          "[0, 1)")
-    broot, nroot = dataset_root(base), dataset_root(new)
+    layout = layout or layout_of(base)
+    (broot, bcls, bpass), (nroot, ncls, npass) = layout.open(base), layout.open(new)
     bmeta, nmeta = read_meta(broot), read_meta(nroot)
-    bcls, ncls = classes_of(broot), classes_of(nroot)
-    if bcls != ncls:
-        raise MergeError(f"the datasets' classes differ: {broot} has {bcls}, {nroot} has {ncls}")
+    if (bcls, bpass) != (ncls, npass):
+        def said(cls: list[str], good: str | None) -> str:
+            return f"{cls}" + (f" (pass {good!r})" if good is not None else "")
+        raise MergeError(f"the datasets' classes differ: {broot} has {said(bcls, bpass)}, {nroot} has "
+                         f"{said(ncls, npass)}")
     out = Path(out).resolve()
     why = refuse_overlap(out, {"BASE": broot, "NEW": nroot})
     if why is not None:
@@ -190,9 +249,9 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         raise MergeError(f"{out} exists and is not a dataset: choose an empty or new --out")
     # 1. the regression set: frozen
     frozen = bmeta.get("regression")
-    reg, _ = check_regression(broot, bmeta)  # each image is read (hashed) once: the test split here, the rest below
-    bm = read_members(broot, bmeta, tuple(s for s in SPLITS if s != REGRESSION_SPLIT)) + reg
-    nm = read_members(nroot, nmeta)
+    reg, _ = check_regression(broot, bmeta, layout)  # each image is read (hashed) once: the test split here
+    bm = layout.read(broot, bmeta, tuple(s for s in SPLITS if s != REGRESSION_SPLIT)) + reg
+    nm = layout.read(nroot, nmeta, SPLITS)
     if not reg:  # first version: carve it from BASE's train groups, once
         for m in bm:
             if m.split == "train" and group_hash(m.group, seed + 1) < regression_fraction:
@@ -232,32 +291,25 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         by_sha[m.sha] = m
     members = list(by_sha.values())
     taken: set[tuple[str, str]] = set()
-    for m in members:  # two different images with one stem in a split would share a label file: rename the later
-        stem, suffix = os.path.splitext(m.name)
-        if (m.split, stem.lower()) in taken:
-            stem = f"{stem}_{m.sha[:12]}"
-            m.name = stem + suffix
+    for m in members:  # two different images with one name (YOLO: one stem) in a split: rename the later
+        if (m.split, layout.name_key(m.name)) in taken:
+            stem, suffix = os.path.splitext(m.name)
+            m.name = f"{stem}_{m.sha[:12]}{suffix}"
             stats["renamed"] += 1
-        taken.add((m.split, stem.lower()))
+        taken.add((m.split, layout.name_key(m.name)))
 
     # 3. write
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for m in sorted(members, key=lambda m: (m.split, m.name)):
-            (tmp / "images" / m.split).mkdir(parents=True, exist_ok=True)
-            (tmp / "labels" / m.split).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(m.path, tmp / "images" / m.split / m.name)
-            (tmp / "labels" / m.split / (os.path.splitext(m.name)[0] + ".txt")).write_text(m.label)
         parents = [{"path": str(r.resolve()), "content_sha256": (x.get("sha256") or {}).get("content"),
                     "version": x.get("version", {}).get("number", 1)} for r, x in ((broot, bmeta), (nroot, nmeta))]
-        write_description(tmp, bcls, {"format": "merge", "parents": parents},
-                          {"kind": "merge", "seed": seed, "val_fraction": val_fraction,
-                           "regression_fraction": regression_fraction if not frozen else None,
-                           "note": "BASE's splits kept; NEW's groups follow BASE or a seeded hash; one group per "
-                                   "split; test = the frozen regression set"},
-                          digests={(m.split, m.name): m.sha for m in members})
+        layout.write(tmp, members, bcls, bpass, {"format": "merge", "parents": parents},
+                     {"kind": "merge", "seed": seed, "val_fraction": val_fraction,
+                      "regression_fraction": regression_fraction if not frozen else None,
+                      "note": "BASE's splits kept; NEW's groups follow BASE or a seeded hash; one group per "
+                              "split; test = the frozen regression set"})
         meta = json.loads((tmp / DATASET_JSON).read_text())
         final_reg = [m for m in members if m.split == REGRESSION_SPLIT]
         reg_sha = regression_hash(final_reg)
@@ -268,7 +320,7 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
             c = per_source.setdefault(m.source, Counter())
             c["images"] += 1
             c[m.split] += 1
-            c["boxes"] += sum(1 for ln in m.label.splitlines() if ln.strip())
+            c.update(layout.counts(m))
         meta.update({
             "version": {"number": int(bmeta.get("version", {}).get("number", 1)) + 1, "parents": parents},
             "counts_per_source": {s: dict(c) for s, c in sorted(per_source.items())},
@@ -282,7 +334,7 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
         with open(tmp / MEMBERS, "w") as fh:
             for m in sorted(members, key=lambda m: (m.split, m.name)):
                 fh.write(json.dumps({"split": m.split, "file": m.name, "sha256": m.sha, "label_sha256": m.label_sha,
-                                     "source": m.source, "group": m.group}, sort_keys=True) + "\n")
+                                     "source": m.source, "group": m.group, **layout.row(m)}, sort_keys=True) + "\n")
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -290,11 +342,10 @@ def merge_datasets(base: Path, new: Path, out: Path, *, val_fraction: float = 0.
     return meta
 
 
-def format_merge(meta: dict) -> str:
-    lines = [f"dataset version {meta['version']['number']}: content sha256 {meta['sha256']['content']}"]
+def format_merge(meta: dict, layout: Layout = YOLO) -> str:
+    lines = [f"dataset version {meta['version']['number']}{layout.kind}: content sha256 {meta['sha256']['content']}"]
     for s, c in meta["counts"].items():
-        lines.append(f"  {s:<6}{c['images']:>7} images {c['boxes']:>7} boxes  "
-                     + ", ".join(f"{k} {v}" for k, v in c["per_class"].items()))
+        lines.append(layout.split_line(s, c) + ", ".join(f"{k} {v}" for k, v in c["per_class"].items()))
     lines.append("  per source:")
     for src, c in meta["counts_per_source"].items():
         lines.append(f"    {src}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
