@@ -70,9 +70,9 @@ def _recorded_review(out: Path) -> dict | None:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    from inspector.training.cls_check import check_cls_dataset
+    from inspector.training.dataset_check_classify import check_dataset
 
-    return check_cls_dataset(Path(a.dir), near_dup_bits=a.near_dup_bits, json_out=a.json)
+    return check_dataset(Path(a.dir), near_dup_bits=a.near_dup_bits, json_out=a.json)
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:

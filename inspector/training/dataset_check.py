@@ -16,6 +16,9 @@ Findings (any one: exit 2):
 Reported, not failed: the class histogram per split, image sizes, grayscale or colour, and the
 box sizes after the letterbox to the model input (boxes under 8 px are at the limit of what the
 stride-8 head of a YOLO resolves).
+The checks every dataset gets (images read, duplicates, near-duplicates across splits, empty classes, the
+missing val split, the report's tail and --json) are here once; a classification dataset's walk (class
+folders, conflicting labels, the class balance) is dataset_check_classify.py.
 """
 
 from __future__ import annotations
@@ -102,6 +105,83 @@ def near_pairs(a: np.ndarray, b: np.ndarray, max_bits: int, chunk: int = 512) ->
     return out
 
 
+def look_at(rep: Report, path: Path, rel: str, split: str, seen: dict[str, tuple[str, str | None]],
+            hashes: dict[str, list], label: str | None = None) -> np.ndarray | None:
+    """One image of `split`: undecodable or a JPEG cut short -> unreadable_image and None; else the same bytes
+    seen before -> duplicate_image (conflicting_label where they came under another `label`), its size and
+    channels counted, its dHash and high-pass thumbnail kept for the cross-split check; returns it decoded."""
+    data = path.read_bytes()
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    truncated = path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:]
+    if img is None or truncated:
+        rep.add("unreadable_image", f"{path}" + (" (truncated JPEG)" if img is not None else ""))
+        return None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in seen:
+        first, first_label = seen[digest]
+        rep.add("conflicting_label" if first_label != label else "duplicate_image",
+                f"{rel} has the same bytes as {first}")
+    else:
+        seen[digest] = (rel, label)
+    h, w = img.shape[:2]
+    rep.image_sizes[f"{w}x{h}"] += 1
+    gray = img if img.ndim == 2 else cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
+    equal = img.ndim == 2 or img.shape[2] == 1 or (np.array_equal(img[..., 0], img[..., 1])
+                                                  and np.array_equal(img[..., 1], img[..., 2]))
+    rep.channels["grayscale" if equal else "colour"] += 1
+    hashes[split].append((dhash(gray), rel, _highpass_thumb(gray)))
+    return img
+
+
+def check_splits(rep: Report, has_val: bool, hashes: dict[str, list], near_dup_bits: int, unit: str) -> None:
+    """After the walk: a class without `unit` (boxes, images) in train or val, no val split, and the val/test
+    images that are near copies of a train image."""
+    for split in ("train", "val"):
+        for c, k in rep.per_split.get(split, {}).get("per_class", {}).items():
+            if k == 0:
+                rep.add("empty_class", f"class {c!r} has no {unit} in {split}")
+    if not has_val:
+        rep.add("missing_split", "data.yaml has no val split (thresholds and metrics need one)")
+    train = hashes.get("train", [])
+    for other in ("val", "test"):
+        held = hashes.get(other, [])
+        a = np.array([h[0] for h in held], np.uint64)
+        b = np.array([h[0] for h in train], np.uint64)
+        for i, j, d in near_pairs(a, b, near_dup_bits):
+            corr = float((held[i][2] * train[j][2]).sum())
+            if corr < NEAR_DUP_CORR:
+                continue
+            rep.add("near_duplicate_across_splits", f"{held[i][1]} ~ {train[j][1]} (dHash distance {d} bits, "
+                    f"thumbnail correlation {corr:.2f})")
+
+
+def sizes_line(rep: Report) -> str:
+    return (f"image sizes: {dict(rep.image_sizes.most_common(5))}"
+            + (f" (+{len(rep.image_sizes) - 5} more)" if len(rep.image_sizes) > 5 else "")
+            + f"; {dict(rep.channels)}")
+
+
+def findings_lines(rep: Report) -> list[str]:
+    lines = ["check passed: no findings"] if rep.ok else []
+    for kind, items in rep.findings.items():
+        if items:
+            lines.append(f"FAIL {kind}: {len(items)}")
+            lines.extend(f"  {m}" for m in items[:EXAMPLES])
+            if len(items) > EXAMPLES:
+                lines.append(f"  ... {len(items) - EXAMPLES} more (all in --json)")
+    return lines
+
+
+def report_out(rep: Report, text: str, fields: dict, json_out: str | None) -> int:
+    """Prints the report, writes --json (ok, the kind's `fields`, sizes, channels, findings); exit 2 on a finding."""
+    print(text)
+    if json_out:
+        Path(json_out).write_text(json.dumps({
+            "ok": rep.ok, **fields, "image_sizes": dict(rep.image_sizes), "channels": dict(rep.channels),
+            "findings": {k: v for k, v in rep.findings.items() if v}}, indent=2) + "\n")
+    return 0 if rep.ok else 2
+
+
 def run_check(target: Path, imgsz: int = 320, near_dup_bits: int = 10) -> Report:
     target = Path(target)
     data_yaml = target / "data.yaml" if target.is_dir() else target
@@ -109,8 +189,8 @@ def run_check(target: Path, imgsz: int = 320, near_dup_bits: int = 10) -> Report
     names, splits = _splits(data_yaml)
     rep.classes = names
     nc = len(names)
-    sha_seen: dict[str, str] = {}
-    hashes: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    sha_seen: dict[str, tuple[str, str | None]] = {}
+    hashes: dict[str, list] = defaultdict(list)
     sizes = {s: Counter() for s in splits}
     for split, img_dir in splits.items():
         if not img_dir.is_dir():
@@ -126,26 +206,12 @@ def run_check(target: Path, imgsz: int = 320, near_dup_bits: int = 10) -> Report
         per_class = Counter()
         n_images = n_boxes = 0
         for img_path in images:
-            data = img_path.read_bytes()
-            digest = hashlib.sha256(data).hexdigest()
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
-            truncated = img_path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-64:]
-            if img is None or truncated:
-                rep.add("unreadable_image", f"{img_path}" + (" (truncated JPEG)" if img is not None else ""))
+            img = look_at(rep, img_path, f"{split}/{img_path.relative_to(img_dir).as_posix()}", split, sha_seen,
+                          hashes)
+            if img is None:
                 continue
             n_images += 1
-            rel = f"{split}/{img_path.relative_to(img_dir).as_posix()}"
-            if digest in sha_seen:
-                rep.add("duplicate_image", f"{rel} has the same bytes as {sha_seen[digest]}")
-            else:
-                sha_seen[digest] = rel
             h, w = img.shape[:2]
-            rep.image_sizes[f"{w}x{h}"] += 1
-            gray = img if img.ndim == 2 else cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
-            equal = img.ndim == 2 or img.shape[2] == 1 or (np.array_equal(img[..., 0], img[..., 1])
-                                                          and np.array_equal(img[..., 1], img[..., 2]))
-            rep.channels["grayscale" if equal else "colour"] += 1
-            hashes[split].append((dhash(gray), rel, _highpass_thumb(gray)))
             lbl = lbl_dir / img_path.relative_to(img_dir).with_suffix(".txt")
             if not lbl.exists():
                 rep.add("image_without_label", f"{img_path} (no {lbl})")
@@ -180,24 +246,7 @@ def run_check(target: Path, imgsz: int = 320, near_dup_bits: int = 10) -> Report
                 sizes[split][next((f"<{e}" for e in SIZE_BUCKETS if side < e), f">={SIZE_BUCKETS[-1]}")] += 1
         rep.per_split[split] = {"images": n_images, "boxes": n_boxes,
                                 "per_class": {c: per_class.get(c, 0) for c in names}}
-    for split in ("train", "val"):
-        if split in rep.per_split:
-            for c, k in rep.per_split[split]["per_class"].items():
-                if k == 0:
-                    rep.add("empty_class", f"class {c!r} has no boxes in {split}")
-    if "val" not in splits:
-        rep.add("missing_split", "data.yaml has no val split (thresholds and metrics need one)")
-    train = hashes.get("train", [])
-    for other in ("val", "test"):
-        held = hashes.get(other, [])
-        a = np.array([h[0] for h in held], np.uint64)
-        b = np.array([h[0] for h in train], np.uint64)
-        for i, j, d in near_pairs(a, b, near_dup_bits):
-            corr = float((held[i][2] * train[j][2]).sum())
-            if corr < NEAR_DUP_CORR:
-                continue
-            rep.add("near_duplicate_across_splits", f"{held[i][1]} ~ {train[j][1]} (dHash distance {d} bits, "
-                    f"thumbnail correlation {corr:.2f})")
+    check_splits(rep, "val" in splits, hashes, near_dup_bits, "boxes")
     rep.box_sizes = {s: {k: c[k] for k in [f"<{e}" for e in SIZE_BUCKETS] + [f">={SIZE_BUCKETS[-1]}"]}
                      for s, c in sizes.items()}
     return rep
@@ -211,9 +260,7 @@ def format_report(rep: Report, imgsz: int) -> str:
     for s, c in rep.per_split.items():
         per_class = "".join(f"{c['per_class'][n]:>{w + 1}}" for n in names)
         lines.append(f"  {s:<8}{c['images']:>8}{c['boxes']:>8}  {per_class}")
-    lines.append(f"image sizes: {dict(rep.image_sizes.most_common(5))}"
-                 + (f" (+{len(rep.image_sizes) - 5} more)" if len(rep.image_sizes) > 5 else "")
-                 + f"; {dict(rep.channels)}")
+    lines.append(sizes_line(rep))
     lines.append(f"box size after letterbox to {imgsz} px (shorter side):")
     for s, b in rep.box_sizes.items():
         total = sum(b.values()) or 1
@@ -222,14 +269,7 @@ def format_report(rep: Report, imgsz: int) -> str:
     if small:
         lines.append(f"note: {small} boxes are under {SMALL_BOX_PX} px at {imgsz} px input: at the limit of the "
                      "stride-8 head; consider a larger --imgsz")
-    if rep.ok:
-        lines.append("check passed: no findings")
-    for kind, items in rep.findings.items():
-        if items:
-            lines.append(f"FAIL {kind}: {len(items)}")
-            lines.extend(f"  {m}" for m in items[:EXAMPLES])
-            if len(items) > EXAMPLES:
-                lines.append(f"  ... {len(items) - EXAMPLES} more (all in --json)")
+    lines += findings_lines(rep)
     return "\n".join(lines)
 
 
@@ -239,10 +279,6 @@ def check_dataset(target: Path, imgsz: int = 320, near_dup_bits: int = 10, json_
     except (OSError, ValueError, yaml.YAMLError) as e:
         print(f"dataset check: cannot read {target}: {e}")
         return 2
-    print(format_report(rep, imgsz))
-    if json_out:
-        Path(json_out).write_text(json.dumps({
-            "ok": rep.ok, "imgsz": imgsz, "classes": rep.classes, "per_split": rep.per_split,
-            "box_sizes": rep.box_sizes, "image_sizes": dict(rep.image_sizes), "channels": dict(rep.channels),
-            "findings": {k: v for k, v in rep.findings.items() if v}}, indent=2) + "\n")
-    return 0 if rep.ok else 2
+    return report_out(rep, format_report(rep, imgsz), {"imgsz": imgsz, "classes": rep.classes,
+                                                        "per_split": rep.per_split, "box_sizes": rep.box_sizes},
+                      json_out)
