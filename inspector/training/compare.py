@@ -180,7 +180,8 @@ def format_comparison(r: dict, task: CompareTask) -> str:
     for k, s in r["sets"].items():
         what = ("frozen regression set, sha256 verified" if r["regression_frozen"] else
                 "test split, not a frozen regression set (dataset.json records none)") if k == "regression" else \
-            f"newly reviewed frames of {r['new_source']}, held out ({r['new_frames_in_train']} more in train)"
+            (f"newly reviewed frames of {r['new_source']}, held out ({r['new_frames_in_train']} more in train)"
+             if r["new_source"] else "no newly reviewed frames in this version (no review: source among its images)")
         lines.append(f"\n{k}: {s['images']} frames, {what}")
         if not s["images"]:
             continue

@@ -82,6 +82,17 @@ def test_demo_cls_against_itself_changes_nothing(version, tmp_path, capsys):
     assert "regression: 16 frames, frozen regression set, sha256 verified" in capsys.readouterr().out
 
 
+def test_a_version_without_reviewed_frames_says_so(version, tmp_path, capsys):
+    """BASE (imported, never merged) has no review: source: the new set is empty and the report says why (ELPV: the
+    line ran the regression parts, so the merge left every reviewed frame out)."""
+    capsys.readouterr()
+    rc, r = compare(DEMO_CLS, DEMO_CLS, version.parent / "base", tmp_path)
+    assert rc == 0 and r["new_source"] is None and r["sets"]["new"]["images"] == 0
+    out = capsys.readouterr().out
+    assert "new: 0 frames, no newly reviewed frames in this version (no review: source among its images)" in out
+    assert "None" not in out
+
+
 def test_a_higher_threshold_adds_escapes_and_fixes_false_rejects_counted_by_mcnemar(version, candidate, tmp_path):
     bundle, t = candidate
     rc, r = compare(DEMO_CLS, bundle, version, tmp_path)
