@@ -8,6 +8,11 @@ other dataset. OUT holds the ultralytics run (OUT/run: last.pt every epoch, best
 
 A run survives its process being stopped: ultralytics writes OUT/run/weights/last.pt after every
 epoch (weights, optimizer, EMA, epoch); `resume` continues from it with the run's own arguments.
+
+One run for every model kind (`--task`): the checkpoint/resume handling, train_plan.json, ultralytics'
+arguments, the per-epoch progress line and progress.json, the export and train_info.json are here once; a
+TrainTask holds what differs: the dataset's checks, the model a fresh run starts from, the augmentation
+presets, the epoch's metrics. DETECT is below; the classifier's is train_classify.py.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -71,7 +77,7 @@ class TrainPlan:
     time_budget_h: float | None = None  # ultralytics `time`: stop (and fit the LR schedule) within this many hours
     patience: int = 100
     cache: str = "ram"
-    task: str = "detect"  # or "classify" (train_cls.py)
+    task: str = "detect"  # or "classify" (train_classify.py)
 
 
 def run_dir(out: Path) -> Path:
@@ -92,41 +98,58 @@ def optimizer_args(plan: TrainPlan) -> dict:
     return {"optimizer": "SGD", "lr0": plan.lr0 if plan.lr0 is not None else FINE_TUNE_LR0}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A task's dataset, ready to train on."""
+    data: str  # ultralytics' data argument
+    plan_data: str  # train_plan.json's data (what a resume reads back)
+    arch: str
+    info: dict  # train_info.json's fields after batch (data, dataset, augment, classes, ...)
+    head: dict = field(default_factory=dict)  # train_info.json's fields before arch
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """A model kind's part of a training run."""
+    check: Callable[[TrainPlan], None]  # bad arguments, before anything is written (TrainError)
+    prepare: Callable[[TrainPlan, Path], Prepared]  # the dataset (rendered, loaded, checked) of a run in OUT
+    new_model: Callable[[TrainPlan, str], object]  # the ultralytics model a fresh run starts from (plan, arch)
+    augment: dict[str, dict]  # presets: ultralytics hyper-parameters
+    metrics: Callable[[object], dict]  # the epoch's validation figures, from ultralytics' trainer
+    best_by: str  # the figure progress.json's best is chosen by
+    best_keys: tuple[str, ...]
+    text: Callable[[dict], str]  # the progress line's figures
+
+
+def task_for(name: str) -> TrainTask:
+    if name == "classify":
+        from inspector.training.train_classify import CLASSIFY
+
+        return CLASSIFY
+    return DETECT
+
+
 def train(plan: TrainPlan, resume: bool = False) -> Path:
     """Trains (or resumes) and exports; returns the FP32 IR path."""
     out = plan.out.resolve()
     saved = _read_json(out / "train_plan.json") if resume else {}
-    if (saved.get("task") if resume else plan.task) == "classify":
-        from inspector.training.train_cls import train_classify
-
-        if resume:
-            plan = TrainPlan(**{**asdict(plan), **saved, "out": out, "data": Path(saved["data"]),
-                                "init": Path(saved["init"]) if saved.get("init") else None})
-        return train_classify(plan, resume=resume)
-    if not resume and plan.data is not None:
-        from inspector.training.cls_dataset import is_classify
-
-        if is_classify(plan.data):  # ultralytics' detector trainer fails on it deep inside, with no word of why
-            raise TrainError(f"--data {plan.data} is a classification dataset (task: classify): train it with "
-                             "--task classify")
+    if saved:  # the run's own arguments
+        plan = TrainPlan(**{**asdict(plan), **saved, "out": out, "data": Path(saved["data"]) if saved.get("data")
+                            else None, "init": Path(saved["init"]) if saved.get("init") else None})
+    task = task_for(plan.task)
+    if not resume:
+        task.check(plan)
     out.mkdir(parents=True, exist_ok=True)
     offline.prepare(out)
     last = run_dir(out) / "weights" / "last.pt"
-    if resume:
-        if not last.exists():
-            raise TrainError(f"--resume: no checkpoint {last} (start the run without --resume first)")
-        plan = TrainPlan(**{**asdict(plan), **json.loads((out / "train_plan.json").read_text())}) \
-            if (out / "train_plan.json").exists() else plan
-        plan = TrainPlan(**{**asdict(plan), "out": out, "data": Path(plan.data) if plan.data else None,
-                            "init": Path(plan.init) if plan.init else None})
-    elif last.exists():
+    if resume and not last.exists():
+        raise TrainError(f"--resume: no checkpoint {last} (start the run without --resume first)")
+    if not resume and last.exists():
         raise TrainError(f"{out} already holds a run ({last}): continue it with --resume, or choose another --out")
-    data_yaml = Path(plan.data).resolve() if plan.data else _synthetic_data(out, plan)
-    if not data_yaml.exists():
-        raise TrainError(f"--data {data_yaml} does not exist")
-    names = dataset_classes(data_yaml)
+    run = task.prepare(plan, out)
     if not resume:
-        (out / "train_plan.json").write_text(json.dumps({**asdict(plan), "out": str(out), "data": str(data_yaml),
+        (out / "train_plan.json").write_text(json.dumps({**asdict(plan), "arch": run.arch, "out": str(out),
+                                                         "data": run.plan_data,
                                                          "init": str(plan.init) if plan.init else None}, indent=2))
 
     from ultralytics import YOLO  # train extra only
@@ -141,23 +164,23 @@ def train(plan: TrainPlan, resume: bool = False) -> Path:
         print(f"{last}: the run already finished all its epochs; exporting its best.pt")
     elif resume:
         model = YOLO(str(last))
-        model.add_callback("on_fit_epoch_end", _progress_callback(out))
+        model.add_callback("on_fit_epoch_end", _progress_callback(out, task))
         model.train(resume=True, workers=plan.workers)
     else:
         if plan.init is not None and not Path(plan.init).exists():
             raise TrainError(f"--init {plan.init} does not exist")
-        model = YOLO(str(plan.init) if plan.init else plan.arch)
-        model.add_callback("on_fit_epoch_end", _progress_callback(out))
+        model = task.new_model(plan, run.arch)
+        model.add_callback("on_fit_epoch_end", _progress_callback(out, task))
         extra = {"time": plan.time_budget_h} if plan.time_budget_h else {}
         model.train(
-            data=str(data_yaml), imgsz=plan.imgsz, epochs=plan.epochs, batch=plan.batch, workers=plan.workers,
+            data=run.data, imgsz=plan.imgsz, epochs=plan.epochs, batch=plan.batch, workers=plan.workers,
             device="cpu", **optimizer_args(plan),
             # pretrained=True: ultralytics (8.4) loads the --init weights only then (False trains the .pt's
             # architecture from random weights); a .yaml start has no checkpoint, so nothing is ever downloaded.
             pretrained=plan.init is not None, warmup_epochs=0.0 if plan.init else 3.0, amp=False,
             cache=plan.cache or False, project=str(out), name="run", exist_ok=True, seed=plan.seed,
             deterministic=True, plots=False, patience=plan.patience, verbose=True,
-            **AUGMENT[plan.augment], **extra,
+            **task.augment[plan.augment], **extra,
         )
     train_s = time.monotonic() - t0
     best = run_dir(out) / "weights" / "best.pt"
@@ -166,17 +189,56 @@ def train(plan: TrainPlan, resume: bool = False) -> Path:
     progress = _read_json(out / "progress.json")
     prev = _read_json(out / "train_info.json")
     (out / "train_info.json").write_text(json.dumps({
-        "arch": plan.arch, "imgsz": plan.imgsz, "epochs": plan.epochs, "batch": plan.batch,
-        "data": str(data_yaml), "dataset": dataset_identity(data_yaml), "augment": plan.augment,
-        **({"n_train": plan.n_train, "n_val": plan.n_val, "train_seed": plan.train_seed, "val_seed": plan.val_seed}
-           if plan.data is None else {}),
-        "classes": names, "train_seconds": round(train_s + (prev.get("train_seconds", 0) if resume else 0), 1),
+        **run.head, "arch": run.arch, "imgsz": plan.imgsz, "epochs": plan.epochs, "batch": plan.batch, **run.info,
+        "train_seconds": round(train_s + (prev.get("train_seconds", 0) if resume else 0), 1),
         "resumed": resume or prev.get("resumed", False),
         "init": str(plan.init) if plan.init else None, **optimizer_args(plan), "time_budget_h": plan.time_budget_h,
         "torch_threads": os.cpu_count(), "last_epoch": progress.get("epoch"),
         "best_val": progress.get("best"),
     }, indent=2))
     return xml
+
+
+def _detect_check(plan: TrainPlan) -> None:
+    if plan.data is not None:
+        from inspector.training.cls_dataset import is_classify
+
+        if is_classify(plan.data):  # ultralytics' detector trainer fails on it deep inside, with no word of why
+            raise TrainError(f"--data {plan.data} is a classification dataset (task: classify): train it with "
+                             "--task classify")
+
+
+def _detect_prepare(plan: TrainPlan, out: Path) -> Prepared:
+    data_yaml = Path(plan.data).resolve() if plan.data else _synthetic_data(out, plan)
+    if not data_yaml.exists():
+        raise TrainError(f"--data {data_yaml} does not exist")
+    names = dataset_classes(data_yaml)
+    return Prepared(str(data_yaml), str(data_yaml), plan.arch, {
+        "data": str(data_yaml), "dataset": dataset_identity(data_yaml), "augment": plan.augment,
+        **({"n_train": plan.n_train, "n_val": plan.n_val, "train_seed": plan.train_seed, "val_seed": plan.val_seed}
+           if plan.data is None else {}),
+        "classes": names})
+
+
+def _detect_model(plan: TrainPlan, arch: str):
+    from ultralytics import YOLO
+
+    return YOLO(str(plan.init) if plan.init else arch)
+
+
+def _detect_metrics(trainer) -> dict:
+    m = trainer.metrics or {}
+    return {"mAP50": round(float(m.get("metrics/mAP50(B)", 0)), 4),
+            "mAP50-95": round(float(m.get("metrics/mAP50-95(B)", 0)), 4),
+            "precision": round(float(m.get("metrics/precision(B)", 0)), 4),
+            "recall": round(float(m.get("metrics/recall(B)", 0)), 4)}
+
+
+DETECT = TrainTask(
+    check=_detect_check, prepare=_detect_prepare, new_model=_detect_model, augment=AUGMENT, metrics=_detect_metrics,
+    best_by="mAP50-95", best_keys=("epoch", "mAP50", "mAP50-95"),
+    text=lambda r: (f"val mAP50 {r['mAP50']:.3f}  mAP50-95 {r['mAP50-95']:.3f}  P {r['precision']:.3f} "
+                    f"R {r['recall']:.3f}"))
 
 
 def _finished(last: Path) -> bool:
@@ -221,8 +283,8 @@ def _read_json(p: Path) -> dict:
         return {}
 
 
-def _progress_callback(out: Path):
-    """One line per epoch (epoch, losses, val mAP, elapsed, ETA) on stdout and in progress.json:
+def _progress_callback(out: Path, task: TrainTask):
+    """One line per epoch (epoch, the task's validation figures, elapsed, ETA) on stdout and in progress.json:
     the tqdm bars of a detached run are unreadable in a log file."""
     t_start = time.monotonic()
     first = {}
@@ -232,26 +294,18 @@ def _progress_callback(out: Path):
         if epoch > total:  # ultralytics' final validation of best.pt, not an epoch
             return
         first.setdefault("epoch", trainer.epoch)
-        done_here = epoch - first["epoch"]
-        elapsed = time.monotonic() - t_start
-        per_epoch = elapsed / max(1, done_here)
+        per_epoch = (time.monotonic() - t_start) / max(1, epoch - first["epoch"])
         eta = per_epoch * (total - epoch)
-        m = trainer.metrics or {}
-        row = {"epoch": epoch, "epochs": total, "mAP50": round(float(m.get("metrics/mAP50(B)", 0)), 4),
-               "mAP50-95": round(float(m.get("metrics/mAP50-95(B)", 0)), 4),
-               "precision": round(float(m.get("metrics/precision(B)", 0)), 4),
-               "recall": round(float(m.get("metrics/recall(B)", 0)), 4),
-               "seconds_per_epoch": round(per_epoch, 1), "eta_s": round(eta),
-               "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+        row = {"epoch": epoch, "epochs": total, **task.metrics(trainer), "seconds_per_epoch": round(per_epoch, 1),
+               "eta_s": round(eta), "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
         prev = _read_json(out / "progress.json")
         best = prev.get("best") or {}
-        if row["mAP50-95"] >= best.get("mAP50-95", -1):
-            best = {k: row[k] for k in ("epoch", "mAP50", "mAP50-95")}
+        if row[task.best_by] >= best.get(task.best_by, -1):
+            best = {k: row[k] for k in task.best_keys}
         history = [h for h in prev.get("history", []) if h["epoch"] < epoch] + [row]
         (out / "progress.json").write_text(json.dumps({**row, "best": best, "history": history}, indent=1))
-        print(f"[inspector train] epoch {epoch}/{total}  val mAP50 {row['mAP50']:.3f}  mAP50-95 {row['mAP50-95']:.3f}"
-              f"  P {row['precision']:.3f} R {row['recall']:.3f}  {per_epoch / 60:.1f} min/epoch"
-              f"  ETA {eta / 3600:.1f} h  (best mAP50-95 {best['mAP50-95']:.3f} @ {best['epoch']})", flush=True)
+        print(f"[inspector train] epoch {epoch}/{total}  {task.text(row)}  {per_epoch / 60:.1f} min/epoch"
+              f"  ETA {eta / 3600:.1f} h  (best {task.best_by} {best[task.best_by]:.3f} @ {best['epoch']})", flush=True)
 
     return on_fit_epoch_end
 
