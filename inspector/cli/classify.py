@@ -85,7 +85,7 @@ def cmd_quantize(a: argparse.Namespace) -> int:
 
 
 def cmd_build(a: argparse.Namespace) -> int:
-    from inspector.training.cls_bundle import build_classify_cli
+    from inspector.training.card_classify import build_classify_cli
 
     return build_classify_cli(a)
 

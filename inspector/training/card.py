@@ -5,6 +5,11 @@ target defect recall on a validation split (INT8 predictions: the operating mode
 IRs are evaluated on a held-out split with those thresholds, and the card records everything
 needed to trust and rebuild the bundle: classes, input size, thresholds, sha256 of each file,
 the calibration set's hash, FP32 vs INT8 metrics, versions, and the rebuild command.
+
+What every bundle gets (the IRs and float weights copied and hashed, the card's common fields: name,
+version, task, files, calibration set, dataset, training, quantization, versions, rebuild) is here once
+(ship_files, assemble_card); the detector's thresholds and metrics are build_bundle's below, the
+classifier's card_classify.py's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -78,6 +84,64 @@ def dataset_record(data: Path) -> dict:
             "dataset_json": meta}
 
 
+@dataclass(frozen=True)
+class Shipped:
+    """The files of a bundle as the card records them."""
+    files: dict  # "int8" / "fp32": the IRs the line runs (xml + bin, their sha256 and bytes)
+    float_weights: dict | None  # model.pt, where `inspector retrain` starts; None where training left none
+
+
+def ship_files(fp32_xml: Path, int8_xml: Path, out: Path) -> Shipped:
+    """Copies both IRs into `out`, `inspector train`'s float weights (OUT/best.pt beside OUT/fp32/) as model.pt
+    and ultralytics' metadata.yaml; returns what the card says of them."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
+    # Not under "files" (the IRs the line runs, each xml+bin, which the model store checks and installs): the
+    # line PC never needs the float weights.
+    pt = Path(fp32_xml).parent.parent / "best.pt"
+    float_weights = None
+    if pt.exists():
+        shutil.copyfile(pt, out / "model.pt")
+        float_weights = {"file": "model.pt", "sha256": sha256_file(out / "model.pt"), "bytes": pt.stat().st_size,
+                         "format": "ultralytics .pt"}
+    meta = Path(fp32_xml).parent / "metadata.yaml"
+    if meta.exists():  # lets `ultralytics.YOLO(<dir>)` load the IR for parity checks and benchmarks
+        shutil.copyfile(meta, out / "metadata.yaml")
+    return Shipped(files, float_weights)
+
+
+def assemble_card(*, name: str, version: str, task: str, train_info: dict | None, described: dict, shipped: Shipped,
+                  calibration: Path, dataset: dict, evaluation: dict, int8_xml: Path, command: str,
+                  after_dataset: dict | None = None) -> dict:
+    """The card: the fields every bundle has around the task's own (`described`: classes, input, thresholds
+    and their calibration; `evaluation`: FP32 vs INT8 on the held-out split)."""
+    calib_hash, calib_n = dir_hash(calibration)
+    return {
+        "name": name,
+        "version": version,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "task": task,
+        "architecture": (train_info or {}).get("arch", "unknown"),
+        **described,
+        "files": shipped.files,
+        "float_weights": shipped.float_weights,
+        "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
+        "dataset": dataset,
+        **(after_dataset or {}),
+        "training": train_info or {},
+        "quantization": _quantization_info(int8_xml),
+        "evaluation": evaluation,
+        "versions": _versions(),
+        "rebuild": command,
+    }
+
+
+def train_info_of(fp32_xml: Path) -> dict | None:
+    """`inspector train`'s train_info.json for its FP32 IR (OUT/fp32/model.xml), None for an IR made elsewhere."""
+    info_path = Path(fp32_xml).parent.parent / "train_info.json"
+    return json.loads(info_path.read_text()) if info_path.exists() else None
+
+
 def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, version: str, calibration: Path,
                  val_seed: int = 2002, n_val: int = 400, test_seed: int = 4004, n_test: int = 500,
                  target_recall: float = 0.99, command: str = "", train_info: dict | None = None,
@@ -102,19 +166,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
     if channels["int8"] != channels["fp32"]:
         raise ModelError(f"the INT8 IR {int8_xml} takes {channels['int8']} channel(s), the FP32 IR {fp32_xml} "
                          f"{channels['fp32']}: quantize the FP32 model this bundle ships")
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
-    # `inspector train`'s float weights, where `inspector retrain` starts. Not under "files" (the IRs the line
-    # runs, each xml+bin, which the model store checks and installs): the line PC never needs them.
-    pt = Path(fp32_xml).parent.parent / "best.pt"
-    float_weights = None
-    if pt.exists():
-        shutil.copyfile(pt, out / "model.pt")
-        float_weights = {"file": "model.pt", "sha256": sha256_file(out / "model.pt"), "bytes": pt.stat().st_size,
-                         "format": "ultralytics .pt"}
-    meta = Path(fp32_xml).parent / "metadata.yaml"
-    if meta.exists():  # lets `ultralytics.YOLO(<dir>)` load the IR for parity checks and benchmarks
-        shutil.copyfile(meta, out / "metadata.yaml")
+    shipped = ship_files(fp32_xml, int8_xml, out)
 
     int8 = load_bundle(out / "model_int8.xml", "int8")
     fp32 = load_bundle(out / "model_fp32.xml", "fp32")
@@ -154,36 +206,26 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
         rf = r8 if fam == "none" else report(collect(Detector(int8, conf=EVAL_CONF),
                                                      iter(perturb_samples(test, fam, test_seed))), int8, thresholds)
         perturbed[fam] = row(fam, rf)
-    calib_hash, calib_n = dir_hash(calibration)
-
-    card = {
-        "name": name,
-        "version": version,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "task": "detect",
-        "architecture": (train_info or {}).get("arch", "unknown"),
-        "classes": classes,
-        "input_size": list(int8.input_size),
-        "input": "BGR or gray uint8 frame, letterboxed (pad 114) to input_size and converted there to "
-                 "input_channels; normalisation is inside the IR",
-        "thresholds": {c: round(float(t), 4) for c, t in zip(classes, thresholds, strict=True)},
-        "threshold_calibration": {
-            "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions); "
-                      "where the target is out of reach, the highest keeping every defect found above 0.05",
-            "target_recall": target_recall,
-            "split": val_split,
-            "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached, strict=True)},
-        },
-        "files": files,
-        "float_weights": float_weights,
-        "calibration_set": {"path": str(calibration), "images": calib_n, "sha256": calib_hash},
-        "dataset": dataset_record(data) if data is not None else {"generator": "inspector.sources.conveyor"},
+    card = assemble_card(
+        name=name, version=version, task="detect", train_info=train_info, shipped=shipped, calibration=calibration,
+        described={
+            "classes": classes,
+            "input_size": list(int8.input_size),
+            "input": "BGR or gray uint8 frame, letterboxed (pad 114) to input_size and converted there to "
+                     "input_channels; normalisation is inside the IR",
+            "thresholds": {c: round(float(t), 4) for c, t in zip(classes, thresholds, strict=True)},
+            "threshold_calibration": {
+                "method": "per class, highest confidence keeping the target recall at IoU 0.5 (INT8 predictions); "
+                          "where the target is out of reach, the highest keeping every defect found above 0.05",
+                "target_recall": target_recall,
+                "split": val_split,
+                "recall_reached": {c: round(r, 4) for c, r in zip(classes, reached, strict=True)},
+            }},
+        dataset=dataset_record(data) if data is not None else {"generator": "inspector.sources.conveyor"},
         # From the IR's input: 3 (a gray frame is fed as 3 equal channels) or 1 (a model exported with
         # 1 input channel, e.g. trained with `channels: 1` in data.yaml; a colour frame is fed as luma).
-        "input_channels": int8.channels,
-        "training": train_info or {},
-        "quantization": _quantization_info(int8_xml),
-        "evaluation": {
+        after_dataset={"input_channels": int8.channels},
+        evaluation={
             "split": test_split,
             "fp32": r32,
             "int8": r8,
@@ -192,9 +234,7 @@ def build_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, name: str, versio
             **({"perturbed": perturbed, "perturbed_note": "INT8 on altered copies of the held-out split "
                 "(inspector.training.perturb_eval, default magnitudes, seed = the split's)"} if perturbed else {}),
         },
-        "versions": _versions(),
-        "rebuild": command,
-    }
+        int8_xml=int8_xml, command=command)
     # The card schema before the card is written (thresholds one per class, finite, in (0, 1]; ...): a
     # bundle the line would refuse is never built. Then it must load with its own card (sha256 checks).
     written = write_card(out, card)
@@ -225,15 +265,13 @@ def build_bundle_cli(a) -> int:
     from inspector.training.quantize import calibration_folder
 
     fp32 = Path(a.fp32)
-    info_path = fp32.parent.parent / "train_info.json"
-    train_info = json.loads(info_path.read_text()) if info_path.exists() else None
     data = Path(a.data) if a.data else None
     if data is not None and not data.exists():
         raise ModelError(f"--data {data} does not exist")
     build_bundle(fp32, Path(a.int8), Path(a.out), name=a.name, version=a.version,
                  calibration=calibration_folder(a.calibration, a.data),
                  val_seed=a.val_seed, n_val=a.n_val, test_seed=a.test_seed, n_test=a.n_test,
-                 target_recall=a.target_recall, command=a.command, train_info=train_info, data=data,
+                 target_recall=a.target_recall, command=a.command, train_info=train_info_of(fp32), data=data,
                  **_issue14_options(a))
     return 0
 

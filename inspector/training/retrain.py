@@ -152,7 +152,7 @@ def _build_boxes(*args, **kw) -> dict:
 
 
 def _build_classes(*args, **kw) -> dict:
-    from inspector.training.cls_bundle import build_classify_bundle
+    from inspector.training.card_classify import build_classify_bundle
 
     return build_classify_bundle(*args, **kw)
 

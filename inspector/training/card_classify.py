@@ -3,22 +3,20 @@
 The card carries the classes (the dataset's sorted order, the IR's output order), the pass class, thresholds
 calibrated on the val split for a target NG recall (cls_metrics.calibrate: per NG class, the highest p(class)
 that still rejects `target_recall` of its images, INT8 predictions: the operating model), and the FP32-vs-INT8
-metrics on the test split (val when there is none: the card says so), as the detector's card does.
+metrics on the test split (val when there is none: the card says so), as the detector's card does. The files
+and the card's common fields are card.py's (ship_files, assemble_card).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from pathlib import Path
 
 from inspector.bundle.card import CARD_NAME, read_card, write_card
 from inspector.errors import ModelError
-from inspector.training.card import _copy_ir, _quantization_info, _versions, dataset_record, dir_hash
+from inspector.training.card import assemble_card, dataset_record, ship_files, train_info_of
 from inspector.training.cls_dataset import ClsImportError, load_cls_dataset
 from inspector.training.cls_infer import INPUT_NOTE, ClsIR
 from inspector.training.cls_metrics import calibrate, format_report, report
-from inspector.training.dataset_import import file_sha256
 
 
 def _ir_labels(ir: ClsIR) -> list[str] | None:
@@ -62,46 +60,29 @@ def build_classify_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, data: Pa
     r8 = report(irs["int8"].probs_of([f for f, _ in test]), test_labels, ds.classes, ds.pass_class, thresholds)
     r32 = report(irs["fp32"].probs_of([f for f, _ in test]), test_labels, ds.classes, ds.pass_class, thresholds)
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = {"int8": _copy_ir(int8_xml, out, "model_int8"), "fp32": _copy_ir(fp32_xml, out, "model_fp32")}
-    pt = Path(fp32_xml).parent.parent / "best.pt"
-    float_weights = None
-    if pt.exists():
-        import shutil
-
-        shutil.copyfile(pt, out / "model.pt")
-        float_weights = {"file": "model.pt", "sha256": file_sha256(out / "model.pt"), "bytes": pt.stat().st_size,
-                         "format": "ultralytics .pt"}
-    calib = Path(calibration) if calibration else ds.root / "train"
-    calib_hash, calib_n = dir_hash(calib)
+    shipped = ship_files(fp32_xml, int8_xml, Path(out))
     data_yaml = ds.root / "data.yaml"
-    card = {
-        "name": name, "version": version, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "task": "classify",
-        "architecture": (train_info or {}).get("arch", "unknown"),
-        "classes": ds.classes,
-        "pass_class": ds.pass_class,
-        "input_size": list(irs["int8"].hw),
-        "input_channels": irs["int8"].channels,
-        "input": INPUT_NOTE,
-        "decision": "NG when any class other than pass_class has probability >= its threshold; the pass class's "
-                    "threshold is 1.0 and never rejects",
-        "thresholds": thresholds,
-        "threshold_calibration": {
-            "method": "per NG class, the highest probability of that class that still rejects target_recall of "
-                      "its val images (INT8 predictions)",
-            "target_recall": target_recall,
-            "split": {"data": str(data_yaml), "split": "val", "n": len(val)},
-            "recall_reached": {c: round(r, 4) for c, r in reached.items()},
-        },
-        "files": files,
-        "float_weights": float_weights,
-        "calibration_set": {"path": str(calib), "images": calib_n, "sha256": calib_hash},
-        "dataset": dataset_record(data_yaml),
-        "training": train_info or {},
-        "quantization": _quantization_info(int8_xml),
-        "evaluation": {
+    card = assemble_card(
+        name=name, version=version, task="classify", train_info=train_info, shipped=shipped,
+        calibration=Path(calibration) if calibration else ds.root / "train",
+        described={
+            "classes": ds.classes,
+            "pass_class": ds.pass_class,
+            "input_size": list(irs["int8"].hw),
+            "input_channels": irs["int8"].channels,
+            "input": INPUT_NOTE,
+            "decision": "NG when any class other than pass_class has probability >= its threshold; the pass "
+                        "class's threshold is 1.0 and never rejects",
+            "thresholds": thresholds,
+            "threshold_calibration": {
+                "method": "per NG class, the highest probability of that class that still rejects target_recall of "
+                          "its val images (INT8 predictions)",
+                "target_recall": target_recall,
+                "split": {"data": str(data_yaml), "split": "val", "n": len(val)},
+                "recall_reached": {c: round(r, 4) for c, r in reached.items()},
+            }},
+        dataset=dataset_record(data_yaml),
+        evaluation={
             "split": {"data": str(data_yaml), "split": held, "n": len(test), "held_out": held == "test",
                       "note": None if held == "test" else "no test split: metrics on val, which also set the "
                                                           "thresholds"},
@@ -110,17 +91,10 @@ def build_classify_bundle(fp32_xml: Path, int8_xml: Path, out: Path, *, data: Pa
                                                                             "top1_accuracy")
                                       if r8[k] is not None and r32[k] is not None},
         },
-        "versions": _versions(),
-        "rebuild": command,
-    }
+        int8_xml=int8_xml, command=command)
     # the schema before the card is written (a bundle the line would refuse is never built), then read back
     write_card(out, card)
-    read_card(out / CARD_NAME)
-    meta = Path(fp32_xml).parent / "metadata.yaml"
-    if meta.exists():
-        import shutil
-
-        shutil.copyfile(meta, out / "metadata.yaml")
+    read_card(Path(out) / CARD_NAME)
     print(format_report(r32, f"FP32 on {held}"))
     print(format_report(r8, f"INT8 on {held}"))
     print(f"thresholds: {card['thresholds']} (target NG recall {target_recall} on val: reached "
@@ -134,9 +108,7 @@ def build_classify_cli(a) -> int:
         raise ModelError(f"--{unsupported[0].replace('_', '-')} is not available for a classifier yet (the envelope: "
                          "`inspector model envelope BUNDLE --data IMAGES --families none --no-confidence`)")
     fp32 = Path(a.fp32)
-    info_path = fp32.parent.parent / "train_info.json"
-    train_info = json.loads(info_path.read_text()) if info_path.exists() else None
     build_classify_bundle(fp32, Path(a.int8), Path(a.out), data=Path(a.data), name=a.name, version=a.version,
-                          target_recall=a.target_recall, command=a.command, train_info=train_info,
+                          target_recall=a.target_recall, command=a.command, train_info=train_info_of(fp32),
                           calibration=Path(a.calibration) if a.calibration else None)
     return 0
