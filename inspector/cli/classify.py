@@ -76,7 +76,7 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
-    from inspector.training.cls_quantize import quantize_classify
+    from inspector.training.quantize_classify import quantize_classify
 
     print(quantize_classify(Path(a.model), Path(a.data), Path(a.out), imgsz=a.imgsz, max_drop=a.max_drop,
                             subset_size=a.subset_size, preset=a.preset,

@@ -6,6 +6,9 @@ float, as ultralytics does: quantizing box decoding costs localisation accuracy 
 almost no speed. With `--max-drop`, NNCF's accuracy control reverts the most harmful layers to
 float until the mAP50-95 drop on the validation set is within bounds (mAP50-95, not mAP50:
 localisation is what INT8 loses first, and what the model card's FP32-vs-INT8 row tracks).
+Reading the float model and its input, and writing the INT8 IR with what the card records of it
+(quantization.json: the settings and the convolutions left in float) are here once for every model kind;
+a classifier's calibration images and its top-1 accuracy control are quantize_classify.py's.
 """
 
 from __future__ import annotations
@@ -136,12 +139,9 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
                          "at least 1 group")
     offline.prepare(Path(out).parent)
     import nncf
-    import openvino as ov
 
     model = load_float_model(src, imgsz)
-    ps = model.input(0).get_partial_shape()
-    hw = (int(ps[2].get_length()), int(ps[3].get_length()))
-    channels = int(ps[1].get_length())
+    hw, channels = input_shape(model)
     calib = calibration_tensors(calibration, hw, subset_size, channels)
     log.info("calibrating on %d images from %s", len(calib), calibration)
     dataset = nncf.Dataset(calib)
@@ -161,21 +161,34 @@ def quantize(src: Path, calibration: Path, out: Path, imgsz: int = 320, max_drop
         q = _quantize_with_accuracy_control(model, dataset, val_data, hw, max_drop, common, channels,
                                             overflow_fix=fix, max_float_groups=max_float_groups,
                                             ranking_subset=ranking_subset)
+    return save_int8(model, q, out, {
+        "preset": preset, "calibration_images": len(calib), "fast_bias_correction": fast_bias_correction,
+        "head_convs_float": head_convs_float, "overflow_fix": overflow_fix, "keep_float": list(keep_float),
+        "accuracy_control": (None if max_drop is None
+                             else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data),
+                                   "max_float_groups": max_float_groups, "ranking_subset": ranking_subset})})
+
+
+def input_shape(model) -> tuple[tuple[int, int], int]:
+    """The float model's input: (height, width) and channels (NCHW)."""
+    ps = model.input(0).get_partial_shape()
+    return (int(ps[2].get_length()), int(ps[3].get_length())), int(ps[1].get_length())
+
+
+def save_int8(model, q, out: Path, settings: dict) -> Path:
+    """Writes NNCF's INT8 model `q` of the float `model` as the IR `out`, with ultralytics' rt_info, and beside
+    it quantization.json for the model card: the tool, `settings` and which convolutions stayed float (what
+    decides both its accuracy and its speed)."""
+    import nncf
+    import openvino as ov
+
     _copy_rt_info(model, q)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(q, out, compress_to_fp16=False)
-    # How this INT8 IR was made, for the model card: which ops stayed float is what decides
-    # both its accuracy and its speed.
     float_convs = sorted(op.get_friendly_name() for op in ov.Core().read_model(out).get_ordered_ops()
                          if op.get_type_name() == "Convolution" and not _weights_quantized(op))
-    info = {"tool": "nncf", "nncf": nncf.__version__, "preset": preset, "calibration_images": len(calib),
-            "fast_bias_correction": fast_bias_correction, "head_convs_float": head_convs_float,
-            "overflow_fix": overflow_fix, "keep_float": list(keep_float),
-            "accuracy_control": (None if max_drop is None
-                                 else {"max_drop_mAP50-95": max_drop, "val_data": str(val_data),
-                                       "max_float_groups": max_float_groups, "ranking_subset": ranking_subset}),
-            "float_convolutions": float_convs}
+    info = {"tool": "nncf", "nncf": nncf.__version__, **settings, "float_convolutions": float_convs}
     out.with_name("quantization.json").write_text(json.dumps(info, indent=2) + "\n")
     return out
 

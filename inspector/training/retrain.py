@@ -139,7 +139,7 @@ def _classes_dataset(plan: RetrainPlan, parent: Path, card: ModelCard) -> Path:
 
 def _classes_quantize(fp32: Path, data: Path, out: Path, plan: RetrainPlan, card: ModelCard, imgsz: int,
                       max_drop: float | None) -> tuple[Path, Path | None]:
-    from inspector.training.cls_quantize import quantize_classify
+    from inspector.training.quantize_classify import quantize_classify
 
     return quantize_classify(fp32, data, out, imgsz=imgsz, max_drop=max_drop, subset_size=plan.subset_size,
                              preset=(card.quantization or {}).get("preset", "mixed")), None

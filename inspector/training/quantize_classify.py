@@ -4,11 +4,11 @@ Calibration images: up to `subset_size` of the train split, drawn across classes
 is stored class by class: its first 300 files would all be one class), prepared as the card's `input` says
 (cls_infer.prepare). With `max_drop`, NNCF's accuracy control reverts the most harmful layers to float until
 the top-1 accuracy drop on the val split is within `max_drop` (absolute), as the detector's mAP50-95 bound.
+Reading the float model and writing the INT8 IR with its quantization.json are quantize.py's.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from inspector.errors import ModelError
 from inspector.training import offline
 from inspector.training.cls_dataset import ClsImportError, load_cls_dataset
 from inspector.training.cls_infer import prepare
-from inspector.training.quantize import _copy_rt_info, _weights_quantized, load_float_model
+from inspector.training.quantize import input_shape, load_float_model, save_int8
 
 
 def _tensors(files: list[Path], hw: tuple[int, int], channels: int) -> list:
@@ -41,11 +41,9 @@ def quantize_classify(src: Path, data: Path, out: Path, imgsz: int = 224, max_dr
     offline.prepare(Path(out).parent)
     import nncf
     import numpy as np
-    import openvino as ov
 
     model = load_float_model(Path(src), imgsz)
-    ps = model.input(0).get_partial_shape()
-    hw, channels = (int(ps[2].get_length()), int(ps[3].get_length())), int(ps[1].get_length())
+    hw, channels = input_shape(model)
     n_out = int(model.output(0).get_partial_shape()[-1].get_length())
     if n_out != len(ds.classes):
         raise ModelError(f"{src} has {n_out} outputs, the dataset {data} {len(ds.classes)} classes {ds.classes}: "
@@ -76,17 +74,8 @@ def quantize_classify(src: Path, data: Path, out: Path, imgsz: int = 224, max_dr
         q = nncf.quantize_with_accuracy_control(
             model, calibration_dataset=nncf.Dataset(calib), validation_dataset=nncf.Dataset(items, lambda r: r[0]),
             validation_fn=validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
-    _copy_rt_info(model, q)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(q, out, compress_to_fp16=False)
-    float_convs = sorted(op.get_friendly_name() for op in ov.Core().read_model(out).get_ordered_ops()
-                         if op.get_type_name() == "Convolution" and not _weights_quantized(op))
-    info = {"tool": "nncf", "nncf": nncf.__version__, "task": "classify", "preset": preset,
-            "calibration_images": len(calib), "calibration": str(calibration or ds.root / "train"),
-            "fast_bias_correction": True,
-            "accuracy_control": None if max_drop is None else {"max_drop_top1_accuracy": max_drop,
-                                                               "val_data": str(ds.root / "data.yaml")},
-            "float_convolutions": float_convs}
-    out.with_name("quantization.json").write_text(json.dumps(info, indent=2) + "\n")
-    return out
+    return save_int8(model, q, out, {
+        "task": "classify", "preset": preset, "calibration_images": len(calib),
+        "calibration": str(calibration or ds.root / "train"), "fast_bias_correction": True,
+        "accuracy_control": None if max_drop is None else {"max_drop_top1_accuracy": max_drop,
+                                                           "val_data": str(ds.root / "data.yaml")}})
