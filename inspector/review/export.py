@@ -22,7 +22,7 @@ and writes one review folder OUT (to a temporary folder beside it, then renamed:
 Pre-annotations are every box the model reported: defects (at or above threshold) and uncertain
 ones (within the margin around it), so the reviewer sees what made the frame interesting.
 
-A classifier's nights (pre-labels in format "classes") are image-level reviews instead (review/cls_export.py):
+A classifier's nights (pre-labels in format "classes") are image-level reviews instead (review/export_classify.py):
 labelstudio with a `Choices` config and the model's class pre-selected, cvat with tags, or folders (one folder
 per class). One export holds one model kind: nights that mix kinds, or a target the kind has no form for (yolo
 for a classifier, folders for a detector), are refused (exit 2).
@@ -46,13 +46,14 @@ from inspector.bundle.card import read_card
 from inspector.bundle.signing import BundleRefused
 from inspector.errors import InspectorError
 from inspector.kernel.atomic_dir import replace_dir
-from inspector.review import cls_export
+from inspector.review import export_classify
 
 REVIEW_JSON = "review.json"
 REVIEW_KIND = "inspector-review"
 TARGETS = ("labelstudio", "cvat", "yolo", "folders")
-KIND_TARGETS = {"yolo": ("labelstudio", "cvat", "yolo"), cls_export.FORMAT: cls_export.TARGETS}  # by label format
-KIND_TASK = {"yolo": "detect", cls_export.FORMAT: "classify"}
+# by label format
+KIND_TARGETS = {"yolo": ("labelstudio", "cvat", "yolo"), export_classify.FORMAT: export_classify.TARGETS}
+KIND_TASK = {"yolo": "detect", export_classify.FORMAT: "classify"}
 FROM_NAME, TO_NAME = "label", "image"  # the labelling config's control and object names
 MAX_DAYS = 400  # a date range longer than this is a typo, not a review
 PRESIGN_MAX_S = 7 * 24 * 3600  # SigV4 presigned URLs live at most 7 days
@@ -163,12 +164,12 @@ def _boxes(rec: dict[str, Any], classes: list[str], pass_class: str | None = Non
 #: predictions as the targets write them. A kind's review export adds its format here.
 def _classes(rec: dict[str, Any], classes: list[str], pass_class: str | None = None) -> list[dict[str, Any]]:
     try:
-        return cls_export.class_prediction(rec, classes, pass_class)
+        return export_classify.class_prediction(rec, classes, pass_class)
     except ValueError as e:
         raise ReviewExportError(str(e)) from None
 
 
-PREDICTIONS = {"yolo": _boxes, cls_export.FORMAT: _classes}
+PREDICTIONS = {"yolo": _boxes, export_classify.FORMAT: _classes}
 
 
 def label_format(rec: dict[str, Any]) -> str:
@@ -257,23 +258,38 @@ def ls_result(box: list[float], cls: str, w: int, h: int, rid: str, score: float
     return r
 
 
+def task_data(it: dict[str, Any], url: str) -> dict[str, Any]:
+    """A Label Studio task's data (what filters and the header show), for every model kind."""
+    return {"image": url, "inspector_id": it["id"], "image_sha256": it["image_sha256"], "night": it["night"],
+            "reasons": ",".join(it["reasons"]), "reason": it["reason"], "verdict": it["verdict"],
+            "part_id": it["part_id"], "frame_id": it["frame_id"],
+            "model_version": f"{it['model']['name']} {it['model']['version']}"}
+
+
 def ls_task(it: dict[str, Any], url: str) -> dict[str, Any]:
     w, h = it["width"], it["height"]
     preds = it["predictions"]
-    version = f"{it['model']['name']} {it['model']['version']}"
+    data = task_data(it, url)
     return {
-        "data": {"image": url, "inspector_id": it["id"], "image_sha256": it["image_sha256"], "night": it["night"],
-                 "reasons": ",".join(it["reasons"]), "reason": it["reason"], "verdict": it["verdict"],
-                 "part_id": it["part_id"], "frame_id": it["frame_id"], "model_version": version},
+        "data": data,
         "predictions": [{
-            "model_version": version,
+            "model_version": data["model_version"],
             "score": round(max((p["confidence"] for p in preds), default=0.0), 4),
             "result": [ls_result(p["box"], p["class"], w, h, f"p{k}", p["confidence"]) for k, p in enumerate(preds)],
         }],
     }
 
 
-def cvat_xml(items: list[dict[str, Any]], classes: list[str], name: str) -> bytes:
+def _cvat_box(image: ET.Element, p: dict[str, Any]) -> None:
+    x0, y0, x1, y1 = p["box"]
+    ET.SubElement(image, "box", label=p["class"], source="auto", occluded="0", xtl=f"{x0:.2f}", ytl=f"{y0:.2f}",
+                  xbr=f"{x1:.2f}", ybr=f"{y1:.2f}", z_order="0")
+
+
+def cvat_xml(items: list[dict[str, Any]], classes: list[str], name: str, label_type: str = "rectangle",
+             mark=_cvat_box) -> bytes:
+    """CVAT for images 1.1: the classes as labels of `label_type` and each prediction drawn by `mark` (a
+    detector's boxes; a classifier's tags: export_classify.cvat_mark)."""
     root = ET.Element("annotations")
     ET.SubElement(root, "version").text = "1.1"
     task = ET.SubElement(ET.SubElement(root, "meta"), "task")
@@ -283,15 +299,13 @@ def cvat_xml(items: list[dict[str, Any]], classes: list[str], name: str) -> byte
     for c in classes:
         lab = ET.SubElement(labels, "label")
         ET.SubElement(lab, "name").text = c
-        ET.SubElement(lab, "type").text = "rectangle"
+        ET.SubElement(lab, "type").text = label_type
         ET.SubElement(lab, "attributes")
     for k, it in enumerate(items):
         im = ET.SubElement(root, "image", id=str(k), name=f"images/{it['file']}", width=str(it["width"]),
                            height=str(it["height"]))
         for p in it["predictions"]:
-            x0, y0, x1, y1 = p["box"]
-            ET.SubElement(im, "box", label=p["class"], source="auto", occluded="0", xtl=f"{x0:.2f}", ytl=f"{y0:.2f}",
-                          xbr=f"{x1:.2f}", ybr=f"{y1:.2f}", z_order="0")
+            mark(im, p)
     ET.indent(root)
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
 
@@ -331,7 +345,7 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
         raise ReviewExportError(f"the samples are a {KIND_TASK[fmt]} model's (pre-labels {fmt!r}), the config's model "
                                 f"{cfg.model.path} is a {task} bundle: review a night with the model kind that judged "
                                 "it (its classes)")
-    classify = fmt == cls_export.FORMAT
+    classify = fmt == export_classify.FORMAT
     mode = image_url_mode if image_url_mode != "auto" else ("presigned" if hasattr(dest, "presign") else "local-files")
 
     out = Path(out).resolve()
@@ -361,19 +375,22 @@ def export_review(cfg, since: dt.date, until: dt.date, to: str, out: Path, *, im
                 it["height"], it["width"] = img.shape[:2]
             if to == "labelstudio":
                 url = image_url(dest, it["image_key"], mode, expires_s, document_root)
-                tasks.append(cls_export.ls_task(it, url, FROM_NAME, TO_NAME) if classify else ls_task(it, url))
+                tasks.append(export_classify.ls_task(it, task_data(it, url), FROM_NAME, TO_NAME) if classify
+                             else ls_task(it, url))
         name = f"inspector review {since}..{until}"
         if to == "labelstudio":
             (tmp / "tasks.json").write_text(json.dumps(tasks, indent=1) + "\n")
             (tmp / "labeling_config.xml").write_text(
-                cls_export.labeling_config(classes, FROM_NAME, TO_NAME) if classify else labeling_config(classes))
+                export_classify.labeling_config(classes, FROM_NAME, TO_NAME) if classify else labeling_config(classes))
         elif to == "cvat":
-            (tmp / "annotations.xml").write_bytes((cls_export.cvat_xml if classify else cvat_xml)(items, classes, name))
+            (tmp / "annotations.xml").write_bytes(
+                cvat_xml(items, classes, name, export_classify.CVAT_LABEL, export_classify.cvat_mark) if classify
+                else cvat_xml(items, classes, name))
         elif to == "folders":  # the frames sorted into their predicted class's folder (images/ holds none)
-            for d in [*classes, cls_export.UNSORTED]:
+            for d in [*classes, export_classify.UNSORTED]:
                 (tmp / d).mkdir()
             for it in items:
-                (tmp / "images" / it["file"]).rename(tmp / cls_export.folder_of(it) / it["file"])
+                (tmp / "images" / it["file"]).rename(tmp / export_classify.folder_of(it) / it["file"])
             (tmp / "images").rmdir()
         else:
             (tmp / "labels").mkdir()

@@ -29,7 +29,7 @@ from inspector.training.importers import IMAGE_SUFFIXES, read_export
 from inspector.training.review_outcomes import REVIEW_KIND, _task_image, find_review, read_tasks
 
 TASK = "classify"
-UNSORTED = "_unsorted"  # = inspector.review.cls_export.UNSORTED (the runtime package is not imported here)
+UNSORTED = "_unsorted"  # = inspector.review.export_classify.UNSORTED (the runtime package is not imported here)
 FORMATS = ("labelstudio", "cvat", "folders")
 
 

@@ -1,4 +1,6 @@
-"""The classify side of `inspector review export`: a classifier's nights as image-level review tasks.
+"""The classify side of `inspector review export`: a classifier's nights as image-level review tasks (export.py
+walks the nights, fetches and checks the frames, writes the export; this module is what a classifier's
+pre-labels look like in each tool).
 
 A classifier's sample (sidecar `labels.format` "classes") has no boxes: its findings are the class it rejected
 for (`defects`, the NG class whose probability reached the card's threshold), the classes within the margin
@@ -60,41 +62,25 @@ def labeling_config(classes: list[str], from_name: str, to_name: str) -> str:
             f'{choices}\n  </Choices>\n</View>\n')
 
 
-def ls_task(it: dict[str, Any], url: str, from_name: str, to_name: str) -> dict[str, Any]:
+def ls_task(it: dict[str, Any], data: dict[str, Any], from_name: str, to_name: str) -> dict[str, Any]:
+    """A Label Studio task: export.task_data's `data` plus every class's probability, and the model's class as a
+    `choices` prediction."""
     preds = it["predictions"]
-    version = f"{it['model']['name']} {it['model']['version']}"
-    task = {"data": {"image": url, "inspector_id": it["id"], "image_sha256": it["image_sha256"], "night": it["night"],
-                     "reasons": ",".join(it["reasons"]), "reason": it["reason"], "verdict": it["verdict"],
-                     "part_id": it["part_id"], "frame_id": it["frame_id"], "model_version": version,
-                     "scores": scores_text(preds)},
-            "predictions": []}
+    task = {"data": {**data, "scores": scores_text(preds)}, "predictions": []}
     if preds:
         p = preds[0]
-        task["predictions"] = [{"model_version": version, "score": round(p["confidence"], 4), "result": [
-            {"id": "p0", "from_name": from_name, "to_name": to_name, "type": "choices",
-             "value": {"choices": [p["class"]]}, "score": round(p["confidence"], 4)}]}]
+        task["predictions"] = [{"model_version": data["model_version"], "score": round(p["confidence"], 4),
+                                "result": [{"id": "p0", "from_name": from_name, "to_name": to_name, "type": "choices",
+                                            "value": {"choices": [p["class"]]}, "score": round(p["confidence"], 4)}]}]
     return task
 
 
-def cvat_xml(items: list[dict[str, Any]], classes: list[str], name: str) -> bytes:
-    root = ET.Element("annotations")
-    ET.SubElement(root, "version").text = "1.1"
-    task = ET.SubElement(ET.SubElement(root, "meta"), "task")
-    ET.SubElement(task, "name").text = name
-    ET.SubElement(task, "size").text = str(len(items))
-    labels = ET.SubElement(task, "labels")
-    for c in classes:
-        lab = ET.SubElement(labels, "label")
-        ET.SubElement(lab, "name").text = c
-        ET.SubElement(lab, "type").text = "tag"
-        ET.SubElement(lab, "attributes")
-    for k, it in enumerate(items):
-        im = ET.SubElement(root, "image", id=str(k), name=f"images/{it['file']}", width=str(it["width"]),
-                           height=str(it["height"]))
-        for p in it["predictions"]:
-            ET.SubElement(im, "tag", label=p["class"], source="auto")
-    ET.indent(root)
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8")
+CVAT_LABEL = "tag"  # export.cvat_xml's label type for a classifier's classes
+
+
+def cvat_mark(image: ET.Element, p: dict[str, Any]) -> None:
+    """A prediction as CVAT's image-level tag."""
+    ET.SubElement(image, "tag", label=p["class"], source="auto")
 
 
 def folder_of(it: dict[str, Any]) -> str:
