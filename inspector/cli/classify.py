@@ -12,9 +12,10 @@ CLS_ONLY_FORMATS = ("folders", "csv")
 
 
 def wants_classify_import(a: argparse.Namespace) -> bool:
-    from inspector.training.cls_review import is_cls_review  # a classifier's reviewed export: its review.json says
+    # a classifier's reviewed export: its review.json says
+    from inspector.training.review_classes import is_classify_review
 
-    return a.source_format in CLS_ONLY_FORMATS or getattr(a, "task", None) == "classify" or is_cls_review(a.src)
+    return a.source_format in CLS_ONLY_FORMATS or getattr(a, "task", None) == "classify" or is_classify_review(a.src)
 
 
 def cmd_import(a: argparse.Namespace) -> int:
@@ -51,9 +52,9 @@ def cmd_import(a: argparse.Namespace) -> int:
     print(format_cls_summary(r.summary))
     review = _recorded_review(r.out)
     if review is not None:
-        from inspector.training.cls_review import format_review
+        from inspector.training.review_classes import format_summary
 
-        print(format_review(review))
+        print(format_summary(review))
     print(f"wrote {r.out} (split/class/image, data.yaml, dataset.json)")
     if r.problems:
         print(f"{len(r.problems)} file(s) skipped (listed above and in dataset.json)"

@@ -191,7 +191,7 @@ def import_classify(fmt: str, src: Path, out: Path, *, classes: list[str] | None
         raise ClsImportError(f"{src} does not exist")
     problems: list[Problem] = []
     declared = None
-    from inspector.training.cls_review import read_review  # a classifier's reviewed export (review.json)
+    from inspector.training.review_classes import read_review  # a classifier's reviewed export (review.json)
 
     try:
         reviewed = read_review(fmt, src)

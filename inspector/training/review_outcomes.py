@@ -21,6 +21,10 @@ A reviewed export is held to the review it came from, and refused whole (ValueEr
 dataset written) when a task names an image that is not in review.json (not from the upload), a
 label the review's classes do not have (another labelling config), a box of zero area, a result that
 is not a rectangle, or the file is truncated. Messages name the task id.
+
+The walk of a reviewed Label Studio export's tasks (ls_tasks), the per-frame tally (tally) and the
+summary's text (format_review) serve both model kinds; a classifier's outcomes (a class kept or
+changed instead of boxes) are review_classes.py's.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -126,9 +132,18 @@ def _task_image(t: dict) -> str | None:
     return Path(unquote(ref.split("?d=")[-1].split("?")[0])).name
 
 
-def _ls_status(path: Path, by_file: dict[str, dict], classes: list[str]) -> dict[str, tuple[str, str]]:
-    """image file -> (status, where) for every task; raises on what the review refuses."""
-    out: dict[str, tuple[str, str]] = {}
+@dataclass(frozen=True)
+class LsTask:
+    """One task of a reviewed Label Studio export."""
+    name: str  # its image's file name, one of review.json's
+    where: str  # for messages: the export file, task id and sample
+    quiet: str  # how the reader names it in its "not labelled yet" problem (skipped and unreviewed tasks)
+    status: str  # done, skipped (the reviewer pressed Skip) or unreviewed
+    annotation: dict | None  # done: the first annotation not cancelled (the one the reader takes)
+
+
+def ls_tasks(path: Path, by_file: dict[str, dict]) -> Iterator[LsTask]:
+    """The tasks of a reviewed Label Studio export; a task whose image is not in review.json is refused."""
     for t in read_tasks(path):
         tid = t.get("id", "?")
         sid = (t.get("data") or {}).get("inspector_id")
@@ -138,12 +153,20 @@ def _ls_status(path: Path, by_file: dict[str, dict], classes: list[str]) -> dict
             raise ValueError(f"{where}: image {(t.get('data') or {}).get('image')!r} is not in the upload this review "
                              f"was exported from ({len(by_file)} frames listed in {REVIEW_JSON})")
         anns = t.get("annotations") or t.get("completions") or []
-        kept = [a for a in anns if not a.get("was_cancelled")]  # as the reader: the first one not cancelled
-        if not kept:
-            out[name] = ("skipped" if anns else "unreviewed", f"{path} (task {tid})")
+        kept = [a for a in anns if isinstance(a, dict) and not a.get("was_cancelled")]  # as the reader: the first
+        status = "done" if kept else "skipped" if anns else "unreviewed"
+        yield LsTask(name, where, f"{path} (task {t.get('id')})", status, kept[0] if kept else None)
+
+
+def _ls_status(path: Path, by_file: dict[str, dict], classes: list[str]) -> dict[str, tuple[str, str]]:
+    """image file -> (status, where) for every task; raises on what the review refuses."""
+    out: dict[str, tuple[str, str]] = {}
+    for task in ls_tasks(path, by_file):
+        if task.annotation is None:
+            out[task.name] = (task.status, task.quiet)
             continue
-        a = kept[0]
-        for r in a.get("result") or []:
+        where = task.where
+        for r in task.annotation.get("result") or []:
             rid = r.get("id", "?")
             if r.get("type") != "rectanglelabels":
                 raise ValueError(f"{where}: result {rid} is {r.get('type')!r}; the inspector's labelling config "
@@ -156,8 +179,27 @@ def _ls_status(path: Path, by_file: dict[str, dict], classes: list[str]) -> dict
             if not float(v.get("width") or 0) > 0 or not float(v.get("height") or 0) > 0:
                 raise ValueError(f"{where}: result {rid} ({label}) is a box of zero area "
                                  f"(width {v.get('width')}, height {v.get('height')} %)")
-        out[name] = ("done", where)
+        out[task.name] = ("done", where)
     return out
+
+
+def tally(listed: list[dict], status_of: Callable[[str], str], judge: Callable[[dict, dict], str],
+          extra: Callable[[dict], dict] = lambda it: {}) -> tuple[list[dict], Counter, dict[str, Counter]]:
+    """One record per frame of review.json (file, id, part, night, reasons, verdict, `extra`'s fields, outcome),
+    the frames per outcome and per sampling reason. `judge(item, record)` turns an imported frame into confirmed
+    or corrected (and adds what the kind records of it)."""
+    records, frames, by_reason = [], Counter(), {}
+    for it in listed:
+        s = status_of(it["file"])
+        rec = {**{k: it.get(k) for k in ("file", "id", "part_id", "night", "reasons", "verdict")}, **extra(it)}
+        if s == "done":
+            s = judge(it, rec)
+        rec["outcome"] = s
+        frames[s] += 1
+        for reason in it.get("reasons") or []:
+            by_reason.setdefault(reason, Counter())[s] += 1
+        records.append(rec)
+    return records, frames, by_reason
 
 
 # --- the hook ----------------------------------------------------------------------------------------
@@ -219,24 +261,18 @@ def apply_review(fmt: str, src: Path, export) -> dict | None:
 
     keep = {n for n, (s, _) in status.items() if s == "done"}
     export.items = [i for i in export.items if i.image.name in keep]
-    records, frames, boxes_c = [], Counter(), Counter()
+    boxes_c: Counter = Counter()
     per_class = {c: Counter() for c in classes}
-    by_reason: dict[str, Counter] = {}
-    for it in listed:
-        s = status.get(it["file"], ("unreviewed", ""))[0]
-        rec = {k: it.get(k) for k in ("file", "id", "part_id", "night", "reasons", "verdict")}
-        if s == "done":
-            outs = box_outcomes([(p["class"], p["box"]) for p in it["predictions"]], finals.get(it["file"], []))
-            s = "confirmed" if all(o["outcome"] == "confirmed" for o in outs) else "corrected"
-            rec["boxes"] = dict(Counter(o["outcome"] for o in outs))
-            for o in outs:
-                boxes_c[o["outcome"]] += 1
-                per_class[o["class"]][o["outcome"]] += 1
-        rec["outcome"] = s
-        frames[s] += 1
-        for reason in it.get("reasons") or []:
-            by_reason.setdefault(reason, Counter())[s] += 1
-        records.append(rec)
+
+    def judge(it: dict, rec: dict) -> str:
+        outs = box_outcomes([(p["class"], p["box"]) for p in it["predictions"]], finals.get(it["file"], []))
+        rec["boxes"] = dict(Counter(o["outcome"] for o in outs))
+        for o in outs:
+            boxes_c[o["outcome"]] += 1
+            per_class[o["class"]][o["outcome"]] += 1
+        return "confirmed" if all(o["outcome"] == "confirmed" for o in outs) else "corrected"
+
+    records, frames, by_reason = tally(listed, lambda f: status.get(f, ("unreviewed", ""))[0], judge)
     return {
         "review_json": str(review_path.resolve()), "destination": review.get("destination"),
         "since": review.get("since"), "until": review.get("until"), "exported_as": review.get("to"),
@@ -250,11 +286,13 @@ def apply_review(fmt: str, src: Path, export) -> dict | None:
     }
 
 
-def format_review(r: dict) -> str:
-    o, b = r["outcomes"], r["boxes"]
-    lines = [f"review {r['since']}..{r['until']}: {r['frames']} frames, imported {r['imported']} "
+def format_review(r: dict, kind: str = "", detail: str | None = None) -> str:
+    """The review's summary: frames per outcome, `detail` (a detector's: boxes per outcome) and per class."""
+    o, b = r["outcomes"], r.get("boxes")
+    lines = [f"review {r['since']}..{r['until']}{kind}: {r['frames']} frames, imported {r['imported']} "
              f"(confirmed {o.get('confirmed', 0)}, corrected {o.get('corrected', 0)}, skipped {o.get('skipped', 0)}, "
              f"unreviewed {o.get('unreviewed', 0)})",
+             detail if detail is not None else
              f"  boxes: confirmed {b['confirmed']}, adjusted {b['adjusted']}, relabelled {b['relabelled']}, "
              f"deleted (false positives) {b['deleted']}, added (misses) {b['added']}"]
     for c, v in r["per_class"].items():

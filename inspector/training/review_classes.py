@@ -16,6 +16,7 @@ so `dataset merge` with the model's dataset finds the same classes even when a n
 pass class is the card's. A reviewed export is held to its review and refused whole (ValueError: exit 2, nothing
 written) when a frame is not in review.json, a label is not one of the review's classes, a frame carries two
 labels, a Label Studio result is not a `choices` result, or the file is truncated; messages name the task/image.
+The task walk, the per-frame tally and the summary's text are review_outcomes.py's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inspector.training.importers import IMAGE_SUFFIXES, read_export
-from inspector.training.review_outcomes import REVIEW_KIND, _task_image, find_review, read_tasks
+from inspector.training.review_outcomes import REVIEW_KIND, find_review, format_review, ls_tasks, tally
 
 TASK = "classify"
 UNSORTED = "_unsorted"  # = inspector.review.export_classify.UNSORTED (the runtime package is not imported here)
@@ -58,7 +59,7 @@ def review_of(src: Path) -> tuple[Path, dict] | None:
     return path, review
 
 
-def is_cls_review(src: Path | str) -> bool:
+def is_classify_review(src: Path | str) -> bool:
     try:
         return review_of(Path(src)) is not None
     except ValueError:
@@ -96,28 +97,19 @@ def _labelstudio(src: Path, by_file: dict, classes: list[str]) -> dict[str, tupl
                          "tasks.json, the unreviewed tasks)")
     out: dict[str, tuple] = {}
     quiet = set()  # the reader's "not labelled yet" of skipped/unreviewed tasks: recorded here, not an error
-    for t in read_tasks(src):
-        tid = t.get("id", "?")
-        sid = (t.get("data") or {}).get("inspector_id")
-        where = f"{src} task {tid}" + (f" (sample {sid})" if sid else "")
-        name = _task_image(t)
-        if name is None or name not in by_file:
-            raise ValueError(f"{where}: image {(t.get('data') or {}).get('image')!r} is not in the upload this review "
-                             f"was exported from ({len(by_file)} frames listed in review.json)")
-        anns = t.get("annotations") or t.get("completions") or []
-        kept = [a for a in anns if isinstance(a, dict) and not a.get("was_cancelled")]  # the reader's: the first
-        if not kept:
-            out[name] = ("skipped" if anns else "unreviewed", None, None, where)
-            quiet.add(f"{src} (task {t.get('id')})")
+    for task in ls_tasks(src, by_file):
+        if task.annotation is None:
+            out[task.name] = (task.status, None, None, task.where)
+            quiet.add(task.quiet)
             continue
         chosen = []
-        for r in kept[0].get("result") or []:
+        for r in task.annotation.get("result") or []:
             rid = r.get("id", "?") if isinstance(r, dict) else "?"
             if not isinstance(r, dict) or r.get("type") != "choices":
-                raise ValueError(f"{where}: result {rid} is {r.get('type') if isinstance(r, dict) else r!r}; a "
+                raise ValueError(f"{task.where}: result {rid} is {r.get('type') if isinstance(r, dict) else r!r}; a "
                                  "classifier's review has only choices (an export from another labelling config?)")
             chosen += (r.get("value") or {}).get("choices") or []
-        out[name] = ("done", _one(chosen, classes, where), None, where)
+        out[task.name] = ("done", _one(chosen, classes, task.where), None, task.where)
     export = read_export("labelstudio", src, image_labels=True)  # the images, found as every import finds them
     problems = [p for p in export.problems if p.file not in quiet]
     if problems:
@@ -188,35 +180,29 @@ def _one(chosen: list, classes: list[str], where: str) -> str:
 
 def _summary(path: Path, review: dict, classes: list[str], listed: list[dict], final: dict[str, tuple]) -> dict:
     pass_class = review.get("pass_class")
-    frames, labels, by_reason = Counter(), Counter(), {}
+    labels: Counter = Counter()
     per_class = {c: Counter() for c in classes}
-    records = []
-    for it in listed:
-        status, label = final.get(it["file"], ("unreviewed", None, None, ""))[:2]
-        was = it["predictions"][0]["class"] if it.get("predictions") else None
-        rec = {k: it.get(k) for k in ("file", "id", "part_id", "night", "reasons", "verdict")}
-        rec["predicted"] = was
-        if status == "done":
-            rec["label"] = label
-            if label == was:
-                status = "confirmed"
-                labels["confirmed"] += 1
-                per_class[label]["confirmed"] += 1
-            else:
-                status = "corrected"
-                labels["relabelled"] += 1
-                per_class[label]["relabelled_to"] += 1
-                if was is not None:
-                    per_class[was]["relabelled_from"] += 1
-                if pass_class is not None and was == pass_class:
-                    labels["misses"] += 1  # the model passed what the reviewer calls NG: an escape it would make
-                elif pass_class is not None and label == pass_class and was is not None:
-                    labels["false_rejects"] += 1
-        rec["outcome"] = status
-        frames[status] += 1
-        for reason in it.get("reasons") or []:
-            by_reason.setdefault(reason, Counter())[status] += 1
-        records.append(rec)
+
+    def judge(it: dict, rec: dict) -> str:
+        was = rec["predicted"]
+        label = rec["label"] = final[it["file"]][1]
+        if label == was:
+            labels["confirmed"] += 1
+            per_class[label]["confirmed"] += 1
+            return "confirmed"
+        labels["relabelled"] += 1
+        per_class[label]["relabelled_to"] += 1
+        if was is not None:
+            per_class[was]["relabelled_from"] += 1
+        if pass_class is not None and was == pass_class:
+            labels["misses"] += 1  # the model passed what the reviewer calls NG: an escape it would make
+        elif pass_class is not None and label == pass_class and was is not None:
+            labels["false_rejects"] += 1
+        return "corrected"
+
+    records, frames, by_reason = tally(
+        listed, lambda file: final.get(file, ("unreviewed",))[0], judge,
+        extra=lambda it: {"predicted": it["predictions"][0]["class"] if it.get("predictions") else None})
     keys = ("confirmed", "relabelled_to", "relabelled_from")
     return {
         "review_json": str(path.resolve()), "task": TASK, "destination": review.get("destination"),
@@ -233,14 +219,7 @@ def _summary(path: Path, review: dict, classes: list[str], listed: list[dict], f
     }
 
 
-def format_review(r: dict) -> str:
-    o, c = r["outcomes"], r["labels"]
-    lines = [f"review {r['since']}..{r['until']} (classify): {r['frames']} frames, imported {r['imported']} "
-             f"(confirmed {o.get('confirmed', 0)}, corrected {o.get('corrected', 0)}, skipped {o.get('skipped', 0)}, "
-             f"unreviewed {o.get('unreviewed', 0)})",
-             f"  classes: confirmed {c['confirmed']}, relabelled {c['relabelled']} (misses {c['misses']}, false "
-             f"rejects {c['false_rejects']})"]
-    for name, v in r["per_class"].items():
-        if any(v.values()):
-            lines.append(f"  {name:<15} " + ", ".join(f"{k} {n}" for k, n in v.items()))
-    return "\n".join(lines)
+def format_summary(r: dict) -> str:
+    c = r["labels"]
+    return format_review(r, " (classify)", f"  classes: confirmed {c['confirmed']}, relabelled {c['relabelled']} "
+                                           f"(misses {c['misses']}, false rejects {c['false_rejects']})")
