@@ -56,6 +56,34 @@ class Head(Protocol):
         ...
 
 
+class UltralyticsHead:
+    """What the heads of Ultralytics IRs share: built from the bundle's classes, input size and channels, and
+    the same folded input conversion (uint8 NHWC BGR or gray -> float NCHW, RGB for a 3-channel model, / 255).
+    A kind adds its `task`, `check_model`, `preprocessor` and `decode`."""
+
+    def __init__(self, classes: tuple[str, ...], input_hw: tuple[int, int], channels: int,
+                 settings: HeadSettings) -> None:
+        self.classes, self.input_hw, self.channels, self.settings = classes, input_hw, channels, settings
+
+    @classmethod
+    def for_bundle(cls, bundle: Any, settings: HeadSettings):
+        return cls(bundle.classes, bundle.input_size, bundle.channels, settings)
+
+    def fold_input(self, model: Any) -> Any:
+        import openvino as ov
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        ppp = PrePostProcessor(model)
+        color = ColorFormat.BGR if self.channels == 3 else ColorFormat.GRAY
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+        if self.channels == 3:  # ultralytics models take RGB; a 1-channel model takes the gray level as is
+            steps.convert_color(ColorFormat.RGB)
+        steps.scale(255.0)
+        return ppp.build()
+
+
 def check_image(image: Any) -> None:
     """A frame must be uint8 BGR (HxWx3) or grayscale (HxW or HxWx1), at least 8x8; anything else is
     refused here, not deep in OpenVINO."""

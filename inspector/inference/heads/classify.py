@@ -22,7 +22,7 @@ import numpy as np
 
 from inspector.errors import ModelError
 from inspector.frames import ClassScores
-from inspector.inference.heads.base import HeadSettings, check_image
+from inspector.inference.heads.base import UltralyticsHead, check_image
 
 
 def crop_plan(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[tuple[int, int], int, tuple[int, int]]:
@@ -78,19 +78,11 @@ def prepare(img: np.ndarray, hw: tuple[int, int], channels: int = 3) -> np.ndarr
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
-class ClassifyHead:
+class ClassifyHead(UltralyticsHead):
     """The softmax over the card's classes (output (1, classes)) -> `ClassScores`, every class kept (the
     decision needs the pass class's score and every NG class's; `settings.conf` cuts nothing here)."""
 
     task: ClassVar[str] = "classify"
-
-    def __init__(self, classes: tuple[str, ...], input_hw: tuple[int, int], channels: int,
-                 settings: HeadSettings) -> None:
-        self.classes, self.input_hw, self.channels, self.settings = classes, input_hw, channels, settings
-
-    @classmethod
-    def for_bundle(cls, bundle: Any, settings: HeadSettings) -> ClassifyHead:
-        return cls(bundle.classes, bundle.input_size, bundle.channels, settings)
 
     def check_model(self, model: Any, where: Path) -> None:
         shape = model.output(0).get_partial_shape()
@@ -100,20 +92,6 @@ class ClassifyHead:
         if shape.is_static and int(shape[1].get_length()) != len(self.classes):
             raise ModelError(f"{where}: output has {shape[1]} scores, the card has {len(self.classes)} classes "
                              f"{list(self.classes)}")
-
-    def fold_input(self, model: Any) -> Any:
-        import openvino as ov
-        from openvino.preprocess import ColorFormat, PrePostProcessor
-
-        ppp = PrePostProcessor(model)
-        color = ColorFormat.BGR if self.channels == 3 else ColorFormat.GRAY
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
-        if self.channels == 3:  # Ultralytics classifiers take RGB
-            steps.convert_color(ColorFormat.RGB)
-        steps.scale(255.0)
-        return ppp.build()
 
     def preprocessor(self) -> Preprocessor:
         return Preprocessor(self.input_hw, self.channels)

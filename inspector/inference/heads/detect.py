@@ -24,7 +24,7 @@ import numpy as np
 
 from inspector.errors import ModelError
 from inspector.frames import Detections
-from inspector.inference.heads.base import HeadSettings, check_image
+from inspector.inference.heads.base import UltralyticsHead, check_image
 
 PAD_VALUE = 114  # ultralytics' letterbox grey
 
@@ -198,38 +198,16 @@ def nms(boxes: np.ndarray, iou: float) -> np.ndarray:
 
 
 
-class DetectHead:
+class DetectHead(UltralyticsHead):
     """Boxes per class from a YOLOv8-style output (1, 4 + classes, anchors), with the settings' conf/iou/max_det."""
 
     task: ClassVar[str] = "detect"
-
-    def __init__(self, classes: tuple[str, ...], input_hw: tuple[int, int], channels: int,
-                 settings: HeadSettings) -> None:
-        self.classes, self.input_hw, self.channels, self.settings = classes, input_hw, channels, settings
-
-    @classmethod
-    def for_bundle(cls, bundle: Any, settings: HeadSettings) -> DetectHead:
-        return cls(bundle.classes, bundle.input_size, bundle.channels, settings)
 
     def check_model(self, model: Any, where: Path) -> None:
         out_shape = model.output(0).get_partial_shape()
         if out_shape.is_static and int(out_shape[1].get_length()) != 4 + len(self.classes):
             raise ModelError(f"{where}: output has {out_shape[1]} channels, expected 4 + "
                              f"{len(self.classes)} classes")
-
-    def fold_input(self, model: Any) -> Any:
-        import openvino as ov
-        from openvino.preprocess import ColorFormat, PrePostProcessor
-
-        ppp = PrePostProcessor(model)
-        color = ColorFormat.BGR if self.channels == 3 else ColorFormat.GRAY
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(color)
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
-        if self.channels == 3:  # ultralytics models take RGB; a 1-channel model takes the gray level as is
-            steps.convert_color(ColorFormat.RGB)
-        steps.scale(255.0)
-        return ppp.build()
 
     def preprocessor(self) -> Preprocessor:
         return Preprocessor(self.input_hw, self.channels)
