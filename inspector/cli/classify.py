@@ -92,10 +92,9 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from inspector.training.cls_evaluate import run_cls_eval_cli
+    from inspector.training.evaluate_classify import run_cls_eval_cli, run_cls_perturb_cli
 
     if a.perturb:
-        from inspector.training.cls_perturb import run_cls_perturb_cli
         from inspector.training.perturb_eval import parse_families
 
         try:
@@ -115,6 +114,6 @@ def is_classify_data(data: str | None) -> bool:
 
 
 def is_classify_model(model: str) -> bool:
-    from inspector.training.cls_evaluate import is_classify_bundle
+    from inspector.training.evaluate_classify import is_classify_bundle
 
     return is_classify_bundle(Path(model))

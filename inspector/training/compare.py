@@ -62,7 +62,7 @@ class CompareTask:
 
 def task_of(old: Path, new: Path) -> CompareTask:
     """The task part the cards ask for: classify when either card says so (it refuses a detector then)."""
-    from inspector.training.cls_evaluate import is_classify_bundle
+    from inspector.training.evaluate_classify import is_classify_bundle
 
     if is_classify_bundle(old) or is_classify_bundle(new):
         from inspector.training.compare_classify import TASK

@@ -25,18 +25,27 @@ from inspector.training.evaluate import Sample, evaluate
 CLEAN = "none"
 
 
-def perturb_samples(samples: Sequence[Sample], name: str, seed: int,
-                    magnitude: str | Mapping = "default") -> list[Sample]:
-    """Altered copies of `samples`: image i gets its own draw from rng([seed, crc32(name), i])."""
-    if name == CLEAN:
-        return list(samples)
+def altered(images: Sequence[np.ndarray], name: str, seed: int,
+            magnitude: str | Mapping = "default") -> list[tuple[np.ndarray, object]]:
+    """Each image altered by the family `name` with the draw it got, image i its own from rng([seed,
+    crc32(name), i]): the one rule for a detector's and a classifier's altered copies."""
     optics.family(name)  # a clear error before any work
     tag = zlib.crc32(name.encode())
     out = []
-    for i, s in enumerate(samples):
+    for i, img in enumerate(images):
         rng = np.random.default_rng([seed, tag, i])
         alt = optics.sample(name, rng, magnitude)
-        img = optics.apply(s.image, alt, rng)
+        out.append((optics.apply(img, alt, rng), alt))
+    return out
+
+
+def perturb_samples(samples: Sequence[Sample], name: str, seed: int,
+                    magnitude: str | Mapping = "default") -> list[Sample]:
+    """Altered copies of `samples` (altered), the boxes moved with the pixels."""
+    if name == CLEAN:
+        return list(samples)
+    out = []
+    for s, (img, alt) in zip(samples, altered([s.image for s in samples], name, seed, magnitude), strict=True):
         h, w = s.image.shape[:2]
         out.append(Sample(img, optics.transform_boxes(s.gt_boxes, alt, w, h), s.gt_cls))
     return out
