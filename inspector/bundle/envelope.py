@@ -43,6 +43,17 @@ PSI_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9
 WEAK_BELOW = 0.5
 
 
+def weak_below_for(task: str, n_classes: int) -> float:
+    """Where a part counts as weak for a model kind. `detect`: WEAK_BELOW (the top detection confidence;
+    0 means no detection, which is not weak). `classify`: the top class probability is always at least
+    1/k of k classes, so the band is k-aware: under halfway between a uniform guess and certainty,
+    (1 + 1/k) / 2 (0.75 for OK/NG), the model could not tell the classes apart on that image."""
+    if task == "classify":
+        k = max(2, int(n_classes))
+        return round((1.0 + 1.0 / k) / 2.0, 6)
+    return WEAK_BELOW
+
+
 @dataclass(frozen=True)
 class ConfidenceReference:
     """The validation distribution of the per-frame top confidence, as proportions over `PSI_EDGES`."""

@@ -320,7 +320,8 @@ class DriftGuard:
 WEAK_STAT = "weak_detection_rate"
 REJECT_STAT = "reject_rate"
 OUTPUT_STATS: Mapping[str, str] = {
-    WEAK_STAT: f"share of judged parts whose top detection confidence is in (0, {WEAK_BELOW}): the model unsure",
+    WEAK_STAT: f"share of judged parts whose top score is in (0, weak_below): the model unsure (detect: top "
+               f"detection confidence under {WEAK_BELOW}; classify: top class probability under (1 + 1/k) / 2)",
     REJECT_STAT: "share of judged parts the model rejected (defects found), before decision.on_drift",
 }
 
@@ -380,13 +381,14 @@ class OutputGuard:
     more slowly and moves no statistic. Not thread-safe: one owner (the post thread)."""
 
     def __init__(self, reference: OutputReference | None, *, window: int = 40, baseline: int = 200,
-                 alpha: float = 1e-4, clear_after: int = 40) -> None:
+                 alpha: float = 1e-4, clear_after: int = 40, weak_below: float = WEAK_BELOW) -> None:
         if window < 10 or baseline < window or not 0 < alpha < 0.5 or clear_after < 1:
             raise ValueError(f"output guard: window >= 10, baseline >= window, 0 < alpha < 0.5, clear_after >= 1, "
                              f"got {window}, {baseline}, {alpha}, {clear_after}")
         self.window, self.baseline, self.alpha, self.clear_after = window, baseline, alpha, clear_after
         self.card = reference
-        self.weak_below = reference.weak_below if reference is not None else WEAK_BELOW
+        # the card's band when it has one, else the model kind's (bundle.envelope.weak_below_for)
+        self.weak_below = reference.weak_below if reference is not None else weak_below
         self._weak = np.zeros(window, bool)
         self._rej = np.zeros(window, bool)
         self._n = 0

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from inspector.bundle.card import ModelCard
-from inspector.bundle.envelope import Envelope
+from inspector.bundle.envelope import WEAK_BELOW, Envelope, weak_below_for
 from inspector.config import DriftConfig
 from inspector.frames import ModelInfo, Verdict
 from inspector.inference.decision import under_drift
@@ -91,7 +91,8 @@ class DriftMonitor:
         # first output_baseline judged parts; it watches even a model whose card has no envelope.
         output = None if not self.cfg.output else OutputGuard(
             env.output if env is not None else None, window=self.cfg.output_window,
-            baseline=self.cfg.output_baseline, alpha=self.cfg.output_alpha, clear_after=self.cfg.output_window)
+            baseline=self.cfg.output_baseline, alpha=self.cfg.output_alpha, clear_after=self.cfg.output_window,
+            weak_below=WEAK_BELOW if card is None else weak_below_for(card.task, len(card.classes)))
         self.output = output
         self._output_last: OutputState | None = None
         self.model = model

@@ -106,7 +106,7 @@ def build_classify_cli(a) -> int:
     unsupported = [o for o in ("calibrate_under", "perturbed_eval", "envelope_families") if getattr(a, o, None)]
     if unsupported:
         raise ModelError(f"--{unsupported[0].replace('_', '-')} is not available for a classifier yet (the envelope: "
-                         "`inspector model envelope BUNDLE --data IMAGES --families none --no-confidence`)")
+                         "`inspector model envelope BUNDLE --data IMAGES --families none`)")
     fp32 = Path(a.fp32)
     build_classify_bundle(fp32, Path(a.int8), Path(a.out), data=Path(a.data), name=a.name, version=a.version,
                           target_recall=a.target_recall, command=a.command, train_info=train_info_of(fp32),

@@ -23,7 +23,15 @@ import cv2
 import numpy as np
 
 from inspector.bundle.card import ModelCard
-from inspector.bundle.envelope import SAMPLE_WIDTH, STAT_NAMES, ConfidenceReference, Envelope, OutputReference
+from inspector.bundle.envelope import (
+    SAMPLE_WIDTH,
+    STAT_NAMES,
+    ConfidenceReference,
+    Envelope,
+    OutputReference,
+    weak_below_for,
+)
+from inspector.inference.decision import DecisionPolicy
 from inspector.inference.drift_guard import frame_stats
 from inspector.sources import optics
 
@@ -75,42 +83,46 @@ def bounds_from_stats(stats: np.ndarray, quantile: float = 0.002,
 
 
 def top_confidences(bundle, images: Iterable[np.ndarray], conf_floor: float) -> list[float]:
-    """Per image, the highest detection confidence of the bundle's detector (0.0 without one)."""
+    """Per image, the model's top score (`Findings.max_score`: a detector's highest detection confidence,
+    0.0 without one; a classifier's top class probability)."""
     return model_outputs(bundle, images, conf_floor)[0]
 
 
 def model_outputs(bundle, images: Iterable[np.ndarray], conf_floor: float,
-                  thresholds: Sequence[float] | None = None) -> tuple[list[float], list[bool]]:
-    """Per image, the top detection confidence (0.0 without one) and whether a detection reaches its
-    class threshold (`thresholds` in class order; all False without them): the output guard's reference."""
-    from inspector.inference.detector import Detector
+                  policy: DecisionPolicy | None = None) -> tuple[list[float], list[bool]]:
+    """Per image, the top score (`Findings.max_score`) and whether the decision's rule for the bundle's
+    kind (`decision.RULES`) finds a defect under `policy` (all False without one): the output guard's
+    reference. The same runner and head as the line, so a classifier's envelope is measured as it runs."""
+    from inspector.inference.decision import RULES
+    from inspector.inference.heads import HeadSettings, make_head
+    from inspector.inference.runner import Runner
 
-    det = Detector(bundle, conf=conf_floor)
-    th = None if thresholds is None else np.asarray(thresholds, np.float32)
+    runner = Runner(bundle, make_head(bundle, HeadSettings(conf=conf_floor)))
     confs, rejects = [], []
     for img in images:
-        d = det.detect(img)
-        confs.append(float(d.confidence.max()) if len(d.confidence) else 0.0)
-        rejects.append(bool(th is not None and len(d) and (d.confidence >= th[d.class_id]).any()))
+        found = runner.find(img)
+        confs.append(found.max_score)
+        rejects.append(policy is not None and bool(RULES[policy.task](found, policy)[0]))
     return confs, rejects
 
 
 def compute_envelope(images: Sequence[np.ndarray], families: Sequence[str] = (), *, seed: int = 0,
                      roi: Sequence[int] | None = None, quantile: float = 0.002, margin: float = 0.1,
                      bundle=None, conf_floor: float = 0.05, sample_width: int = SAMPLE_WIDTH,
-                     thresholds: Sequence[float] | None = None) -> Envelope:
+                     policy: DecisionPolicy | None = None) -> Envelope:
     """The envelope of `images` and their copies altered by `families` (see the module doc). With a
-    bundle, the top-confidence distribution, and with its class `thresholds` the output guard's
-    reference (share of weak detections and of rejects on the unaltered images)."""
+    bundle, the top-score distribution, and with its decision `policy` the output guard's reference
+    (share of weak parts, `weak_below_for` the bundle's kind, and of rejects on the unaltered images)."""
     for name in families:
         optics.family(name)
     stats, size = reference_stats(images, families, seed, roi, sample_width)
     conf = output = None
     if bundle is not None:
-        tops, rejects = model_outputs(bundle, images, conf_floor, thresholds)
+        tops, rejects = model_outputs(bundle, images, conf_floor, policy)
         conf = ConfidenceReference.from_scores(tops)
-        if thresholds is not None:
-            output = OutputReference.from_parts(tops, rejects)
+        if policy is not None:
+            output = OutputReference.from_parts(tops, rejects,
+                                                weak_below=weak_below_for(bundle.task, len(bundle.classes)))
     return Envelope(
         bounds=bounds_from_stats(stats, quantile, margin),
         frame_size=size,
@@ -144,7 +156,6 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
 
     from inspector.bundle.card import read_card, write_card
     from inspector.bundle.load import load_bundle
-    from inspector.inference.decision import DecisionPolicy
 
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir, "int8")
@@ -152,10 +163,11 @@ def write_card_envelope(bundle_dir: Path, images: Sequence[np.ndarray], families
     if confidences:
         from inspector.config import DecisionConfig
 
-        policy = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds)
+        policy = DecisionPolicy.build(DecisionConfig(), bundle.classes, bundle.thresholds, task=bundle.task,
+                                      pass_class=bundle.card.pass_class if bundle.card is not None else None)
         floor = policy.conf_floor
     env = compute_envelope(images, families, seed=seed, roi=roi, bundle=bundle if confidences else None,
-                           conf_floor=floor or 0.05, thresholds=None if policy is None else policy.thresholds)
+                           conf_floor=floor or 0.05, policy=policy)
     env = Envelope(env.bounds, env.frame_size, env.roi, env.sample_width, env.confidence,
                    {**env.source, **(source or {})}, env.output)
     _, raw, _ = read_card(bundle_dir)  # written back as it was, with the new envelope

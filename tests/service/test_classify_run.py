@@ -210,3 +210,59 @@ def test_run_models_demo_cls_on_the_lines_frames_over_mqtt(tmp_path, mqtt_broker
     right = sum(log[i]["actuate"] == truth[i] for i in range(n))
     assert len(log) == n and right >= 0.85 * n, (right, n)
     assert sum(truth.values()) >= 0.3 * n and rejected, "both kinds of part on the belt"
+
+
+@pytest.mark.parametrize("reference", ["card", "run"])
+def test_the_output_guard_of_a_classify_station_sees_the_model_unsure(tmp_path, reference):
+    """A classifier that stops telling OK from NG (top class probability under 0.75 of two classes, yet no
+    reject: p(ng) ~0.35) raises output_drift on the weak share, against the card's output reference
+    (`model envelope` on a classify bundle) or, without one, the run's first parts; before, a classifier's
+    envelope could not be measured and its weak band was a detector's (0.5: never reached by 2 classes)."""
+    import threading
+
+    from inspector.config import InspectorConfig
+    from inspector.devtools.testing import ListSink
+    from inspector.service.app import Service
+    from inspector.training.envelope import write_card_envelope
+    from tests.waiting import wait_for
+
+    model = make_cls_bundle(tmp_path / "cls")
+    rng = np.random.default_rng(7)
+    bright = [np.clip(rng.normal(200, 10, (48, 64, 3)), 0, 255).astype(np.uint8) for _ in range(20)]
+    unsure = np.full((48, 64, 3), 135, np.uint8)
+    assert 0.25 < p_ng(135) < 0.5  # passes, but the model is unsure
+    # the envelope's image statistics from both kinds of frame (so only the output can tell); in the card
+    # case its output reference from them too (1 weak frame in 21)
+    env = write_card_envelope(model, [*bright, unsure], (), confidences=reference == "card")
+    if reference == "card":
+        assert env.output is not None and env.output.weak_below == 0.75 and env.output.frames == 21
+        assert env.output.weak_rate == pytest.approx(1 / 21, abs=1e-6) and env.output.reject_rate == 0
+    folder, switch, n = tmp_path / "frames", 20, 60
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), bright[i % len(bright)] if i < switch else unsure)
+    cfg = InspectorConfig(
+        source={"kind": "folder", "path": folder, "parts_per_s": 50, "queue_size": 64},
+        model={"path": model, "task": "classify"}, decision={"budget_ms": 5000},
+        drift={"enabled": True, "output_window": 10, "output_baseline": 10},
+        mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None}, metrics={"enabled": False})
+    svc = Service(cfg, max_frames=n)
+    rec = ListSink()
+    svc.pipeline.sinks.append(rec)
+    alarms, lock = [], threading.Lock()
+
+    def on_alarm(kind, detail):
+        with lock:
+            alarms.append((kind, detail))
+
+    svc.alarms.attach(on_alarm)
+    svc.start()
+    try:
+        wait_for(lambda: len(rec.verdicts) >= n, 60, "all parts")
+    finally:
+        svc.stop(deadline_s=5.0)
+    assert not any(v.actuate for v in rec.verdicts), "p(ng) stays under the threshold: nothing rejected"
+    out = [d for k, d in alarms if k == "output_drift"]
+    assert [k for k, _ in alarms if k == "input_drift"] == []
+    assert len(out) == 1 and out[0]["statistic"] == "weak_detection_rate" and out[0]["frame_id"] >= switch, alarms
+    assert out[0]["reference"]["weak_detection_rate"]["from"] == reference

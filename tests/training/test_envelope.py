@@ -1,6 +1,7 @@
 """The input envelope from reference images: bounds hold the references, families widen them, the real model's
 confidences give the PSI reference, bad folders are named."""
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -11,14 +12,17 @@ from inspector.bundle.envelope import PSI_EDGES, STAT_NAMES, Envelope
 from inspector.bundle.load import load_bundle
 from inspector.inference.drift_guard import frame_stats
 from inspector.sources.conveyor import ConveyorGenerator
+from inspector.training.cls_infer import ClsIR
 from inspector.training.datasets import write_synth_dataset
 from inspector.training.envelope import (
     bounds_from_stats,
     compute_envelope,
     folder_images,
+    write_card_envelope,
 )
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "demo"
+CLS_MODEL = MODEL.parent / "demo-cls"
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +108,24 @@ def test_the_card_envelope_records_the_output_guards_reference(tmp_path):
     assert out["reject_rate"] == pytest.approx(defective / 30, abs=0.1)  # the model finds the defects
     assert env.output is not None and Envelope.from_card(card["input_envelope"]).output == env.output
     assert load_bundle(bundle, "int8").card.input_envelope["output"] == out
+
+
+def test_a_classifier_records_its_top_probability_and_a_two_class_weak_band(tmp_path, images):
+    """`model envelope` on a classify bundle: the PSI reference is of the top class probability (>= 0.5 of
+    two classes), the output reference's weak band is the kind's (0.75 for OK/NG), and its reject share is
+    p(NG) reaching the card's threshold, as the offline tools' own OpenVINO path computes it."""
+    bundle_dir = tmp_path / "cls"
+    shutil.copytree(CLS_MODEL, bundle_dir)
+    env = write_card_envelope(bundle_dir, images, [])
+    card = load_bundle(bundle_dir, "int8").card
+    assert card.task == "classify"
+    ref = env.confidence
+    assert ref is not None and ref.frames == len(images)
+    assert sum(ref.proportions[:5]) == 0 and sum(ref.proportions) == pytest.approx(1.0)  # top of 2 classes >= 0.5
+    out = Envelope.from_card(card.input_envelope).output
+    assert out is not None and out.weak_below == 0.75 and out.frames == len(images)
+    ir = ClsIR(bundle_dir / "model_int8.xml")
+    ng = card.classes.index(next(c for c in card.classes if c != card.pass_class))
+    p_ng = np.array([ir.probs(img)[ng] for img in images])
+    assert out.reject_rate == pytest.approx(np.mean(p_ng >= card.thresholds[card.classes[ng]]), abs=1e-6)
+    assert out.weak_rate == pytest.approx(np.mean(np.maximum(p_ng, 1 - p_ng) < 0.75), abs=1e-6)
