@@ -1,7 +1,7 @@
-"""Acceptance (slow, 60 s): a promotion during a 600-part synthetic run at 10 parts/s, with the real
+"""Acceptance (slow, 30 s): a promotion during a 300-part synthetic run at 10 parts/s, with the real
 Mosquitto and the reference actuator on the reject topic: no frame without a verdict, no LATE verdict
 caused by the switch (compared with the same run's parts just before the promote request: the same machine
-at the same moment, so a second 60 s run without a switch is not needed), the version in the reject payloads
+at the same moment, so a second run without a switch is not needed), the version in the reject payloads
 changes at one frame boundary, and the actuator gets every reject in time (no gap)."""
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from tests.lifecycle.conftest import V1, V2, lifecycle_config, wait_done
 
 pytestmark = [pytest.mark.slow, needs_mosquitto]
 
-N = 600
+# 300 parts: the promote is asked at part 150, 15 s into the run; its compile and warm-up beside the line and
+# the 2 s after the switch (the window checked for LATE) end well before part 300 (switch near part 160-200 on
+# a loaded 2-core machine). 600 parts proved the same with 30 s more of a paced, mostly idle line.
+N = 300
 PACE = 10
 BUDGET_MS = 300  # a LATE here is a stall of 6 part periods' worth of the frame path, not scheduling noise
 
@@ -54,7 +57,7 @@ def _run(tmp_path, broker, running, switch: bool):
     return svc, rec, got, act, r
 
 
-def test_promote_during_a_600_part_run(tmp_path, mqtt_broker, running):
+def test_promote_during_a_300_part_run(tmp_path, mqtt_broker, running):
     svc, rec, got, act, r = _run(tmp_path / "switch", mqtt_broker, running, switch=True)
 
     # 0 frames without a verdict (and none with two).
@@ -65,6 +68,8 @@ def test_promote_during_a_600_part_run(tmp_path, mqtt_broker, running):
     # to 2 s after the switch, no more LATE than as many parts just before the request got. LATEs
     # elsewhere are the machine's (2 shared cores), not the switch's.
     lo, hi = r["asked_at_frame"], r["last_old_frame_id"] + 2 * PACE
+    print(f"promote asked at frame {lo}, last frame of the old model {r['last_old_frame_id']}")
+    assert hi < N, f"the switch came at frame {r['last_old_frame_id']}: too late for the window it is judged in"
     before = (max(ids[0], lo - (hi - lo + 1)), lo - 1)
     assert before[1] - before[0] >= (hi - lo) // 2, (before, lo, hi)  # a window to compare with
     late = sum(v.outcome is Outcome.LATE and lo <= v.frame_id <= hi for v in rec.verdicts)
