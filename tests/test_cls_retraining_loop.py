@@ -4,12 +4,14 @@ samples the uncertain frames, rejects and passes into the spool, `inspector uplo
 `review export --to labelstudio` writes Choices tasks with the model's class pre-selected, a stand-in reviewer
 answers each task with the part's truth (NG = the part carries any defect) in the JSON a Label Studio export has,
 `dataset import` records what the review changed, `dataset merge` adds the frames to a base dataset (its test
-split frozen as the regression set), `retrain` fine-tunes demo-cls for one epoch and `compare` judges the candidate
-on the regression set and the reviewed frames."""
+split frozen as the regression set), `retrain` fine-tunes demo-cls for one epoch (its card: task, classes, parent,
+retrain record, the parent's accuracy control) and `compare` judges the candidate on the regression set and the
+reviewed frames."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -106,9 +108,23 @@ def test_a_classifier_review_loop_through_the_cli(tmp_path):
     assert meta["regression"]["images"] == 24 and any(s.startswith("review:") for s in meta["counts_per_source"])
     inspector(tmp_path, "retrain", "--from", DEMO_CLS, "--data", v2, "--out", tmp_path / "cand", "--epochs", 1,
               "--batch", 8, "--workers", 0, "--work", tmp_path / "w", "--version", "0.1.1-rc.1")
+    # the candidate's card (was tests/training/test_cls_retrain.py's own retrain of demo-cls, the same command on
+    # a smaller version: one retrain serves both proofs)
+    card = json.loads((tmp_path / "cand" / "model_card.json").read_text())
+    parent = json.loads((DEMO_CLS / "model_card.json").read_text())
+    assert card["task"] == "classify" and card["classes"] == ["ng", "ok"] and card["pass_class"] == "ok"
+    assert card["version"] == "0.1.1-rc.1" and card["input_size"] == parent["input_size"]
+    assert card["parent"]["version"] == "0.1.0" and card["parent"]["thresholds"] == parent["thresholds"]
+    assert card["parent"]["card_sha256"] == hashlib.sha256((DEMO_CLS / "model_card.json").read_bytes()).hexdigest()
+    assert card["retrain"]["dataset_version"]["regression_sha256"] == meta["regression"]["sha256"]
+    assert card["retrain"]["from_weights_sha256"] == parent["float_weights"]["sha256"]
+    # the parent's INT8 accuracy control (max top-1 drop) kept
+    assert card["retrain"]["max_drop"] == parent["quantization"]["accuracy_control"]["max_drop_top1_accuracy"]
+    assert card["evaluation"]["split"]["split"] == "test" and card["evaluation"]["split"]["held_out"]
     out = inspector(tmp_path, "compare", DEMO_CLS, tmp_path / "cand", "--data", v2, "--json", tmp_path / "c.json")
     c = json.loads((tmp_path / "c.json").read_text())
     assert c["task"] == "classify" and c["regression_frozen"] and c["new_source"].startswith("review:")
     assert c["sets"]["regression"]["images"] == 24 and c["sets"]["new"]["images"] > 0
+    assert c["new"]["version"] == "0.1.1-rc.1" and c["new"]["thresholds"] == card["thresholds"]
     assert c["recommendation"].split(" ")[0] in ("BETTER", "WORSE", "NOT") and "recommendation:" in out.stdout
     print(out.stdout)
