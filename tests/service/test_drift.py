@@ -24,7 +24,13 @@ from inspector.service.app import Service
 from inspector.service.metrics import families
 
 REPO = Path(__file__).resolve().parents[2]
-SWITCH = 100  # the part from which the camera looks different
+# The part from which the camera looks different. 60: past the input guard's window (16) and the output
+# guard's (40), so both judge a full window of the unaltered camera before the change (it was 100: 40 more
+# paced parts in each of the 6 input-guard runs, 9.6 s of line time that proved nothing more).
+SWITCH = 60
+# The output guard's tests keep their change at part 100: their shares (weak detections > 0.15 at the end) were
+# measured on seed 777's parts 100-179; the same change from part 60 leaves exactly 0.15 (other parts).
+OUTPUT_SWITCH = 100
 WITHIN = 50  # issue 14: the guard raises input_drift within this many parts of the change
 
 
@@ -149,8 +155,11 @@ def test_on_drift_alarm_changes_no_verdict_and_reject_rejects_passes(on_drift, p
     assert health["input"].ok, "only hold makes /healthz red"
 
 
+# One seed. A second (4004) ran the same code path on another random stream: one more 600-part sample of a
+# false-alarm rate that benchmarks/output_guard.py measures on 11 seeds x 600 parts (0 false alarms), for 15 s
+# of CPU-bound line time per suite.
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [777, 4004])
+@pytest.mark.parametrize("seed", [777])
 def test_an_unaltered_600_part_run_raises_nothing(seed):
     """Neither guard raises on 600 unaltered parts. Load-independent: a busy machine makes frames LATE
     before inference (issue 20 saw 481 measured frames of 600 under load), which the guards do not
@@ -328,7 +337,7 @@ def _line_pattern_folder(tmp_path: Path, frames: int) -> dict:
     folder.mkdir()
     for i in range(frames):
         img = gen.part(i).image
-        cv2.imwrite(str(folder / f"{i:04d}.png"), _line_pattern(img) if i >= SWITCH else img)
+        cv2.imwrite(str(folder / f"{i:04d}.png"), _line_pattern(img) if i >= OUTPUT_SWITCH else img)
     return {"kind": "folder", "path": folder, "parts_per_s": 25.0, "queue_size": 64}
 
 
@@ -344,8 +353,8 @@ def test_an_untrained_optical_change_the_envelope_misses_raises_output_drift_wit
     """An optical change in no training family, with an envelope that does not bound the statistics it
     moves (the issue's case: the image checks see nothing). The output guard must raise output_drift
     within 50 parts of it on models/demo 1.2.1, and on_drift act on it."""
-    frames = SWITCH + WITHIN + 30
-    cfg = make_config([{"after_parts": SWITCH, **GAMMA_22}] if change == "gamma" else [], on_drift=on_drift)
+    frames = OUTPUT_SWITCH + WITHIN + 30
+    cfg = make_config([{"after_parts": OUTPUT_SWITCH, **GAMMA_22}] if change == "gamma" else [], on_drift=on_drift)
     update = {"model": InspectorConfig(model={"path": _bundle_without(tmp_path, unbounded)}).model}
     if change == "lines":
         update["source"] = InspectorConfig(source=_line_pattern_folder(tmp_path, frames)).source
@@ -356,7 +365,8 @@ def test_an_untrained_optical_change_the_envelope_misses_raises_output_drift_wit
     out = [d for k, d in alarms if k == "output_drift"]
     assert len(out) == 1, alarms
     d = out[0]
-    assert SWITCH <= d["frame_id"] < SWITCH + WITHIN, f"raised at frame {d['frame_id']} (change at {SWITCH})"
+    assert OUTPUT_SWITCH <= d["frame_id"] < OUTPUT_SWITCH + WITHIN, (
+        f"raised at frame {d['frame_id']} (change at {OUTPUT_SWITCH})")
     assert d["statistic"] == "weak_detection_rate" and d["value"] > d["bounds"][1] and d["action"] == on_drift
     assert d["reference"]["weak_detection_rate"]["from"] == "card"
     order = [v.frame_id for v in rec.verdicts]
