@@ -35,7 +35,9 @@ from tests.review.upload.spooled import (
 
 def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_server, s3_bucket):
     spool = tmp_path / "spool"
-    expected = fill_spool(spool, 500, base_images_cache())
+    # 250 samples (was 500: the same kill and resume with half the spool to write, fsync'ed sample by sample:
+    # 7 s of the test's wall time at 500, and half the objects for the second run to store).
+    expected = fill_spool(spool, 250, base_images_cache())
     total_bytes = sum(p.stat().st_size for p in spool.rglob("*.jpg"))
     cfg_file = tmp_path / "inspector.yaml"
     cfg_file.write_text(yaml.safe_dump({
@@ -51,7 +53,7 @@ def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_serve
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             n = sum(k.endswith(".jpg") for k in s3_server.keys(s3_bucket, "night/"))
-            if n >= 80 or proc.poll() is not None:
+            if n >= 40 or proc.poll() is not None:
                 break
             time.sleep(0.1)
     finally:
@@ -61,7 +63,7 @@ def test_a_killed_upload_resumes_and_stores_every_sample_once(tmp_path, s3_serve
         f"expected the uploader to be killed mid-run; it ended: {out.decode()[-2000:]}"
     left = len(list(iter_samples(spool)))
     in_bucket = sum(k.endswith(".jpg") for k in s3_server.keys(s3_bucket, "night/"))
-    assert 0 < in_bucket < 500 and left > 0, f"expected a half-done night, got {in_bucket} in the bucket, {left} local"
+    assert 0 < in_bucket < 250 and left > 0, f"expected a half-done night, got {in_bucket} in the bucket, {left} local"
     assert not any(k.endswith("manifest.jsonl") for k in s3_server.keys(s3_bucket, "night/"))
 
     # Run again, as cron would: the same command without the cap.
