@@ -384,16 +384,19 @@ def assert_each_part_judged_on_its_own_image(res: dict[int, dict], images: dict[
     assert len(set(offsets.values())) == 1, f"parts judged on other parts' images: {offsets}"
 
 
-# -- acceptance: 300 parts at 10/s on the fake GigE camera, 1 % of frames lost, 1 % of triggers reordered ----
-LOSE = {37, 151, 262}  # frames that arrive incomplete (the fixture's LossyGenICamSource)
-REORDER = {80, 199, 288}  # the PLC publishes this part's trigger after the next part's
+# -- acceptance: 150 parts at 10/s on the fake GigE camera, 2 % of frames lost, 2 % of triggers reordered ----
+# 150 parts, not 300: the same three lost frames and three reordered triggers (each 5+ parts from the others, as
+# before), moved inside the first 150 parts; 15 s less of a paced line (the test is pacing: ~6 s of CPU in 70 s).
+# The 100-part case below keeps its 37 and 80.
+LOSE = {37, 112, 137}  # frames that arrive incomplete (the fixture's LossyGenICamSource)
+REORDER = {80, 124, 143}  # the PLC publishes this part's trigger after the next part's
 
 
 # 150 ms: from the first parts on every frame is within the window of two triggers, so 100 parts (one lost
-# frame, one reordered trigger: the 80/81 swap the old pairing made) show what 300 do, in 20 s less.
+# frame, one reordered trigger: the 80/81 swap the old pairing made) show what 150 do, in 5 s less.
 @pytest.mark.slow
-@pytest.mark.parametrize("window_ms, n", [(40, 300), (150, 100)])
-def test_300_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get_another_parts_image(
+@pytest.mark.parametrize("window_ms, n", [(40, 150), (150, 100)])
+def test_parts_at_10_per_s_with_lost_frames_and_reordered_triggers_never_get_another_parts_image(
         detector, mqtt_broker, tmp_path, fake_camera, window_ms, n):
     """The handshake runs in hardware mode and pairs by time (run_parts). 40 ms is under half the 100 ms
     between parts: every part not lost is inspected on its own image, each lost one is frame_lost.
