@@ -187,14 +187,17 @@ def test_every_reject_delivered_or_alarmed_through_broker_kills_sigterm_and_rest
         runs.append(run1)
         run1.wait_sub(sub, lambda s: online_boots(s.messages()), 120, "run 1 online")
         boot1 = online_boots(sub.messages())[0]
-        run1.wait_sub(sub, lambda s: _received(s, boot1) >= 50, 60, "50 rejects before the first kill")
+        # 25 rejects of normal flow before the first kill and after the restart (was 50 each: 7 s more of a paced
+        # line that the ledger checks the same way); the outages keep their 20 and 10 decided rejects, which set
+        # their length (~3 s) and so both the alarmed and the re-sent-in-time branches.
+        run1.wait_sub(sub, lambda s: _received(s, boot1) >= 25, 60, "25 rejects before the first kill")
 
         outages.append([_kill_broker_between_parts(sub, broker), None])
         run1.wait_decided(run1.rejects_decided() + 20, 60, "20 rejects decided during the outage")
         restarted = _restart(broker, sub, outages)
         run1.wait_sub(sub, lambda s: _online_since(s, boot1, restarted), 30, "run 1 online again after the restart")
         n = _received(sub, boot1)
-        run1.wait_sub(sub, lambda s: _received(s, boot1) >= n + 50, 60, "50 more rejects after the restart")
+        run1.wait_sub(sub, lambda s: _received(s, boot1) >= n + 25, 60, "25 more rejects after the restart")
 
         outages.append([_kill_broker_between_parts(sub, broker), None])
         run1.wait_decided(run1.rejects_decided() + 10, 60, "10 rejects decided during the second outage")
@@ -249,7 +252,7 @@ def test_every_reject_delivered_or_alarmed_through_broker_kills_sigterm_and_rest
     # Every decided reject: received before its deadline, or named in an escaped_part alarm; no
     # unexplained double (in time AND alarmed), no id the service never decided.
     assert not led.problems(), f"{led.problems()}\nrun1:\n{run1.log()}"
-    assert led.decided == s1["actuations"] + s2["actuations"] > 100
+    assert led.decided == s1["actuations"] + s2["actuations"] > 80  # 25 + 20 + 25 + 10 + 10 waited for, at least
     # The faults really happened: the outages cost rejects (alarmed), and SIGTERM during the second
     # left messages that run 2 counted at its start and drained.
     assert led.alarmed >= 1 and led.alarms.get("escaped_part", 0) >= led.alarmed
