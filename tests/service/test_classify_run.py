@@ -54,6 +54,32 @@ def _config(tmp_path: Path, model: Path, task: str | None, mqtt=None, sampling: 
     return p
 
 
+def run_service(cfg, n: int, done, what: str):
+    """The service in this process for `n` parts, its verdicts and alarms recorded, until `done(svc, rec)`."""
+    import threading
+
+    from inspector.devtools.testing import ListSink
+    from inspector.service.app import Service
+    from tests.waiting import wait_for
+
+    svc = Service(cfg, max_frames=n)
+    rec = ListSink()
+    svc.pipeline.sinks.append(rec)
+    alarms, lock = [], threading.Lock()
+
+    def on_alarm(kind, detail):
+        with lock:
+            alarms.append((kind, detail))
+
+    svc.alarms.attach(on_alarm)
+    svc.start()
+    try:
+        wait_for(lambda: done(svc, rec), 60, what)
+    finally:
+        svc.stop(deadline_s=5.0)
+    return svc, rec, alarms
+
+
 def test_run_a_classifier_on_a_folder_rejects_over_mqtt(tmp_path, mqtt_broker):
     mqtt = mqtt_config(mqtt_broker, tmp_path)
     rec = Recorder(mqtt, topics=("reject",)).start()
@@ -118,14 +144,10 @@ def test_golden_part_and_input_drift_guard_on_a_classify_station(tmp_path):
     probability), never actuated; the drift guard's image envelope (written into the classifier's card, image
     statistics only) raises input_drift when the frames are rescaled, and on_drift: reject rejects the parts
     that would pass (reason drift)."""
-    import threading
 
     from inspector.config import InspectorConfig
-    from inspector.devtools.testing import ListSink
     from inspector.frames import Reason
-    from inspector.service.app import Service
     from inspector.training.envelope import write_card_envelope
-    from tests.waiting import wait_for
 
     model = make_cls_bundle(tmp_path / "cls")
     rng = np.random.default_rng(5)
@@ -144,21 +166,8 @@ def test_golden_part_and_input_drift_guard_on_a_classify_station(tmp_path):
         drift={"enabled": True}, golden={"parts": [{"image": golden, "expect": "REJECT", "every_s": 1}],
                                          "idle_wait_s": 0.05},
         mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None}, metrics={"enabled": False})
-    svc = Service(cfg, max_frames=n)
-    rec = ListSink()
-    svc.pipeline.sinks.append(rec)
-    alarms, lock = [], threading.Lock()
-
-    def on_alarm(kind, detail):
-        with lock:
-            alarms.append((kind, detail))
-
-    svc.alarms.attach(on_alarm)
-    svc.start()
-    try:
-        wait_for(lambda: svc.golden.state()["ok"] >= 1 and len(rec.verdicts) >= n, 60, "a golden check, all parts")
-    finally:
-        svc.stop(deadline_s=5.0)
+    svc, rec, alarms = run_service(cfg, n, lambda svc, rec: svc.golden.state()["ok"] >= 1 and len(rec.verdicts) >= n,
+                                   "a golden check, all parts")
     last = svc.golden.state()["last"]["dark.png"]
     assert last["expected"] == last["got"] == "REJECT" and last["frame_id"] < 0
     assert [d["class"] for d in last["defects"]] == ["ng"] and last["defects"][0]["confidence"] > 0.99
@@ -218,13 +227,9 @@ def test_the_output_guard_of_a_classify_station_sees_the_model_unsure(tmp_path, 
     reject: p(ng) ~0.35) raises output_drift on the weak share, against the card's output reference
     (`model envelope` on a classify bundle) or, without one, the run's first parts; before, a classifier's
     envelope could not be measured and its weak band was a detector's (0.5: never reached by 2 classes)."""
-    import threading
 
     from inspector.config import InspectorConfig
-    from inspector.devtools.testing import ListSink
-    from inspector.service.app import Service
     from inspector.training.envelope import write_card_envelope
-    from tests.waiting import wait_for
 
     model = make_cls_bundle(tmp_path / "cls")
     rng = np.random.default_rng(7)
@@ -246,21 +251,7 @@ def test_the_output_guard_of_a_classify_station_sees_the_model_unsure(tmp_path, 
         model={"path": model, "task": "classify"}, decision={"budget_ms": 5000},
         drift={"enabled": True, "output_window": 10, "output_baseline": 10},
         mqtt={"enabled": False}, sampling={"enabled": False}, upload={"window": None}, metrics={"enabled": False})
-    svc = Service(cfg, max_frames=n)
-    rec = ListSink()
-    svc.pipeline.sinks.append(rec)
-    alarms, lock = [], threading.Lock()
-
-    def on_alarm(kind, detail):
-        with lock:
-            alarms.append((kind, detail))
-
-    svc.alarms.attach(on_alarm)
-    svc.start()
-    try:
-        wait_for(lambda: len(rec.verdicts) >= n, 60, "all parts")
-    finally:
-        svc.stop(deadline_s=5.0)
+    _, rec, alarms = run_service(cfg, n, lambda svc, rec: len(rec.verdicts) >= n, "all parts")
     assert not any(v.actuate for v in rec.verdicts), "p(ng) stays under the threshold: nothing rejected"
     out = [d for k, d in alarms if k == "output_drift"]
     assert [k for k, _ in alarms if k == "input_drift"] == []
