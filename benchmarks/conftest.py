@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from inspector.bundle.load import load_bundle
-from inspector.inference.detector import Detector, Preprocessor
+from inspector.inference.detector import Detector
+from inspector.inference.heads.detect import Preprocessor
 from inspector.sources.conveyor import ConveyorGenerator
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"

@@ -15,7 +15,7 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")  # before openvino loads its
 import numpy as np  # noqa: E402
 import openvino as ov  # noqa: E402
 
-from inspector.inference.detector import Preprocessor, postprocess  # noqa: E402
+from inspector.inference.heads.detect import Preprocessor, postprocess  # noqa: E402
 from inspector.training.evaluate import synthetic_samples  # noqa: E402
 from inspector.training.metrics import ImageResult, average_precision  # noqa: E402
 from inspector.training.perturb_eval import perturb_samples  # noqa: E402

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
 
     from inspector.devtools.bench import cpu_name
-    from inspector.inference.detector import Preprocessor
+    from inspector.inference.heads.detect import Preprocessor
     from inspector.sources.conveyor import ConveyorGenerator
 
     models = {"fp32": a.fp32}

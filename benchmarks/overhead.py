@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from inspector.devtools.bench import Bench, pct  # noqa: E402
-from inspector.inference.detector import postprocess  # noqa: E402
+from inspector.inference.heads.detect import postprocess  # noqa: E402
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from inspector.bundle.load import load_bundle
 from inspector.config import DecisionConfig
 from inspector.frames import Frame, StageTimings
 from inspector.inference.decision import DecisionPolicy, decide
-from inspector.inference.detector import PAD_VALUE, Preprocessor, postprocess
+from inspector.inference.heads.detect import PAD_VALUE, Preprocessor, postprocess
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "demo"
 

@@ -13,16 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from inspector.frames import Detections
-from inspector.inference.heads.base import HeadSettings, check_image  # noqa: F401 - re-exported for older imports
-from inspector.inference.heads.detect import (  # noqa: F401 - re-exported: tools and benchmarks name them here
-    PAD_VALUE,
-    DetectHead,
-    Letterbox,
-    Preprocessor,
-    nms,
-    postprocess,
-)
-from inspector.inference.runner import Inferred, Runner  # noqa: F401 - re-exported: older imports name them here
+from inspector.inference.heads.base import HeadSettings
+from inspector.inference.heads.detect import DetectHead
+from inspector.inference.runner import Runner
 
 if TYPE_CHECKING:
     from inspector.bundle.load import ModelBundle

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from inspector.errors import ModelError
-from inspector.inference.detector import Preprocessor
+from inspector.inference.heads.detect import Preprocessor
 from inspector.training import offline
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _quantize_with_accuracy_control(model, dataset, val_data: Path, hw, max_drop
         AdvancedQuantizationParameters,
     )
 
-    from inspector.inference.detector import postprocess
+    from inspector.inference.heads.detect import postprocess
     from inspector.training.evaluate import yolo_samples
     from inspector.training.metrics import ImageResult, average_precision
 

@@ -22,8 +22,9 @@ from inspector.bundle.load import load_bundle
 from inspector.config import SpoolConfig
 from inspector.devtools.testing import make_verdict, synth_frame
 from inspector.errors import ModelError
-from inspector.inference.detector import Detector, Preprocessor
+from inspector.inference.detector import Detector
 from inspector.inference.drift_guard import frame_stats
+from inspector.inference.heads.detect import Preprocessor
 from inspector.review.gallery import THUMB_WIDTH, make_thumbnail
 from inspector.review.sampler import SampleDecision, dhash64
 from inspector.review.spool import Spool
