@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -15,6 +14,7 @@ from inspector.config import InspectorConfig
 from inspector.review.spool import iter_samples
 from inspector.review.upload import LOCK_NAME, NightlyUploader, SpoolBusy, Uploader
 from tests.review.upload.spooled import REPO, base_images_cache, fill_spool, manifest_ids, sample_files
+from tests.waiting import wait_for
 
 
 def test_upload_now_and_the_nightly_pass_never_merge_a_manifest_at_once(tmp_path):
@@ -34,11 +34,11 @@ def test_upload_now_and_the_nightly_pass_never_merge_a_manifest_at_once(tmp_path
     other = None
     try:
         lock = spool / LOCK_NAME
-        deadline = time.monotonic() + 30  # wait for the event: A holds the lock and says so in the file
-        while time.monotonic() < deadline and f"pid {slow.pid} " not in (lock.read_text() if lock.exists() else ""):
+        def a_holds_it() -> bool:  # the event: A holds the lock and says so in the file
             assert slow.poll() is None, slow.communicate()
-            time.sleep(0.02)
-        assert f"pid {slow.pid} " in lock.read_text()
+            return f"pid {slow.pid} " in (lock.read_text() if lock.exists() else "")
+
+        wait_for(a_holds_it, 30, "process A holding the spool lock")
 
         # The in-service pass does not wait: it is refused, naming the holder, and touches nothing.
         cfg = InspectorConfig(spool={"dir": spool}, upload={"destination": f"file://{dest}", "window": None})
@@ -77,14 +77,11 @@ def test_a_nightly_pass_skips_while_upload_now_holds_the_spool(tmp_path):
     nightly = NightlyUploader(cfg, poll_s=0.01)
     nightly.start()
     try:
-        deadline = time.monotonic() + 20
-        while nightly.state()["skipped_busy"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: nightly.state()["skipped_busy"] >= 2, 20, lambda: f"two skipped passes: {nightly.state()}")
         st = nightly.state()
         assert st["skipped_busy"] >= 2 and st["passes"] == 0 and len(list(iter_samples(spool))) == 2, st
         held.release()
-        while nightly.state()["passes"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: nightly.state()["passes"] >= 1, 20, lambda: f"a pass once released: {nightly.state()}")
     finally:
         nightly.stop(5)
     assert nightly.state()["passes"] >= 1 and list(iter_samples(spool)) == []
