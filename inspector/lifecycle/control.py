@@ -32,6 +32,8 @@ from inspector.kernel import realtime
 
 log = logging.getLogger(__name__)
 
+#: How long a refused peer may take to send its request before it gets the refusal anyway.
+REFUSED_READ_S = 2.0
 MAX_LINE = 64 * 1024
 COMMANDS = ("status", "promote", "rollback", "shadow", "shadow_stop", "report")
 
@@ -117,7 +119,18 @@ class ControlServer:
             if who is not None:
                 self.refused += 1
                 log.warning("control socket: refused %s", who)
-                _send(conn, {"ok": False, "error": f"forbidden: {who}", "exit_code": 2})
+                # Its request is read (bounded) before the refusal goes: closing first made the client's send
+                # fail with EPIPE, or its unread bytes reset the connection, so the refused user saw an OS
+                # error instead of "forbidden" (seen in a CI run under load).
+                conn.settimeout(REFUSED_READ_S)
+                try:
+                    _recv(conn)
+                except (EOFError, ValueError, OSError):
+                    pass
+                try:
+                    _send(conn, {"ok": False, "error": f"forbidden: {who}", "exit_code": 2})
+                except OSError:
+                    pass
                 return
             try:
                 req = _recv(conn)

@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 
 from inspector.lifecycle.control import ControlError, ControlServer, request
+from tests.waiting import wait_for
 
 NOBODY = 65534
 
 
-def _as_nobody(path: str) -> dict:
-    """Connects and sends one request as uid/gid 65534 from a child process; returns what it got."""
+def _as_nobody(path: str, send_when=None) -> dict:
+    """Connects and sends one request as uid/gid 65534 from a child process; returns what it got.
+    `send_when`: called in the parent once the child is connected; the child sends after it returns."""
     r, w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         try:
@@ -29,6 +32,8 @@ def _as_nobody(path: str) -> dict:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(10)
                 s.connect(path)
+                if send_when is not None:
+                    os.read(go_r, 1)
                 s.sendall(b'{"cmd": "promote", "model": "demo@9.9.9"}\n')
                 out = s.recv(65536)
         except OSError as e:
@@ -36,6 +41,9 @@ def _as_nobody(path: str) -> dict:
         os.write(w, out)
         os._exit(0)
     os.close(w)
+    if send_when is not None:
+        send_when()
+        os.write(go_w, b"g")
     data = os.read(r, 65536)
     os.waitpid(pid, 0)
     return json.loads(data)
@@ -81,6 +89,26 @@ def _refused(srv, calls):
     got = _as_nobody(str(srv.path))
     assert got["ok"] is False and got["error"].startswith("forbidden: uid 65534")
     assert calls == [] and srv.refused == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_refused_user_whose_request_comes_after_the_check_is_told_forbidden():
+    """The client sends once the server has already checked its credentials (a slow or descheduled client):
+    it still gets the refusal, not EPIPE / ECONNRESET (before: the server answered and closed at once)."""
+    base = Path(tempfile.mkdtemp(prefix="inspector-ctl-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    calls = []
+    srv = ControlServer(base / "run" / "ctl.sock", lambda req: calls.append(req) or {})
+    srv.start()
+    try:
+        os.chmod(srv.path.parent, 0o755)
+        os.chmod(srv.path, 0o666)
+        got = _as_nobody(str(srv.path), send_when=lambda: wait_for(lambda: srv.refused == 1, 10, "the peer check"))
+        assert got.get("ok") is False and got["error"].startswith("forbidden: uid 65534"), got
+        assert calls == []
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_second_service_on_the_same_socket_is_refused(server, tmp_path):
