@@ -190,8 +190,11 @@ def test_triggered_keeps_every_part_and_bounds_the_images(rtsp_server, source_fa
     ids = [f.frame_id for f in frames]
     assert ids == list(range(ids[0], ids[0] + len(ids))), "a triggered part was lost"
     assert all(f.part_id == f"opencv-{f.frame_id}" for f in frames)
-    with_image = [f for f in frames if f.image is not None]
-    assert [f.frame_id for f in frames[1:5]] == [f.frame_id for f in with_image[1:5]], "the first 4 queued keep images"
+    # The first queue_size parts queued keep their images. Whether the first part was read before the next
+    # ones came (5 images before the first queue_full) or after (4) depends on the scheduler: a busy machine
+    # gives the second (seen beside a busy CPU thread), so both are right; a fifth image more is not.
+    first_dropped = next((i for i, f in enumerate(frames) if f.image is None), None)
+    assert first_dropped in (4, 5), f"images before the first queue_full: {first_dropped}, expected 4 or 5"
     imageless = [f for f in frames if f.image is None]
     assert len(imageless) >= 6 and all(f.dropped == "queue_full" for f in imageless)
     assert all(a.captured_at < b.captured_at for a, b in pairwise(frames))
