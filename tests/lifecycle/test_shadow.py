@@ -52,6 +52,10 @@ def test_shadow_run(tmp_path, running):
         spool={"queue_size": 1000})
     before = set(_nice_by_thread())
     svc, rec = running(cfg, max_frames=n)
+    # The active model's threads are all there once it has judged parts (OpenVINO makes its inference
+    # threads on the first requests, the sinks theirs on the first verdicts): a snapshot taken before that
+    # counted a late service thread as the shadow's (a fresh-clone run beside a busy CPU thread).
+    rec.wait(lambda vs: len(vs) >= 20, 60, "20 verdicts from the active model")
     main_threads = _nice_by_thread()
     svc.lifecycle.store.stage(candidate, Trust())
     r = request(cfg.lifecycle.socket, {"cmd": "shadow", "model": CANDIDATE})
