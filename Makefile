@@ -23,9 +23,14 @@ APT_DEMO := mosquitto
 demo: setup apt-demo
 	$(VENV)/bin/inspector demo --config configs/demo.yaml
 
+# Two pytest workers (pytest-xdist): a third of the suite's wall time is waiting (parts paced in real time,
+# brokers, cameras and Label Studio starting), so one process used ~0.6 of a core. On 2 cores (AMD EPYC, quiet):
+# one process 838-851 s of pytest, two workers 465 s, same 1517 tests. More workers than cores would put the
+# real-time tests' frame paths behind other tests' CPU work; `make test TEST_WORKERS=4` on a bigger machine.
+TEST_WORKERS ?= 2
 test: setup-full apt-test venv-gi labelstudio
 	$(VENV)/bin/ruff check inspector tests benchmarks
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 # --- set-up -----------------------------------------------------------------------------------
 $(VENV)/bin/python:
@@ -49,13 +54,15 @@ $(LS_VENV)/.stamp:
 	$(LS_VENV)/bin/python -m pip install -q -U pip
 	$(LS_VENV)/bin/python -m pip install -q label-studio==1.23.2
 	touch $@
+# LATEST_VERSION_CHECK=false: Label Studio otherwise asks pypi.org for its newest version whenever its code
+# loads (up to 10 s behind a firewall that drops packets); nothing here talks to the network after install.
 # Its SQLite database migrated once here (~35 s of CPU; minutes on 2 busy cores), not at every test's first
 # start: the test copies this data dir into its tmp folder (tests/review/test_labelstudio.py).
 LS_DATA := build/labelstudio-data
 $(LS_DATA)/.stamp: $(LS_VENV)/.stamp
 	rm -rf $(LS_DATA) && mkdir -p $(LS_DATA)
 	cd $(LS_VENV)/lib/python3.*/site-packages/label_studio && LABEL_STUDIO_BASE_DATA_DIR=$(CURDIR)/$(LS_DATA) \
-	  SENTRY_DSN= FRONTEND_SENTRY_DSN= COLLECT_ANALYTICS=false DJANGO_SETTINGS_MODULE=core.settings.label_studio \
+	  SENTRY_DSN= FRONTEND_SENTRY_DSN= COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false DJANGO_SETTINGS_MODULE=core.settings.label_studio \
 	  $(CURDIR)/$(LS_VENV)/bin/python manage.py migrate --no-input >/dev/null
 	touch $@
 labelstudio: $(LS_VENV)/.stamp $(LS_DATA)/.stamp

@@ -59,6 +59,16 @@ def _kill_mid_copy(bundle, conf, store_root):
     return left[0]
 
 
+@pytest.fixture(autouse=True)
+def _drop_big_blobs(tmp_path):
+    """The 300 MB blobs (up to 3 copies a test) go at teardown: pytest keeps a run's tmp folders, and
+    900 MB a test left behind filled a small CI disk. The rest (configs, logs) stays for a failure's reader."""
+    yield
+    for f in tmp_path.rglob("*.bin"):
+        if f.is_file() and f.stat().st_size > (BIG_MB // 2) << 20:
+            f.unlink()
+
+
 @pytest.fixture
 def setup(tmp_path):
     conf = tmp_path / "c.yaml"

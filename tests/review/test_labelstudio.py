@@ -62,7 +62,8 @@ def label_studio_server(tmp_path_factory):
     env = dict(os.environ, LABEL_STUDIO_BASE_DATA_DIR=str(tmp_path / "ls-data"),
                LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true", LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(served),
                LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true", SENTRY_DSN="", FRONTEND_SENTRY_DSN="",
-               COLLECT_ANALYTICS="false", PYTHONUNBUFFERED="1")
+               COLLECT_ANALYTICS="false", LATEST_VERSION_CHECK="false",
+               PYTHONUNBUFFERED="1")
     log = open(tmp_path / "label-studio.log", "w")
     proc = subprocess.Popen([str(LABEL_STUDIO), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
                              "--internal-host", "127.0.0.1", "--username", "reviewer@example.com", "--password",
