@@ -376,8 +376,9 @@ class DriftConfig(StrictConfig):
     psi_acts: bool = Field(False, description="false: a drift seen only in the confidences raises input_drift but "
                            "does not trigger decision.on_drift (a batch of bad parts moves them too).")
     output: bool = Field(True, description="Also watch what the model does (the output guard): the share of weak "
-                         "detections (top confidence in (0, 0.5)) and of rejects over output_window judged parts, "
-                         "against the card's input_envelope.output (else the run's first output_baseline parts); "
+                         "judgements (top score in (0, weak_below): 0.5 for a detector, (1 + 1/k) / 2 for a "
+                         "classifier of k classes) and of rejects over output_window judged parts, against the card's "
+                         "input_envelope.output (else the run's first output_baseline parts); "
                          "output_drift when one leaves its binomial band, and decision.on_drift acts on it.")
     output_window: int = Field(40, ge=10, le=10_000, description="Judged parts in the output guard's window (40: "
                                "raises within 50 parts of an untrained optical change, 0 false alarms in 6600 "

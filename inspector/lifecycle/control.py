@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -122,11 +123,7 @@ class ControlServer:
                 # Its request is read (bounded) before the refusal goes: closing first made the client's send
                 # fail with EPIPE, or its unread bytes reset the connection, so the refused user saw an OS
                 # error instead of "forbidden" (seen in a CI run under load).
-                conn.settimeout(REFUSED_READ_S)
-                try:
-                    _recv(conn)
-                except (EOFError, ValueError, OSError):
-                    pass
+                _drain_refused(conn)
                 try:
                     _send(conn, {"ok": False, "error": f"forbidden: {who}", "exit_code": 2})
                 except OSError:
@@ -199,6 +196,25 @@ def _listening(path: Path) -> bool:
 
 def _send(conn: socket.socket, doc: dict[str, Any]) -> None:
     conn.sendall(json.dumps(doc, default=str).encode() + b"\n")
+
+
+def _drain_refused(conn: socket.socket) -> None:
+    """Reads a refused peer's request, whatever it holds, for at most REFUSED_READ_S in all (one deadline,
+    not one per recv: a peer dripping a byte a second would otherwise hold this thread for hours)."""
+    end = time.monotonic() + REFUSED_READ_S
+    got = 0
+    while got <= MAX_LINE:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(4096)
+        except OSError:
+            return
+        if not chunk or b"\n" in chunk:
+            return
+        got += len(chunk)
 
 
 def _recv(conn: socket.socket) -> dict[str, Any]:

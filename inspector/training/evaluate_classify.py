@@ -42,6 +42,18 @@ def open_eval(model: Path, data: Path | None) -> tuple[ModelCard, ClsDataset]:
     return card, ds
 
 
+def pick_split(ds: ClsDataset, data: Path | None, split: str | None) -> tuple[str, list]:
+    """The split to judge (test, else val, where none is named) and its images; one with none is refused:
+    an empty split reported nothing, or failed later with a traceback (eval --perturb)."""
+    split = split or ("test" if "test" in ds.splits else "val")
+    if split not in ds.splits:
+        raise ClsImportError(f"{data or ds.root} has no split {split!r} (has {ds.splits})")
+    rows = ds.images(split)
+    if not rows:
+        raise ClsImportError(f"{data or ds.root}: split {split!r} has no images")
+    return split, rows
+
+
 def run_cls_eval_cli(model: Path, data: Path | None, split: str | None, compare: bool,
                      json_out: str | None) -> int:
     try:
@@ -49,13 +61,13 @@ def run_cls_eval_cli(model: Path, data: Path | None, split: str | None, compare:
     except (CardRefused, ClsImportError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
-    split = split or ("test" if "test" in ds.splits else "val")
-    if split not in ds.splits:
-        print(f"eval: {data} has no split {split!r} (has {ds.splits})", file=sys.stderr)
+    try:
+        split, rows = pick_split(ds, data, split)
+    except ClsImportError as e:
+        print(f"eval: {e}", file=sys.stderr)
         return 2
     import numpy as np
 
-    rows = ds.images(split)
     labels = np.array([k for _, k in rows])
     results = {}
     for precision in (("fp32", "int8") if compare else ("int8",)):
@@ -83,14 +95,13 @@ def run_cls_perturb_cli(model: Path, data: Path | None, split: str | None, famil
 
     try:
         card, ds = open_eval(model, data)
+        split, rows = pick_split(ds, data, split)
         for f in families:
             if f != CLEAN:
                 optics.family(f)
     except (CardRefused, ClsImportError, ValueError, KeyError) as e:
         print(f"eval --perturb: {e}", file=sys.stderr)
         return 2
-    split = split or ("test" if "test" in ds.splits else "val")
-    rows = ds.images(split)
     images = [cv2.imread(str(f)) for f, _ in rows]
     labels = np.array([k for _, k in rows])
     ir = ClsIR(Path(model) / card.files[precision].xml)

@@ -131,3 +131,46 @@ def test_a_stale_socket_is_replaced(tmp_path):
     finally:
         srv.stop()
     assert not path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another user")
+def test_a_refused_user_who_drips_bytes_is_answered_without_waiting_for_the_whole_line():
+    """The refused peer's request is read for REFUSED_READ_S in all, not per byte: a client sending one
+    byte every 0.3 s and never a newline gets "forbidden" long before it would have sent 40 (12 s). Before,
+    each recv had its own 2 s, so such a client held its server thread for as long as it kept dripping."""
+    base = Path(tempfile.mkdtemp(prefix="inspector-ctl-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    srv = ControlServer(base / "run" / "ctl.sock", lambda req: {})
+    srv.start()
+    os.chmod(srv.path.parent, 0o755)
+    os.chmod(srv.path, 0o666)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: nobody, dripping
+        sent, got = 0, b""
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(srv.path))
+                s.settimeout(0.3)
+                while sent < 40 and not got:
+                    s.sendall(b"{")
+                    sent += 1
+                    try:
+                        got = s.recv(65536)
+                    except TimeoutError:
+                        pass
+        except OSError as e:
+            got = repr(e).encode()
+        os.write(w, json.dumps({"sent": sent, "got": got.decode(errors="replace")}).encode())
+        os._exit(0)
+    os.close(w)
+    try:
+        out = json.loads(os.read(r, 65536))
+        os.waitpid(pid, 0)
+        assert "forbidden: uid 65534" in out["got"], out
+        assert out["sent"] < 40, f"the refusal came only after the client stopped sending: {out}"
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)

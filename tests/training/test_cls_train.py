@@ -125,3 +125,16 @@ def test_eval_perturb_judges_altered_copies_at_the_card_thresholds(chain, capsys
     assert rows["none"]["accuracy"] == raw["evaluation"]["int8"]["accuracy"]  # unaltered: the card's figure
     assert main(["eval", "--model", str(chain / "bundle"), "--data", data, "--perturb", "fog"]) == 2
     assert "--perturb: expected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--perturb", "none,blur"]], ids=["eval", "eval-perturb"])
+def test_a_split_the_dataset_lacks_is_named_exit_2(chain, tmp_path, capsys, extra):
+    """eval and eval --perturb refuse a split the dataset does not have (before: --perturb stacked no images
+    and failed with a traceback, exit 1)."""
+    make_folders(tmp_path / "src", {"ok": 4, "ng": 4})
+    assert main(["dataset", "import", "--from", "folders", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+                 "--val-fraction", "0.5"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", str(chain / "bundle"), "--data", str(tmp_path / "ds" / "data.yaml"),
+                 "--split", "test", *extra]) == 2
+    assert "has no split 'test' (has ['train', 'val'])" in capsys.readouterr().err
