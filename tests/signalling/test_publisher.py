@@ -288,8 +288,12 @@ def test_inspector_kill_9_and_restart(broker_factory, tmp_path):
     assert resent and alarmed, (len(resent), len(alarmed))  # both branches were exercised
     for rid, m in resent.items():
         assert m.at <= left[rid], f"{rid} re-sent after its deadline"
+    # Strict mode alarms a leftover once it has under 1 s left (it is not published any more): each alarm
+    # came after that moment (an alarm's receipt is after its decision, so this cannot pass by delay).
+    alarm_at = {m.payload["reject"]["id"]: m.at for m in rec.on("alarm")
+                if m.payload.get("kind") == "escaped_part" and m.payload.get("reject")}
     for rid in alarmed:
-        assert left[rid] <= time.time()
+        assert left[rid] - 1.0 <= alarm_at[rid], f"{rid} alarmed with {left[rid] - alarm_at[rid]:.2f} s left"
 
 
 def test_a_reject_is_kept_when_submit_returns(broker_factory, tmp_path):
