@@ -3,7 +3,9 @@ operator's page): a flood of idle or slow clients closes the oldest connection, 
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -17,6 +19,8 @@ HANDLER_TIMEOUT_S = 5.0
 #: is answered in ms, so the oldest open connection is the idle one, and a flood of idle sockets cannot
 #: lock the scraper out for HANDLER_TIMEOUT_S. 500 half-open clients keep at most this many threads.
 MAX_CONNECTIONS = 16
+
+log = logging.getLogger(__name__)
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):
@@ -32,7 +36,19 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self._open: dict[socket.socket, float] = {}  # connection -> accepted at (monotonic)
         self._open_lock = threading.Lock()
         self.evicted = 0  # connections closed to make room (slow or idle clients)
+        self.clients_gone = 0  # clients that left before their answer was written (a scrape timeout)
         super().__init__(address, handler)
+
+    def handle_error(self, request, client_address) -> None:
+        """socketserver prints a traceback to stderr for any handler error; a client that left before its
+        answer (BrokenPipe, reset: a scraper's timeout, an evicted idle socket) is counted, and logged at
+        debug: it is no fault of the service. Anything else goes to the log with its traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            self.clients_gone += 1
+            log.debug("%s: client %s left: %s", type(self).__name__, client_address, exc)
+            return
+        log.error("%s: request from %s failed", type(self).__name__, client_address, exc_info=exc)
 
     def process_request(self, request, client_address) -> None:
         victim = None

@@ -272,6 +272,7 @@ class MqttPublisher:
         self._verdicts: deque[Verdict] = deque(maxlen=10_000)
         self._memory: OrderedDict[str, Entry] = OrderedDict()  # rows the outbox could not take (disk full)
         self._degraded = False  # read by submit(): skip the disk while it is known to be full
+        self._degraded_error: str | None = None  # why, while degraded (kept as last_error across reconnects)
         self._write_retry_at = 0.0
         self._escaped_ids: OrderedDict[str, None] = OrderedDict()  # rejects already counted as escaped
         self._overflow_counted = 0
@@ -489,7 +490,9 @@ class MqttPublisher:
         self._net_gen += 1
         if self._net_gen > 1:
             self.reconnects += 1
-        self._last_error = None
+        # A degraded outbox is still the state's error after a reconnect: the broker is back, the disk is not
+        # (cleared here, `last_error` said None while rows were held in memory only: seen in a CI run).
+        self._last_error = self._degraded_error if self._degraded else None
         self._logged_error = None
         log.info("mqtt: connected to %s:%d as %s (%s)", self.cfg.host, self.cfg.port, self.client_id, self.cfg.protocol)
         if not self.v5 and self._net_gen == 1:
@@ -690,6 +693,7 @@ class MqttPublisher:
         self._degraded = True
         self.degraded_episodes += 1
         text = str(e) if isinstance(e, PublishError) else f"outbox write failed: {type(e).__name__}: {e}"
+        self._degraded_error = text
         self._set_error(text)
         log.error("mqtt: OUTBOX DEGRADED: %s; rejects and alarms are published from memory (up to %d) "
                   "and lost by a crash until the outbox can write again", text, self.memory_max)
