@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from inspector.errors import InspectorError
+from inspector.kernel.durable import write_atomic
 from inspector.training import offline
 
 # Augmentation presets (ultralytics hyper-parameters), chosen by what the camera sees.
@@ -159,17 +161,22 @@ def train(plan: TrainPlan, resume: bool = False) -> Path:
     # (measured here: 1.0 core busy, 2.7 s/batch). Use them all; data loading is in-line on CPU.
     torch_utils.NUM_THREADS = max(1, os.cpu_count() or 1)
 
+    if resume:
+        for note in restore_cut_checkpoints(last.parent):
+            print(note, flush=True)
     t0 = time.monotonic()
     if resume and _finished(last):
         print(f"{last}: the run already finished all its epochs; exporting its best.pt")
     elif resume:
         model = YOLO(str(last))
+        model.add_callback("on_model_save", keep_checkpoints)
         model.add_callback("on_fit_epoch_end", _progress_callback(out, task))
         model.train(resume=True, workers=plan.workers)
     else:
         if plan.init is not None and not Path(plan.init).exists():
             raise TrainError(f"--init {plan.init} does not exist")
         model = task.new_model(plan, run.arch)
+        model.add_callback("on_model_save", keep_checkpoints)
         model.add_callback("on_fit_epoch_end", _progress_callback(out, task))
         extra = {"time": plan.time_budget_h} if plan.time_budget_h else {}
         model.train(
@@ -241,6 +248,47 @@ DETECT = TrainTask(
                     f"R {r['recall']:.3f}"))
 
 
+def _kept(p: Path) -> Path:
+    return p.with_name(p.stem + ".kept.pt")
+
+
+def _whole(p: Path) -> bool:
+    """A .pt is a zip archive: a file cut mid-write has no central directory (or fails its CRCs)."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            return z.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def keep_checkpoints(trainer) -> None:
+    """on_model_save: a copy of last.pt and best.pt written atomically (temp, fsync, rename). ultralytics
+    writes them in place (truncate, then write): a run killed while saving (a reboot, a power cut) left a
+    last.pt that --resume could not read (a fresh-clone CI run: 'failed finding central directory')."""
+    for p in (Path(trainer.last), Path(trainer.best)):
+        if p.exists() and _whole(p):
+            write_atomic(_kept(p), p.read_bytes())
+
+
+def restore_cut_checkpoints(weights: Path) -> list[str]:
+    """Before --resume: a last.pt / best.pt cut mid-write is replaced by the copy kept after the epoch
+    before (what the run resumes from says so); TrainError when there is none to take."""
+    notes = []
+    for name in ("last", "best"):
+        p = weights / f"{name}.pt"
+        if not p.exists() or _whole(p):
+            continue
+        kept = _kept(p)
+        if not (kept.exists() and _whole(kept)):
+            raise TrainError(f"--resume: {p} is not a whole checkpoint (cut mid-write: the run was killed while "
+                             f"saving it) and no earlier copy ({kept.name}) was kept: start the run again into a "
+                             f"new --out")
+        write_atomic(p, kept.read_bytes())
+        notes.append(f"{p} was cut mid-write (the run was killed while saving it): restored from {kept.name}, "
+                     f"the copy kept after the epoch before")
+    return notes
+
+
 def _finished(last: Path) -> bool:
     """ultralytics strips the optimizer and sets epoch -1 in last.pt when a run completes."""
     import torch
@@ -303,7 +351,7 @@ def _progress_callback(out: Path, task: TrainTask):
         if row[task.best_by] >= best.get(task.best_by, -1):
             best = {k: row[k] for k in task.best_keys}
         history = [h for h in prev.get("history", []) if h["epoch"] < epoch] + [row]
-        (out / "progress.json").write_text(json.dumps({**row, "best": best, "history": history}, indent=1))
+        write_atomic(out / "progress.json", json.dumps({**row, "best": best, "history": history}, indent=1).encode())
         print(f"[inspector train] epoch {epoch}/{total}  {task.text(row)}  {per_epoch / 60:.1f} min/epoch"
               f"  ETA {eta / 3600:.1f} h  (best {task.best_by} {best[task.best_by]:.3f} @ {best['epoch']})", flush=True)
 
