@@ -58,12 +58,8 @@ def run_cls_eval_cli(model: Path, data: Path | None, split: str | None, compare:
                      json_out: str | None) -> int:
     try:
         card, ds = open_eval(model, data)
-    except (CardRefused, ClsImportError) as e:
-        print(f"eval: {e}", file=sys.stderr)
-        return 2
-    try:
         split, rows = pick_split(ds, data, split)
-    except ClsImportError as e:
+    except (CardRefused, ClsImportError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
     import numpy as np
