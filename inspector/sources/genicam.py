@@ -337,6 +337,22 @@ def _set_float(cam, feature: str, value: float | None, available, bounds, setter
     _try(lambda: setter(value), feature, value)
 
 
+_STRAY_MARGIN_S = 0.0005  # the two clock reads of the comparison; a genuine frame comes after its trigger (causality)
+
+
+def arrived_before_trigger(sys_ns: int, arrived: float, arrived_wall: float, fired_at: float) -> bool:
+    """True when a buffer's first packet reached the host before the software trigger that awaits a frame
+    was sent (`fired_at`, monotonic, taken before the trigger command goes out): a camera cannot answer a
+    trigger it has not got, so the buffer is not that trigger's image. Aravis stamps the first packet's
+    arrival on the wall clock (`sys_ns`, 0 when unknown: then nothing can be said); it is put on the
+    monotonic clock with the (monotonic - wall) offset read at the buffer's pop, so a wall-clock step
+    between the trigger and the frame does not turn a genuine frame into a stray one."""
+    if sys_ns <= 0:
+        return False
+    first_packet = sys_ns * 1e-9 + (arrived - arrived_wall)
+    return first_packet < fired_at - _STRAY_MARGIN_S
+
+
 class GenICamSource(LiveSource):
     """A FrameSource for one GenICam camera (free run, software trigger or hardware line trigger)."""
 
@@ -621,11 +637,14 @@ class GenICamSource(LiveSource):
         with self._lock:
             if self._session is not session:
                 return None  # a frame of a session already declared lost
-            if self.cfg.camera_trigger == "software" and not self._pending:
-                # No trigger awaits a frame: this buffer is no part's image (the fake camera hands over one
-                # extra buffer at acquisition start in about 1 of 10 sessions; a warm-up retry's frame can
-                # come after the warm-up). Handed on, it would become the next trigger's frame and that part
-                # would be judged on an image taken before it was there.
+            if self.cfg.camera_trigger == "software" and (
+                    not self._pending or arrived_before_trigger(sys_ts, arrived, arrived_wall, self._pending[0][1])):
+                # No trigger awaits a frame, or the buffer's first packet reached us before the awaited
+                # trigger was sent: this buffer is no part's image (the fake camera hands over one extra
+                # buffer at acquisition start in about 1 of 10 sessions; a warm-up retry's frame can come
+                # after the warm-up; a grab thread held off the CPU pops a stray buffer only after the next
+                # trigger went). Handed on, it would become the awaited trigger's frame and that part would
+                # be judged on an image taken before it was there. The trigger stays pending for its own.
                 self._dropped["unsolicited"] += 1
                 return None
             if lost is not None:

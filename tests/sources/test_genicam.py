@@ -16,7 +16,7 @@ import pytest
 from inspector.config import GENICAM_PIXEL_FORMATS, GenICamSourceConfig, load_config
 from inspector.errors import ConfigError, SourceError
 from inspector.sources import Connection, open_source
-from inspector.sources.genicam import GenICamSource, decode_genicam_payload
+from inspector.sources.genicam import GenICamSource, arrived_before_trigger, decode_genicam_payload
 from tests.fixtures.genicam_camera import FakeCamera, run_isolated
 from tests.waiting import wait_for
 
@@ -224,6 +224,47 @@ def test_a_frame_no_software_trigger_asked_for_is_no_part(fake_camera):
         assert src.software_trigger()
         f = wait_for(lambda: src.read(0.5), what="the triggered frame")
         assert f.captured_at >= t0 and f.frame_id == 0  # the stray frame took no frame id and no part
+    finally:
+        src.stop()
+
+
+@pytest.mark.parametrize("first_packet_s,fired_at_s,stray", [
+    (99.990, 100.000, True),    # came 10 ms before the trigger was sent: not its image
+    (99.9990, 100.000, True),   # 1 ms before
+    (99.9997, 100.000, False),  # within the clock reads' margin: taken as the trigger's
+    (100.015, 100.000, False),  # 15 ms after: the trigger's frame
+])
+def test_a_buffer_that_came_before_its_trigger_is_a_stray(first_packet_s, fired_at_s, stray):
+    # wall clock 1000 s ahead of the monotonic one: the comparison is made on the monotonic clock
+    arrived, arrived_wall = 100.030, 1100.030
+    sys_ns = round((first_packet_s + 1000.0) * 1e9)
+    assert arrived_before_trigger(sys_ns, arrived, arrived_wall, fired_at_s) is stray
+    assert arrived_before_trigger(0, arrived, arrived_wall, fired_at_s) is False  # no stamp: nothing to say
+
+
+def test_a_stray_frame_popped_after_the_next_trigger_went_is_no_part(fake_camera):
+    """The race the no-trigger-pending check alone missed: a stray buffer (a trigger from elsewhere) that
+    the grab thread pops only after our next trigger was registered, because it was held off the CPU in
+    between. Its first packet came before that trigger was sent, so it is dropped and counted, and the
+    part waits for its own frame. The test holds the grab thread on the source's lock while the stray
+    arrives and registers the awaited trigger itself (what the control thread does before it sends one):
+    the scheduling the race needs, made certain."""
+    src = started(fake_camera, camera_trigger="software")
+    try:
+        before = src.state().dropped.get("unsolicited", 0)
+        done0 = src._session.stream_stats()["n_completed_buffers"]
+        with src._lock:  # the grab thread waits for this lock before and after each pop
+            src._session.camera.software_trigger()  # the stray: a trigger the source did not fire
+            # completed: the grab thread, waiting for the lock, pops it (or has popped it) only after we let go
+            wait_for(lambda: src._session.stream_stats()["n_completed_buffers"] == done0 + 1,
+                     what="the stray buffer received")
+            fired = time.monotonic()
+            src._pending.append((fired, fired))  # our trigger, registered before it is sent
+        wait_for(lambda: src.state().dropped.get("unsolicited", 0) == before + 1, what="the stray frame counted")
+        assert src.read(0.3) is None, "the stray buffer became the awaited part's frame"
+        src._session.camera.software_trigger()  # the awaited trigger goes out
+        f = wait_for(lambda: src.read(0.5), what="the part's own frame")
+        assert f.frame_id == 0 and f.captured_at == fired and f.dropped is None
     finally:
         src.stop()
 
