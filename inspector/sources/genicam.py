@@ -337,16 +337,17 @@ def _set_float(cam, feature: str, value: float | None, available, bounds, setter
     _try(lambda: setter(value), feature, value)
 
 
-_STRAY_MARGIN_S = 0.0005  # the two clock reads of the comparison; a genuine frame comes after its trigger (causality)
+_STRAY_MARGIN_S = 0.0005  # the clock reads of the comparison; a genuine frame comes after its trigger (causality)
 
 
 def arrived_before_trigger(sys_ns: int, arrived: float, arrived_wall: float, fired_at: float) -> bool:
-    """True when a buffer's first packet reached the host before the software trigger that awaits a frame
+    """True when a buffer's leader packet reached the host before the software trigger that awaits a frame
     was sent (`fired_at`, monotonic, taken before the trigger command goes out): a camera cannot answer a
-    trigger it has not got, so the buffer is not that trigger's image. Aravis stamps the first packet's
-    arrival on the wall clock (`sys_ns`, 0 when unknown: then nothing can be said); it is put on the
-    monotonic clock with the (monotonic - wall) offset read at the buffer's pop, so a wall-clock step
-    between the trigger and the frame does not turn a genuine frame into a stray one."""
+    trigger it has not got, so the buffer is not that trigger's image. Aravis stamps the leader's arrival
+    on the wall clock (`sys_ns`; 0 when unknown, then nothing can be said; fresh only in a complete buffer,
+    see `_grab_one`). It is put on the monotonic clock with the (monotonic - wall) offset read at the
+    buffer's pop, so a wall-clock step between the trigger and the frame does not make a genuine frame a
+    stray one."""
     if sys_ns <= 0:
         return False
     first_packet = sys_ns * 1e-9 + (arrived - arrived_wall)
@@ -637,8 +638,11 @@ class GenICamSource(LiveSource):
         with self._lock:
             if self._session is not session:
                 return None  # a frame of a session already declared lost
-            if self.cfg.camera_trigger == "software" and (
-                    not self._pending or arrived_before_trigger(sys_ts, arrived, arrived_wall, self._pending[0][1])):
+            # Only a complete buffer's arrival stamp is trusted: Aravis sets it from the leader packet, and a
+            # buffer whose leader was lost keeps the stamp of its previous use (taken for a stray, a lossy-link
+            # test's incomplete frames were dropped and their triggers waited until the camera counted as lost).
+            if self.cfg.camera_trigger == "software" and (not self._pending or (
+                    lost is None and arrived_before_trigger(sys_ts, arrived, arrived_wall, self._pending[0][1]))):
                 # No trigger awaits a frame, or the buffer's first packet reached us before the awaited
                 # trigger was sent: this buffer is no part's image (the fake camera hands over one extra
                 # buffer at acquisition start in about 1 of 10 sessions; a warm-up retry's frame can come
