@@ -17,6 +17,7 @@ presets, the epoch's metrics. DETECT is below; the classifier's is train_classif
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 
@@ -252,7 +254,7 @@ def _kept(p: Path) -> Path:
     return p.with_name(p.stem + ".kept.pt")
 
 
-def _whole(p: Path) -> bool:
+def _whole(p: Path | BinaryIO) -> bool:
     """A .pt is a zip archive: a file cut mid-write has no central directory (or fails its CRCs)."""
     try:
         with zipfile.ZipFile(p) as z:
@@ -266,8 +268,12 @@ def keep_checkpoints(trainer) -> None:
     writes them in place (truncate, then write): a run killed while saving (a reboot, a power cut) left a
     last.pt that --resume could not read (a fresh-clone CI run: 'failed finding central directory')."""
     for p in (Path(trainer.last), Path(trainer.best)):
-        if p.exists() and _whole(p):
-            write_atomic(_kept(p), p.read_bytes())
+        kept = _kept(p)
+        if not p.exists() or (kept.exists() and kept.stat().st_mtime_ns >= p.stat().st_mtime_ns):
+            continue  # best.pt is saved only when it improves: its copy is still the current one
+        data = p.read_bytes()  # read once: checked and copied from memory
+        if _whole(io.BytesIO(data)):
+            write_atomic(kept, data)
 
 
 def restore_cut_checkpoints(weights: Path) -> list[str]:
