@@ -56,6 +56,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -423,18 +424,60 @@ def _on_sigxcpu(signum, frame) -> None:  # noqa: ARG001 - signal handler signatu
     s._demoted_ev.set()
 
 
+#: How often the guard notes each frame-path thread's CPU time, so that a demotion can name the thread that
+#: ran without blocking (the SIGXCPU does not say which: seen in 2 of 20 CI logs, unexplained).
+GUARD_LOOK_S = 0.5
+
+
+def frame_cpu(s: _Scheduler | None = None) -> dict[int, tuple[str, int, int]]:
+    """tid -> (name, ns on CPU, voluntary context switches) of each frame-path thread, as the kernel counts."""
+    s = s or _s
+    out = {}
+    for tid, (group, name, _) in list(s.members.items()):
+        if group != "frame":
+            continue
+        try:
+            ns = int(Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[0])
+            status = Path(f"/proc/self/task/{tid}/status").read_text()
+        except (OSError, ValueError, IndexError):
+            continue  # gone, or a kernel without schedstats
+        vol = next((int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("voluntary_ctxt_switches")), -1)
+        out[tid] = (name, ns, vol)
+    return out
+
+
+def spinners(before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]]) -> list[dict]:
+    """Frame-path threads by CPU time between two looks, most first; `blocked` is how often each went to
+    sleep of its own accord (0 with CPU time: it ran without blocking, the RLIMIT_RTTIME suspect)."""
+    rows = []
+    for tid, (name, ns, vol) in after.items():
+        b = before.get(tid, (name, 0, vol))
+        rows.append({"thread": name, "tid": tid, "cpu_ms": round((ns - b[1]) / 1e6, 1), "blocked": vol - b[2]})
+    return sorted(rows, key=lambda r: -r["cpu_ms"])
+
+
 def _guard_loop(s: _Scheduler) -> None:
     enter("service", "realtime-guard")
-    s._demoted_ev.wait()
+    look = frame_cpu(s)
+    looked_at = time.monotonic()
+    while not s._demoted_ev.wait(GUARD_LOOK_S):
+        look, looked_at = frame_cpu(s), time.monotonic()
+    rows = spinners(look, frame_cpu(s))[:4]
+    since_ms = round((time.monotonic() - looked_at) * 1e3)
     for tid, (group, _, _) in list(s.members.items()):
         if group == "frame":
             record(tid)
-    log.error("realtime: demoted the frame path to SCHED_OTHER: %s", s.demoted)
+    log.error("realtime: demoted the frame path to SCHED_OTHER: %s. Frame-path CPU in the last %d ms (blocked: "
+              "times it slept of its own accord): %s", s.demoted, since_ms,
+              "; ".join(f"{r['thread']} (tid {r['tid']}) {r['cpu_ms']} ms, blocked {r['blocked']}" for r in rows))
     if s.alarm is not None:
         try:
             s.alarm("realtime_demoted", {"reason": s.demoted, "rttime_ms": s.cfg.rttime_ms,
-                                         "fix": "a frame-path thread spins: see the logs; restart the service to "
-                                                "return to the real-time class"})
+                                         "threads": rows, "window_ms": since_ms,
+                                         "fix": "a frame-path thread spins (`threads`: CPU time in the last "
+                                                "window_ms, most first; blocked 0 = it never slept): restart the "
+                                                "service to return to the real-time class"})
         except Exception:  # an alarm path must not take the guard down
             log.exception("realtime_demoted alarm could not be raised")
 

@@ -29,7 +29,10 @@ trigger pair when each is the other's only counterpart within `pairing_window_ms
 waiting and those seen in the last second or so; two triggers for one frame, or two frames for one
 trigger, and every part concerned gets the fail-safe result `ambiguous` (one already paired but not
 yet answered too). Arrival order plays no part: a trigger message that overtakes another, or a frame
-that never comes, cannot move an image to another part. The window must stay under half the
+that never comes, cannot move an image to another part. A hardware trigger is paired by plc-pair
+only after every frame already at the PC has joined the pairing. What no pairing can do: a second
+frame of a window that reaches the PC after the first one's result went out is refused, and its
+alarm names the part already answered (`already_answered`). The window must stay under half the
 shortest time between two parts (a refusal's alarm says so when it does not).
 
 Ready: the retained `.../ready` is re-asserted: the handshake watches its own topic and re-publishes
@@ -38,8 +41,9 @@ the true state when another client wrote something else there (`ready_overwritte
 see: its subscription refused by the broker's ACL, or made while it was disconnected).
 
 Threads: paho's network thread parses triggers (never blocks: a software trigger is queued to the
-camera's control thread); `plc-pair` owns the pairing (pending triggers, waiting frames), expiry
-and the ready state; the pipeline's post thread calls `submit`. Shared state is under one lock.
+camera's control thread, a hardware one handed to plc-pair); `plc-pair` owns the pairing (pending
+triggers, waiting frames), expiry and the ready state; the pipeline's post thread calls `submit`.
+Shared state is under one lock.
 """
 
 from __future__ import annotations
@@ -162,6 +166,9 @@ class PlcHandshake:
         self.seen_s = self.frame_wait_s + self.window_s + cfg.max_clock_skew_ms / 1000
         self._lock = threading.Lock()
         self._pending: list[Trigger] = []  # triggers awaiting a frame (hardware: in any order)
+        # Hardware: triggers accepted by paho's thread, paired by plc-pair only after it has taken every
+        # frame already at the PC (else a frame still in the camera's queue is missed, see _pair_loop).
+        self._arrived: list[Trigger] = []
         self._waiting: list[Frame] = []  # hardware: frames awaiting a trigger
         self._paired: dict[int, Trigger] = {}  # frame_id -> trigger, awaiting the verdict
         self._tainted: set[int] = set()  # paired frame ids found ambiguous before their verdict came
@@ -214,7 +221,8 @@ class PlcHandshake:
         # Triggers still waiting, for a frame or for the verdict of their frame (the pipeline stopped
         # before it), are answered fail-safe before we say fault and leave: one result per trigger.
         with self._lock:
-            left = list(self._pending) + list(self._paired.values())
+            left = list(self._arrived) + list(self._pending) + list(self._paired.values())
+            self._arrived.clear()
             self._pending.clear()
             self._paired.clear()
             self._tainted.clear()
@@ -244,8 +252,8 @@ class PlcHandshake:
         with self._lock:
             counts = dict(self.counts)
             out = {"connected": self._connected.is_set(), "station": station, "station_reason": reason,
-                   "ready": station == "ready", "pending": len(self._pending),
-                   "in_flight": len(self._pending) + len(self._paired)}
+                   "ready": station == "ready", "pending": len(self._arrived) + len(self._pending),
+                   "in_flight": len(self._arrived) + len(self._pending) + len(self._paired)}
         counts["alarms_folded"] = sum(self._alarms.folded_counts().values())
         out.update({k: counts.pop(k, 0) for k in self.COUNTERS})
         out.update(counts)
@@ -307,14 +315,18 @@ class PlcHandshake:
             while len(self._recent) > 4096:
                 self._recent.popitem(last=False)
             self.counts["triggers"] += 1
-            in_flight = len(self._pending) + len(self._paired)
+            in_flight = len(self._arrived) + len(self._pending) + len(self._paired)
         t = Trigger(p.part_id, p.seq, now, self._start_time(p, now))
         why = self._refusal(in_flight)
         if why is not None:
             self._publish_fail_safe(t, why, f"station {why.replace('_', ' ')}")
             return
+        if self.hardware:
+            with self._lock:
+                self._arrived.append(t)  # plc-pair pairs it (its frame may have come first)
+            return
         with self._lock:
-            done = self._add_trigger(t)  # hardware: its frame may have come first
+            done = self._add_trigger(t)
         self._deliver(done)
         if self.cfg.camera == "software" and not self.camera.software_trigger():
             with self._lock:
@@ -390,25 +402,45 @@ class PlcHandshake:
                                                            "found": payload[:200].decode("utf-8", "replace")})
 
     # -- pairing (plc-pair thread, and paho's for a trigger) --------------------------------------------
+    # Hardware: a trigger waits for plc-pair's next turn, at most this long when no frame comes meanwhile
+    # (a frame wakes the loop at once). The 5 ms of the software mode would add up to 5 ms to a part whose
+    # frame came first; 1 ms costs a wake-up a millisecond on a thread that does little else.
+    HARDWARE_POLL_S = 0.001
+    MAX_DRAIN = 64  # frames taken in one turn before the triggers (more than max_in_flight ever queues)
+
     def _pair_loop(self) -> None:
         realtime.enter("frame")  # pairing triggers with frames: frame path (kernel/realtime.py)
+        poll = self.HARDWARE_POLL_S if self.hardware else 0.005
         while not self._stop.is_set():
-            frame = self.camera.read(0.005)
+            frames: list[Frame] = []
+            frame = self.camera.read(poll)
+            # Hardware: every frame already at the PC joins the pairing before a trigger is matched. A trigger
+            # paired while a second frame of its window still sat in the camera's queue was judged on the first
+            # and answered before the second was seen (CI run 38: "two frames for one trigger" answered OK).
+            while frame is not None:
+                frames.append(frame)
+                frame = self.camera.read(0) if self.hardware and len(frames) < self.MAX_DRAIN else None
             now = time.monotonic()
-            if frame is not None:
-                self._take_frame(frame, now)
+            if frames or self._arrived:
+                self._take(frames)
             self._expire(now)
             self._update_ready(now)
             self._alarms.flush_due()
 
-    def _take_frame(self, f: Frame, now: float) -> None:
+    def _take(self, frames: list[Frame]) -> None:
+        """Frames from the camera, then the triggers that arrived meanwhile (hardware). plc-pair only."""
         with self._lock:
-            done = self._add_frame(f)
+            done = _Done()
+            for f in frames:
+                self._add_frame(f, done)
+            arrived, self._arrived = self._arrived, []
+            for t in arrived:
+                self._add_trigger(t, done)
         self._deliver(done)
 
-    def _add_trigger(self, t: Trigger) -> _Done:
+    def _add_trigger(self, t: Trigger, done: _Done | None = None) -> _Done:
         """A trigger accepted: pending until its frame comes. Under the lock."""
-        done = _Done()
+        done = _Done() if done is None else done
         if self.hardware:
             seen = [s for s in self._seen_frames if abs(s.at - t.started_at) <= self.window_s]
             if seen:  # a frame within its window was already given to another part, refused or expired
@@ -418,13 +450,12 @@ class PlcHandshake:
         self._match(done)
         return done
 
-    def _add_frame(self, f: Frame) -> _Done:
-        done = _Done()
+    def _add_frame(self, f: Frame, done: _Done) -> None:
         if self.hardware:
             seen = [s for s in self._seen_triggers if abs(s.at - f.captured_at) <= self.window_s]
             if seen:  # a trigger within its window was already paired, refused or answered no_frame
                 self._refuse_pairing(done, [], [f], seen, "a trigger within the window was already answered")
-                return done
+                return
         self._waiting.append(f)
         # Frames wait for their trigger up to frame_wait_s; with no trigger coming (the PLC silent) their
         # images are bounded by count too: the oldest goes (unsolicited; a late trigger for it is refused).
@@ -434,7 +465,6 @@ class PlcHandshake:
             self._remember_frame(old, None)
             self.counts["unsolicited_frames"] += 1
         self._match(done)
-        return done
 
     def _match(self, done: _Done) -> None:
         if self.hardware:
@@ -599,7 +629,7 @@ class PlcHandshake:
     def _update_ready(self, now: float) -> None:
         st: SourceState = self.camera.state()
         with self._lock:
-            in_flight = len(self._pending) + len(self._paired)
+            in_flight = len(self._arrived) + len(self._pending) + len(self._paired)
             if st.connection is not Connection.CONNECTED:
                 new = ("fault", f"camera {st.connection.value}: {st.detail}".rstrip(": "))
             elif in_flight >= self.cfg.max_in_flight:

@@ -5,6 +5,8 @@ tracebacks from /metrics in the test logs); any other handler error is logged wi
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -36,3 +38,39 @@ def test_handler_errors(server, capsys, caplog, exc, gone, level):
     (rec,) = caplog.records
     assert rec.levelno == level and "127.0.0.1" in rec.getMessage()
     assert (rec.exc_info is not None) == (level == logging.ERROR)
+
+
+def test_threads_never_pass_the_cap_and_a_connection_no_thread_can_take_is_closed_unserved():
+    """Handlers stuck in their work (not in a read the eviction can end): a connection beyond the cap evicts
+    the oldest, but its thread cannot end, so the new connection gets no thread of its own: it is closed
+    unserved after slot_timeout_s and counted. Before, every connection started a thread (cap + 1 here)."""
+    stuck = threading.Event()
+    started = threading.Semaphore(0)
+
+    class Busy(BaseHTTPRequestHandler):
+        def handle(self):
+            started.release()
+            stuck.wait(20)
+
+    srv = BoundedHTTPServer(("127.0.0.1", 0), Busy, max_connections=2, slot_timeout_s=0.3)
+    loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    loop.start()
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(socket.create_connection(srv.server_address, timeout=10))
+            assert started.acquire(timeout=10), "a handler thread for each connection within the cap"
+        late = socket.create_connection(srv.server_address, timeout=10)
+        clients.append(late)
+        assert late.recv(1) == b"", "closed unserved: no handler thread ended to make room"
+        assert srv.refused == 1 and srv.evicted == 1 and srv.peak_handlers == 2
+        stuck.set()
+        clients.append(socket.create_connection(srv.server_address, timeout=10))
+        assert started.acquire(timeout=10), "served again once the stuck handlers ended"
+        assert srv.peak_handlers == 2
+    finally:
+        stuck.set()
+        srv.shutdown()
+        srv.server_close()
+        for c in clients:
+            c.close()

@@ -7,6 +7,7 @@ Hardware-trigger pairing (which the fake camera cannot fire) runs on frames give
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from pathlib import Path
 
@@ -272,6 +273,61 @@ def test_hardware_pairing_is_by_time_and_refuses_what_it_cannot_tell_apart(detec
         assert st["pairing_refused"] == refused and st["fail_safe_ambiguous"] == refused
         assert line.alarms.counts["plc_pairing_refused"] == (1 if refused else 0)  # throttled: the first goes out
         assert line.plc.unexpected == []
+
+
+class HeldEye(LineTriggeredSource):
+    """The frame loop held off the CPU right after it took one frame: the frames fired after it are at the PC
+    (in the camera's queue) but not yet read, as when plc-pair is preempted on a loaded machine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hold_after: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def hold_after(self, frame_id: int) -> None:
+        self._hold_after = frame_id
+
+    def read(self, timeout: float) -> Frame | None:
+        if self._hold_after is not None and self._fired and self._fired[0].frame_id > self._hold_after:
+            self._hold_after = None
+            self.holding.set()
+            self.release.wait(20)
+        return super().read(timeout)
+
+
+def test_a_second_frame_already_at_the_pc_makes_the_trigger_ambiguous_even_while_the_frame_loop_is_held(
+        detector, mqtt_broker, tmp_path):
+    """Two frames within one trigger's window, both at the PC before the trigger message, but the frame loop
+    has read only the first when the trigger comes (CI run 38, 2 workers: the trigger was paired with the
+    first frame on paho's thread and answered OK before the second was read, which was then refused as "a
+    trigger within the window was already answered"). Every frame already at the PC must be in the pairing
+    before a trigger is matched: the part is ambiguous, whatever the threads' timing."""
+    eye = HeldEye()
+    with Line(detector, mqtt_broker, tmp_path, eye, camera="hardware", pairing_window_ms=40,
+              max_clock_skew_ms=3000) as line:
+        eye.fire(time.monotonic() - 10)  # the stand-in reads as connected once it has fired (unsolicited)
+        line.wait(lambda: line.hs.state()["unsolicited_frames"] == 1, what="the first frame expired")
+        t0 = time.monotonic() - 1.0
+        wall0 = time.time() - (time.monotonic() - t0)
+        first = eye.fired()
+        eye.hold_after(first)
+        eye.fire(t0)
+        eye.fire(t0 + 0.030)
+        line.wait(eye.holding.is_set, what="the frame loop holding after the first frame")
+        line.plc.send("A", 0, fired_at=wall0 + 0.015)
+
+        def settled() -> bool:  # the trigger is in the pairing; whatever was paired has been answered
+            st = line.hs.state()
+            return st["pending"] + st["paired"] == 1 and (st["paired"] == 0 or line.plc.answered() == 1)
+
+        line.wait(settled, what="the trigger taken in")
+        eye.release.set()
+        line.wait(lambda: line.plc.answered() == 1, what="the result")
+        line.wait(lambda: line.hs.state()["in_flight"] == 0, what="nothing in flight")
+        r = line.plc.parts[("A", 0)].result
+        assert r["fail_safe"] and r["reason"] == "ambiguous" and r["frame_id"] is None, r
+        assert line.hs.state()["ambiguous_frames"] == 2 and line.seen.verdicts == []
 
 
 def test_a_trigger_paired_but_not_yet_inspected_is_answered_fail_safe_at_stop(mqtt_broker, tmp_path):
