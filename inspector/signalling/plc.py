@@ -404,13 +404,16 @@ class PlcHandshake:
     # -- pairing (plc-pair thread, and paho's for a trigger) --------------------------------------------
     # Hardware: a trigger waits for plc-pair's next turn, at most this long when no frame comes meanwhile
     # (a frame wakes the loop at once). The 5 ms of the software mode would add up to 5 ms to a part whose
-    # frame came first; 1 ms costs a wake-up a millisecond on a thread that does little else.
+    # frame came first. Expiry and the ready state stay at 5 ms (HOUSEKEEPING_S). Measured on the 2-core
+    # EPYC, idle line: plc-pair used 18 ms of CPU per s (software mode: 12; with the expiry each 1 ms: 28).
     HARDWARE_POLL_S = 0.001
+    HOUSEKEEPING_S = 0.005
     MAX_DRAIN = 64  # frames taken in one turn before the triggers (more than max_in_flight ever queues)
 
     def _pair_loop(self) -> None:
         realtime.enter("frame")  # pairing triggers with frames: frame path (kernel/realtime.py)
-        poll = self.HARDWARE_POLL_S if self.hardware else 0.005
+        poll = self.HARDWARE_POLL_S if self.hardware else self.HOUSEKEEPING_S
+        kept = float("-inf")
         while not self._stop.is_set():
             frames: list[Frame] = []
             frame = self.camera.read(poll)
@@ -423,6 +426,9 @@ class PlcHandshake:
             now = time.monotonic()
             if frames or self._arrived:
                 self._take(frames)
+            if now - kept < self.HOUSEKEEPING_S:
+                continue
+            kept = now
             self._expire(now)
             self._update_ready(now)
             self._alarms.flush_due()
