@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 
 #: Seconds a connection may take to send its request (and to take the answer). A scrape is one request
@@ -38,6 +39,7 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         self.max_connections = max_connections
         self.slot_timeout_s = slot_timeout_s  # how long a new connection waits for a handler thread to end
         self._open: dict[socket.socket, float] = {}  # connection -> accepted at (monotonic)
+        self._wake: dict[socket.socket, Callable[[], None]] = {}  # see when_evicted
         self._open_lock = threading.Lock()
         self.evicted = 0  # connections closed to make room (slow or idle clients)
         self.refused = 0  # connections closed unserved: no handler thread ended within slot_timeout_s
@@ -59,18 +61,21 @@ class BoundedHTTPServer(ThreadingHTTPServer):
         log.error("%s: request from %s failed", type(self).__name__, client_address, exc_info=exc)
 
     def process_request(self, request, client_address) -> None:
-        victim = None
+        victim = wake = None
         with self._open_lock:
             if len(self._open) >= self.max_connections:
                 victim = min(self._open, key=self._open.__getitem__)
                 del self._open[victim]
                 self.evicted += 1
+                wake = self._wake.pop(victim, None)
             self._open[request] = time.monotonic()
         if victim is not None:
             try:  # wakes the victim's handler (its read returns b""); its thread closes the socket
                 victim.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+            if wake is not None:
+                wake()
         # The accept loop waits here for a thread to end (the victim's: ms once it runs), so the thread count
         # never passes the cap however late the scheduler runs it. Connections meanwhile wait in the backlog.
         if not self._slots.acquire(timeout=self.slot_timeout_s):
@@ -102,7 +107,19 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     def shutdown_request(self, request) -> None:
         with self._open_lock:
             self._open.pop(request, None)
+            self._wake.pop(request, None)
         super().shutdown_request(request)
+
+    def when_evicted(self, request, wake: Callable[[], None]) -> None:
+        """A handler that waits on something other than its socket (an event stream between two events) says
+        how to wake it: the socket's shutdown alone would end it only at its next write, and the accept loop
+        waits for its thread (the page's keep-alive is 15 s). Called at once when already evicted."""
+        with self._open_lock:
+            live = request in self._open
+            if live:
+                self._wake[request] = wake
+        if not live:
+            wake()
 
     @property
     def connections(self) -> int:

@@ -203,6 +203,7 @@ def _handler(page: LinePage, token: str | None) -> type[BaseHTTPRequestHandler]:
             if client is None:
                 self._plain(503, f"too many pages open (page.max_clients {page.hub.max_clients})")
                 return
+            self.server.when_evicted(self.request, client.close)  # closed for a newer connection: end now
             try:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")

@@ -74,3 +74,36 @@ def test_threads_never_pass_the_cap_and_a_connection_no_thread_can_take_is_close
         srv.server_close()
         for c in clients:
             c.close()
+
+
+def test_an_evicted_handler_waiting_on_something_else_is_woken_and_the_new_connection_served():
+    """An event stream between two events waits on its queue, not its socket: the socket's shutdown would end
+    it only at its next write (the page's keep-alive: 15 s) while the new connection waits for its thread.
+    `when_evicted` wakes it; without that hook the new connection is closed unserved (refused)."""
+    started = threading.Semaphore(0)
+    woken: list[bool] = []
+
+    class Stream(BaseHTTPRequestHandler):
+        def handle(self):
+            wake = threading.Event()
+            self.server.when_evicted(self.request, wake.set)
+            started.release()
+            woken.append(wake.wait(30))
+
+    srv = BoundedHTTPServer(("127.0.0.1", 0), Stream, max_connections=1, slot_timeout_s=10)
+    loop = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    loop.start()
+    first = second = None
+    try:
+        first = socket.create_connection(srv.server_address, timeout=10)
+        assert started.acquire(timeout=10)
+        second = socket.create_connection(srv.server_address, timeout=10)
+        assert started.acquire(timeout=20), "the new connection got a handler thread"
+        assert woken == [True] and srv.evicted == 1 and srv.refused == 0 and srv.peak_handlers == 1
+        assert first.recv(1) == b""
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        for c in (first, second):
+            if c is not None:
+                c.close()
