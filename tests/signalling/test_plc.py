@@ -252,9 +252,17 @@ def test_hardware_pairing_is_by_time_and_refuses_what_it_cannot_tell_apart(detec
         wall0 = time.time() - (time.monotonic() - t0)
         frame_of: dict[str, int] = {}
         seqs = {p: i for i, p in enumerate(sorted({e[1] for e in events if e[0] == "trigger"}))}
+        sent = 0
         for kind, part, ms in events:
             if kind == "trigger":
                 line.plc.send(part, seqs[part], fired_at=wall0 + ms / 1000)
+                sent += 1
+                # In arrival order: the trigger is at the PC (taken in: in flight or answered) before the next
+                # event, as a frame is once fired. A trigger still on its way through the broker when the other
+                # part's result went out is the case no pairing can undo (docs/controls-engineer.md; CI run 40
+                # answered A on its frame before B's trigger, sent before the frame, had arrived).
+                line.wait(lambda n=sent: (st := line.hs.state())["in_flight"] + st["results"] >= n,
+                          what=f"trigger {part} taken in")
             else:
                 frame_of[part] = eye.fired()
                 eye.fire(t0 + ms / 1000, lost=kind == "lost")
