@@ -31,8 +31,8 @@ trigger, and every part concerned gets the fail-safe result `ambiguous` (one alr
 yet answered too). Arrival order plays no part: a trigger message that overtakes another, or a frame
 that never comes, cannot move an image to another part. A hardware trigger is paired by plc-pair
 only after every frame already at the PC has joined the pairing. What no pairing can do: a second
-frame of a window that reaches the PC after the first one's result went out is refused, and its
-alarm names the part already answered (`already_answered`). The window must stay under half the
+frame, or trigger, of a window that reaches the PC after the first part's result went out is
+refused, and its alarm names the part already answered (`already_answered`). The window must stay under half the
 shortest time between two parts (a refusal's alarm says so when it does not).
 
 Ready: the retained `.../ready` is re-asserted: the handshake watches its own topic and re-publishes
