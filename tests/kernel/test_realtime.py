@@ -342,9 +342,11 @@ def test_a_spinning_frame_path_leaves_the_machine_and_turns_health_red(tmp_path)
         assert not [p for at, p in pings if at > red_since and "WATCHDOG=1" in p]
         line = wait_for(lambda: re.search(r"demoted the frame path.*", err.read_text()), 60,
                         "RLIMIT_RTTIME's SIGXCPU to demote the frame path").group(0)
-        # the log names the thread that ran without blocking: the most CPU since the guard's last look, never asleep
-        first = re.search(r"CPU in the last \d+ ms \(.*?\): (\S+) \(tid \d+\) ([\d.]+) ms, blocked (\d+)", line)
-        assert first and first.group(1) == "pipeline-infer" and first.group(3) == "0", line
+        # the log names the thread that ran without blocking first: the longest on the CPU without a break
+        # (fresh-clone run 45: CPU time since the guard's last look alone missed it when that look came before
+        # the spin began and the thread had blocked once in between)
+        first = re.search(r"\): (\S+) \(tid \d+\) ran ([\d.]+) ms, cpu ([\d.]+) ms", line)
+        assert first and first.group(1) == "pipeline-infer" and float(first.group(2)) > 0, line
         print(line)
         took += [answers_within(cpu) for _ in range(3)]
         assert max(took) < 1.0, took
