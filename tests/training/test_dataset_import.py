@@ -11,6 +11,7 @@ import pytest
 from inspector.cli import main
 from inspector.training.dataset_check import run_check
 from inspector.training.evaluate import data_splits
+from tests.traced_peak import cli_peak
 from tests.training.exports import CLASSES, WRITERS, Drawn, ls_task
 
 
@@ -638,8 +639,6 @@ def test_out_overlapping_the_source_is_refused(tmp_path, capsys, where):
 
 # --- memory: one image at a time ---------------------------------------------------------------------------
 def test_import_holds_one_image_at_a_time_not_the_dataset(tmp_path):
-    import tracemalloc
-
     import cv2
     import numpy as np
 
@@ -653,10 +652,6 @@ def test_import_holds_one_image_at_a_time_not_the_dataset(tmp_path):
         (src / "images" / f"n{i}.png").write_bytes(data)
         (src / "labels" / f"n{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
         total += len(data)
-    tracemalloc.start()
-    try:
-        assert main(["dataset", "import", "--from", "yolo", str(src), "--out", str(tmp_path / "ds")]) == 0
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    rc, peak = cli_peak(["dataset", "import", "--from", "yolo", src, "--out", tmp_path / "ds"], tmp_path)
+    assert rc == 0
     assert total > 16e6 and peak < total / 4, (total, peak)  # a few images in flight, not all of them

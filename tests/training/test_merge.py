@@ -13,6 +13,7 @@ import pytest
 from inspector.cli import main
 from inspector.training.dataset_import import write_description
 from inspector.training.merge import MEMBERS
+from tests.traced_peak import cli_peak
 
 CLASSES = ["scratch", "pit", "crack", "contamination"]
 
@@ -119,8 +120,6 @@ def test_bad_merges_exit_2_and_write_nothing(tmp_path, capsys, case, why):
 
 
 def test_merge_holds_one_image_at_a_time(tmp_path):
-    import tracemalloc
-
     rng = np.random.default_rng(0)
     noise = {k: cv2.imencode(".png", rng.integers(0, 255, (288, 288), dtype=np.uint8))[1].tobytes() for k in range(100)}
     base = make_dataset(tmp_path / "base", {"train": list(range(50)), "val": [50, 51]})
@@ -132,11 +131,6 @@ def test_merge_holds_one_image_at_a_time(tmp_path):
             total += p.stat().st_size
     for root in (base, new):
         write_description(root, CLASSES, {"format": "test"}, {"kind": "test"})
-    tracemalloc.start()
-    try:
-        assert merge(base, new, tmp_path / "v2") == 0
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(members(tmp_path / "v2")) == 100
+    rc, peak = cli_peak(["dataset", "merge", base, new, "--out", tmp_path / "v2"], tmp_path)
+    assert rc == 0 and len(members(tmp_path / "v2")) == 100
     assert total > 7e6 and peak < total / 4, (total, peak)
