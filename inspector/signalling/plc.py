@@ -32,8 +32,8 @@ yet answered too). Arrival order plays no part: a trigger message that overtakes
 that never comes, cannot move an image to another part. A hardware trigger is paired by plc-pair
 only after every frame already at the PC has joined the pairing. What no pairing can do: a second
 frame, or trigger, of a window that reaches the PC after the first part's result went out is
-refused, and its alarm names the part already answered (`already_answered`). The window must stay under half the
-shortest time between two parts (a refusal's alarm says so when it does not).
+refused, and its alarm names the part already answered (`already_answered`). The window must stay
+under half the shortest time between two parts (a refusal's alarm says so when it does not).
 
 Ready: the retained `.../ready` is re-asserted: the handshake watches its own topic and re-publishes
 the true state when another client wrote something else there (`ready_overwritten`, alarm
@@ -253,11 +253,15 @@ class PlcHandshake:
             counts = dict(self.counts)
             out = {"connected": self._connected.is_set(), "station": station, "station_reason": reason,
                    "ready": station == "ready", "pending": len(self._arrived) + len(self._pending),
-                   "in_flight": len(self._arrived) + len(self._pending) + len(self._paired)}
+                   "in_flight": self._in_flight()}
         counts["alarms_folded"] = sum(self._alarms.folded_counts().values())
         out.update({k: counts.pop(k, 0) for k in self.COUNTERS})
         out.update(counts)
         return out
+
+    def _in_flight(self) -> int:
+        """Triggers not yet answered: arrived, pending a frame, or paired and awaiting the verdict. Under the lock."""
+        return len(self._arrived) + len(self._pending) + len(self._paired)
 
     def station(self) -> tuple[str, str]:
         """The state the PLC sees (ready | busy | fault, reason); fault while the broker link is down."""
@@ -315,7 +319,7 @@ class PlcHandshake:
             while len(self._recent) > 4096:
                 self._recent.popitem(last=False)
             self.counts["triggers"] += 1
-            in_flight = len(self._arrived) + len(self._pending) + len(self._paired)
+            in_flight = self._in_flight()
         t = Trigger(p.part_id, p.seq, now, self._start_time(p, now))
         why = self._refusal(in_flight)
         if why is not None:
@@ -635,7 +639,7 @@ class PlcHandshake:
     def _update_ready(self, now: float) -> None:
         st: SourceState = self.camera.state()
         with self._lock:
-            in_flight = len(self._arrived) + len(self._pending) + len(self._paired)
+            in_flight = self._in_flight()
             if st.connection is not Connection.CONNECTED:
                 new = ("fault", f"camera {st.connection.value}: {st.detail}".rstrip(": "))
             elif in_flight >= self.cfg.max_in_flight:
