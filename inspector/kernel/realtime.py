@@ -462,17 +462,24 @@ def frame_cpu(s: _Scheduler | None = None) -> Look:
     return out
 
 
-def spinners(looks: list[Look], now: Look) -> list[dict]:
-    """Frame-path threads, the one that ran longest without sleeping first. `ran_ms`: CPU time since the
-    earliest look after which the thread never slept (no voluntary switch); a thread that sleeps between
-    frames has ~0. `cpu_ms` and `sleeps` cover all `looks`."""
+def spinners(looks: list[Look], now: Look, rttime_ms: float) -> list[dict]:
+    """Frame-path threads, the spinner first. `ran_ms`: CPU time since the earliest look after which the thread
+    never slept (no voluntary switch), a lower bound of its run; `cpu_ms` and `sleeps` cover all `looks`, which
+    span more than one `rttime_ms` run.
+
+    First is a thread seen running `rttime_ms` without sleeping, else the one with the most CPU in the window.
+    `ran_ms` alone cannot name it: in Python a spinner sleeps whenever it waits for the GIL, and after the
+    SIGXCPU the handler and the other threads take the GIL again (CI stop 30: the numpy spinner had slept 3
+    times in the 386 ms window, ran 0.0 ms at the last look, cpu 280 ms; a thread with ran 0.3 ms, cpu 11 ms
+    came first). The window holds the whole run that raised the signal, so the spinner has at least
+    ~`rttime_ms` of CPU in it; on one CPU no other thread can."""
     rows = []
     for tid, (name, ns, sleeps) in now.items():
         first = looks[0].get(tid, (name, ns, sleeps))
         ran = max((ns - look[tid][1] for look in looks if tid in look and look[tid][2] == sleeps), default=0)
         rows.append({"thread": name, "tid": tid, "ran_ms": round(ran / 1e6, 1),
                      "cpu_ms": round((ns - first[1]) / 1e6, 1), "sleeps": sleeps - first[2]})
-    return sorted(rows, key=lambda r: (-r["ran_ms"], -r["cpu_ms"]))
+    return sorted(rows, key=lambda r: (r["ran_ms"] < rttime_ms, -r["cpu_ms"], -r["ran_ms"]))
 
 
 def _guard_loop(s: _Scheduler) -> None:
@@ -486,13 +493,14 @@ def _guard_loop(s: _Scheduler) -> None:
         looks.append((time.monotonic(), frame_cpu(s)))
         while len(looks) > 1 and time.monotonic() - looks[1][0] >= span_s:
             looks.popleft()
-    rows = spinners([look for _, look in looks], frame_cpu(s))[:4]
+    rows = spinners([look for _, look in looks], frame_cpu(s), s.cfg.rttime_ms)[:4]
     since_ms = round((time.monotonic() - looks[0][0]) * 1e3)
     for tid, (group, _, _) in list(s.members.items()):
         if group == "frame":
             record(tid)
-    log.error("realtime: demoted the frame path to SCHED_OTHER: %s. Frame-path threads, longest on the CPU without "
-              "sleeping first (ran: CPU time since it last slept; cpu, sleeps: CPU time and voluntary switches in "
+    log.error("realtime: demoted the frame path to SCHED_OTHER: %s. Frame-path threads, the spinner first (one seen "
+              "running without sleeping that long, else the most CPU; ran: CPU time since it last slept; cpu, "
+              "sleeps: CPU time and voluntary switches in "
               "the last %d ms): %s", s.demoted, since_ms,
               "; ".join(f"{r['thread']} (tid {r['tid']}) ran {r['ran_ms']} ms, cpu {r['cpu_ms']} ms, "
                         f"sleeps {r['sleeps']}" for r in rows))
@@ -500,8 +508,8 @@ def _guard_loop(s: _Scheduler) -> None:
         try:
             s.alarm("realtime_demoted", {"reason": s.demoted, "rttime_ms": s.cfg.rttime_ms,
                                          "threads": rows, "window_ms": since_ms,
-                                         "fix": "a frame-path thread spins (`threads`, first: the one that "
-                                                "ran longest without sleeping): restart the service to "
+                                         "fix": "a frame-path thread spins (`threads`, first: the one seen "
+                                                "running without sleeping, else the most CPU): restart the service to "
                                                 "return to the real-time class"})
         except Exception:  # an alarm path must not take the guard down
             log.exception("realtime_demoted alarm could not be raised")
